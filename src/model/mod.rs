@@ -1,0 +1,547 @@
+//! Transformer runtime with the hooks knowledge editors need.
+//!
+//! One [`Model`] serves Llama-family, GPT-2 and GPT-J checkpoints. Its [`Model::forward`] runs a
+//! right-padded batch through a range of layers and can, in the same pass:
+//! - return logits at every position or only at chosen `(row, position)` pairs;
+//! - capture the key (input of the edited matrix), the attention / MLP output or the block output
+//!   of any layer ([`Site`]);
+//! - add a differentiable delta to the attention or MLP output of a layer (adding to the MLP output
+//!   is the same as adding to the block output);
+//! - start at layer `L` from given hidden states and continue after cached keys/values of earlier
+//!   positions ([`KvCache`]): the layers below an edit and the positions before the edited token
+//!   never change while a target vector is optimized, so they are computed once.
+//!
+//! Weights are f32 tensors. [`Model::set_edit_weight`] replaces an edited matrix in place.
+
+pub mod block;
+pub mod config;
+pub mod fetch;
+pub mod generate;
+pub mod gpt2;
+pub mod gptj;
+pub mod llama;
+pub mod layers;
+pub mod load;
+pub mod tokenizer;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use candle_core::{DType, Device, IndexOp, Tensor};
+
+pub use block::{Block, MlpAdaptor};
+pub use config::{Arch, ModelConfig};
+pub use load::{ModelInfo, ModelSpec};
+
+use crate::error::{Error, Result};
+use layers::{Linear, Norm, Rope};
+
+/// A place in a block whose activation can be captured or shifted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Site {
+    /// Input of the edited MLP matrix (`[.., d_ff]`): the "key".
+    Key,
+    /// Output of the attention sub-layer (after its output projection).
+    AttnOut,
+    /// Output of the MLP (after the edited matrix): the "value".
+    MlpOut,
+    /// Residual stream after the block (the hidden state the next block reads).
+    BlockOut,
+}
+
+/// A delta added to one layer's activation: `value` is dense `[B, S, d_model]`
+/// (see [`Model::delta_at`] to place a vector at chosen positions).
+#[derive(Debug, Clone)]
+pub struct SiteDelta {
+    pub layer: usize,
+    pub site: Site,
+    pub value: Tensor,
+}
+
+/// Which logits to compute. The LM head is the single largest matrix of a small model, so
+/// editors ask only for the positions they score.
+#[derive(Debug, Clone, Default)]
+pub enum Logits {
+    #[default]
+    None,
+    /// `[B, S, V]`.
+    All,
+    /// `[N, V]`, one row per `(row, position)`.
+    At(Vec<(usize, usize)>),
+}
+
+/// The positions being computed: token ids, or hidden states entering `start_layer`.
+#[derive(Debug, Clone)]
+pub enum Input<'a> {
+    Tokens(&'a [Vec<u32>]),
+    /// `[B, S, d_model]` with the valid length of each row.
+    Hidden { hidden: Tensor, lens: Vec<usize> },
+}
+
+/// Cached keys/values of earlier positions for layers `start..`, with per-row validity.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    /// Indexed by absolute layer; `None` below the first cached layer.
+    pub layers: Vec<Option<(Tensor, Tensor)>>,
+    /// `valid[row][position]`: whether that cached position may be attended to.
+    pub valid: Vec<Vec<bool>>,
+}
+
+impl KvCache {
+    pub fn len(&self) -> usize {
+        self.valid.first().map_or(0, Vec::len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Number of valid positions of each row: the absolute position of its next token.
+    pub fn next_positions(&self) -> Vec<usize> {
+        self.valid.iter().map(|r| r.iter().filter(|&&v| v).count()).collect()
+    }
+
+    /// Keeps only the first `keep[row]` positions of each row valid (a prefix of each prompt).
+    pub fn truncated(&self, keep: &[usize]) -> Self {
+        let valid = self
+            .valid
+            .iter()
+            .zip(keep)
+            .map(|(row, &k)| row.iter().enumerate().map(|(j, &v)| v && j < k).collect())
+            .collect();
+        Self {
+            layers: self.layers.clone(),
+            valid,
+        }
+    }
+
+    /// Memory held by the cached tensors, in bytes.
+    pub fn bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.elem_count() + v.elem_count()) * 4)
+            .sum()
+    }
+}
+
+/// A forward request. Build with `Forward::default()` and set what you need.
+#[derive(Debug, Clone, Default)]
+pub struct Forward<'a> {
+    pub start_layer: usize,
+    /// Run layers `start_layer..end_layer`; `None` runs every layer and then the LM head.
+    pub end_layer: Option<usize>,
+    pub past: Option<&'a KvCache>,
+    pub deltas: Vec<SiteDelta>,
+    pub captures: Vec<(usize, Site)>,
+    pub logits: Logits,
+    pub keep_kv: bool,
+    /// Use the differentiable composed ops even without a gradient (tests compare both paths).
+    pub force_composed: bool,
+}
+
+pub struct ForwardOut {
+    pub logits: Option<Tensor>,
+    pub captures: HashMap<(usize, Site), Tensor>,
+    /// Output of the last layer run, `[B, S, d_model]` (before the final norm).
+    pub hidden: Tensor,
+    /// Past and new keys/values, when `keep_kv` was set.
+    pub kv: Option<KvCache>,
+    /// Valid length of each row of this call's positions.
+    pub lens: Vec<usize>,
+}
+
+impl ForwardOut {
+    pub fn capture(&self, layer: usize, site: Site) -> Result<&Tensor> {
+        self.captures
+            .get(&(layer, site))
+            .ok_or_else(|| Error::Model(format!("no capture of {site:?} at layer {layer}")))
+    }
+
+    pub fn logits(&self) -> Result<&Tensor> {
+        self.logits
+            .as_ref()
+            .ok_or_else(|| Error::Model("forward did not compute logits".into()))
+    }
+}
+
+pub struct Model {
+    pub config: ModelConfig,
+    pub(crate) wte: Tensor,
+    pub(crate) wpe: Option<Tensor>,
+    pub(crate) blocks: Vec<Block>,
+    pub(crate) final_norm: Norm,
+    pub(crate) lm_head: Linear,
+    pub(crate) rope: Option<Rope>,
+    pub(crate) adaptors: Vec<Option<Arc<dyn MlpAdaptor>>>,
+    pub device: Device,
+    pub tokenizer: Option<tokenizers::Tokenizer>,
+    pub info: ModelInfo,
+}
+
+impl Model {
+    pub fn n_layers(&self) -> usize {
+        self.config.n_layers
+    }
+
+    pub fn tokenizer(&self) -> Result<&tokenizers::Tokenizer> {
+        self.tokenizer
+            .as_ref()
+            .ok_or_else(|| Error::Tokenizer("this model was loaded without a tokenizer".into()))
+    }
+
+    /// Tokenizes without adding special tokens (the editing literature's convention here).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .tokenizer()?
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer(format!("cannot encode {text:?}: {e}")))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer()?
+            .decode(ids, false)
+            .map_err(|e| Error::Tokenizer(format!("cannot decode {ids:?}: {e}")))
+    }
+
+    /// The edited matrix `W_out` of a layer, `[d_model, d_ff]` (`[out, in]`).
+    pub fn edit_weight(&self, layer: usize) -> Result<&Tensor> {
+        Ok(&self.block(layer)?.mlp.out().weight)
+    }
+
+    /// Replaces the edited matrix of a layer. The shape must match; the caller keeps the old one
+    /// if it wants to restore it.
+    pub fn set_edit_weight(&mut self, layer: usize, weight: Tensor) -> Result<()> {
+        let old = self.edit_weight(layer)?;
+        if old.dims() != weight.dims() {
+            return Err(Error::Model(format!(
+                "layer {layer}: replacement weight has shape {:?}, expected {:?}",
+                weight.dims(),
+                old.dims()
+            )));
+        }
+        let weight = weight.to_dtype(DType::F32)?.to_device(&self.device)?;
+        self.blocks[layer].mlp.out_mut().weight = weight;
+        Ok(())
+    }
+
+    /// Installs (or removes) an adaptor on a layer's MLP output.
+    pub fn set_adaptor(&mut self, layer: usize, adaptor: Option<Arc<dyn MlpAdaptor>>) -> Result<()> {
+        self.block(layer)?;
+        self.adaptors[layer] = adaptor;
+        Ok(())
+    }
+
+    pub fn adaptor(&self, layer: usize) -> Option<&Arc<dyn MlpAdaptor>> {
+        self.adaptors.get(layer).and_then(Option::as_ref)
+    }
+
+    pub(crate) fn block(&self, layer: usize) -> Result<&Block> {
+        self.blocks.get(layer).ok_or_else(|| {
+            Error::Input(format!(
+                "layer {layer} does not exist (the model has {} layers, 0..{})",
+                self.blocks.len(),
+                self.blocks.len().saturating_sub(1)
+            ))
+        })
+    }
+
+    /// Embeds token rows, right-padded to the longest, with absolute positions `offsets[row] + i`.
+    fn embed(&self, rows: &[Vec<u32>], positions: &Tensor) -> Result<Tensor> {
+        let s = rows.iter().map(Vec::len).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(rows.len() * s);
+        for row in rows {
+            for i in 0..s {
+                let id = row.get(i).copied().unwrap_or(0);
+                if id as usize >= self.config.vocab_size {
+                    return Err(Error::Input(format!(
+                        "token id {id} is outside the vocabulary (size {})",
+                        self.config.vocab_size
+                    )));
+                }
+                ids.push(id);
+            }
+        }
+        let ids = Tensor::from_vec(ids, (rows.len() * s,), &self.device)?;
+        let mut h = self
+            .wte
+            .index_select(&ids, 0)?
+            .reshape((rows.len(), s, self.config.d_model))?;
+        if let Some(wpe) = &self.wpe {
+            let pe = wpe
+                .index_select(&positions.flatten_all()?, 0)?
+                .reshape((rows.len(), s, self.config.d_model))?;
+            h = (h + pe)?;
+        }
+        Ok(h)
+    }
+
+    /// Embedding output (token + learned position embeddings) of rows starting at position 0.
+    pub fn embed_tokens(&self, rows: &[Vec<u32>]) -> Result<Tensor> {
+        let s = rows.iter().map(Vec::len).max().unwrap_or(0);
+        let pos: Vec<u32> = (0..rows.len()).flat_map(|_| 0..s as u32).collect();
+        let pos = Tensor::from_vec(pos, (rows.len(), s), &self.device)?;
+        self.embed(rows, &pos)
+    }
+
+    /// The final normalization applied to hidden states (what the LM head reads).
+    pub fn final_norm(&self, h: &Tensor) -> Result<Tensor> {
+        Ok(self.final_norm.forward(h, false)?)
+    }
+
+    /// Runs a forward pass; see the module docs.
+    pub fn forward(&self, input: Input, fwd: &Forward) -> Result<ForwardOut> {
+        let n_layers = self.config.n_layers;
+        let end = fwd.end_layer.unwrap_or(n_layers);
+        if fwd.start_layer >= end || end > n_layers {
+            return Err(Error::Model(format!(
+                "layer range {}..{end} is outside 0..{n_layers}",
+                fwd.start_layer
+            )));
+        }
+        let (b, s, lens) = match &input {
+            Input::Tokens(rows) => (
+                rows.len(),
+                rows.iter().map(Vec::len).max().unwrap_or(0),
+                rows.iter().map(Vec::len).collect::<Vec<_>>(),
+            ),
+            Input::Hidden { hidden, lens } => {
+                let (b, s, _) = hidden.dims3()?;
+                (b, s, lens.clone())
+            }
+        };
+        if b == 0 || s == 0 || lens.iter().any(|&l| l == 0 || l > s) {
+            return Err(Error::Input("forward: empty batch or empty row".into()));
+        }
+        let past_valid: Vec<Vec<bool>> = match fwd.past {
+            Some(p) if p.valid.len() != b => {
+                return Err(Error::Model(format!(
+                    "cache has {} rows, batch has {b}",
+                    p.valid.len()
+                )))
+            }
+            Some(p) => p.valid.clone(),
+            None => vec![vec![]; b],
+        };
+        let p_len = past_valid.first().map_or(0, Vec::len);
+        let offsets: Vec<usize> = past_valid
+            .iter()
+            .map(|r| r.iter().filter(|&&v| v).count())
+            .collect();
+        let max_pos = offsets.iter().max().copied().unwrap_or(0) + s;
+        if max_pos > self.config.max_positions {
+            return Err(Error::Input(format!(
+                "sequence of {max_pos} tokens exceeds the model's context window of {} tokens",
+                self.config.max_positions
+            )));
+        }
+        let positions: Vec<u32> = offsets
+            .iter()
+            .flat_map(|&o| (0..s).map(move |i| (o + i) as u32))
+            .collect();
+        let positions = Tensor::from_vec(positions, (b, s), &self.device)?;
+        let mask = self.attention_mask(&past_valid, p_len, s)?;
+        let rope_tables = match &self.rope {
+            Some(rope) => {
+                let (cos, sin) = rope.tables_for(&positions)?;
+                Some((rope, cos, sin))
+            }
+            None => None,
+        };
+
+        let mut h = match input {
+            Input::Tokens(rows) => {
+                if fwd.start_layer != 0 {
+                    return Err(Error::Model("token input must start at layer 0".into()));
+                }
+                self.embed(rows, &positions)?
+            }
+            Input::Hidden { hidden, .. } => hidden,
+        };
+
+        let mut captures = HashMap::new();
+        let mut new_kv: Vec<Option<(Tensor, Tensor)>> = vec![None; n_layers];
+        for layer in fwd.start_layer..end {
+            let wants = |site: Site| fwd.captures.contains(&(layer, site));
+            let delta = |site: Site| {
+                fwd.deltas
+                    .iter()
+                    .filter(|d| d.layer == layer && d.site == site)
+                    .map(|d| d.value.clone())
+                    .reduce(|a, b| (a + b).expect("deltas of one site share a shape"))
+            };
+            let attn_delta = delta(Site::AttnOut);
+            // The MLP output and the block output enter the residual stream at the same point.
+            let mlp_delta = match (delta(Site::MlpOut), delta(Site::BlockOut)) {
+                (Some(a), Some(b)) => Some((a + b)?),
+                (a, b) => a.or(b),
+            };
+            let past = match fwd.past {
+                Some(p) => match p.layers.get(layer) {
+                    Some(Some((k, v))) => Some((k, v)),
+                    _ => {
+                        return Err(Error::Model(format!("cache has no entry for layer {layer}")))
+                    }
+                },
+                None => None,
+            };
+            let io = block::LayerIo {
+                rope: rope_tables.as_ref().map(|(r, c, s)| (*r, c, s)),
+                mask: &mask,
+                past,
+                attn_delta: attn_delta.as_ref(),
+                mlp_delta: mlp_delta.as_ref(),
+                adaptor: self.adaptors[layer].as_deref(),
+                force_composed: fwd.force_composed,
+                want_key: wants(Site::Key),
+                want_attn_out: wants(Site::AttnOut),
+                want_mlp_out: wants(Site::MlpOut),
+            };
+            let out = self.blocks[layer].forward(&h, &io)?;
+            for (site, t) in [
+                (Site::Key, out.key),
+                (Site::AttnOut, out.attn_out),
+                (Site::MlpOut, out.mlp_out),
+            ] {
+                if let Some(t) = t {
+                    captures.insert((layer, site), t);
+                }
+            }
+            if wants(Site::BlockOut) {
+                captures.insert((layer, Site::BlockOut), out.hidden.clone());
+            }
+            if fwd.keep_kv {
+                new_kv[layer] = Some(match past {
+                    Some((pk, pv)) => (Tensor::cat(&[pk, &out.k], 2)?, Tensor::cat(&[pv, &out.v], 2)?),
+                    None => (out.k, out.v),
+                });
+            }
+            h = out.hidden;
+        }
+
+        let logits = if end == n_layers {
+            self.head(&h, &fwd.logits, fwd.force_composed)?
+        } else {
+            None
+        };
+        let kv = fwd.keep_kv.then(|| KvCache {
+            layers: new_kv,
+            valid: past_valid
+                .iter()
+                .zip(&lens)
+                .map(|(pv, &l)| pv.iter().copied().chain((0..s).map(|i| i < l)).collect())
+                .collect(),
+        });
+        Ok(ForwardOut {
+            logits,
+            captures,
+            hidden: h,
+            kv,
+            lens,
+        })
+    }
+
+    /// Final norm + LM head at the requested positions.
+    fn head(&self, h: &Tensor, which: &Logits, force_composed: bool) -> Result<Option<Tensor>> {
+        let (b, s, d) = h.dims3()?;
+        let picked = match which {
+            Logits::None => return Ok(None),
+            Logits::All => h.reshape((b * s, d))?,
+            Logits::At(at) => {
+                if let Some(&(r, p)) = at.iter().find(|&&(r, p)| r >= b || p >= s) {
+                    return Err(Error::Model(format!(
+                        "logits requested at ({r}, {p}) outside the batch [{b}, {s}]"
+                    )));
+                }
+                let idx: Vec<u32> = at.iter().map(|&(r, p)| (r * s + p) as u32).collect();
+                let idx = Tensor::from_vec(idx, (at.len(),), h.device())?;
+                h.reshape((b * s, d))?.index_select(&idx, 0)?
+            }
+        };
+        let normed = self.final_norm.forward(&picked, force_composed)?;
+        let logits = self.lm_head.forward(&normed)?;
+        Ok(Some(match which {
+            Logits::All => logits.reshape((b, s, self.config.vocab_size))?,
+            _ => logits,
+        }))
+    }
+
+    /// `[B, 1, S, P + S]`: 0 where row `r`'s position `i` may attend, −∞ elsewhere. Cached
+    /// positions follow `past_valid`; new positions are causal. Right padding needs no extra
+    /// rule: a valid position never sees a later (padded) one.
+    fn attention_mask(&self, past_valid: &[Vec<bool>], p: usize, s: usize) -> Result<Tensor> {
+        let b = past_valid.len();
+        let t = p + s;
+        let mut m = vec![0f32; b * s * t];
+        for (r, pv) in past_valid.iter().enumerate() {
+            for i in 0..s {
+                let row = &mut m[(r * s + i) * t..(r * s + i + 1) * t];
+                for (j, cell) in row.iter_mut().enumerate() {
+                    let ok = if j < p { pv[j] } else { j - p <= i };
+                    if !ok {
+                        *cell = f32::NEG_INFINITY;
+                    }
+                }
+            }
+        }
+        Ok(Tensor::from_vec(m, (b, 1, s, t), &self.device)?)
+    }
+
+    /// A dense `[B, S, d]` tensor that is `vector` (shape `[d]`, or `[B, d]` for one per row) at
+    /// `positions[row]` and zero elsewhere. Differentiable in `vector`.
+    pub fn delta_at(&self, vector: &Tensor, positions: &[usize], s: usize) -> Result<Tensor> {
+        let b = positions.len();
+        let mut onehot = vec![0f32; b * s];
+        for (r, &p) in positions.iter().enumerate() {
+            if p >= s {
+                return Err(Error::Model(format!("delta position {p} outside length {s}")));
+            }
+            onehot[r * s + p] = 1.0;
+        }
+        let onehot = Tensor::from_vec(onehot, (b, s, 1), &self.device)?;
+        let v = match vector.rank() {
+            1 => vector.reshape((1, 1, vector.dim(0)?))?,
+            2 => vector.unsqueeze(1)?,
+            r => return Err(Error::Model(format!("delta vector of rank {r}"))),
+        };
+        Ok(onehot.broadcast_mul(&v)?)
+    }
+
+    /// Picks `t[row, position, :]` for each pair → `[N, d]`.
+    pub fn gather_rows(t: &Tensor, at: &[(usize, usize)]) -> Result<Tensor> {
+        let (_, s, d) = t.dims3()?;
+        let idx: Vec<u32> = at.iter().map(|&(r, p)| (r * s + p) as u32).collect();
+        let idx = Tensor::from_vec(idx, (at.len(),), t.device())?;
+        Ok(t.reshape(((), d))?.index_select(&idx, 0)?)
+    }
+
+    /// L1 and Frobenius norms of a layer's edited matrix.
+    pub fn edit_weight_norms(&self, layer: usize) -> Result<(f64, f64)> {
+        let w = self.edit_weight(layer)?;
+        Ok(matrix_norms(w)?)
+    }
+
+    /// Every weight under its Hugging Face name and layout (GPT-2 Conv1D transposed back), for
+    /// export.
+    pub fn hf_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        Ok(match self.config.arch {
+            Arch::Llama => llama::hf_tensors(self, &self.config),
+            Arch::Gpt2 => gpt2::hf_tensors(self)?,
+            Arch::Gptj => gptj::hf_tensors(self),
+        })
+    }
+
+    /// The embedding row of a token (used by KN-style edits and tests).
+    pub fn token_embedding(&self, id: u32) -> Result<Tensor> {
+        Ok(self.wte.i(id as usize)?)
+    }
+}
+
+/// (L1, Frobenius) norm of a matrix, accumulated in f64.
+pub fn matrix_norms(w: &Tensor) -> candle_core::Result<(f64, f64)> {
+    let w = w.to_dtype(DType::F64)?;
+    let l1 = w.abs()?.sum_all()?.to_scalar::<f64>()?;
+    let fro = w.sqr()?.sum_all()?.to_scalar::<f64>()?.sqrt();
+    Ok((l1, fro))
+}

@@ -1,0 +1,42 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use d4s::model::{load, Model, ModelSpec};
+
+/// `../shared` beside the repository (override with `D4S_SHARED`).
+pub fn shared_dir() -> PathBuf {
+    std::env::var_os("D4S_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"))
+}
+
+/// A path under `../shared`, or `None` (with a message) when it is absent on a user's clone.
+/// Under `CI=true` a missing file is a failure: CI must never silently skip.
+pub fn shared(rel: &str) -> Option<PathBuf> {
+    let p = shared_dir().join(rel);
+    if p.exists() {
+        return Some(p);
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("CI=true but {} is missing", p.display());
+    }
+    eprintln!("SKIP: {} is not present (it ships beside the repository in CI)", p.display());
+    None
+}
+
+/// The default model, loaded once per test binary (fetched on first use).
+pub fn default_model() -> &'static Model {
+    static MODEL: OnceLock<Model> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        load::load(&ModelSpec::Default, &load::LoadOptions { verbose: true, ..Default::default() })
+            .expect("the default model loads (run `cargo run --release -- fetch` if offline)")
+    })
+}
+
+pub fn load_dir(rel: &str) -> Option<Model> {
+    let dir = shared(rel)?;
+    Some(load::load(&ModelSpec::HfDir(dir), &Default::default()).expect("fixture model loads"))
+}
