@@ -492,7 +492,7 @@ fn load_hf_dir(dir: &Path, opts: &LoadOptions) -> Result<Model> {
 }
 
 /// Shape checks and the rotary table; the last step of every load path.
-fn assemble(
+pub(crate) fn assemble(
     config: ModelConfig,
     parts: Parts,
     tokenizer: Option<tokenizers::Tokenizer>,

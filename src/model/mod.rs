@@ -20,6 +20,7 @@ pub mod generate;
 pub mod gpt2;
 pub mod gptj;
 pub mod llama;
+pub mod random;
 pub mod layers;
 pub mod load;
 pub mod tokenizer;
@@ -545,3 +546,6 @@ pub fn matrix_norms(w: &Tensor) -> candle_core::Result<(f64, f64)> {
     let fro = w.sqr()?.sum_all()?.to_scalar::<f64>()?.sqrt();
     Ok((l1, fro))
 }
+
+#[cfg(test)]
+mod tests;

