@@ -1,6 +1,7 @@
 //! d4s: a workbench for knowledge editing of language models — D4S (Dump for Sequence) and the
 //! baselines, evaluation, sessions and a terminal UI.
 
+pub mod edit;
 pub mod error;
 pub mod model;
 pub mod util;

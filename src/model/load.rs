@@ -516,6 +516,7 @@ pub(crate) fn assemble(
         lm_head: parts.lm_head,
         rope,
         adaptors: vec![None; n_layers],
+        originals: HashMap::new(),
         device: device.clone(),
         tokenizer,
         info,

@@ -175,6 +175,8 @@ pub struct Model {
     pub(crate) lm_head: Linear,
     pub(crate) rope: Option<Rope>,
     pub(crate) adaptors: Vec<Option<Arc<dyn MlpAdaptor>>>,
+    /// The unedited matrix of every layer that has been replaced at least once.
+    pub(crate) originals: HashMap<usize, Tensor>,
     pub device: Device,
     pub tokenizer: Option<tokenizers::Tokenizer>,
     pub info: ModelInfo,
@@ -189,6 +191,13 @@ impl Model {
         self.tokenizer
             .as_ref()
             .ok_or_else(|| Error::Tokenizer("this model was loaded without a tokenizer".into()))
+    }
+
+    /// Decodes for display, dropping special tokens.
+    pub fn decode_text(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer()?
+            .decode(ids, true)
+            .map_err(|e| Error::Tokenizer(format!("cannot decode {ids:?}: {e}")))
     }
 
     /// Tokenizes without adding special tokens (the editing literature's convention here).
@@ -223,8 +232,65 @@ impl Model {
             )));
         }
         let weight = weight.to_dtype(DType::F32)?.to_device(&self.device)?;
+        if !self.originals.contains_key(&layer) {
+            self.originals.insert(layer, old.clone());
+        }
         self.blocks[layer].mlp.out_mut().weight = weight;
         Ok(())
+    }
+
+    /// The edited matrix of a layer as it was loaded (before any replacement): `W0`.
+    pub fn original_edit_weight(&self, layer: usize) -> Result<&Tensor> {
+        match self.originals.get(&layer) {
+            Some(w) => Ok(w),
+            None => self.edit_weight(layer),
+        }
+    }
+
+    /// Layers whose edited matrix has been replaced at some point.
+    pub fn touched_layers(&self) -> Vec<usize> {
+        let mut l: Vec<usize> = self.originals.keys().copied().collect();
+        l.sort_unstable();
+        l
+    }
+
+    /// Whether any weight differs from the loaded model or any adaptor is installed.
+    pub fn is_edited(&self) -> Result<bool> {
+        if self.adaptors.iter().any(Option::is_some) {
+            return Ok(true);
+        }
+        for (l, w0) in &self.originals {
+            if !same_tensor(w0, self.edit_weight(*l)?)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Puts back every loaded weight and removes every adaptor.
+    pub fn reset_edits(&mut self) {
+        for (l, w0) in std::mem::take(&mut self.originals) {
+            self.blocks[l].mlp.out_mut().weight = w0;
+        }
+        for a in &mut self.adaptors {
+            *a = None;
+        }
+    }
+
+    /// Runs `f` on the unedited model (statistics must be gathered on W0), then restores the edits.
+    pub fn with_unedited<R>(&mut self, f: impl FnOnce(&Model) -> R) -> R {
+        let mut swapped = Vec::new();
+        for (&l, w0) in &self.originals {
+            let current = std::mem::replace(&mut self.blocks[l].mlp.out_mut().weight, w0.clone());
+            swapped.push((l, current));
+        }
+        let adaptors = std::mem::replace(&mut self.adaptors, vec![None; self.blocks.len()]);
+        let r = f(self);
+        for (l, w) in swapped {
+            self.blocks[l].mlp.out_mut().weight = w;
+        }
+        self.adaptors = adaptors;
+        r
     }
 
     /// Installs (or removes) an adaptor on a layer's MLP output.
@@ -295,7 +361,7 @@ impl Model {
     pub fn forward(&self, input: Input, fwd: &Forward) -> Result<ForwardOut> {
         let n_layers = self.config.n_layers;
         let end = fwd.end_layer.unwrap_or(n_layers);
-        if fwd.start_layer >= end || end > n_layers {
+        if fwd.start_layer > end || (fwd.start_layer == end && end != n_layers) || end > n_layers {
             return Err(Error::Model(format!(
                 "layer range {}..{end} is outside 0..{n_layers}",
                 fwd.start_layer
@@ -537,6 +603,16 @@ impl Model {
     pub fn token_embedding(&self, id: u32) -> Result<Tensor> {
         Ok(self.wte.i(id as usize)?)
     }
+}
+
+/// Whether two tensors hold bit-identical values (same shape).
+pub fn same_tensor(a: &Tensor, b: &Tensor) -> candle_core::Result<bool> {
+    if a.dims() != b.dims() {
+        return Ok(false);
+    }
+    let a = a.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    let b = b.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    Ok(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()))
 }
 
 /// (L1, Frobenius) norm of a matrix, accumulated in f64.

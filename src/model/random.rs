@@ -11,11 +11,11 @@ use super::load::{assemble, ModelInfo, WeightFormat, WeightSource};
 use super::{gpt2, gptj, llama, Model, ModelSpec};
 use crate::error::{Error, Result};
 
-/// A small config of the given architecture (2 layers, width 64, vocab 512 unless changed).
+/// A small config of the given architecture (3 layers, width 64, vocab 512).
 pub fn tiny_config(arch: Arch) -> ModelConfig {
     ModelConfig {
         arch,
-        n_layers: 2,
+        n_layers: 3,
         d_model: 64,
         d_ff: if arch == Arch::Llama { 96 } else { 256 },
         n_heads: 4,

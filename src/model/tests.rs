@@ -1,6 +1,6 @@
 //! Exact properties of the hooks, on tiny random models of every architecture.
 
-use candle_core::{IndexOp, Tensor, Var, D};
+use candle_core::{IndexOp, Tensor, Var};
 
 use super::config::Arch;
 use super::random::tiny_model;

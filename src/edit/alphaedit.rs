@@ -1,0 +1,170 @@
+//! AlphaEdit (Fang et al., ICLR 2025), spec §3.7: MEMIT-style updates projected onto the null
+//! space of the preserved knowledge.
+//!
+//! ```text
+//! C_j = U Σ Uᵀ,   P_j = Û Ûᵀ  (eigenvectors with eigenvalue < nullspace_threshold)
+//! Δ_jᵀ = (P_j (K Kᵀ + K_p K_pᵀ) + α I)⁻¹ P_j K (R / (L − j))ᵀ
+//! ```
+//! `K_p K_pᵀ` sums the keys of all earlier edits (recomputed on the edited model after each
+//! step). Because the solution lies in the range of `P_j`, `Δ_j k₀ = 0` for every key `k₀` in the
+//! preserved subspace (`P_j k₀ = 0`).
+
+use std::sync::Arc;
+
+use candle_core::Tensor;
+use faer::Mat;
+
+use super::keys::{bare_activations, request_keys, KeyAverage};
+use super::linalg::{add_outer, mat_from_columns, solve_general, symmetric_eigen, tensor_from_mat};
+use super::target::{residual_targets, TargetParams};
+use super::templates::{self, ContextTemplates};
+use super::{commit_updates, restore_weights, EditContext, EditOutcome, EditRequest, Editor, HParams, Method, Phase, Progress, Stopwatch, Timings, UndoRecord};
+use crate::error::{Error, Result};
+use crate::model::{Model, Site};
+
+pub struct AlphaEdit {
+    hp: HParams,
+    templates: Option<ContextTemplates>,
+    /// Null-space projector per edited layer.
+    projectors: Vec<Arc<Mat<f64>>>,
+    /// `K_p K_pᵀ` per edited layer.
+    preserved: Vec<Mat<f64>>,
+}
+
+impl AlphaEdit {
+    pub fn new(hp: HParams) -> Self {
+        Self {
+            hp,
+            templates: None,
+            projectors: vec![],
+            preserved: vec![],
+        }
+    }
+
+    /// `P = Û Ûᵀ` from the eigenvectors of C below the threshold.
+    pub fn null_space_projector(c: &Mat<f64>, threshold: f64) -> Result<Mat<f64>> {
+        let (values, vectors) = symmetric_eigen(c.as_ref())?;
+        let keep: Vec<usize> = values.iter().enumerate().filter(|(_, &v)| v < threshold).map(|(i, _)| i).collect();
+        let d = c.nrows();
+        let u = Mat::from_fn(d, keep.len(), |i, j| vectors[(i, keep[j])]);
+        Ok(&u * u.transpose())
+    }
+
+    fn ensure_state(&mut self, model: &mut Model, cx: &mut EditContext) -> Result<()> {
+        if self.projectors.len() == self.hp.layers.len() {
+            return Ok(());
+        }
+        let covs = cx.stats.second_moments(model, &self.hp.layers, &cx.ctl)?;
+        self.projectors = covs
+            .iter()
+            .map(|c| Ok(Arc::new(Self::null_space_projector(c, self.hp.nullspace_threshold)?)))
+            .collect::<Result<_>>()?;
+        let d = model.config.d_ff;
+        self.preserved = self.hp.layers.iter().map(|_| Mat::zeros(d, d)).collect();
+        Ok(())
+    }
+
+    /// The projector of an edited layer (after the first edit).
+    pub fn projector(&self, j: usize) -> Option<&Mat<f64>> {
+        self.projectors.get(j).map(|p| p.as_ref())
+    }
+}
+
+impl Editor for AlphaEdit {
+    fn method(&self) -> Method {
+        Method::AlphaEdit
+    }
+
+    fn hparams(&self) -> &HParams {
+        &self.hp
+    }
+
+    fn state_bytes(&self) -> usize {
+        8 * (self.projectors.iter().map(|m| m.nrows() * m.ncols()).sum::<usize>()
+            + self.preserved.iter().map(|m| m.nrows() * m.ncols()).sum::<usize>())
+    }
+
+    fn apply(&mut self, model: &mut Model, cx: &mut EditContext, requests: &[EditRequest]) -> Result<EditOutcome> {
+        self.hp.validate(&model.config)?;
+        for r in requests {
+            r.validate()?;
+        }
+        let layers = self.hp.layers.clone();
+        let z_layer = self.hp.last_layer();
+        let mut timer = Stopwatch::start();
+        let mut timings = Timings::default();
+        self.ensure_state(model, cx)?;
+        timings.statistics = timer.lap();
+        cx.ctl.report(Progress::Phase(Phase::Templates));
+        let templates = templates::ensure(&mut self.templates, model, &self.hp)?;
+        timings.templates = timer.lap();
+        cx.ctl.report(Progress::Phase(Phase::Target));
+        let targets = residual_targets(model, requests, &templates.flat(), z_layer, &TargetParams::from_hparams(&self.hp), &cx.ctl)?;
+        let z: Vec<Vec<f64>> = targets.iter().map(|t| t.sites[0].target()).collect();
+        timings.target = timer.lap();
+
+        let before: Vec<(usize, Tensor)> = layers.iter().map(|&l| Ok((l, model.edit_weight(l)?.clone()))).collect::<Result<_>>()?;
+        let updated = (|| -> Result<Vec<(usize, Tensor)>> {
+            let mut out = Vec::new();
+            for (j, &layer) in layers.iter().enumerate() {
+                cx.ctl.check()?;
+                cx.ctl.report(Progress::Phase(Phase::Keys));
+                let keys = request_keys(model, requests, &templates, &[layer], KeyAverage::GroupMeans)?;
+                let k = mat_from_columns(&keys.iter().map(|x| x[0].clone()).collect::<Vec<_>>());
+                let h = bare_activations(model, requests, &[(z_layer, Site::BlockOut)])?.remove(0);
+                let spread = (layers.len() - j) as f64;
+                let r = mat_from_columns(&z.iter().zip(&h).map(|(z, h)| z.iter().zip(h).map(|(a, b)| (a - b) / spread).collect()).collect::<Vec<Vec<f64>>>());
+                timings.keys += timer.lap();
+                cx.ctl.report(Progress::Phase(Phase::Solve));
+                let p = self.projectors[j].as_ref();
+                let mut m = p * (&k * k.transpose() + &self.preserved[j]);
+                for i in 0..m.nrows() {
+                    m[(i, i)] += self.hp.l2;
+                }
+                let rhs = p * (&k * r.transpose());
+                let x = solve_general(m.as_ref(), rhs.as_ref())?;
+                let delta = tensor_from_mat(x.transpose(), &model.device)?;
+                let w = (model.edit_weight(layer)? + delta)?;
+                model.set_edit_weight(layer, w.clone())?;
+                out.push((layer, w));
+                timings.solve += timer.lap();
+            }
+            Ok(out)
+        })();
+        restore_weights(model, &before)?;
+        let updated = updated?;
+        cx.ctl.report(Progress::Phase(Phase::Apply));
+        let (report, previous, sha) = commit_updates(model, updated, self.hp.max_update_ratio)?;
+        // The step's keys, on the edited model, join the preserved set.
+        let keys = request_keys(model, requests, &templates, &layers, KeyAverage::GroupMeans)?;
+        for per_request in &keys {
+            for (j, k) in per_request.iter().enumerate() {
+                add_outer(&mut self.preserved[j], 1.0, k, k);
+            }
+        }
+        timings.total = timings.statistics + timings.templates + timings.target + timings.keys + timings.solve + timer.lap();
+        Ok(EditOutcome {
+            method: Method::AlphaEdit,
+            layers: report,
+            targets: targets.iter().map(|t| t.summary()).collect(),
+            timings,
+            weights_sha256: sha,
+            undo: UndoRecord::AlphaEdit { weights: previous, keys },
+        })
+    }
+
+    fn undo(&mut self, model: &mut Model, _cx: &mut EditContext, record: &UndoRecord) -> Result<()> {
+        let UndoRecord::AlphaEdit { weights, keys } = record else {
+            return Err(Error::Input("this undo record does not belong to AlphaEdit".into()));
+        };
+        restore_weights(model, weights)?;
+        for per_request in keys {
+            for (j, k) in per_request.iter().enumerate() {
+                if let Some(p) = self.preserved.get_mut(j) {
+                    add_outer(p, -1.0, k, k);
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,237 @@
+//! D4S — Dump for Sequence (Huang et al., NeurIPS 2024), spec §2.
+//!
+//! Per edited layer j keep the running sums of the edit history (the "dump"):
+//!
+//! ```text
+//! S_j = Σ_i r_i k_{i,j}ᵀ            (d_out × d_in, f64)
+//! A_j = Σ_i k_{i,j} k_{i,j}ᵀ        (d_in × d_in, f64)
+//! W_j = W0_j + (S_j / (L − j)) (A_j + λ C_j)⁻¹
+//! ```
+//! Each new edit's residual `r = z − h` is measured on the original weights W0 (the model is
+//! re-based on W0 before every edit, as the released code does), so after t edits the weights are
+//! MEMIT's *batch* solution for all t edits relative to W0: sequence editing becomes batch
+//! editing, in memory that does not grow with t, and the update norm stays bounded (§2.6).
+//!
+//! Undo, which the reference tools lack: subtracting an edit's `r kᵀ` and `k kᵀ` terms removes it
+//! exactly, whichever edit it was.
+
+use candle_core::Tensor;
+use faer::Mat;
+
+use super::keys::{bare_activations, request_keys, KeyAverage};
+use super::linalg::{mat_from_columns, solve_spd_right, tensor_from_mat};
+use super::target::{residual_targets, TargetParams};
+use super::templates::{self, ContextTemplates};
+use super::hparams::ResidualMode;
+use super::{commit_updates, restore_weights, D4sTerms, EditContext, EditOutcome, EditRequest, Editor, HParams, Method, Phase, Progress, Stopwatch, Timings, UndoRecord};
+use crate::error::{Error, Result};
+use crate::model::{Model, Site};
+
+pub struct D4s {
+    hp: HParams,
+    templates: Option<ContextTemplates>,
+    /// `S_j` per edited layer (empty until the first edit).
+    s: Vec<Mat<f64>>,
+    /// `A_j` per edited layer.
+    a: Vec<Mat<f64>>,
+    /// Edits currently in the sums.
+    n_edits: usize,
+}
+
+impl D4s {
+    pub fn new(hp: HParams) -> Self {
+        Self {
+            hp,
+            templates: None,
+            s: vec![],
+            a: vec![],
+            n_edits: 0,
+        }
+    }
+
+    pub fn n_edits(&self) -> usize {
+        self.n_edits
+    }
+
+    fn init_state(&mut self, model: &Model) {
+        if self.s.len() != self.hp.layers.len() {
+            let (d_out, d_in) = (model.config.d_model, model.config.d_ff);
+            self.s = self.hp.layers.iter().map(|_| Mat::zeros(d_out, d_in)).collect();
+            self.a = self.hp.layers.iter().map(|_| Mat::zeros(d_in, d_in)).collect();
+        }
+    }
+
+    /// `W0_j + (S / (L − j)) (A + λ C_j)⁻¹` for layer index `j`, with candidate sums.
+    fn weight_for(&self, model: &Model, j: usize, s: &Mat<f64>, a: &Mat<f64>, c: &Mat<f64>) -> Result<Tensor> {
+        let layer = self.hp.layers[j];
+        let spread = (self.hp.layers.len() - j) as f64;
+        let mut m = a.clone();
+        let lambda = self.hp.mom2_update_weight;
+        for col in 0..m.ncols() {
+            for row in 0..m.nrows() {
+                m[(row, col)] += lambda * c[(row, col)];
+            }
+        }
+        let mut num = s.clone();
+        for col in 0..num.ncols() {
+            for row in 0..num.nrows() {
+                num[(row, col)] /= spread;
+            }
+        }
+        let delta = solve_spd_right(num.as_ref(), m.as_ref())?;
+        Ok((model.original_edit_weight(layer)? + tensor_from_mat(delta.as_ref(), &model.device)?)?)
+    }
+
+    /// Adds (`sign = 1`) or removes (`sign = −1`) an edit's terms from the sums.
+    pub(crate) fn accumulate(&mut self, terms: &D4sTerms, sign: f64) {
+        for (r_per_layer, k_per_layer) in terms.residuals.iter().zip(&terms.keys) {
+            for j in 0..self.hp.layers.len() {
+                let (r, k) = (&r_per_layer[j], &k_per_layer[j]);
+                super::linalg::add_outer(&mut self.s[j], sign, r, k);
+                super::linalg::add_outer(&mut self.a[j], sign, k, k);
+            }
+        }
+    }
+}
+
+/// `S + Σ r kᵀ` and `A + Σ k kᵀ` over a step's requests, for layer `j`.
+fn with_step(s: &Mat<f64>, a: &Mat<f64>, terms: &D4sTerms, j: usize) -> (Mat<f64>, Mat<f64>) {
+    let r = mat_from_columns(&terms.residuals.iter().map(|x| x[j].clone()).collect::<Vec<_>>());
+    let k = mat_from_columns(&terms.keys.iter().map(|x| x[j].clone()).collect::<Vec<_>>());
+    (s + &r * k.transpose(), a + &k * k.transpose())
+}
+
+impl Editor for D4s {
+    fn method(&self) -> Method {
+        Method::D4s
+    }
+
+    fn hparams(&self) -> &HParams {
+        &self.hp
+    }
+
+    fn state_bytes(&self) -> usize {
+        8 * (self.s.iter().map(|m| m.nrows() * m.ncols()).sum::<usize>()
+            + self.a.iter().map(|m| m.nrows() * m.ncols()).sum::<usize>())
+    }
+
+    fn apply(&mut self, model: &mut Model, cx: &mut EditContext, requests: &[EditRequest]) -> Result<EditOutcome> {
+        self.hp.validate(&model.config)?;
+        for r in requests {
+            r.validate()?;
+        }
+        self.init_state(model);
+        let layers = self.hp.layers.clone();
+        let z_layer = self.hp.last_layer();
+        let mut timer = Stopwatch::start();
+        let mut timings = Timings::default();
+        let covs = cx.stats.second_moments(model, &layers, &cx.ctl)?;
+        timings.statistics = timer.lap();
+        cx.ctl.report(Progress::Phase(Phase::Templates));
+        let templates = templates::ensure(&mut self.templates, model, &self.hp)?;
+        timings.templates = timer.lap();
+
+        // Re-base the edited layers on W0 for the whole computation.
+        let live: Vec<(usize, Tensor)> = layers.iter().map(|&l| Ok((l, model.edit_weight(l)?.clone()))).collect::<Result<_>>()?;
+        let w0: Vec<(usize, Tensor)> = layers.iter().map(|&l| Ok((l, model.original_edit_weight(l)?.clone()))).collect::<Result<_>>()?;
+        restore_weights(model, &w0)?;
+
+        let computed = (|| -> Result<(Vec<(usize, Tensor)>, D4sTerms, Vec<super::TargetSummary>)> {
+            cx.ctl.report(Progress::Phase(Phase::Target));
+            let targets = residual_targets(model, requests, &templates.flat(), z_layer, &TargetParams::from_hparams(&self.hp), &cx.ctl)?;
+            let z: Vec<Vec<f64>> = targets.iter().map(|t| t.sites[0].target()).collect();
+            let h0 = bare_activations(model, requests, &[(z_layer, Site::BlockOut)])?.remove(0);
+            timings.target += timer.lap();
+            let mut terms = D4sTerms {
+                residuals: vec![Vec::new(); requests.len()],
+                keys: vec![Vec::new(); requests.len()],
+            };
+            let mut new_weights = Vec::new();
+            for (j, &layer) in layers.iter().enumerate() {
+                cx.ctl.check()?;
+                cx.ctl.report(Progress::Phase(Phase::Keys));
+                // Keys see the lower layers already at W0 + Δ^(t) (order matters).
+                let keys = request_keys(model, requests, &templates, &[layer], KeyAverage::GroupMeans)?;
+                let h = match self.hp.d4s_residual_mode {
+                    ResidualMode::PerLayer if j > 0 => bare_activations(model, requests, &[(z_layer, Site::BlockOut)])?.remove(0),
+                    _ => h0.clone(),
+                };
+                for (i, per_layer) in keys.into_iter().enumerate() {
+                    terms.keys[i].push(per_layer.into_iter().next().expect("one layer"));
+                    terms.residuals[i].push(z[i].iter().zip(&h[i]).map(|(a, b)| a - b).collect());
+                }
+                timings.keys += timer.lap();
+                cx.ctl.report(Progress::Phase(Phase::Solve));
+                let (s, a) = with_step(&self.s[j], &self.a[j], &terms, j);
+                let w = self.weight_for(model, j, &s, &a, &covs[j])?;
+                model.set_edit_weight(layer, w.clone())?;
+                new_weights.push((layer, w));
+                timings.solve += timer.lap();
+            }
+            Ok((new_weights, terms, targets.iter().map(|t| t.summary()).collect()))
+        })();
+        restore_weights(model, &live)?;
+        let (new_weights, terms, summaries) = computed?;
+        cx.ctl.report(Progress::Phase(Phase::Apply));
+        let (report, _previous, sha) = commit_updates(model, new_weights, self.hp.max_update_ratio)?;
+        // Only an accepted step enters the history.
+        self.accumulate(&terms, 1.0);
+        self.n_edits += requests.len();
+        timings.total = timings.statistics + timings.templates + timings.target + timings.keys + timings.solve + timer.lap();
+        Ok(EditOutcome {
+            method: Method::D4s,
+            layers: report,
+            targets: summaries,
+            timings,
+            weights_sha256: sha,
+            undo: UndoRecord::D4s(terms),
+        })
+    }
+
+    fn undo(&mut self, model: &mut Model, cx: &mut EditContext, record: &UndoRecord) -> Result<()> {
+        let UndoRecord::D4s(terms) = record else {
+            return Err(Error::Input("this undo record does not belong to D4S".into()));
+        };
+        if terms.keys.iter().any(|k| k.len() != self.hp.layers.len()) {
+            return Err(Error::Input("the undo record was made with different layers".into()));
+        }
+        self.init_state(model);
+        let covs = cx.stats.second_moments(model, &self.hp.layers.clone(), &cx.ctl)?;
+        self.accumulate(terms, -1.0);
+        let weights: Result<Vec<(usize, Tensor)>> = (0..self.hp.layers.len())
+            .map(|j| Ok((self.hp.layers[j], self.weight_for(model, j, &self.s[j], &self.a[j], &covs[j])?)))
+            .collect();
+        match weights.and_then(|w| commit_updates(model, w, self.hp.max_update_ratio)) {
+            Ok(_) => {
+                self.n_edits = self.n_edits.saturating_sub(terms.keys.len());
+                Ok(())
+            }
+            Err(e) => {
+                self.accumulate(terms, 1.0);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl D4s {
+    /// Re-enters recorded edits into the sums without recomputing them (resume from a journal),
+    /// then sets the weights.
+    pub fn restore_history(&mut self, model: &mut Model, cx: &mut EditContext, history: &[D4sTerms]) -> Result<()> {
+        self.hp.validate(&model.config)?;
+        self.init_state(model);
+        for t in history {
+            if t.keys.iter().any(|k| k.len() != self.hp.layers.len()) {
+                return Err(Error::Input("a recorded D4S edit was made with different layers".into()));
+            }
+            self.accumulate(t, 1.0);
+            self.n_edits += t.keys.len();
+        }
+        let covs = cx.stats.second_moments(model, &self.hp.layers.clone(), &cx.ctl)?;
+        let weights = (0..self.hp.layers.len())
+            .map(|j| Ok((self.hp.layers[j], self.weight_for(model, j, &self.s[j], &self.a[j], &covs[j])?)))
+            .collect::<Result<Vec<_>>>()?;
+        commit_updates(model, weights, self.hp.max_update_ratio)?;
+        Ok(())
+    }
+}

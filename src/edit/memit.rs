@@ -1,0 +1,123 @@
+//! MEMIT — Mass-Editing Memory in a Transformer (Meng et al., ICLR 2023), spec §3.1.
+//!
+//! For a step of requests with targets `z_i = h_i + δ_i` at the last edited layer L*, for each
+//! edited layer j in increasing order (keys on the model with the lower layers already updated):
+//!
+//! ```text
+//! R  = [z_i − h_i(current)] / (L − j)
+//! Δ_j = R K_jᵀ (λ C_j + K_j K_jᵀ)⁻¹          (f64, Cholesky solve)
+//! W_j ← W_j + Δ_j
+//! ```
+//! Sequential MEMIT calls this once per step and keeps the accumulated weights.
+
+use faer::Mat;
+
+use super::keys::{bare_activations, request_keys, KeyAverage};
+use super::linalg::{mat_from_columns, solve_spd_right, tensor_from_mat};
+use super::target::{residual_targets, TargetParams};
+use super::templates::{self, ContextTemplates};
+use super::{commit_updates, restore_weights, EditContext, EditOutcome, EditRequest, Editor, HParams, Method, Phase, Progress, Stopwatch, Timings, UndoRecord};
+use crate::error::{Error, Result};
+use crate::model::{Model, Site};
+
+pub struct Memit {
+    hp: HParams,
+    templates: Option<ContextTemplates>,
+}
+
+impl Memit {
+    pub fn new(hp: HParams) -> Self {
+        Self { hp, templates: None }
+    }
+}
+
+/// `scale · A + B Bᵀ` for `B: [d, n]` (the regularized key Gram matrix).
+pub fn ridge_gram(a: &Mat<f64>, scale: f64, b: &Mat<f64>) -> Mat<f64> {
+    let mut m = b * b.transpose();
+    for j in 0..m.ncols() {
+        for i in 0..m.nrows() {
+            m[(i, j)] += scale * a[(i, j)];
+        }
+    }
+    m
+}
+
+/// MEMIT's per-layer closed form `Δ = R Kᵀ (λ C + K Kᵀ)⁻¹`: the minimizer of
+/// `Σ_i ‖Δ k_i − r_i‖² + λ tr(Δ C Δᵀ)` for keys `K: [d_in, n]` and residuals `R: [d_out, n]`.
+pub fn memit_update(r: &Mat<f64>, k: &Mat<f64>, c: &Mat<f64>, lambda: f64) -> Result<Mat<f64>> {
+    solve_spd_right((r * k.transpose()).as_ref(), ridge_gram(c, lambda, k).as_ref())
+}
+
+impl Editor for Memit {
+    fn method(&self) -> Method {
+        Method::Memit
+    }
+
+    fn hparams(&self) -> &HParams {
+        &self.hp
+    }
+
+    fn apply(&mut self, model: &mut Model, cx: &mut EditContext, requests: &[EditRequest]) -> Result<EditOutcome> {
+        self.hp.validate(&model.config)?;
+        for r in requests {
+            r.validate()?;
+        }
+        let layers = self.hp.layers.clone();
+        let z_layer = self.hp.last_layer();
+        let mut timer = Stopwatch::start();
+        let mut timings = Timings::default();
+        let covs = cx.stats.second_moments(model, &layers, &cx.ctl)?;
+        timings.statistics = timer.lap();
+        cx.ctl.report(Progress::Phase(Phase::Templates));
+        let templates = templates::ensure(&mut self.templates, model, &self.hp)?;
+        timings.templates = timer.lap();
+
+        cx.ctl.report(Progress::Phase(Phase::Target));
+        let targets = residual_targets(model, requests, &templates.flat(), z_layer, &TargetParams::from_hparams(&self.hp), &cx.ctl)?;
+        let z: Vec<Vec<f64>> = targets.iter().map(|t| t.sites[0].target()).collect();
+        timings.target = timer.lap();
+
+        let before: Vec<_> = layers.iter().map(|&l| Ok((l, model.edit_weight(l)?.clone()))).collect::<Result<_>>()?;
+        let updated = (|| -> Result<Vec<(usize, candle_core::Tensor)>> {
+            let mut out = Vec::new();
+            for (j, &layer) in layers.iter().enumerate() {
+                cx.ctl.check()?;
+                cx.ctl.report(Progress::Phase(Phase::Keys));
+                let keys = request_keys(model, requests, &templates, &[layer], KeyAverage::GroupMeans)?;
+                let k = mat_from_columns(&keys.iter().map(|per_layer| per_layer[0].clone()).collect::<Vec<_>>());
+                let h = bare_activations(model, requests, &[(z_layer, Site::BlockOut)])?.remove(0);
+                let spread = (layers.len() - j) as f64;
+                let r: Vec<Vec<f64>> = z.iter().zip(&h).map(|(z, h)| z.iter().zip(h).map(|(a, b)| (a - b) / spread).collect()).collect();
+                let r = mat_from_columns(&r);
+                timings.keys += timer.lap();
+                cx.ctl.report(Progress::Phase(Phase::Solve));
+                let delta = memit_update(&r, &k, &covs[j], self.hp.mom2_update_weight)?;
+                let w = (model.edit_weight(layer)? + tensor_from_mat(delta.as_ref(), &model.device)?)?;
+                model.set_edit_weight(layer, w.clone())?;
+                out.push((layer, w));
+                timings.solve += timer.lap();
+            }
+            Ok(out)
+        })();
+        restore_weights(model, &before)?;
+        let updated = updated?;
+        cx.ctl.report(Progress::Phase(Phase::Apply));
+        let (layer_report, previous, sha) = commit_updates(model, updated, self.hp.max_update_ratio)?;
+        timings.total = timings.statistics + timings.templates + timings.target + timings.keys + timings.solve + timer.lap();
+        Ok(EditOutcome {
+            method: Method::Memit,
+            layers: layer_report,
+            targets: targets.iter().map(|t| t.summary()).collect(),
+            timings,
+            weights_sha256: sha,
+            undo: UndoRecord::Weights(previous),
+        })
+    }
+
+    fn undo(&mut self, model: &mut Model, _cx: &mut EditContext, record: &UndoRecord) -> Result<()> {
+        match record {
+            UndoRecord::Weights(w) => restore_weights(model, w),
+            _ => Err(Error::Input("this undo record does not belong to MEMIT".into())),
+        }
+    }
+}

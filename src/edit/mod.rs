@@ -1,0 +1,392 @@
+//! The editing engine: one [`Editor`] trait, one file per method, and the shared machinery
+//! (requests, context templates, keys, target vectors, second-moment statistics, solves).
+//!
+//! Every editor changes the model through [`commit_updates`], which runs the common safety gate:
+//! an update with NaN/Inf entries, or whose Frobenius norm exceeds `max_update_ratio · ‖W0‖`, is
+//! rejected and the weights are left untouched.
+
+pub mod alphaedit;
+pub mod d4s;
+pub mod ft;
+pub mod grace;
+pub mod hparams;
+pub mod keys;
+pub mod linalg;
+pub mod memit;
+pub mod pmet;
+pub mod request;
+pub mod rome;
+pub mod stats;
+pub mod target;
+pub mod templates;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+
+pub use hparams::HParams;
+pub use request::{EditRequest, Probe};
+pub use stats::{CorpusSpec, StatsCache, StatsConfig};
+
+use crate::error::{Error, Result};
+use crate::model::{matrix_norms, Model};
+
+/// The editing methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum Method {
+    #[default]
+    #[serde(rename = "d4s", alias = "D4S")]
+    D4s,
+    #[serde(rename = "rome", alias = "ROME")]
+    Rome,
+    #[serde(rename = "memit", alias = "MEMIT")]
+    Memit,
+    #[serde(rename = "pmet", alias = "PMET")]
+    Pmet,
+    #[serde(rename = "alphaedit", alias = "AlphaEdit")]
+    AlphaEdit,
+    #[serde(rename = "ft-l", alias = "FT-L", alias = "ft")]
+    FtL,
+    #[serde(rename = "ft-m", alias = "FT-M")]
+    FtM,
+    #[serde(rename = "grace", alias = "GRACE")]
+    Grace,
+}
+
+impl Method {
+    pub const ALL: [Method; 8] = [
+        Method::D4s,
+        Method::Rome,
+        Method::Memit,
+        Method::Pmet,
+        Method::AlphaEdit,
+        Method::FtL,
+        Method::FtM,
+        Method::Grace,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::D4s => "d4s",
+            Method::Rome => "rome",
+            Method::Memit => "memit",
+            Method::Pmet => "pmet",
+            Method::AlphaEdit => "alphaedit",
+            Method::FtL => "ft-l",
+            Method::FtM => "ft-m",
+            Method::Grace => "grace",
+        }
+    }
+
+    /// Display name as in the papers.
+    pub fn label(self) -> &'static str {
+        match self {
+            Method::D4s => "D4S",
+            Method::Rome => "ROME",
+            Method::Memit => "MEMIT",
+            Method::Pmet => "PMET",
+            Method::AlphaEdit => "AlphaEdit",
+            Method::FtL => "FT-L",
+            Method::FtM => "FT-M",
+            Method::Grace => "GRACE",
+        }
+    }
+
+    /// Whether the method needs the key second moment C (and so a statistics pass).
+    pub fn needs_stats(self, hp: &HParams) -> bool {
+        match self {
+            Method::D4s | Method::Memit | Method::Pmet | Method::AlphaEdit => true,
+            Method::Rome => hp.mom2_adjustment,
+            Method::FtL | Method::FtM | Method::Grace => false,
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Method {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let k = s.trim().to_ascii_lowercase().replace('_', "-");
+        Ok(match k.as_str() {
+            "d4s" => Method::D4s,
+            "rome" => Method::Rome,
+            "memit" => Method::Memit,
+            "pmet" => Method::Pmet,
+            "alphaedit" | "alpha-edit" => Method::AlphaEdit,
+            "ft-l" | "ft" | "ftl" => Method::FtL,
+            "ft-m" | "ftm" => Method::FtM,
+            "grace" => Method::Grace,
+            _ => {
+                return Err(Error::Input(format!(
+                    "unknown method {s:?} (choose from {})",
+                    Method::ALL.map(Method::name).join(", ")
+                )))
+            }
+        })
+    }
+}
+
+/// A phase of an edit, for progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    Statistics,
+    Templates,
+    Target,
+    Keys,
+    Solve,
+    Apply,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    Phase(Phase),
+    /// One step of a target optimization (`step` of `of`).
+    TargetStep { step: usize, of: usize, loss: f64, prob: f64 },
+    /// Statistics pass: tokens done of total.
+    Tokens { done: usize, total: usize },
+}
+
+/// Cancellation and progress reporting for a running edit.
+#[derive(Default, Clone, Copy)]
+pub struct EditControl<'a> {
+    pub cancel: Option<&'a AtomicBool>,
+    pub progress: Option<&'a (dyn Fn(Progress) + Sync)>,
+}
+
+impl EditControl<'_> {
+    pub fn cancelled(&self) -> bool {
+        self.cancel.is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    pub fn report(&self, p: Progress) {
+        if let Some(f) = self.progress {
+            f(p);
+        }
+    }
+
+    pub fn check(&self) -> Result<()> {
+        if self.cancelled() {
+            Err(Error::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// What an edit did to one layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerDelta {
+    pub layer: usize,
+    /// ‖ΔW‖₁ and ‖ΔW‖_F of this step's change.
+    pub delta_l1: f64,
+    pub delta_fro: f64,
+    /// ‖W‖₁ and ‖W‖_F after the step.
+    pub weight_l1: f64,
+    pub weight_fro: f64,
+    /// ‖W − W0‖₁ and ‖W − W0‖_F after the step (the accumulated change).
+    pub total_l1: f64,
+    pub total_fro: f64,
+    pub numel: usize,
+}
+
+/// Target optimization summary for one request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetSummary {
+    pub prob_initial: f64,
+    pub prob_final: f64,
+    pub loss: f64,
+    pub steps: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    pub statistics: f64,
+    pub templates: f64,
+    pub target: f64,
+    pub keys: f64,
+    pub solve: f64,
+    pub total: f64,
+}
+
+/// The per-edit outer-product terms of D4S, enough to remove the edit again exactly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct D4sTerms {
+    /// Residuals `r = z − h` at the last edited layer, per request (outer) and edited layer
+    /// (inner; the same vector in every layer unless `d4s_residual_mode = per_layer`).
+    pub residuals: Vec<Vec<Vec<f64>>>,
+    /// Keys `k_{i,j}` per request (outer) and edited layer (inner).
+    pub keys: Vec<Vec<Vec<f64>>>,
+}
+
+/// How to take a step back.
+#[derive(Debug, Clone)]
+pub enum UndoRecord {
+    /// Put these (pre-edit) weights back.
+    Weights(Vec<(usize, Tensor)>),
+    /// Subtract this step's terms from the running sums (exact).
+    D4s(D4sTerms),
+    /// Restore weights and remove the step's keys from the preserved-key sum.
+    AlphaEdit {
+        weights: Vec<(usize, Tensor)>,
+        keys: Vec<Vec<Vec<f64>>>,
+    },
+    /// Restore the codebook as it was.
+    Grace(grace::Codebook),
+}
+
+impl UndoRecord {
+    /// Bytes held by the record.
+    pub fn bytes(&self) -> usize {
+        let weights = |w: &[(usize, Tensor)]| w.iter().map(|(_, t)| t.elem_count() * 4).sum::<usize>();
+        match self {
+            UndoRecord::Weights(w) => weights(w),
+            UndoRecord::D4s(t) => {
+                8 * (t.residuals.iter().flatten().map(Vec::len).sum::<usize>()
+                    + t.keys.iter().flatten().map(Vec::len).sum::<usize>())
+            }
+            UndoRecord::AlphaEdit { weights: w, keys } => weights(w) + 8 * keys.iter().flatten().map(Vec::len).sum::<usize>(),
+            UndoRecord::Grace(c) => c.bytes(),
+        }
+    }
+}
+
+/// The result of one edit step.
+#[derive(Debug, Clone)]
+pub struct EditOutcome {
+    pub method: Method,
+    pub layers: Vec<LayerDelta>,
+    pub targets: Vec<TargetSummary>,
+    pub timings: Timings,
+    /// SHA-256 over the f32 bytes of every changed matrix after the step (layer order).
+    pub weights_sha256: String,
+    pub undo: UndoRecord,
+}
+
+/// Everything an editor may use besides the model.
+pub struct EditContext<'a> {
+    pub stats: &'a mut StatsCache,
+    pub ctl: EditControl<'a>,
+}
+
+/// An editing method. `apply` writes a step of requests into the model; on error the model is
+/// left as it was.
+pub trait Editor: Send {
+    fn method(&self) -> Method;
+    fn hparams(&self) -> &HParams;
+    fn apply(&mut self, model: &mut Model, cx: &mut EditContext, requests: &[EditRequest]) -> Result<EditOutcome>;
+    /// Takes back a step given its record. D4S removes any step exactly; the others restore the
+    /// weights saved with the step (meaningful for the most recent step).
+    fn undo(&mut self, model: &mut Model, cx: &mut EditContext, record: &UndoRecord) -> Result<()>;
+    /// Bytes of state kept across edits (not counting the model).
+    fn state_bytes(&self) -> usize {
+        0
+    }
+}
+
+/// Builds the editor for `hp.method`.
+pub fn new_editor(hp: HParams) -> Box<dyn Editor> {
+    match hp.method {
+        Method::D4s => Box::new(d4s::D4s::new(hp)),
+        Method::Rome => Box::new(rome::Rome::new(hp)),
+        Method::Memit => Box::new(memit::Memit::new(hp)),
+        Method::Pmet => Box::new(pmet::Pmet::new(hp)),
+        Method::AlphaEdit => Box::new(alphaedit::AlphaEdit::new(hp)),
+        Method::FtL | Method::FtM => Box::new(ft::FineTune::new(hp)),
+        Method::Grace => Box::new(grace::Grace::new(hp)),
+    }
+}
+
+/// Checks new weights against the safety gate, then installs them. Returns the per-layer report
+/// and the weights they replaced. Nothing changes if any layer fails the gate.
+pub fn commit_updates(
+    model: &mut Model,
+    new_weights: Vec<(usize, Tensor)>,
+    max_update_ratio: f64,
+) -> Result<(Vec<LayerDelta>, Vec<(usize, Tensor)>, String)> {
+    let mut reports = Vec::new();
+    for (layer, w_new) in &new_weights {
+        let w_old = model.edit_weight(*layer)?;
+        let w0 = model.original_edit_weight(*layer)?;
+        let delta = (w_new - w_old)?;
+        let (d_l1, d_fro) = matrix_norms(&delta)?;
+        let (w0_l1, w0_fro) = matrix_norms(w0)?;
+        let _ = w0_l1;
+        if !d_l1.is_finite() || !d_fro.is_finite() {
+            return Err(Error::Rejected(format!(
+                "the update of layer {layer} contains NaN or infinite values; the weights are unchanged"
+            )));
+        }
+        if d_fro > max_update_ratio * w0_fro {
+            return Err(Error::Rejected(format!(
+                "the update of layer {layer} has norm {d_fro:.3e}, more than {max_update_ratio} × the \
+                 norm of the original matrix ({w0_fro:.3e}); the weights are unchanged \
+                 (raise max_update_ratio to allow it)"
+            )));
+        }
+        let (w_l1, w_fro) = matrix_norms(w_new)?;
+        let (t_l1, t_fro) = matrix_norms(&(w_new - w0)?)?;
+        reports.push(LayerDelta {
+            layer: *layer,
+            delta_l1: d_l1,
+            delta_fro: d_fro,
+            weight_l1: w_l1,
+            weight_fro: w_fro,
+            total_l1: t_l1,
+            total_fro: t_fro,
+            numel: w_new.elem_count(),
+        });
+    }
+    let mut previous = Vec::new();
+    let mut hasher = sha2::Sha256::default();
+    for (layer, w_new) in new_weights {
+        use sha2::Digest;
+        let bytes: Vec<u8> = w_new
+            .flatten_all()?
+            .to_vec1::<f32>()?
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        hasher.update(&bytes);
+        previous.push((layer, model.edit_weight(layer)?.clone()));
+        model.set_edit_weight(layer, w_new)?;
+    }
+    use sha2::Digest;
+    Ok((reports, previous, crate::util::hex(&hasher.finalize())))
+}
+
+/// Puts saved weights back (the `Weights` undo).
+pub fn restore_weights(model: &mut Model, saved: &[(usize, Tensor)]) -> Result<()> {
+    for (layer, w) in saved {
+        model.set_edit_weight(*layer, w.clone())?;
+    }
+    Ok(())
+}
+
+/// Wall-clock timer for the phases of an edit.
+pub struct Stopwatch(Instant);
+
+impl Stopwatch {
+    pub fn start() -> Self {
+        Self(Instant::now())
+    }
+
+    /// Seconds since the last lap (or start).
+    pub fn lap(&mut self) -> f64 {
+        let now = Instant::now();
+        let s = (now - self.0).as_secs_f64();
+        self.0 = now;
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests;

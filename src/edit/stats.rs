@@ -1,0 +1,456 @@
+//! The key second moment `C_l = E[k kᵀ]` per layer (spec §1.6): the uncentered second moment of
+//! the edited matrix's inputs over every token of a text corpus, gathered once on the *unedited*
+//! model and cached on disk under `<d4s home>/stats/`, keyed by (model sha256, corpus, token
+//! budget, layer).
+//!
+//! The reference tools use ~100k Wikipedia documents. d4s needs a corpus that exists on a fresh
+//! machine with no data files, so the default is text sampled from the model itself (fixed seeds,
+//! see [`sample_corpus`]); `--stats-corpus` points it at real text (a file, a folder of `.txt`, or
+//! a JSON/JSONL field) such as `../shared/data/wikitext`. BENCHMARKS.md compares the two.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use candle_core::{DType, Tensor};
+use faer::Mat;
+use serde::{Deserialize, Serialize};
+
+use super::{EditControl, Phase, Progress};
+use crate::error::{Error, Result};
+use crate::model::generate::GenerateOptions;
+use crate::model::{Forward, Input, Model, Site};
+use crate::util;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CorpusSpec {
+    /// Text sampled from the unedited model with fixed seeds.
+    ModelSamples { seed: u64 },
+    /// A text file (paragraphs), a folder of `.txt` files, or a JSON list / JSONL file (strings,
+    /// or objects whose `field` holds the text).
+    Path { path: PathBuf, field: Option<String> },
+}
+
+impl Default for CorpusSpec {
+    fn default() -> Self {
+        CorpusSpec::ModelSamples { seed: 0 }
+    }
+}
+
+impl CorpusSpec {
+    /// Parses `--stats-corpus`: `model` / `model:SEED`, or `PATH[#FIELD]`.
+    pub fn parse(s: &str) -> Result<Self> {
+        if s == "model" {
+            return Ok(CorpusSpec::ModelSamples { seed: 0 });
+        }
+        if let Some(seed) = s.strip_prefix("model:") {
+            let seed = seed.parse().map_err(|_| Error::Input(format!("--stats-corpus {s:?}: bad seed")))?;
+            return Ok(CorpusSpec::ModelSamples { seed });
+        }
+        let (path, field) = match s.rsplit_once('#') {
+            Some((p, f)) => (p, Some(f.to_string())),
+            None => (s, None),
+        };
+        let path = PathBuf::from(path);
+        if !path.exists() {
+            return Err(Error::Input(format!("stats corpus {} does not exist", path.display())));
+        }
+        Ok(CorpusSpec::Path { path, field })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatsConfig {
+    pub corpus: CorpusSpec,
+    /// Token budget; `None` = max(32,768, 20 × d_ff), enough for a well-conditioned C.
+    pub tokens: Option<usize>,
+    /// Tokens per document (longer ones are truncated, as the reference truncates to the context).
+    pub seq_len: usize,
+}
+
+impl Default for StatsConfig {
+    fn default() -> Self {
+        Self {
+            corpus: CorpusSpec::default(),
+            tokens: None,
+            seq_len: 128,
+        }
+    }
+}
+
+impl StatsConfig {
+    pub fn token_budget(&self, d_ff: usize) -> usize {
+        self.tokens.unwrap_or_else(|| (20 * d_ff).max(32_768))
+    }
+}
+
+/// Per-layer second moments, in memory and on disk.
+pub struct StatsCache {
+    pub config: StatsConfig,
+    dir: PathBuf,
+    mem: HashMap<(String, usize), Arc<Mat<f64>>>,
+}
+
+/// Serializes the (expensive) computation across threads of one process; the disk cache is checked
+/// again after taking it.
+static COMPUTE: Mutex<()> = Mutex::new(());
+
+impl StatsCache {
+    pub fn new(config: StatsConfig) -> Self {
+        Self::with_dir(config, util::d4s_home().join("stats"))
+    }
+
+    pub fn with_dir(config: StatsConfig, dir: PathBuf) -> Self {
+        Self {
+            config,
+            dir,
+            mem: HashMap::new(),
+        }
+    }
+
+    /// A stable identifier of the corpus (a hash of its contents for files).
+    pub fn corpus_id(&self) -> Result<String> {
+        Ok(match &self.config.corpus {
+            CorpusSpec::ModelSamples { seed } => format!("model-samples-s{seed}"),
+            CorpusSpec::Path { path, field } => {
+                let mut lines = String::new();
+                for f in corpus_files(path)? {
+                    lines.push_str(&format!("{}\n", util::sha256_file(&f)?));
+                }
+                if let Some(field) = field {
+                    lines.push_str(field);
+                }
+                format!("text-{}", &util::sha256_hex(lines.as_bytes())[..12])
+            }
+        })
+    }
+
+    fn file_for(&self, model: &Model, corpus: &str, tokens: usize, layer: usize) -> PathBuf {
+        self.dir
+            .join(&model.info.sha256[..16.min(model.info.sha256.len())])
+            .join(format!("{corpus}-{tokens}-L{layer}.safetensors"))
+    }
+
+    /// `C_l` for each of `layers`, computing (on the unedited model) and caching what is missing.
+    pub fn second_moments(&mut self, model: &mut Model, layers: &[usize], ctl: &EditControl) -> Result<Vec<Arc<Mat<f64>>>> {
+        let corpus = self.corpus_id()?;
+        let tokens = self.config.token_budget(model.config.d_ff);
+        let mut missing = Vec::new();
+        for &l in layers {
+            let key = (format!("{}/{corpus}/{tokens}", model.info.sha256), l);
+            if self.mem.contains_key(&key) {
+                continue;
+            }
+            match load_matrix(&self.file_for(model, &corpus, tokens, l)) {
+                Some(m) => {
+                    self.mem.insert(key, Arc::new(m));
+                }
+                None => missing.push(l),
+            }
+        }
+        if !missing.is_empty() {
+            let _guard = COMPUTE.lock().unwrap_or_else(|p| p.into_inner());
+            // Another thread may have written them meanwhile.
+            missing.retain(|&l| load_matrix(&self.file_for(model, &corpus, tokens, l)).is_none());
+            if !missing.is_empty() {
+                ctl.report(Progress::Phase(Phase::Statistics));
+                let config = self.config.clone();
+                let computed = model.with_unedited(|m| compute_second_moments(m, &config, tokens, &missing, ctl))?;
+                for (l, c) in missing.iter().zip(computed) {
+                    let path = self.file_for(model, &corpus, tokens, *l);
+                    // A cache that cannot be written (read-only home) costs time, not correctness.
+                    if let Err(e) = save_matrix(&path, &c) {
+                        eprintln!("warning: cannot cache statistics at {}: {e}", path.display());
+                    }
+                    self.mem.insert((format!("{}/{corpus}/{tokens}", model.info.sha256), *l), Arc::new(c));
+                }
+            }
+            for &l in &missing {
+                let key = (format!("{}/{corpus}/{tokens}", model.info.sha256), l);
+                if !self.mem.contains_key(&key) {
+                    let m = load_matrix(&self.file_for(model, &corpus, tokens, l))
+                        .ok_or_else(|| Error::Numeric(format!("statistics of layer {l} are missing")))?;
+                    self.mem.insert(key, Arc::new(m));
+                }
+            }
+        }
+        Ok(layers
+            .iter()
+            .map(|&l| self.mem[&(format!("{}/{corpus}/{tokens}", model.info.sha256), l)].clone())
+            .collect())
+    }
+
+    /// Bytes of statistics held in memory.
+    pub fn bytes(&self) -> usize {
+        self.mem.values().map(|m| m.nrows() * m.ncols() * 8).sum()
+    }
+}
+
+fn load_matrix(path: &Path) -> Option<Mat<f64>> {
+    let t = candle_core::safetensors::load(path, &candle_core::Device::Cpu).ok()?;
+    let c = t.get("second_moment")?;
+    let (r, cols) = c.dims2().ok()?;
+    let v = c.to_dtype(DType::F64).ok()?.flatten_all().ok()?.to_vec1::<f64>().ok()?;
+    if v.iter().any(|x| !x.is_finite()) {
+        return None;
+    }
+    Some(Mat::from_fn(r, cols, |i, j| v[i * cols + j]))
+}
+
+fn save_matrix(path: &Path, m: &Mat<f64>) -> Result<()> {
+    let dir = path.parent().expect("cache files live in a directory");
+    util::ensure_dir(dir)?;
+    let (r, c) = (m.nrows(), m.ncols());
+    let mut v = Vec::with_capacity(r * c);
+    for i in 0..r {
+        for j in 0..c {
+            v.push(m[(i, j)]);
+        }
+    }
+    let t = Tensor::from_vec(v, (r, c), &candle_core::Device::Cpu)?;
+    let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
+    let tensors: HashMap<String, Tensor> = [("second_moment".to_string(), t)].into();
+    candle_core::safetensors::save(&tensors, &tmp).map_err(|e| Error::io(&tmp, std::io::Error::other(e.to_string())))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+fn corpus_files(path: &Path) -> Result<Vec<PathBuf>> {
+    if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| Error::io(path, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "txt" || x == "json" || x == "jsonl"))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(Error::Input(format!("{}: no .txt/.json/.jsonl files", path.display())));
+        }
+        Ok(files)
+    } else {
+        Ok(vec![path.to_path_buf()])
+    }
+}
+
+/// Documents of a text corpus: paragraphs of text files, strings of JSON lists, a field of JSON
+/// objects or JSONL lines. Empty documents are dropped.
+pub fn read_documents(path: &Path, field: Option<&str>) -> Result<Vec<String>> {
+    let mut docs = Vec::new();
+    for f in corpus_files(path)? {
+        let text = std::fs::read_to_string(&f).map_err(|e| Error::io(&f, e))?;
+        let ext = f.extension().and_then(|e| e.to_str()).unwrap_or("");
+        let pick = |v: &serde_json::Value| -> Option<String> {
+            match (v, field) {
+                (serde_json::Value::String(s), _) => Some(s.clone()),
+                (serde_json::Value::Object(o), Some(k)) => o.get(k).and_then(|x| x.as_str()).map(str::to_string),
+                _ => None,
+            }
+        };
+        match ext {
+            "json" => {
+                let v: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|e| Error::bad_file(&f, format!("invalid JSON: {e}")))?;
+                let arr = v.as_array().ok_or_else(|| Error::bad_file(&f, "expected a JSON list"))?;
+                docs.extend(arr.iter().filter_map(pick));
+            }
+            "jsonl" => {
+                for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                    let v: serde_json::Value = serde_json::from_str(line)
+                        .map_err(|e| Error::bad_file(&f, format!("line {}: {e}", i + 1)))?;
+                    docs.extend(pick(&v));
+                }
+            }
+            _ => docs.extend(text.split("\n\n").map(str::to_string)),
+        }
+    }
+    docs.retain(|d| !d.trim().is_empty());
+    if docs.is_empty() {
+        return Err(Error::Input(format!("{}: the corpus has no text", path.display())));
+    }
+    Ok(docs)
+}
+
+/// Openers for the model-sampled corpus: varied enough that the samples cover narrative,
+/// expository and conversational text.
+const OPENERS: [&str; 32] = [
+    "The", "In", "A", "It", "He", "She", "They", "We", "This", "When", "After", "Many", "One", "There", "According to",
+    "During", "Although", "If", "Most", "Some", "His", "Her", "On", "At", "For", "History", "Science", "The city of",
+    "In 1990,", "Scientists", "Today", "Her father",
+];
+
+/// `n_tokens` of text sampled from the model: rows of `seq_len` tokens started from the openers,
+/// sampled at temperature 1 with top-k 40 from seeded generators.
+pub fn sample_corpus(model: &Model, n_tokens: usize, seq_len: usize, seed: u64, ctl: &EditControl) -> Result<Vec<Vec<u32>>> {
+    const BATCH: usize = 16;
+    let mut seqs = Vec::new();
+    let mut total = 0;
+    let mut round = 0u64;
+    while total < n_tokens {
+        ctl.check()?;
+        let prompts: Vec<Vec<u32>> = (0..BATCH)
+            .map(|i| model.encode(OPENERS[(round as usize * BATCH + i) % OPENERS.len()]))
+            .collect::<Result<_>>()?;
+        let opts = GenerateOptions {
+            max_tokens: seq_len.saturating_sub(3).max(1),
+            temperature: 1.0,
+            top_k: Some(40),
+            seed: seed.wrapping_mul(1_000_003).wrapping_add(round),
+            stop_at_eos: false,
+            stop_strings: vec![],
+        };
+        let outs = model.generate_batch_with(&prompts, &opts, |_, _| !ctl.cancelled())?;
+        ctl.check()?;
+        for (p, o) in prompts.into_iter().zip(outs) {
+            let mut ids = p;
+            ids.extend(o);
+            ids.truncate(seq_len);
+            total += ids.len();
+            seqs.push(ids);
+        }
+        ctl.report(Progress::Tokens { done: total.min(n_tokens) / 2, total: n_tokens });
+        round += 1;
+    }
+    Ok(seqs)
+}
+
+fn corpus_sequences(model: &Model, config: &StatsConfig, n_tokens: usize, ctl: &EditControl) -> Result<Vec<Vec<u32>>> {
+    match &config.corpus {
+        CorpusSpec::ModelSamples { seed } => sample_corpus(model, n_tokens, config.seq_len, *seed, ctl),
+        CorpusSpec::Path { path, field } => {
+            let mut seqs = Vec::new();
+            let mut total = 0;
+            for doc in read_documents(path, field.as_deref())? {
+                if total >= n_tokens {
+                    break;
+                }
+                let mut ids = model.encode(&doc)?;
+                ids.truncate(config.seq_len);
+                if ids.is_empty() {
+                    continue;
+                }
+                total += ids.len();
+                seqs.push(ids);
+            }
+            Ok(seqs)
+        }
+    }
+}
+
+/// Σ k kᵀ / #tokens over the corpus, for each layer, in f64.
+fn compute_second_moments(
+    model: &Model,
+    config: &StatsConfig,
+    n_tokens: usize,
+    layers: &[usize],
+    ctl: &EditControl,
+) -> Result<Vec<Mat<f64>>> {
+    let seqs = corpus_sequences(model, config, n_tokens, ctl)?;
+    let d = model.config.d_ff;
+    let mut acc = vec![vec![0f64; d * d]; layers.len()];
+    let mut count = 0usize;
+    let end = layers.iter().max().map_or(1, |l| l + 1);
+    let points: Vec<(usize, Site)> = layers.iter().map(|&l| (l, Site::Key)).collect();
+    let sampled = matches!(config.corpus, CorpusSpec::ModelSamples { .. });
+    for chunk in seqs.chunks(16) {
+        ctl.check()?;
+        let out = model.forward(
+            Input::Tokens(chunk),
+            &Forward {
+                end_layer: Some(end),
+                captures: points.clone(),
+                ..Default::default()
+            },
+        )?;
+        let valid: Vec<(usize, usize)> = chunk
+            .iter()
+            .enumerate()
+            .flat_map(|(r, s)| (0..s.len()).map(move |p| (r, p)))
+            .collect();
+        for (k, &(l, site)) in points.iter().enumerate() {
+            let keys = Model::gather_rows(out.capture(l, site)?, &valid)?;
+            let gram = keys.t()?.matmul(&keys)?.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+            for (a, g) in acc[k].iter_mut().zip(gram) {
+                *a += g;
+            }
+        }
+        count += valid.len();
+        let done = if sampled { n_tokens / 2 + count / 2 } else { count };
+        ctl.report(Progress::Tokens { done: done.min(n_tokens), total: n_tokens });
+    }
+    if count == 0 {
+        return Err(Error::Input("the statistics corpus produced no tokens".into()));
+    }
+    Ok(acc
+        .into_iter()
+        .map(|a| Mat::from_fn(d, d, |i, j| a[i * d + j] / count as f64))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::config::Arch;
+    use crate::model::random::tiny_model;
+
+    #[test]
+    fn second_moment_is_mean_outer_product_and_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let corpus = dir.path().join("c.txt");
+        std::fs::write(&corpus, "Some text here.\n\nAnd another paragraph of text.").unwrap();
+        let mut model = tiny_model(Arch::Llama, 1);
+        let config = StatsConfig {
+            corpus: CorpusSpec::Path { path: corpus.clone(), field: None },
+            tokens: Some(1000),
+            seq_len: 64,
+        };
+        let mut cache = StatsCache::with_dir(config.clone(), dir.path().join("stats"));
+        let c = cache.second_moments(&mut model, &[1], &EditControl::default()).unwrap();
+        // By hand: keys at every token of both documents.
+        let docs = read_documents(&corpus, None).unwrap();
+        let d = model.config.d_ff;
+        let mut want = vec![0f64; d * d];
+        let mut n = 0;
+        for doc in docs {
+            let ids = model.encode(&doc).unwrap();
+            let out = model
+                .forward(Input::Tokens(&[ids.clone()]), &Forward { end_layer: Some(2), captures: vec![(1, Site::Key)], ..Default::default() })
+                .unwrap();
+            let k: Vec<Vec<f32>> = out.capture(1, Site::Key).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
+            for row in &k {
+                for i in 0..d {
+                    for j in 0..d {
+                        want[i * d + j] += row[i] as f64 * row[j] as f64;
+                    }
+                }
+            }
+            n += k.len();
+        }
+        for i in 0..d {
+            for j in 0..d {
+                let w = want[i * d + j] / n as f64;
+                assert!((c[0][(i, j)] - w).abs() < 1e-5 * (1.0 + w.abs()), "({i},{j})");
+            }
+        }
+        // A second cache reads the file instead of recomputing (the corpus is gone now).
+        let files = std::fs::read_dir(dir.path().join("stats")).unwrap().count();
+        assert_eq!(files, 1);
+        let mut again = StatsCache::with_dir(config, dir.path().join("stats"));
+        let c2 = again.second_moments(&mut model, &[1], &EditControl::default()).unwrap();
+        assert_eq!(c2[0][(3, 4)], c[0][(3, 4)]);
+    }
+
+    #[test]
+    fn statistics_ignore_edits() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StatsConfig { corpus: CorpusSpec::ModelSamples { seed: 1 }, tokens: Some(300), seq_len: 32 };
+        let mut model = tiny_model(Arch::Gpt2, 2);
+        let mut a = StatsCache::with_dir(config.clone(), dir.path().join("a"));
+        let before = a.second_moments(&mut model, &[1], &EditControl::default()).unwrap();
+        let w = model.edit_weight(0).unwrap().clone();
+        model.set_edit_weight(0, (w * 3.0).unwrap()).unwrap();
+        let mut b = StatsCache::with_dir(config, dir.path().join("b"));
+        let after = b.second_moments(&mut model, &[1], &EditControl::default()).unwrap();
+        assert_eq!(before[0][(1, 2)], after[0][(1, 2)]);
+        assert!(model.is_edited().unwrap(), "the edit is back in place afterwards");
+    }
+}

@@ -1,0 +1,362 @@
+//! Exact properties of the editors on tiny random models.
+
+use std::sync::atomic::AtomicBool;
+
+use candle_core::Tensor;
+use faer::Mat;
+
+use super::linalg::{mat_from_columns, mat_from_tensor};
+use super::target::{optimize, Lookup, OptimOptions, SiteSpec, TargetParams, TargetProblem};
+use super::*;
+use crate::model::config::Arch;
+use crate::model::random::tiny_model;
+use crate::model::{Forward, Input, Logits, Site};
+
+fn requests() -> Vec<EditRequest> {
+    vec![
+        EditRequest::new("Eiffel Tower", "The Eiffel Tower is located in", "Rome"),
+        EditRequest::new("Danielle", "The mother tongue of Danielle is", "English"),
+        EditRequest::new("Apple", "Apple was founded by", "Bill"),
+        EditRequest::new("Louvre", "The Louvre is in the city of", "Tokyo"),
+    ]
+}
+
+fn fixed_templates() -> Vec<String> {
+    vec!["{}".into(), "Hello there. {}".into(), "It was a day. {}".into()]
+}
+
+fn hparams(method: Method, arch: Arch, layers: Vec<usize>) -> HParams {
+    let cfg = crate::model::random::tiny_config(arch);
+    let mut hp = HParams::defaults(method, &cfg);
+    hp.layers = layers;
+    hp.context_templates = Some(fixed_templates());
+    hp.v_num_grad_steps = 8;
+    hp.mom2_update_weight = 10.0;
+    hp
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    stats: StatsCache,
+}
+
+fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StatsConfig { corpus: CorpusSpec::ModelSamples { seed: 3 }, tokens: Some(1500), seq_len: 48 };
+    let stats = StatsCache::with_dir(config, dir.path().to_path_buf());
+    Env { _dir: dir, stats }
+}
+
+fn apply(editor: &mut dyn Editor, model: &mut crate::model::Model, env: &mut Env, reqs: &[EditRequest]) -> Result<EditOutcome> {
+    let mut cx = EditContext { stats: &mut env.stats, ctl: EditControl::default() };
+    editor.apply(model, &mut cx, reqs)
+}
+
+fn rel_diff(a: &Tensor, b: &Tensor) -> f64 {
+    let d = (a - b).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64;
+    let n = b.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64;
+    (d / n.max(1e-30)).sqrt()
+}
+
+#[test]
+fn rome_writes_the_value_with_a_rank_one_update() {
+    for arch in [Arch::Llama, Arch::Gpt2] {
+        let mut model = tiny_model(arch, 11);
+        let mut env = env();
+        let mut rome = rome::Rome::new(hparams(Method::Rome, arch, vec![1]));
+        let req = &requests()[0];
+        let w_before = model.edit_weight(1).unwrap().clone();
+        apply(&mut rome, &mut model, &mut env, std::slice::from_ref(req)).unwrap();
+        // (W + ΔW) k = v* at the bare prompt.
+        let bare = keys::bare_activations(&model, std::slice::from_ref(req), &[(1, Site::MlpOut)]).unwrap();
+        let out = &bare[0][0];
+        let v = rome.last_value();
+        let err = out.iter().zip(v).map(|(a, b)| (a - b).powi(2)).sum::<f64>().sqrt();
+        let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        assert!(err < 1e-4 * norm, "{arch:?}: |Wk − v*| = {err}, |v*| = {norm}");
+        let delta = mat_from_tensor(&(model.edit_weight(1).unwrap() - &w_before).unwrap()).unwrap();
+        let s = delta.thin_svd().unwrap();
+        let sv = s.S().column_vector();
+        assert!(sv[1] < 1e-5 * sv[0], "{arch:?}: ΔW is rank one ({} vs {})", sv[1], sv[0]);
+    }
+}
+
+/// An independent least-squares solve of the MEMIT objective (QR of the stacked system).
+#[test]
+fn memit_update_solves_its_objective() {
+    let (d_out, d_in, n) = (5, 7, 3);
+    let r = Mat::from_fn(d_out, n, |i, j| ((i * 3 + j * 5) % 7) as f64 - 3.0);
+    let k = Mat::from_fn(d_in, n, |i, j| ((i * 2 + j * 7) % 5) as f64 - 2.0);
+    let l = Mat::from_fn(d_in, d_in, |i, j| if i >= j { 1.0 / (1.0 + i as f64 + 2.0 * j as f64) } else { 0.0 });
+    let c = &l * l.transpose();
+    let lambda = 3.0;
+    let delta = memit::memit_update(&r, &k, &c, lambda).unwrap();
+    // min ‖[Kᵀ; √λ Lᵀ] Δᵀ − [Rᵀ; 0]‖ ⇔ the same normal equations.
+    let a = Mat::from_fn(n + d_in, d_in, |i, j| if i < n { k[(j, i)] } else { lambda.sqrt() * l[(j, i - n)] });
+    let b = Mat::from_fn(n + d_in, d_out, |i, j| if i < n { r[(j, i)] } else { 0.0 });
+    use faer::linalg::solvers::SolveLstsq;
+    let x = a.qr().solve_lstsq(&b);
+    for i in 0..d_out {
+        for j in 0..d_in {
+            assert!((delta[(i, j)] - x[(j, i)]).abs() < 1e-9, "({i},{j})");
+        }
+    }
+}
+
+#[test]
+fn d4s_sequential_equals_memit_batch_on_one_layer() {
+    let reqs = requests();
+    let mut env = env();
+    let mut seq_model = tiny_model(Arch::Llama, 12);
+    let mut d4s = d4s::D4s::new(hparams(Method::D4s, Arch::Llama, vec![1]));
+    for r in &reqs {
+        apply(&mut d4s, &mut seq_model, &mut env, std::slice::from_ref(r)).unwrap();
+    }
+    let mut batch_model = tiny_model(Arch::Llama, 12);
+    let mut memit = memit::Memit::new(hparams(Method::Memit, Arch::Llama, vec![1]));
+    apply(&mut memit, &mut batch_model, &mut env, &reqs).unwrap();
+    let w0 = batch_model.original_edit_weight(1).unwrap().clone();
+    let d_seq = (seq_model.edit_weight(1).unwrap() - &w0).unwrap();
+    let d_batch = (batch_model.edit_weight(1).unwrap() - &w0).unwrap();
+    let rel = rel_diff(&d_seq, &d_batch);
+    assert!(rel < 1e-4, "D4S after {} edits vs MEMIT batch: relative difference {rel}", reqs.len());
+    assert_eq!(d4s.n_edits(), reqs.len());
+}
+
+#[test]
+fn d4s_state_does_not_grow_with_edits() {
+    let mut model = tiny_model(Arch::Gpt2, 13);
+    let mut env = env();
+    let mut d4s = d4s::D4s::new(hparams(Method::D4s, Arch::Gpt2, vec![0, 1]));
+    let synthetic = |i: usize| D4sTerms {
+        residuals: vec![(0..2).map(|j| (0..64).map(|x| ((x * 7 + i + j) % 11) as f64 * 1e-3).collect()).collect()],
+        keys: vec![(0..2).map(|j| (0..256).map(|x| ((x * 3 + i * 5 + j) % 13) as f64 * 1e-2).collect()).collect()],
+    };
+    let mut cx = EditContext { stats: &mut env.stats, ctl: EditControl::default() };
+    let ten: Vec<D4sTerms> = (0..10).map(synthetic).collect();
+    d4s.restore_history(&mut model, &mut cx, &ten).unwrap();
+    let after_10 = d4s.state_bytes();
+    let more: Vec<D4sTerms> = (10..1000).map(synthetic).collect();
+    d4s.restore_history(&mut model, &mut cx, &more).unwrap();
+    assert_eq!(d4s.n_edits(), 1000);
+    assert_eq!(d4s.state_bytes(), after_10);
+    assert_eq!(after_10, 8 * 2 * (64 * 256 + 256 * 256));
+}
+
+#[test]
+fn d4s_undo_removes_any_edit_exactly() {
+    let reqs = requests();
+    let mut env = env();
+    // One layer: the result equals a fresh run without the removed edit.
+    let mut model = tiny_model(Arch::Llama, 14);
+    let mut d4s = d4s::D4s::new(hparams(Method::D4s, Arch::Llama, vec![1]));
+    let mut records = Vec::new();
+    for r in &reqs {
+        records.push(apply(&mut d4s, &mut model, &mut env, std::slice::from_ref(r)).unwrap().undo);
+    }
+    let mut cx = EditContext { stats: &mut env.stats, ctl: EditControl::default() };
+    d4s.undo(&mut model, &mut cx, &records[1]).unwrap();
+    let mut fresh = tiny_model(Arch::Llama, 14);
+    let mut d4s_fresh = d4s::D4s::new(hparams(Method::D4s, Arch::Llama, vec![1]));
+    for (i, r) in reqs.iter().enumerate() {
+        if i != 1 {
+            apply(&mut d4s_fresh, &mut fresh, &mut env, std::slice::from_ref(r)).unwrap();
+        }
+    }
+    let rel = rel_diff(model.edit_weight(1).unwrap(), fresh.edit_weight(1).unwrap());
+    assert!(rel < 1e-4, "undo vs fresh run: {rel}");
+    // Undoing everything gives back W0.
+    let mut cx = EditContext { stats: &mut env.stats, ctl: EditControl::default() };
+    for (i, rec) in records.iter().enumerate() {
+        if i != 1 {
+            d4s.undo(&mut model, &mut cx, rec).unwrap();
+        }
+    }
+    let w0 = model.original_edit_weight(1).unwrap();
+    assert!(rel_diff(model.edit_weight(1).unwrap(), w0) < 1e-6);
+    assert_eq!(d4s.n_edits(), 0);
+
+    // Several layers: undo equals the sums rebuilt from the remaining records.
+    let mut model = tiny_model(Arch::Gptj, 15);
+    let mut d4s = d4s::D4s::new(hparams(Method::D4s, Arch::Gptj, vec![0, 1]));
+    let mut terms = Vec::new();
+    for r in &reqs[..3] {
+        match apply(&mut d4s, &mut model, &mut env, std::slice::from_ref(r)).unwrap().undo {
+            UndoRecord::D4s(t) => terms.push(t),
+            _ => unreachable!(),
+        }
+    }
+    let mut cx = EditContext { stats: &mut env.stats, ctl: EditControl::default() };
+    d4s.undo(&mut model, &mut cx, &UndoRecord::D4s(terms[0].clone())).unwrap();
+    let mut rebuilt_model = tiny_model(Arch::Gptj, 15);
+    let mut rebuilt = d4s::D4s::new(hparams(Method::D4s, Arch::Gptj, vec![0, 1]));
+    rebuilt.restore_history(&mut rebuilt_model, &mut cx, &terms[1..]).unwrap();
+    for l in [0, 1] {
+        let rel = rel_diff(model.edit_weight(l).unwrap(), rebuilt_model.edit_weight(l).unwrap());
+        assert!(rel < 1e-6, "layer {l}: {rel}");
+    }
+}
+
+#[test]
+fn alphaedit_leaves_preserved_keys_untouched() {
+    let mut model = tiny_model(Arch::Llama, 16);
+    let mut env = env();
+    let c = env.stats.second_moments(&mut model, &[1], &EditControl::default()).unwrap()[0].clone();
+    let (vals, vecs) = linalg::symmetric_eigen(c.as_ref().as_ref()).unwrap();
+    // A threshold between the small and the large half of the spectrum.
+    let threshold = vals[vals.len() / 2];
+    let mut hp = hparams(Method::AlphaEdit, Arch::Llama, vec![1]);
+    hp.nullspace_threshold = threshold;
+    let mut editor = alphaedit::AlphaEdit::new(hp);
+    let w_before = model.edit_weight(1).unwrap().clone();
+    apply(&mut editor, &mut model, &mut env, &requests()[..2]).unwrap();
+    let delta = mat_from_tensor(&(model.edit_weight(1).unwrap() - &w_before).unwrap()).unwrap();
+    let w = mat_from_tensor(&w_before).unwrap();
+    let preserved: Vec<Vec<f64>> = (0..vals.len()).filter(|&i| vals[i] >= threshold).map(|i| (0..vals.len()).map(|r| vecs[(r, i)]).collect()).collect();
+    let k0 = mat_from_columns(&preserved);
+    let dk = &delta * &k0;
+    let wk = &w * &k0;
+    let (_, dk_f) = linalg::l1_fro(dk.as_ref());
+    let (_, wk_f) = linalg::l1_fro(wk.as_ref());
+    let (_, d_f) = linalg::l1_fro(delta.as_ref());
+    assert!(d_f > 1e-6, "the edit changed the weights");
+    assert!(dk_f <= 1e-4 * wk_f, "‖ΔW K0‖ = {dk_f}, ‖W K0‖ = {wk_f}");
+}
+
+#[test]
+fn grace_is_invisible_outside_its_radius_and_edits_inside() {
+    let mut model = tiny_model(Arch::Llama, 17);
+    let mut env = env();
+    let mut hp = hparams(Method::Grace, Arch::Llama, vec![1]);
+    hp.n_iter = 40;
+    hp.edit_lr = 0.5;
+    let mut grace = grace::Grace::new(hp);
+    let unrelated: Vec<Vec<u32>> = vec![model.encode("Something else entirely").unwrap(), model.encode("Bonjour").unwrap()];
+    let fwd = Forward { logits: Logits::All, ..Default::default() };
+    let before = model.forward(Input::Tokens(&unrelated), &fwd).unwrap().logits.unwrap();
+    let req = &requests()[0];
+    apply(&mut grace, &mut model, &mut env, std::slice::from_ref(req)).unwrap();
+    assert_eq!(grace.codebook().len(), 1);
+    let after = model.forward(Input::Tokens(&unrelated), &fwd).unwrap().logits.unwrap();
+    assert!(crate::model::same_tensor(&before, &after).unwrap(), "bit-identical outside the radius");
+    // The edited prompt now continues with the target's first token.
+    let prompt = model.encode(&req.filled_prompt()).unwrap();
+    let target = request::target_ids(&model, &req.target).unwrap();
+    let am = model.argmax_all(&[prompt.clone()]).unwrap();
+    assert_eq!(*am[0].last().unwrap(), target[0]);
+    // Undo empties the codebook and the model is unedited again.
+    let mut cx = EditContext { stats: &mut env.stats, ctl: EditControl::default() };
+    grace.undo(&mut model, &mut cx, &UndoRecord::Grace(grace::Codebook::default())).unwrap();
+    assert!(!model.is_edited().unwrap());
+}
+
+#[test]
+fn safety_gate_rejects_nan_and_huge_updates_and_changes_nothing() {
+    let mut model = tiny_model(Arch::Gpt2, 18);
+    let w = model.edit_weight(1).unwrap().clone();
+    let mut nan = w.to_vec2::<f32>().unwrap();
+    nan[0][0] = f32::NAN;
+    let nan = Tensor::new(nan, &model.device).unwrap();
+    let e = commit_updates(&mut model, vec![(1, nan)], 10.0).unwrap_err();
+    assert!(matches!(e, Error::Rejected(_)), "{e}");
+    assert!(crate::model::same_tensor(model.edit_weight(1).unwrap(), &w).unwrap());
+    let huge = (&w * 100.0).unwrap();
+    assert!(matches!(commit_updates(&mut model, vec![(1, huge)], 10.0).unwrap_err(), Error::Rejected(_)));
+    // Through an editor: a gate so tight every update fails; the model is untouched.
+    let mut env = env();
+    let mut hp = hparams(Method::Memit, Arch::Gpt2, vec![0, 1]);
+    hp.max_update_ratio = 1e-12;
+    let mut memit = memit::Memit::new(hp);
+    let e = apply(&mut memit, &mut model, &mut env, &requests()[..1]).unwrap_err();
+    assert!(matches!(e, Error::Rejected(_)), "{e}");
+    assert!(!model.is_edited().unwrap());
+}
+
+#[test]
+fn cancelled_edit_changes_nothing() {
+    let mut model = tiny_model(Arch::Llama, 19);
+    let mut env = env();
+    let cancel = AtomicBool::new(true);
+    let mut d4s = d4s::D4s::new(hparams(Method::D4s, Arch::Llama, vec![0, 1]));
+    let mut cx = EditContext { stats: &mut env.stats, ctl: EditControl { cancel: Some(&cancel), progress: None } };
+    let e = d4s.apply(&mut model, &mut cx, &requests()[..1]).unwrap_err();
+    assert!(matches!(e, Error::Cancelled));
+    assert!(!model.is_edited().unwrap());
+    assert_eq!(d4s.n_edits(), 0);
+}
+
+/// The cached-prefix / cached-layers / selected-logits path follows the same δ trajectory as the
+/// plain computation, for every kind of site.
+#[test]
+fn target_speedups_are_exact() {
+    for arch in [Arch::Llama, Arch::Gpt2, Arch::Gptj] {
+        let model = tiny_model(arch, 20);
+        let req = &requests()[1];
+        let cases = [
+            (vec![SiteSpec { site: Site::MlpOut, reference: Site::BlockOut, init: None, regularized: true }], Lookup::SubjectLast, true),
+            (
+                vec![
+                    SiteSpec { site: Site::AttnOut, reference: Site::AttnOut, init: None, regularized: true },
+                    SiteSpec { site: Site::MlpOut, reference: Site::MlpOut, init: None, regularized: true },
+                ],
+                Lookup::SubjectLast,
+                true,
+            ),
+            (vec![SiteSpec { site: Site::MlpOut, reference: Site::MlpOut, init: Some(vec![0.01; 64]), regularized: false }], Lookup::PromptLast, false),
+        ];
+        for (sites, lookup, kl) in cases {
+            for layer in [0, 1] {
+                let problem = TargetProblem::for_request(&model, req, &fixed_templates(), lookup, layer, sites.clone(), kl).unwrap();
+                let params = TargetParams {
+                    steps: 6,
+                    lr: 0.3,
+                    weight_decay: 0.1,
+                    clamp_norm_factor: Some(0.5),
+                    kl_factor: 0.5,
+                    stop_loss: None,
+                    stop_prob: None,
+                    pmet_schedule: false,
+                    nll_factor: 1.0,
+                };
+                let run = |prefix_cache| {
+                    optimize(&model, &problem, &params, OptimOptions { prefix_cache, record_trajectory: true }, &EditControl::default()).unwrap()
+                };
+                let (fast, slow) = (run(true), run(false));
+                assert_eq!(fast.trajectory.len(), slow.trajectory.len());
+                for (step, (a, b)) in fast.trajectory.iter().zip(&slow.trajectory).enumerate() {
+                    for (da, db) in a.iter().zip(b) {
+                        let err = da.iter().zip(db).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+                        assert!(err < 1e-4, "{arch:?} layer {layer} step {step}: max |Δδ| = {err}");
+                    }
+                }
+                assert!((fast.prob_final - slow.prob_final).abs() < 1e-4);
+            }
+        }
+    }
+}
+
+#[test]
+fn every_editor_runs_and_undoes_on_every_architecture() {
+    for arch in [Arch::Llama, Arch::Gpt2, Arch::Gptj] {
+        for method in Method::ALL {
+            let mut model = tiny_model(arch, 21);
+            let mut env = env();
+            let layers = match method {
+                Method::Rome | Method::FtL | Method::FtM | Method::Grace => vec![1],
+                _ => vec![0, 1],
+            };
+            let mut hp = hparams(method, arch, layers);
+            hp.num_steps = 3;
+            hp.n_iter = 3;
+            hp.nullspace_threshold = 1e9; // P = I: the null-space property has its own test
+            let mut editor = new_editor(hp);
+            let out = apply(editor.as_mut(), &mut model, &mut env, &requests()[..2]).unwrap_or_else(|e| panic!("{method} on {arch:?}: {e}"));
+            assert!(model.is_edited().unwrap(), "{method} on {arch:?} changed the model");
+            assert_eq!(out.targets.len(), if matches!(method, Method::FtL | Method::FtM) { 1 } else { 2 });
+            let mut cx = EditContext { stats: &mut env.stats, ctl: EditControl::default() };
+            editor.undo(&mut model, &mut cx, &out.undo).unwrap();
+            assert!(!model.is_edited().unwrap(), "{method} on {arch:?}: undo restores the model");
+        }
+    }
+}
+
