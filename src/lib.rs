@@ -3,7 +3,9 @@
 
 pub mod edit;
 pub mod error;
+pub mod eval;
 pub mod model;
+pub mod session;
 pub mod util;
 
 pub use error::{Error, Result};

@@ -19,7 +19,7 @@ use candle_core::Tensor;
 use faer::Mat;
 
 use super::keys::{bare_activations, request_keys, KeyAverage};
-use super::linalg::{mat_from_columns, solve_spd_right, tensor_from_mat};
+use super::linalg::{solve_spd_right, tensor_from_mat};
 use super::target::{residual_targets, TargetParams};
 use super::templates::{self, ContextTemplates};
 use super::hparams::ResidualMode;
@@ -94,11 +94,16 @@ impl D4s {
     }
 }
 
-/// `S + Σ r kᵀ` and `A + Σ k kᵀ` over a step's requests, for layer `j`.
+/// `S + Σ r kᵀ` and `A + Σ k kᵀ` over a step's requests, for layer `j`, accumulated one outer
+/// product at a time exactly as [`D4s::accumulate`] does, so a session rebuilt from recorded
+/// terms reproduces the same sums bit for bit.
 fn with_step(s: &Mat<f64>, a: &Mat<f64>, terms: &D4sTerms, j: usize) -> (Mat<f64>, Mat<f64>) {
-    let r = mat_from_columns(&terms.residuals.iter().map(|x| x[j].clone()).collect::<Vec<_>>());
-    let k = mat_from_columns(&terms.keys.iter().map(|x| x[j].clone()).collect::<Vec<_>>());
-    (s + &r * k.transpose(), a + &k * k.transpose())
+    let (mut s, mut a) = (s.clone(), a.clone());
+    for (r, k) in terms.residuals.iter().zip(&terms.keys) {
+        super::linalg::add_outer(&mut s, 1.0, &r[j], &k[j]);
+        super::linalg::add_outer(&mut a, 1.0, &k[j], &k[j]);
+    }
+    (s, a)
 }
 
 impl Editor for D4s {
@@ -108,6 +113,10 @@ impl Editor for D4s {
 
     fn hparams(&self) -> &HParams {
         &self.hp
+    }
+
+    fn as_d4s_mut(&mut self) -> Option<&mut D4s> {
+        Some(self)
     }
 
     fn state_bytes(&self) -> usize {
@@ -136,7 +145,8 @@ impl Editor for D4s {
         let w0: Vec<(usize, Tensor)> = layers.iter().map(|&l| Ok((l, model.original_edit_weight(l)?.clone()))).collect::<Result<_>>()?;
         restore_weights(model, &w0)?;
 
-        let computed = (|| -> Result<(Vec<(usize, Tensor)>, D4sTerms, Vec<super::TargetSummary>)> {
+        type Computed = (Vec<(usize, Tensor)>, Vec<(Mat<f64>, Mat<f64>)>, D4sTerms, Vec<super::TargetSummary>);
+        let computed = (|| -> Result<Computed> {
             cx.ctl.report(Progress::Phase(Phase::Target));
             let targets = residual_targets(model, requests, &templates.flat(), z_layer, &TargetParams::from_hparams(&self.hp), &cx.ctl)?;
             let z: Vec<Vec<f64>> = targets.iter().map(|t| t.sites[0].target()).collect();
@@ -147,6 +157,7 @@ impl Editor for D4s {
                 keys: vec![Vec::new(); requests.len()],
             };
             let mut new_weights = Vec::new();
+            let mut sums = Vec::new();
             for (j, &layer) in layers.iter().enumerate() {
                 cx.ctl.check()?;
                 cx.ctl.report(Progress::Phase(Phase::Keys));
@@ -166,16 +177,20 @@ impl Editor for D4s {
                 let w = self.weight_for(model, j, &s, &a, &covs[j])?;
                 model.set_edit_weight(layer, w.clone())?;
                 new_weights.push((layer, w));
+                sums.push((s, a));
                 timings.solve += timer.lap();
             }
-            Ok((new_weights, terms, targets.iter().map(|t| t.summary()).collect()))
+            Ok((new_weights, sums, terms, targets.iter().map(|t| t.summary()).collect()))
         })();
         restore_weights(model, &live)?;
-        let (new_weights, terms, summaries) = computed?;
+        let (new_weights, sums, terms, summaries) = computed?;
         cx.ctl.report(Progress::Phase(Phase::Apply));
         let (report, _previous, sha) = commit_updates(model, new_weights, self.hp.max_update_ratio)?;
         // Only an accepted step enters the history.
-        self.accumulate(&terms, 1.0);
+        for (j, (s, a)) in sums.into_iter().enumerate() {
+            self.s[j] = s;
+            self.a[j] = a;
+        }
         self.n_edits += requests.len();
         timings.total = timings.statistics + timings.templates + timings.target + timings.keys + timings.solve + timer.lap();
         Ok(EditOutcome {
@@ -218,14 +233,27 @@ impl D4s {
     /// Re-enters recorded edits into the sums without recomputing them (resume from a journal),
     /// then sets the weights.
     pub fn restore_history(&mut self, model: &mut Model, cx: &mut EditContext, history: &[D4sTerms]) -> Result<()> {
+        let ops: Vec<(D4sTerms, f64)> = history.iter().map(|t| (t.clone(), 1.0)).collect();
+        self.restore_signed_history(model, cx, &ops)
+    }
+
+    /// Like [`D4s::restore_history`], with a sign per entry: `+1` for an applied edit, `−1` for
+    /// an undo, in journal order (so the sums come out bit-identical to the original run).
+    pub fn restore_signed_history(&mut self, model: &mut Model, cx: &mut EditContext, ops: &[(D4sTerms, f64)]) -> Result<()> {
         self.hp.validate(&model.config)?;
         self.init_state(model);
-        for t in history {
+        for (t, _) in ops {
             if t.keys.iter().any(|k| k.len() != self.hp.layers.len()) {
                 return Err(Error::Input("a recorded D4S edit was made with different layers".into()));
             }
-            self.accumulate(t, 1.0);
-            self.n_edits += t.keys.len();
+        }
+        for (t, sign) in ops {
+            self.accumulate(t, *sign);
+            if *sign > 0.0 {
+                self.n_edits += t.keys.len();
+            } else {
+                self.n_edits = self.n_edits.saturating_sub(t.keys.len());
+            }
         }
         let covs = cx.stats.second_moments(model, &self.hp.layers.clone(), &cx.ctl)?;
         let weights = (0..self.hp.layers.len())

@@ -290,6 +290,11 @@ pub trait Editor: Send {
     fn state_bytes(&self) -> usize {
         0
     }
+
+    /// The D4S editor behind this trait object, if it is one (resume restores its sums).
+    fn as_d4s_mut(&mut self) -> Option<&mut d4s::D4s> {
+        None
+    }
 }
 
 /// Builds the editor for `hp.method`.

@@ -194,3 +194,38 @@ mod tests {
         assert!(target_ids(&m, "").is_err());
     }
 }
+
+/// Reads edit requests from JSONL (one object per line: `subject`, `prompt`, `target`, optional
+/// `ground_truth`, `paraphrases`, `neighbors`). Errors name the file and line. With `strict =
+/// false`, bad lines are skipped and reported in the second return value instead.
+pub fn read_jsonl(path: &std::path::Path, strict: bool) -> Result<(Vec<EditRequest>, Vec<String>)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        Error::bad_file(path, format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()))
+    })?;
+    let mut requests = Vec::new();
+    let mut skipped = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with("//") {
+            continue;
+        }
+        let parsed = serde_json::from_str::<EditRequest>(line)
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.validate().map(|_| r).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(r) => requests.push(r),
+            Err(e) => {
+                let msg = format!("{}:{}: {e}", path.display(), i + 1);
+                if strict {
+                    return Err(Error::Input(msg));
+                }
+                skipped.push(msg);
+            }
+        }
+    }
+    if requests.is_empty() && skipped.is_empty() {
+        return Err(Error::bad_file(path, "no edit requests in the file"));
+    }
+    Ok((requests, skipped))
+}

@@ -63,7 +63,8 @@ impl CorpusSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatsConfig {
     pub corpus: CorpusSpec,
-    /// Token budget; `None` = max(32,768, 20 × d_ff), enough for a well-conditioned C.
+    /// Token budget; `None` = 20 × d_ff (30,720 for the default model), enough for a
+    /// well-conditioned C.
     pub tokens: Option<usize>,
     /// Tokens per document (longer ones are truncated, as the reference truncates to the context).
     pub seq_len: usize,
@@ -81,7 +82,7 @@ impl Default for StatsConfig {
 
 impl StatsConfig {
     pub fn token_budget(&self, d_ff: usize) -> usize {
-        self.tokens.unwrap_or_else(|| (20 * d_ff).max(32_768))
+        self.tokens.unwrap_or(20 * d_ff)
     }
 }
 
@@ -281,7 +282,8 @@ const OPENERS: [&str; 32] = [
 /// `n_tokens` of text sampled from the model: rows of `seq_len` tokens started from the openers,
 /// sampled at temperature 1 with top-k 40 from seeded generators.
 pub fn sample_corpus(model: &Model, n_tokens: usize, seq_len: usize, seed: u64, ctl: &EditControl) -> Result<Vec<Vec<u32>>> {
-    const BATCH: usize = 16;
+    // Wide batches: generation cost per token falls until ~64 rows on a small model (BENCHMARKS.md).
+    const BATCH: usize = 64;
     let mut seqs = Vec::new();
     let mut total = 0;
     let mut round = 0u64;

@@ -40,7 +40,7 @@ impl Linear {
         let y = if x2.track_op() && !self.weight.track_op() && x2.device().is_cpu() {
             const_weight_matmul(&x2, &self.weight)?
         } else {
-            x2.matmul(&self.weight.t()?)?
+            x_wt(&x2, &self.weight)?
         };
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
@@ -52,6 +52,30 @@ impl Linear {
     }
 }
 
+/// Below this many rows, products with a weight matrix are computed transposed (see [`x_wt`]).
+const SMALL_M: usize = 48;
+
+/// `x Wᵀ` for `x: [m, in]`, `W: [out, in]`. For few rows (decoding, target optimization) the
+/// CPU GEMM spends most of its time packing the weight, which is streamed from memory anyway;
+/// computing `(W xᵀ)ᵀ` lets it stream `W` in its natural layout and was ~1.8× faster here
+/// (BENCHMARKS.md). Differentiable either way.
+pub fn x_wt(x: &Tensor, w: &Tensor) -> R<Tensor> {
+    if x.dim(0)? <= SMALL_M && x.device().is_cpu() {
+        w.matmul(&x.t()?)?.t()?.contiguous()
+    } else {
+        x.matmul(&w.t()?)
+    }
+}
+
+/// `g W` for `g: [m, out]`, `W: [out, in]`, with the same small-row trick as [`x_wt`].
+fn g_w(g: &Tensor, w: &Tensor) -> R<Tensor> {
+    if g.dim(0)? <= SMALL_M && g.device().is_cpu() {
+        w.t()?.matmul(&g.t()?)?.t()?.contiguous()
+    } else {
+        g.matmul(w)
+    }
+}
+
 /// `x Wᵀ` for a constant `W` whose backward pass only computes the gradient of `x`.
 ///
 /// candle's matmul backward always also computes the gradient of the right-hand side. For the
@@ -59,7 +83,7 @@ impl Linear {
 /// the 49k-row LM head) on every step, which nobody reads. This op computes the product with the
 /// normal kernel and attaches a backward that returns `dy W` alone.
 fn const_weight_matmul(x: &Tensor, w: &Tensor) -> R<Tensor> {
-    let out = x.detach().matmul(&w.t()?)?.contiguous()?;
+    let out = x_wt(&x.detach(), w)?.contiguous()?;
     x.apply_op1(ConstWeightMatmul {
         weight: w.clone(),
         out,
@@ -88,7 +112,7 @@ impl CustomOp1 for ConstWeightMatmul {
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> R<Option<Tensor>> {
-        Ok(Some(grad_res.matmul(&self.weight)?))
+        Ok(Some(g_w(grad_res, &self.weight)?))
     }
 }
 

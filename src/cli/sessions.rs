@@ -1,0 +1,166 @@
+//! `d4s sessions`, `replay`, `resume`, `export`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use d4s::edit::{EditControl, HParams, Method, StatsCache};
+use d4s::eval::metrics::token_accuracy;
+use d4s::model::{load, Model, ModelSpec};
+use d4s::session::journal::{self, Event};
+use d4s::session::replay::{pending_requests, Runner};
+use d4s::session::export::export_hf;
+
+use super::{device, GlobalArgs};
+
+pub fn list(dir: &Path) -> Result<()> {
+    let rows = journal::list(dir)?;
+    if rows.is_empty() {
+        println!("no sessions under {}", dir.display());
+        return Ok(());
+    }
+    println!("{:<32} {:<36} {:<10} {:>6}  last change", "name", "model", "method", "edits");
+    for r in rows {
+        match r {
+            Ok(s) => println!("{:<32} {:<36} {:<10} {:>6}  {}", s.name, s.model, s.method.name(), s.edits, s.last_change),
+            Err(e) => println!("(unreadable) {e}"),
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    /// The session directory, e.g. sessions/20261125-101500-d4s.
+    pub session: PathBuf,
+    /// Stop after this many applied steps.
+    #[arg(long)]
+    pub until: Option<usize>,
+    /// Replay the same fact stream with another method (A/B comparison).
+    #[arg(long)]
+    pub method: Option<String>,
+    /// Load the model even if its sha256 differs from the session's.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ResumeArgs {
+    pub session: PathBuf,
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    pub session: PathBuf,
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Write only the edited matrices' ΔW (delta.safetensors + delta.json).
+    #[arg(long)]
+    pub delta_only: bool,
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Loads the session's base model (or `--model`), refusing a different sha256 unless forced.
+fn base_model(g: &GlobalArgs, meta: &journal::SessionMeta, force: bool) -> Result<Model> {
+    let spec_str = g.model.clone().unwrap_or_else(|| meta.model.spec.clone());
+    let spec = ModelSpec::parse(&spec_str, g.revision.clone())?;
+    let opts = load::LoadOptions { device: device(&g.device)?, tokenizer: g.tokenizer.clone(), verbose: true };
+    let model = load::load(&spec, &opts).with_context(|| format!("cannot load the session's model {spec}"))?;
+    if model.info.sha256 != meta.model.sha256 {
+        let msg = format!(
+            "the model's sha256 {} differs from the session's {} ({}); the edits would not mean the same thing",
+            model.info.sha256, meta.model.sha256, meta.model.name
+        );
+        if !force {
+            bail!("{msg}. Pass --force to use it anyway");
+        }
+        eprintln!("warning: {msg} (--force)");
+    }
+    Ok(model)
+}
+
+fn runner_for(model: Model, meta: &journal::SessionMeta, method: Option<Method>) -> Result<Runner> {
+    let hp = match method {
+        Some(m) if m != meta.method => HParams::defaults(m, &model.config),
+        _ => meta.hparams.clone(),
+    };
+    let stats = StatsCache::new(meta.stats.clone());
+    Ok(Runner::new(model, hp, stats))
+}
+
+pub fn replay(g: &GlobalArgs, a: &ReplayArgs) -> Result<()> {
+    let meta = journal::read_meta(&a.session)?;
+    let loaded = journal::read_journal(&a.session.join("journal.jsonl"))?;
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
+    let method = a.method.as_deref().map(str::parse::<Method>).transpose()?;
+    let model = base_model(g, &meta, a.force)?;
+    let verify = method.is_none_or(|m| m == meta.method);
+    let mut runner = runner_for(model, &meta, method)?;
+    println!("replaying {} ({} on {}){}", meta.name, runner.method().label(), meta.model.name, if verify { "" } else { " — A/B: different method, no bit check" });
+    println!("{:>5}  {:>9}  {:>8}  {:>7}  request", "step", "p(target)", "rewrite", "time");
+    let mut rows = Vec::new();
+    let report = runner.replay(&loaded.events, a.until, verify, |step, outcome| {
+        rows.push((step, outcome.targets.iter().map(|t| t.prob_final).sum::<f64>() / outcome.targets.len().max(1) as f64, outcome.timings.total));
+    })?;
+    for ((step, p, t), rec) in rows.iter().zip(&runner.history) {
+        let items: Vec<(String, String)> = rec.requests.iter().map(|r| (r.filled_prompt(), r.target.clone())).collect();
+        let acc = token_accuracy(&runner.model, &items)?;
+        println!("{step:>5}  {p:>9.3}  {:>8.3}  {t:>6.1}s  {}", acc.iter().sum::<f64>() / acc.len().max(1) as f64, rec.requests[0].describe());
+    }
+    println!("{} steps and {} undos replayed", report.steps, report.undos);
+    if verify {
+        if report.mismatches.is_empty() {
+            println!("weights: bit-identical to the original run at every step");
+        } else {
+            println!("weights differ from the journal at steps {:?} (different machine, build or statistics?)", report.mismatches);
+        }
+    }
+    Ok(())
+}
+
+/// Opens a session and restores its state into a runner attached to it.
+fn restored(g: &GlobalArgs, dir: &Path, force: bool) -> Result<(Runner, Vec<Event>)> {
+    let (session, loaded) = journal::Session::open(dir)?;
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
+    let model = base_model(g, &session.meta, force)?;
+    let mut runner = runner_for(model, &session.meta, None)?;
+    runner.session = Some(session);
+    let report = runner.restore(&loaded.events).context("restoring the session")?;
+    eprintln!("restored {} steps ({} undone)", report.steps, report.undos);
+    Ok((runner, loaded.events))
+}
+
+pub fn resume(g: &GlobalArgs, a: &ResumeArgs) -> Result<()> {
+    let (mut runner, events) = restored(g, &a.session, a.force)?;
+    let pending = pending_requests(&events);
+    if pending.is_empty() {
+        println!("{}: nothing pending; the session is up to date ({} live steps)", a.session.display(), runner.history.len());
+        return Ok(());
+    }
+    println!("{}: {} pending request(s)", a.session.display(), pending.len());
+    for (i, r) in pending.iter().enumerate() {
+        let out = super::edit::apply_runner_step(&mut runner, std::slice::from_ref(r), &format!("{}/{}", i + 1, pending.len()));
+        match out {
+            Ok(p) => println!("  applied: {} (p(target) {p:.3})", r.describe()),
+            Err(e) => println!("  rejected: {} — {e:#}", r.describe()),
+        }
+    }
+    Ok(())
+}
+
+pub fn export(g: &GlobalArgs, a: &ExportArgs) -> Result<()> {
+    let (runner, _) = restored(g, &a.session, a.force)?;
+    export_hf(&runner.model, &a.out, a.delta_only)?;
+    println!("exported {} to {}", a.session.display(), a.out.display());
+    let _ = EditControl::default();
+    Ok(())
+}

@@ -1,0 +1,513 @@
+//! The session journal: `sessions/<name>/session.json` (what was edited with what) and
+//! `journal.jsonl`, an append-only list of events, one JSON object per line, each fsync'ed before
+//! anyone is told it happened. D4S's per-edit terms (the exact vectors that entered its running
+//! sums) go to `terms.bin`, an append-only binary sidecar, so the state can be rebuilt exactly.
+//!
+//! Reading is forgiving where it is safe and strict where it is not: a truncated *last* line (a
+//! crash mid-write) is dropped with a warning; garbage anywhere else is an error naming the line;
+//! an unknown format version is an error.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::edit::{D4sTerms, EditOutcome, EditRequest, HParams, LayerDelta, Method, StatsConfig, TargetSummary, Timings};
+use crate::error::{Error, Result};
+use crate::util;
+
+pub const FORMAT_VERSION: u32 = 1;
+const META_FILE: &str = "session.json";
+const JOURNAL_FILE: &str = "journal.jsonl";
+const TERMS_FILE: &str = "terms.bin";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelRecord {
+    /// As given to `--model` (`default`, a path or a Hub id).
+    pub spec: String,
+    pub name: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionMeta {
+    pub format_version: u32,
+    pub d4s_version: String,
+    pub name: String,
+    pub created: String,
+    pub model: ModelRecord,
+    pub method: Method,
+    pub hparams: HParams,
+    pub stats: StatsConfig,
+    pub stats_corpus_id: String,
+}
+
+/// Where an edit's D4S terms live in `terms.bin`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TermsRef {
+    pub offset: u64,
+    pub len: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// Edits queued (by the TUI, `d4s edit --file`, a deck).
+    Requested { seq: u64, time: String, requests: Vec<EditRequest> },
+    /// One step applied; `step` numbers applied steps from 1.
+    Applied {
+        seq: u64,
+        time: String,
+        step: u64,
+        method: Method,
+        requests: Vec<EditRequest>,
+        layers: Vec<LayerDelta>,
+        targets: Vec<TargetSummary>,
+        timings: Timings,
+        weights_sha256: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        terms: Option<TermsRef>,
+    },
+    /// A step the editor refused (safety gate, bad input); nothing changed.
+    Rejected { seq: u64, time: String, requests: Vec<EditRequest>, error: String },
+    /// A step taken back.
+    Undo { seq: u64, time: String, step: u64, weights_sha256: String },
+    /// Downstream probe or metric results at some point of the session.
+    Probes { seq: u64, time: String, edits: u64, results: serde_json::Value },
+    Note { seq: u64, time: String, text: String },
+}
+
+impl Event {
+    pub fn seq(&self) -> u64 {
+        match self {
+            Event::Requested { seq, .. }
+            | Event::Applied { seq, .. }
+            | Event::Rejected { seq, .. }
+            | Event::Undo { seq, .. }
+            | Event::Probes { seq, .. }
+            | Event::Note { seq, .. } => *seq,
+        }
+    }
+}
+
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// An open session, appending to its journal.
+pub struct Session {
+    pub dir: PathBuf,
+    pub meta: SessionMeta,
+    journal: File,
+    terms: File,
+    next_seq: u64,
+    next_step: u64,
+}
+
+/// What reading a journal found.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub events: Vec<Event>,
+    pub warnings: Vec<String>,
+}
+
+/// A valid session name: letters, digits, `-`, `_`, `.`, not starting with `.`.
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Input(format!(
+            "session name {name:?} may only contain letters, digits, '-', '_' and '.'"
+        )))
+    }
+}
+
+/// Default session name: timestamp + method.
+pub fn default_name(method: Method) -> String {
+    format!("{}-{}", chrono::Local::now().format("%Y%m%d-%H%M%S"), method.name())
+}
+
+fn sync_append(file: &mut File, bytes: &[u8], path: &Path) -> Result<()> {
+    file.write_all(bytes).and_then(|_| file.sync_data()).map_err(|e| Error::io(path, e))
+}
+
+impl Session {
+    /// Creates `root/<name>/` with its metadata; fails if it already exists.
+    pub fn create(root: &Path, meta: SessionMeta) -> Result<Self> {
+        check_name(&meta.name)?;
+        let dir = root.join(&meta.name);
+        if dir.join(META_FILE).exists() {
+            return Err(Error::Input(format!(
+                "session {} already exists (use `d4s resume {}` or another name)",
+                dir.display(),
+                dir.display()
+            )));
+        }
+        util::ensure_dir(&dir)?;
+        util::write_atomic(&dir.join(META_FILE), serde_json::to_string_pretty(&meta).expect("serializable").as_bytes())?;
+        let journal = OpenOptions::new().create(true).append(true).open(dir.join(JOURNAL_FILE)).map_err(|e| Error::io(dir.join(JOURNAL_FILE), e))?;
+        let terms = OpenOptions::new().create(true).read(true).append(true).open(dir.join(TERMS_FILE)).map_err(|e| Error::io(dir.join(TERMS_FILE), e))?;
+        Ok(Self { dir, meta, journal, terms, next_seq: 1, next_step: 1 })
+    }
+
+    /// Opens an existing session for appending; returns it with its events so far.
+    pub fn open(dir: &Path) -> Result<(Self, Loaded)> {
+        let meta = read_meta(dir)?;
+        let loaded = read_journal(&dir.join(JOURNAL_FILE))?;
+        // Drop a torn last line physically, so new events start on a clean line.
+        let valid_len = loaded_valid_len(&dir.join(JOURNAL_FILE))?;
+        let journal = OpenOptions::new().write(true).open(dir.join(JOURNAL_FILE)).map_err(|e| Error::io(dir.join(JOURNAL_FILE), e))?;
+        journal.set_len(valid_len).map_err(|e| Error::io(dir.join(JOURNAL_FILE), e))?;
+        drop(journal);
+        let journal = OpenOptions::new().append(true).open(dir.join(JOURNAL_FILE)).map_err(|e| Error::io(dir.join(JOURNAL_FILE), e))?;
+        let terms = OpenOptions::new().create(true).read(true).append(true).open(dir.join(TERMS_FILE)).map_err(|e| Error::io(dir.join(TERMS_FILE), e))?;
+        let next_seq = loaded.events.iter().map(Event::seq).max().unwrap_or(0) + 1;
+        let next_step = loaded
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Applied { step, .. } => Some(*step),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+            + 1;
+        Ok((Self { dir: dir.to_path_buf(), meta, journal, terms, next_seq, next_step }, loaded))
+    }
+
+    fn append(&mut self, make: impl FnOnce(u64) -> Event) -> Result<Event> {
+        let event = make(self.next_seq);
+        let mut line = serde_json::to_string(&event).expect("serializable");
+        line.push('\n');
+        let path = self.dir.join(JOURNAL_FILE);
+        sync_append(&mut self.journal, line.as_bytes(), &path)?;
+        self.next_seq += 1;
+        Ok(event)
+    }
+
+    pub fn record_requested(&mut self, requests: &[EditRequest]) -> Result<()> {
+        let requests = requests.to_vec();
+        self.append(|seq| Event::Requested { seq, time: now(), requests })?;
+        Ok(())
+    }
+
+    /// Journals an applied step (and its D4S terms); returns the step number.
+    pub fn record_applied(&mut self, requests: &[EditRequest], outcome: &EditOutcome) -> Result<u64> {
+        let terms = match &outcome.undo {
+            crate::edit::UndoRecord::D4s(t) => Some(self.write_terms(t)?),
+            _ => None,
+        };
+        let step = self.next_step;
+        let ev = Event::Applied {
+            seq: 0,
+            time: now(),
+            step,
+            method: outcome.method,
+            requests: requests.to_vec(),
+            layers: outcome.layers.clone(),
+            targets: outcome.targets.clone(),
+            timings: outcome.timings.clone(),
+            weights_sha256: outcome.weights_sha256.clone(),
+            terms,
+        };
+        self.append(|seq| match ev {
+            Event::Applied { time, step, method, requests, layers, targets, timings, weights_sha256, terms, .. } => {
+                Event::Applied { seq, time, step, method, requests, layers, targets, timings, weights_sha256, terms }
+            }
+            other => other,
+        })?;
+        self.next_step += 1;
+        Ok(step)
+    }
+
+    pub fn record_rejected(&mut self, requests: &[EditRequest], error: &str) -> Result<()> {
+        let (requests, error) = (requests.to_vec(), error.to_string());
+        self.append(|seq| Event::Rejected { seq, time: now(), requests, error })?;
+        Ok(())
+    }
+
+    pub fn record_undo(&mut self, step: u64, weights_sha256: &str) -> Result<()> {
+        let weights_sha256 = weights_sha256.to_string();
+        self.append(|seq| Event::Undo { seq, time: now(), step, weights_sha256 })?;
+        Ok(())
+    }
+
+    pub fn record_probes(&mut self, edits: u64, results: serde_json::Value) -> Result<()> {
+        self.append(|seq| Event::Probes { seq, time: now(), edits, results })?;
+        Ok(())
+    }
+
+    pub fn record_note(&mut self, text: &str) -> Result<()> {
+        let text = text.to_string();
+        self.append(|seq| Event::Note { seq, time: now(), text })?;
+        Ok(())
+    }
+
+    fn write_terms(&mut self, t: &D4sTerms) -> Result<TermsRef> {
+        let bytes = encode_terms(t);
+        let path = self.dir.join(TERMS_FILE);
+        let offset = self.terms.seek(SeekFrom::End(0)).map_err(|e| Error::io(&path, e))?;
+        sync_append(&mut self.terms, &bytes, &path)?;
+        Ok(TermsRef { offset, len: bytes.len() as u64, sha256: util::sha256_hex(&bytes) })
+    }
+
+    /// Reads back an edit's D4S terms, checking their hash.
+    pub fn read_terms(&mut self, r: &TermsRef) -> Result<D4sTerms> {
+        read_terms_at(&self.dir.join(TERMS_FILE), r)
+    }
+}
+
+pub fn read_terms_at(path: &Path, r: &TermsRef) -> Result<D4sTerms> {
+    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+    f.seek(SeekFrom::Start(r.offset)).map_err(|e| Error::io(path, e))?;
+    let mut buf = vec![0u8; r.len as usize];
+    f.read_exact(&mut buf).map_err(|_| Error::bad_file(path, format!("D4S terms at offset {} are truncated", r.offset)))?;
+    if util::sha256_hex(&buf) != r.sha256 {
+        return Err(Error::bad_file(path, format!("D4S terms at offset {} are corrupt (hash mismatch)", r.offset)));
+    }
+    decode_terms(&buf).ok_or_else(|| Error::bad_file(path, format!("D4S terms at offset {} are malformed", r.offset)))
+}
+
+/// `[n_requests, n_layers, d_out, d_in]` as u32, then per request: residuals (n_layers × d_out)
+/// and keys (n_layers × d_in) as little-endian f64.
+fn encode_terms(t: &D4sTerms) -> Vec<u8> {
+    let n = t.keys.len();
+    let layers = t.keys.first().map_or(0, Vec::len);
+    let d_out = t.residuals.first().and_then(|r| r.first()).map_or(0, Vec::len);
+    let d_in = t.keys.first().and_then(|k| k.first()).map_or(0, Vec::len);
+    let mut out = Vec::with_capacity(16 + 8 * n * layers * (d_out + d_in));
+    for x in [n, layers, d_out, d_in] {
+        out.extend_from_slice(&(x as u32).to_le_bytes());
+    }
+    for i in 0..n {
+        for v in t.residuals[i].iter().chain(&t.keys[i]) {
+            for x in v {
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+    }
+    out
+}
+
+fn decode_terms(b: &[u8]) -> Option<D4sTerms> {
+    let u = |i: usize| -> Option<usize> { Some(u32::from_le_bytes(b.get(4 * i..4 * i + 4)?.try_into().ok()?) as usize) };
+    let (n, layers, d_out, d_in) = (u(0)?, u(1)?, u(2)?, u(3)?);
+    let need = 16usize.checked_add(8usize.checked_mul(n)?.checked_mul(layers)?.checked_mul(d_out.checked_add(d_in)?)?)?;
+    if b.len() != need {
+        return None;
+    }
+    let mut pos = 16;
+    let mut vec = |len: usize| -> Vec<f64> {
+        let v = b[pos..pos + 8 * len].chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
+        pos += 8 * len;
+        v
+    };
+    let mut t = D4sTerms { residuals: Vec::with_capacity(n), keys: Vec::with_capacity(n) };
+    for _ in 0..n {
+        t.residuals.push((0..layers).map(|_| vec(d_out)).collect());
+        t.keys.push((0..layers).map(|_| vec(d_in)).collect());
+    }
+    Some(t)
+}
+
+pub fn read_meta(dir: &Path) -> Result<SessionMeta> {
+    let path = dir.join(META_FILE);
+    let bytes = fs::read(&path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::Input(format!("{} is not a d4s session (no {META_FILE})", dir.display()))
+        } else {
+            Error::io(&path, e)
+        }
+    })?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| Error::bad_file(&path, format!("invalid JSON: {e}")))?;
+    match v.get("format_version").and_then(|x| x.as_u64()) {
+        Some(x) if x == FORMAT_VERSION as u64 => {}
+        Some(x) => {
+            return Err(Error::bad_file(&path, format!("session format version {x} is not supported (this d4s reads version {FORMAT_VERSION})")))
+        }
+        None => return Err(Error::bad_file(&path, "no format_version")),
+    }
+    serde_json::from_value(v).map_err(|e| Error::bad_file(&path, format!("invalid session metadata: {e}")))
+}
+
+/// Length of the journal up to the end of its last complete line.
+fn loaded_valid_len(path: &Path) -> Result<u64> {
+    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    Ok(bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i as u64 + 1))
+}
+
+/// Parses journal text. `origin` names the source in messages.
+pub fn parse_journal(text: &[u8], origin: &str) -> Result<Loaded> {
+    let mut loaded = Loaded::default();
+    let ends_clean = text.last().is_none_or(|&b| b == b'\n');
+    let lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
+    // `split` yields a final empty piece after a trailing newline.
+    let n = if ends_clean { lines.len().saturating_sub(1) } else { lines.len() };
+    let mut last_seq = 0;
+    for (i, raw) in lines.iter().take(n).enumerate() {
+        let is_last = i + 1 == n;
+        let line = match std::str::from_utf8(raw) {
+            Ok(l) => l.trim(),
+            Err(_) if is_last && !ends_clean => {
+                loaded.warnings.push(format!("{origin}:{}: the last line is truncated (a crash while writing?); ignored", i + 1));
+                break;
+            }
+            Err(_) => return Err(Error::Input(format!("{origin}:{}: not UTF-8 text", i + 1))),
+        };
+        if line.is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Event>(line) {
+            Ok(e) => {
+                if e.seq() <= last_seq {
+                    return Err(Error::Input(format!("{origin}:{}: event numbers go backwards ({} after {last_seq})", i + 1, e.seq())));
+                }
+                last_seq = e.seq();
+                loaded.events.push(e);
+            }
+            Err(_) if is_last && !ends_clean => {
+                loaded.warnings.push(format!("{origin}:{}: the last line is truncated (a crash while writing?); ignored", i + 1));
+            }
+            Err(e) => return Err(Error::Input(format!("{origin}:{}: not a valid journal event: {e}", i + 1))),
+        }
+    }
+    Ok(loaded)
+}
+
+pub fn read_journal(path: &Path) -> Result<Loaded> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    parse_journal(&bytes, &path.display().to_string())
+}
+
+/// One line of `d4s sessions`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionSummary {
+    pub name: String,
+    pub model: String,
+    pub method: Method,
+    pub edits: usize,
+    pub last_change: String,
+}
+
+/// Summaries of every session under `root` (unreadable ones are listed with their error).
+pub fn list(root: &Path) -> Result<Vec<std::result::Result<SessionSummary, String>>> {
+    let mut dirs: Vec<PathBuf> = match fs::read_dir(root) {
+        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join(META_FILE).exists()).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+        Err(e) => return Err(Error::io(root, e)),
+    };
+    dirs.sort();
+    Ok(dirs
+        .iter()
+        .map(|d| {
+            let meta = read_meta(d).map_err(|e| e.to_string())?;
+            let loaded = read_journal(&d.join(JOURNAL_FILE)).map_err(|e| format!("{}: {e}", d.display()))?;
+            let live = super::replay::live_steps(&loaded.events).len();
+            let last = loaded.events.iter().rev().find_map(|e| match e {
+                Event::Applied { time, .. } | Event::Undo { time, .. } | Event::Requested { time, .. } => Some(time.clone()),
+                _ => None,
+            });
+            Ok(SessionSummary {
+                name: meta.name,
+                model: meta.model.name,
+                method: meta.method,
+                edits: live,
+                last_change: last.unwrap_or(meta.created),
+            })
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(name: &str) -> SessionMeta {
+        SessionMeta {
+            format_version: FORMAT_VERSION,
+            d4s_version: env!("CARGO_PKG_VERSION").into(),
+            name: name.into(),
+            created: now(),
+            model: ModelRecord { spec: "default".into(), name: "m".into(), sha256: "abc".into() },
+            method: Method::D4s,
+            hparams: HParams::default(),
+            stats: StatsConfig::default(),
+            stats_corpus_id: "model-samples-s0".into(),
+        }
+    }
+
+    #[test]
+    fn terms_round_trip_and_corruption_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Session::create(dir.path(), meta("t")).unwrap();
+        let t = D4sTerms { residuals: vec![vec![vec![1.5, -2.0], vec![0.25, 3.0]]], keys: vec![vec![vec![1.0, 2.0, 3.0], vec![f64::MIN_POSITIVE, 0.0, -1e300]]] };
+        let r = s.write_terms(&t).unwrap();
+        assert_eq!(s.read_terms(&r).unwrap(), t);
+        let mut bad = r.clone();
+        bad.sha256 = "00".into();
+        assert!(s.read_terms(&bad).is_err());
+        assert!(decode_terms(&[1, 2, 3]).is_none());
+    }
+
+    #[test]
+    fn journal_tolerates_a_torn_tail_but_not_garbage_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Session::create(dir.path(), meta("j")).unwrap();
+        s.record_note("one").unwrap();
+        s.record_note("two").unwrap();
+        let path = dir.path().join("j").join(JOURNAL_FILE);
+        let good = fs::read(&path).unwrap();
+        // Torn last line: a warning, the complete lines survive, reopening truncates it.
+        let mut torn = good.clone();
+        torn.extend_from_slice(br#"{"event":"note","seq":3,"ti"#);
+        fs::write(&path, &torn).unwrap();
+        let l = read_journal(&path).unwrap();
+        assert_eq!(l.events.len(), 2);
+        assert_eq!(l.warnings.len(), 1);
+        let (mut s2, _) = Session::open(&dir.path().join("j")).unwrap();
+        s2.record_note("three").unwrap();
+        assert_eq!(read_journal(&path).unwrap().events.len(), 3);
+        // Garbage in the middle: an error naming the line.
+        let mut mid = good.clone();
+        mid.splice(0..0, b"garbage\n".iter().copied());
+        fs::write(&path, &mid).unwrap();
+        let e = read_journal(&path).unwrap_err().to_string();
+        assert!(e.contains(":1:"), "{e}");
+    }
+
+    #[test]
+    fn unknown_version_and_bad_names_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        Session::create(dir.path(), meta("v")).unwrap();
+        let p = dir.path().join("v").join(META_FILE);
+        let text = fs::read_to_string(&p).unwrap().replace("\"format_version\": 1", "\"format_version\": 99");
+        fs::write(&p, text).unwrap();
+        let e = read_meta(&dir.path().join("v")).unwrap_err().to_string();
+        assert!(e.contains("99"), "{e}");
+        assert!(Session::create(dir.path(), meta("../escape")).is_err());
+        assert!(Session::create(dir.path(), meta("")).is_err());
+        assert!(Session::create(dir.path(), meta("v")).is_err(), "exists");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parser_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
+            let _ = parse_journal(&bytes, "fuzz");
+        }
+
+        #[test]
+        fn parser_never_panics_on_jsonish(s in "(\\{\"event\":\"(note|undo|applied)\",\"seq\":[0-9]{1,3},[a-z\":,0-9\\[\\]\\{\\} ]{0,60}\\}\n?){0,5}") {
+            let _ = parse_journal(s.as_bytes(), "fuzz");
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! Sessions: the journal of edits, replay, resume and export.
+
+pub mod export;
+pub mod journal;
+pub mod replay;
+
+pub use journal::{Event, Session, SessionMeta};
+pub use replay::Runner;

@@ -1,0 +1,246 @@
+//! The edit runner: a model, an editor and (optionally) a session journal, with apply / undo /
+//! replay / resume. The CLI commands and the TUI's worker all drive edits through it, so every
+//! edit is journaled the same way.
+
+use sha2::{Digest, Sha256};
+
+use super::journal::{self, Event, ModelRecord, Session, SessionMeta};
+use crate::edit::{new_editor, EditContext, EditControl, EditOutcome, EditRequest, Editor, HParams, Method, StatsCache, UndoRecord};
+use crate::error::{Error, Result};
+use crate::model::Model;
+
+/// An applied step still in effect.
+pub struct StepRecord {
+    pub step: u64,
+    pub requests: Vec<EditRequest>,
+    pub outcome: EditOutcome,
+}
+
+pub struct Runner {
+    pub model: Model,
+    pub editor: Box<dyn Editor>,
+    pub stats: StatsCache,
+    pub session: Option<Session>,
+    /// Live steps, oldest first.
+    pub history: Vec<StepRecord>,
+    /// Step numbers when there is no session to hand them out.
+    next_step: u64,
+}
+
+/// Steps applied and not undone, in order.
+pub fn live_steps(events: &[Event]) -> Vec<u64> {
+    let mut live = Vec::new();
+    for e in events {
+        match e {
+            Event::Applied { step, .. } => live.push(*step),
+            Event::Undo { step, .. } => live.retain(|s| s != step),
+            _ => {}
+        }
+    }
+    live
+}
+
+/// Requests queued but neither applied nor rejected, in queue order.
+pub fn pending_requests(events: &[Event]) -> Vec<EditRequest> {
+    let mut queue: Vec<EditRequest> = Vec::new();
+    let mut done: Vec<EditRequest> = Vec::new();
+    for e in events {
+        match e {
+            Event::Requested { requests, .. } => queue.extend(requests.iter().cloned()),
+            Event::Applied { requests, .. } | Event::Rejected { requests, .. } => done.extend(requests.iter().cloned()),
+            _ => {}
+        }
+    }
+    for d in done {
+        if let Some(i) = queue.iter().position(|q| *q == d) {
+            queue.remove(i);
+        }
+    }
+    queue
+}
+
+/// SHA-256 over the f32 bytes of the given layers' edited matrices (layer order).
+pub fn weights_sha256(model: &Model, layers: &[usize]) -> Result<String> {
+    let mut h = Sha256::new();
+    for &l in layers {
+        let v = model.edit_weight(l)?.flatten_all()?.to_vec1::<f32>()?;
+        for x in v {
+            h.update(x.to_le_bytes());
+        }
+    }
+    Ok(crate::util::hex(&h.finalize()))
+}
+
+/// What a replay did.
+#[derive(Debug, Default)]
+pub struct ReplayReport {
+    pub steps: usize,
+    pub undos: usize,
+    /// Steps whose weights differed from the journal's record (none means bit-identical).
+    pub mismatches: Vec<u64>,
+}
+
+impl Runner {
+    pub fn new(model: Model, hp: HParams, stats: StatsCache) -> Self {
+        Self { model, editor: new_editor(hp), stats, session: None, history: Vec::new(), next_step: 1 }
+    }
+
+    pub fn method(&self) -> Method {
+        self.editor.method()
+    }
+
+    /// Starts a new journal under `root` for this runner.
+    pub fn start_session(&mut self, root: &std::path::Path, name: &str) -> Result<()> {
+        let meta = SessionMeta {
+            format_version: journal::FORMAT_VERSION,
+            d4s_version: env!("CARGO_PKG_VERSION").to_string(),
+            name: name.to_string(),
+            created: journal::now(),
+            model: ModelRecord { spec: self.model.info.spec.to_string_spec(), name: self.model.info.name.clone(), sha256: self.model.info.sha256.clone() },
+            method: self.editor.method(),
+            hparams: self.editor.hparams().clone(),
+            stats: self.stats.config.clone(),
+            stats_corpus_id: self.stats.corpus_id()?,
+        };
+        self.session = Some(Session::create(root, meta)?);
+        Ok(())
+    }
+
+    /// Switches the editing method (for the next edits). The new editor starts with no history;
+    /// D4S re-bases its layers on the loaded weights.
+    pub fn set_editor(&mut self, hp: HParams) -> Result<()> {
+        hp.validate(&self.model.config)?;
+        self.editor = new_editor(hp);
+        Ok(())
+    }
+
+    /// Applies one step and journals it (fsync'ed) before returning.
+    pub fn apply(&mut self, requests: &[EditRequest], ctl: EditControl) -> Result<(u64, &EditOutcome)> {
+        let mut cx = EditContext { stats: &mut self.stats, ctl };
+        match self.editor.apply(&mut self.model, &mut cx, requests) {
+            Ok(outcome) => {
+                let step = match &mut self.session {
+                    Some(s) => s.record_applied(requests, &outcome)?,
+                    None => self.next_step,
+                };
+                self.next_step = step + 1;
+                self.history.push(StepRecord { step, requests: requests.to_vec(), outcome });
+                Ok((step, &self.history.last().expect("just pushed").outcome))
+            }
+            Err(Error::Cancelled) => Err(Error::Cancelled),
+            Err(e) => {
+                if let Some(s) = &mut self.session {
+                    s.record_rejected(requests, &e.to_string())?;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes back a step. D4S removes any live step exactly; other methods can only take back the
+    /// most recent one (restoring its pre-edit weights).
+    pub fn undo(&mut self, step: Option<u64>) -> Result<u64> {
+        let idx = match step {
+            None => self.history.len().checked_sub(1).ok_or_else(|| Error::Input("nothing to undo".into()))?,
+            Some(s) => self.history.iter().position(|r| r.step == s).ok_or_else(|| Error::Input(format!("step {s} is not live")))?,
+        };
+        let exact_anywhere = matches!(self.history[idx].outcome.undo, UndoRecord::D4s(_));
+        if !exact_anywhere && idx + 1 != self.history.len() {
+            return Err(Error::Input(format!(
+                "{} can only undo its most recent step; only D4S removes an older edit exactly",
+                self.editor.method().label()
+            )));
+        }
+        let record = self.history[idx].outcome.undo.clone();
+        let mut cx = EditContext { stats: &mut self.stats, ctl: EditControl::default() };
+        self.editor.undo(&mut self.model, &mut cx, &record)?;
+        let rec = self.history.remove(idx);
+        if let Some(s) = &mut self.session {
+            let layers: Vec<usize> = rec.outcome.layers.iter().map(|l| l.layer).collect();
+            s.record_undo(rec.step, &weights_sha256(&self.model, &layers)?)?;
+        }
+        Ok(rec.step)
+    }
+
+    /// Re-executes journaled events (applies and undos, in order) on this runner, whose model must
+    /// be the unedited base. With `verify`, each step's weights are compared with the journal's.
+    /// `until` stops after that many applied steps.
+    pub fn replay(&mut self, events: &[Event], until: Option<usize>, verify: bool, mut on_step: impl FnMut(u64, &EditOutcome)) -> Result<ReplayReport> {
+        let mut report = ReplayReport::default();
+        // Journal step numbers → this run's step numbers.
+        let mut map = std::collections::HashMap::new();
+        for e in events {
+            match e {
+                Event::Applied { step, requests, weights_sha256, .. } => {
+                    if until.is_some_and(|u| report.steps >= u) {
+                        break;
+                    }
+                    let (new_step, outcome) = self.apply(requests, EditControl::default())?;
+                    if verify && outcome.weights_sha256 != *weights_sha256 {
+                        report.mismatches.push(*step);
+                    }
+                    on_step(*step, outcome);
+                    map.insert(*step, new_step);
+                    report.steps += 1;
+                }
+                Event::Undo { step, .. } => {
+                    if let Some(&s) = map.get(step) {
+                        self.undo(Some(s))?;
+                        report.undos += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(report)
+    }
+
+    /// Restores the state of a journal without recomputing D4S edits: their recorded terms enter
+    /// the running sums in the original order (undos subtract at their place), which reproduces
+    /// the sums bit for bit. Other methods are replayed.
+    pub fn restore(&mut self, events: &[Event]) -> Result<ReplayReport> {
+        let Some(session) = &mut self.session else {
+            return Err(Error::Input("restore needs an open session".into()));
+        };
+        if self.editor.method() != Method::D4s {
+            let mut detached = self.session.take();
+            let r = self.replay(events, None, true, |_, _| {});
+            self.session = detached.take();
+            return r;
+        }
+        let mut report = ReplayReport::default();
+        let mut ops: Vec<(crate::edit::D4sTerms, f64)> = Vec::new();
+        let mut by_step = std::collections::HashMap::new();
+        for e in events {
+            match e {
+                Event::Applied { step, terms: Some(r), requests, method, layers, targets, timings, weights_sha256, .. } => {
+                    let t = session.read_terms(r)?;
+                    ops.push((t.clone(), 1.0));
+                    by_step.insert(*step, t.clone());
+                    let outcome = EditOutcome {
+                        method: *method,
+                        layers: layers.clone(),
+                        targets: targets.clone(),
+                        timings: timings.clone(),
+                        weights_sha256: weights_sha256.clone(),
+                        undo: UndoRecord::D4s(t),
+                    };
+                    self.history.push(StepRecord { step: *step, requests: requests.clone(), outcome });
+                    report.steps += 1;
+                }
+                Event::Applied { step, .. } => return Err(Error::Input(format!("step {step} of this D4S journal has no recorded terms"))),
+                Event::Undo { step, .. } => {
+                    let t = by_step.get(step).ok_or_else(|| Error::Input(format!("undo of unknown step {step}")))?;
+                    ops.push((t.clone(), -1.0));
+                    self.history.retain(|h| h.step != *step);
+                    report.undos += 1;
+                }
+                _ => {}
+            }
+        }
+        let d4s = self.editor.as_d4s_mut().ok_or_else(|| Error::Model("the D4S editor is not D4S".into()))?;
+        let mut cx = EditContext { stats: &mut self.stats, ctl: EditControl::default() };
+        d4s.restore_signed_history(&mut self.model, &mut cx, &ops)?;
+        Ok(report)
+    }
+}
