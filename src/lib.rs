@@ -6,6 +6,8 @@ pub mod error;
 pub mod eval;
 pub mod model;
 pub mod session;
+pub mod tui;
 pub mod util;
+pub mod worker;
 
 pub use error::{Error, Result};

@@ -12,7 +12,9 @@ use d4s::model::{fetch, load, Model, ModelSpec};
 use d4s::util;
 
 pub mod edit;
+pub mod probes;
 pub mod sessions;
+pub mod tui_cmd;
 
 #[derive(Parser, Debug)]
 #[command(name = "d4s", version, about = "Knowledge editing workbench: D4S and baselines, evaluation, sessions, TUI")]
@@ -45,6 +47,8 @@ pub struct GlobalArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Open the terminal UI (the default when no subcommand is given).
+    Tui(tui_cmd::TuiArgs),
     /// Print the model's architecture, sizes, dtype, device and where its weights came from.
     Info,
     /// Continue a prompt (greedy by default).
@@ -222,13 +226,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let model = load_model(&cli.global)?;
             generate(&model, &a)
         }
-        None => {
-            let model = load_model(&cli.global)?;
-            print_info(&model, &mut std::io::stdout().lock())?;
-            println!();
-            use clap::CommandFactory;
-            Cli::command().print_help()?;
-            Ok(())
-        }
+        Some(Command::Tui(a)) => tui_cmd::run(&cli.global, &a),
+        None => tui_cmd::run(&cli.global, &tui_cmd::TuiArgs::default()),
     }
 }

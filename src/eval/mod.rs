@@ -1,6 +1,7 @@
 //! Evaluation: predictions, edit metrics, datasets, downstream probes, norms and plots.
 
 pub mod datasets;
+pub mod deck;
 pub mod metrics;
 pub mod plots;
 pub mod predict;

@@ -77,6 +77,8 @@ pub enum Event {
     /// Downstream probe or metric results at some point of the session.
     Probes { seq: u64, time: String, edits: u64, results: serde_json::Value },
     Note { seq: u64, time: String, text: String },
+    /// The method (and its hyperparameters) used from here on.
+    Method { seq: u64, time: String, method: Method, hparams: Box<HParams> },
 }
 
 impl Event {
@@ -87,7 +89,8 @@ impl Event {
             | Event::Rejected { seq, .. }
             | Event::Undo { seq, .. }
             | Event::Probes { seq, .. }
-            | Event::Note { seq, .. } => *seq,
+            | Event::Note { seq, .. }
+            | Event::Method { seq, .. } => *seq,
         }
     }
 }
@@ -246,6 +249,12 @@ impl Session {
     pub fn record_note(&mut self, text: &str) -> Result<()> {
         let text = text.to_string();
         self.append(|seq| Event::Note { seq, time: now(), text })?;
+        Ok(())
+    }
+
+    pub fn record_method(&mut self, hparams: &HParams) -> Result<()> {
+        let hparams = Box::new(hparams.clone());
+        self.append(|seq| Event::Method { seq, time: now(), method: hparams.method, hparams })?;
         Ok(())
     }
 

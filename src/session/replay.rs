@@ -106,11 +106,16 @@ impl Runner {
         Ok(())
     }
 
-    /// Switches the editing method (for the next edits). The new editor starts with no history;
-    /// D4S re-bases its layers on the loaded weights.
+    /// Switches the editing method (for the next edits) and journals the switch. The new editor
+    /// starts with no history; D4S re-bases its layers on the loaded weights. Steps made with the
+    /// previous editor can no longer be undone.
     pub fn set_editor(&mut self, hp: HParams) -> Result<()> {
         hp.validate(&self.model.config)?;
+        if let Some(s) = &mut self.session {
+            s.record_method(&hp)?;
+        }
         self.editor = new_editor(hp);
+        self.history.clear();
         Ok(())
     }
 
@@ -189,6 +194,7 @@ impl Runner {
                         report.undos += 1;
                     }
                 }
+                Event::Method { hparams, .. } if verify => self.set_editor((**hparams).clone())?,
                 _ => {}
             }
         }
@@ -202,7 +208,8 @@ impl Runner {
         let Some(session) = &mut self.session else {
             return Err(Error::Input("restore needs an open session".into()));
         };
-        if self.editor.method() != Method::D4s {
+        let switches = events.iter().any(|e| matches!(e, Event::Method { .. }));
+        if self.editor.method() != Method::D4s || switches {
             let mut detached = self.session.take();
             let r = self.replay(events, None, true, |_, _| {});
             self.session = detached.take();

@@ -35,3 +35,20 @@ pub struct EvalCase {
     /// Where the case came from, e.g. `counterfact-edit.json#17`.
     pub origin: String,
 }
+
+// TEMPORARY until the datasets module lands: the signatures the deck loader uses.
+/// A loaded dataset.
+pub struct Loaded {
+    pub cases: Vec<EvalCase>,
+    pub skipped: Vec<String>,
+}
+
+/// Resolves a dataset name or path.
+pub fn resolve(name_or_path: &str, _data_dir: Option<&std::path::Path>) -> crate::error::Result<std::path::PathBuf> {
+    Err(crate::error::Error::Input(format!("dataset {name_or_path:?}: dataset loaders are not built yet")))
+}
+
+/// Loads a dataset.
+pub fn load(path: &std::path::Path, _kind: Option<()>, _strict: bool, _limit: Option<usize>) -> crate::error::Result<Loaded> {
+    Err(crate::error::Error::Input(format!("{}: dataset loaders are not built yet", path.display())))
+}

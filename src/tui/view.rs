@@ -1,0 +1,367 @@
+//! `view(frame, &app)`: draws the state. Pure: it reads `App` and computes nothing but layout.
+//!
+//! Colors are limited to the terminal's own palette (default foreground plus cyan, green,
+//! yellow, red, magenta) so they stay readable on dark and light themes.
+
+use ratatui::layout::{Constraint, Direction, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::symbols;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Axis, Block, Borders, Chart, Clear, Dataset, GraphType, List, ListItem, ListState, Paragraph, Sparkline, Wrap};
+use ratatui::Frame;
+
+use super::app::{layers_label, App, Overlay, Pane, PromptKind, Status, FORM_LABELS};
+use crate::edit::Method;
+
+const ACCENT: Color = Color::Cyan;
+
+fn block(title: &str, focused: bool) -> Block<'static> {
+    let style = if focused { Style::default().fg(ACCENT).add_modifier(Modifier::BOLD) } else { Style::default() };
+    Block::default().borders(Borders::ALL).title(Span::styled(format!(" {title} "), style)).border_style(if focused { Style::default().fg(ACCENT) } else { Style::default() })
+}
+
+fn status_style(s: &Status) -> Style {
+    match s {
+        Status::Queued => Style::default(),
+        Status::Running(_) => Style::default().fg(Color::Yellow),
+        Status::Done => Style::default().fg(Color::Green),
+        Status::Rejected(_) => Style::default().fg(Color::Red),
+        Status::Undone | Status::Cancelled => Style::default().add_modifier(Modifier::DIM),
+    }
+}
+
+fn status_icon(s: &Status) -> &'static str {
+    match s {
+        Status::Queued => "·",
+        Status::Running(_) => "⟳",
+        Status::Done => "✓",
+        Status::Rejected(_) => "✗",
+        Status::Undone => "↶",
+        Status::Cancelled => "–",
+    }
+}
+
+pub fn view(f: &mut Frame, app: &App) {
+    let area = f.area();
+    let compact = area.height < 30 || area.width < 100;
+    let rows = Layout::default()
+        .direction(Direction::Vertical)
+        .constraints([
+            Constraint::Length(1),
+            Constraint::Min(8),
+            Constraint::Length(3),
+            Constraint::Length(if compact { 3 } else { 6 }),
+            Constraint::Length(1),
+        ])
+        .split(area);
+    status_bar(f, app, rows[0]);
+    main(f, app, rows[1], compact);
+    input(f, app, rows[2]);
+    log(f, app, rows[3]);
+    footer(f, app, rows[4]);
+    overlay(f, app, area);
+}
+
+fn status_bar(f: &mut Frame, app: &App, r: Rect) {
+    let mut spans = vec![
+        Span::styled(" d4s ", Style::default().fg(ACCENT).add_modifier(Modifier::BOLD)),
+        Span::raw(format!("│ {} │ {} {} │ {} │ edits {} │ ", app.model, app.method.label(), layers_label(&app.layers), app.device, app.edits_done())),
+        Span::styled(
+            if app.paused { "paused".to_string() } else { app.worker_state.clone() },
+            Style::default().fg(if app.paused { Color::Magenta } else { Color::Yellow }),
+        ),
+    ];
+    if let Some(e) = &app.last_error {
+        spans.push(Span::raw(" │ "));
+        spans.push(Span::styled(format!("last error: {}", truncate(e, 60)), Style::default().fg(Color::Red)));
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)), r);
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let t: String = s.chars().take(n.saturating_sub(1)).collect();
+        format!("{t}…")
+    }
+}
+
+fn main(f: &mut Frame, app: &App, r: Rect, compact: bool) {
+    let cols = Layout::default()
+        .direction(Direction::Horizontal)
+        .constraints([Constraint::Percentage(if compact { 50 } else { 45 }), Constraint::Percentage(if compact { 50 } else { 55 })])
+        .split(r);
+    let left = Layout::default()
+        .direction(Direction::Vertical)
+        .constraints([Constraint::Min(4), Constraint::Length(if compact { 5 } else { 9 })])
+        .split(cols[0]);
+    queue(f, app, left[0]);
+    detail(f, app, left[1]);
+    let n_layers = app.norms.len().max(1) as u16;
+    let norms_h = if compact { (n_layers + 2).min(5) } else { (n_layers + 2).min(9) };
+    let right = if compact {
+        Layout::default().direction(Direction::Vertical).constraints([Constraint::Min(5), Constraint::Length(norms_h)]).split(cols[1])
+    } else {
+        Layout::default()
+            .direction(Direction::Vertical)
+            .constraints([Constraint::Min(8), Constraint::Length(norms_h), Constraint::Length(5)])
+            .split(cols[1])
+    };
+    chart(f, app, right[0]);
+    norms(f, app, right[1]);
+    if !compact {
+        probes(f, app, right[2]);
+    }
+}
+
+fn queue(f: &mut Frame, app: &App, r: Rect) {
+    let width = r.width.saturating_sub(4) as usize;
+    let items: Vec<ListItem> = app
+        .queue
+        .iter()
+        .map(|q| {
+            let top = q.after.first().map(|p| p.token.trim().to_string());
+            let tail = match (&q.status, &q.metrics) {
+                (Status::Done, Some(m)) => format!(" → {} eff {:.2}", top.unwrap_or_default(), m.efficacy),
+                (Status::Undone, _) => format!(" → {} (undone)", top.unwrap_or_default()),
+                (Status::Running(p), _) => format!(" {p}"),
+                (Status::Rejected(_), _) => " rejected".into(),
+                _ => format!(" {}", q.status.label()),
+            };
+            let head = format!("{} {:>3} {} ", status_icon(&q.status), q.id, q.method.label());
+            let fact = q.request.describe();
+            let room = width.saturating_sub(head.chars().count() + tail.chars().count());
+            ListItem::new(Line::from(vec![Span::raw(head), Span::raw(truncate(&fact, room.max(8))), Span::styled(tail, status_style(&q.status))]))
+        })
+        .collect();
+    let title = format!("Edit queue ({} done, {} queued)", app.edits_done(), app.queue.iter().filter(|q| q.status == Status::Queued).count());
+    let list = List::new(items).block(block(&title, app.focus == Pane::Queue)).highlight_style(Style::default().add_modifier(Modifier::REVERSED));
+    let mut state = ListState::default();
+    if !app.queue.is_empty() {
+        state.select(Some(app.selected.min(app.queue.len() - 1)));
+    }
+    f.render_stateful_widget(list, r, &mut state);
+}
+
+fn preds(p: &[crate::eval::predict::Prediction]) -> String {
+    p.iter().map(|x| format!("{:?} {:.2}", x.token, x.prob)).collect::<Vec<_>>().join("  ")
+}
+
+fn detail(f: &mut Frame, app: &App, r: Rect) {
+    let mut lines = Vec::new();
+    if let Some(q) = app.selected_item() {
+        lines.push(Line::from(vec![Span::styled(format!("#{} ", q.id), Style::default().fg(ACCENT)), Span::raw(q.request.describe())]));
+        if !q.before.is_empty() {
+            lines.push(Line::from(format!("before: {}", preds(&q.before))));
+        }
+        if !q.after.is_empty() {
+            lines.push(Line::from(format!("after:  {}", preds(&q.after))));
+        }
+        if let Some(m) = &q.metrics {
+            let opt = |x: Option<f64>| x.map_or("–".to_string(), |v| format!("{v:.2}"));
+            lines.push(Line::from(format!(
+                "efficacy {:.2}  paraphrase {}  specificity {}  {}",
+                m.efficacy,
+                opt(m.paraphrase),
+                opt(m.specificity),
+                q.seconds.map(|s| format!("{s:.1}s")).unwrap_or_default()
+            )));
+        }
+        if let Some((a, b)) = q.probs {
+            lines.push(Line::from(format!("p(target) {a:.3} → {b:.3}")));
+        }
+        if !q.layer_deltas.is_empty() {
+            let d: Vec<String> = q.layer_deltas.iter().map(|(l, n)| format!("L{l} {n:.2}")).collect();
+            lines.push(Line::from(format!("‖ΔW‖_F  {}", d.join("  "))));
+        }
+        if let Status::Rejected(e) = &q.status {
+            lines.push(Line::styled(e.clone(), Style::default().fg(Color::Red)));
+        }
+    } else {
+        lines.push(Line::from("no edit selected"));
+    }
+    f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }).block(block("Detail", false)), r);
+}
+
+fn chart(f: &mut Frame, app: &App, r: Rect) {
+    let series = |get: fn(&crate::worker::CurvePoint) -> Option<f64>| -> Vec<(f64, f64)> {
+        app.curve.iter().filter_map(|p| get(p).map(|v| (p.edits as f64, v))).collect()
+    };
+    let eff = series(|p| Some(p.efficacy));
+    let par = series(|p| p.paraphrase);
+    let spe = series(|p| p.specificity);
+    let max_x = app.curve.last().map_or(1.0, |p| p.edits as f64).max(1.0);
+    let mut datasets = vec![Dataset::default().name("efficacy").marker(symbols::Marker::Braille).graph_type(GraphType::Line).style(Style::default().fg(Color::Green)).data(&eff)];
+    if !par.is_empty() {
+        datasets.push(Dataset::default().name("paraphrase").marker(symbols::Marker::Braille).graph_type(GraphType::Line).style(Style::default().fg(Color::Yellow)).data(&par));
+    }
+    if !spe.is_empty() {
+        datasets.push(Dataset::default().name("specificity").marker(symbols::Marker::Braille).graph_type(GraphType::Line).style(Style::default().fg(Color::Magenta)).data(&spe));
+    }
+    let title = match app.curve.last() {
+        Some(p) => format!("Metrics vs edits — eff {:.2}{}{}", p.efficacy, p.paraphrase.map(|v| format!(" par {v:.2}")).unwrap_or_default(), p.specificity.map(|v| format!(" spe {v:.2}")).unwrap_or_default()),
+        None => "Metrics vs edits (all edits re-evaluated as they land)".into(),
+    };
+    let chart = Chart::new(datasets)
+        .block(block(&title, app.focus == Pane::Charts))
+        .x_axis(Axis::default().bounds([0.0, max_x]).labels(vec![Line::from("0"), Line::from(format!("{max_x:.0}"))]))
+        .y_axis(Axis::default().bounds([0.0, 1.0]).labels(vec![Line::from("0"), Line::from("1")]));
+    f.render_widget(chart, r);
+}
+
+fn norms(f: &mut Frame, app: &App, r: Rect) {
+    let b = block("‖W‖₁/n per edited layer (growth ×)", false);
+    let inner = b.inner(r);
+    f.render_widget(b, r);
+    if app.norms.is_empty() {
+        f.render_widget(Paragraph::new("no edits yet"), inner);
+        return;
+    }
+    for (i, (layer, h)) in app.norms.iter().enumerate() {
+        if i as u16 >= inner.height {
+            break;
+        }
+        let row = Rect { x: inner.x, y: inner.y + i as u16, width: inner.width, height: 1 };
+        let label = format!("L{layer:<2} {:.5} ×{:.3} Δ{:.1e} ", h.weight.last().copied().unwrap_or(0.0), h.growth().unwrap_or(1.0), h.delta.last().copied().unwrap_or(0.0));
+        let lw = (label.chars().count() as u16).min(row.width);
+        f.render_widget(Paragraph::new(label), Rect { width: lw, ..row });
+        // Scale the delta history so its growth is visible (the weight norm moves by ppm).
+        let max = h.delta.iter().cloned().fold(0.0, f64::max).max(1e-12);
+        let data: Vec<u64> = h.delta.iter().map(|d| ((d / max) * 100.0) as u64).collect();
+        let spark_w = row.width.saturating_sub(lw);
+        let start = data.len().saturating_sub(spark_w as usize);
+        f.render_widget(Sparkline::default().data(data[start..].to_vec()).max(100).style(Style::default().fg(ACCENT)), Rect { x: row.x + lw, width: spark_w, ..row });
+    }
+}
+
+fn probes(f: &mut Frame, app: &App, r: Rect) {
+    let mut lines = Vec::new();
+    if let Some(note) = &app.probes_note {
+        lines.push(Line::styled(note.clone(), Style::default().add_modifier(Modifier::DIM)));
+    } else if app.probes.is_empty() {
+        lines.push(Line::from("press p to run the downstream probes"));
+    }
+    let spans: Vec<Span> = app
+        .probes
+        .iter()
+        .map(|(task, v, _chance)| {
+            let base = app.probes_baseline.iter().find(|b| &b.0 == task).map(|b| b.1);
+            let d = base.map(|b| v - b).unwrap_or(0.0);
+            let color = if d < -0.02 { Color::Red } else if d > 0.02 { Color::Green } else { Color::Reset };
+            Span::styled(format!("{task} {v:.2} ({d:+.2})  "), Style::default().fg(color))
+        })
+        .collect();
+    if !spans.is_empty() {
+        lines.push(Line::from(spans));
+    }
+    f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }).block(block("Probes (change since edit 0)", false)), r);
+}
+
+fn input(f: &mut Frame, app: &App, r: Rect) {
+    let focused = app.focus == Pane::Input;
+    let (text, style) = match (&app.input_error, app.input.is_empty()) {
+        (Some(e), _) => (format!("{}  ✗ {e}", app.input), Style::default().fg(Color::Red)),
+        (None, true) if !focused => ("press i to type a fact, f for the form, l to load a deck".into(), Style::default().add_modifier(Modifier::DIM)),
+        (None, true) => ("subject | prompt | target  e.g.  Eiffel Tower | The Eiffel Tower is located in the city of | Rome".into(), Style::default().add_modifier(Modifier::DIM)),
+        _ => (app.input.clone(), Style::default()),
+    };
+    let cursor = if focused && app.input_error.is_none() && !app.input.is_empty() { "▏" } else { "" };
+    let p = Paragraph::new(Line::from(vec![Span::raw("> "), Span::styled(text, style), Span::raw(cursor)]))
+        .block(block(&format!("New fact ({} next)", app.method.label()), focused));
+    f.render_widget(p, r);
+}
+
+fn log(f: &mut Frame, app: &App, r: Rect) {
+    let h = r.height.saturating_sub(2) as usize;
+    let end = app.log.len().saturating_sub(app.log_scroll);
+    let start = end.saturating_sub(h);
+    let lines: Vec<Line> = app.log[start..end].iter().map(|l| Line::from(l.as_str())).collect();
+    f.render_widget(Paragraph::new(lines).block(block("Log", app.focus == Pane::Log)), r);
+}
+
+fn footer(f: &mut Frame, app: &App, r: Rect) {
+    let keys = if app.focus == Pane::Input {
+        "enter queue  esc leave input  tab next pane  ctrl-c quit"
+    } else {
+        "q quit  tab pane  i type  f form  m method  u undo  p probes  l deck  s save  o open  space pause  c cancel  ? help"
+    };
+    let frame = if app.frame_ms.1 > 0.0 { format!("  frame {:.1}ms", app.frame_ms.0) } else { String::new() };
+    f.render_widget(Paragraph::new(Line::from(vec![Span::styled(keys, Style::default().add_modifier(Modifier::DIM)), Span::raw(frame)])), r);
+}
+
+fn centered(area: Rect, w: u16, h: u16) -> Rect {
+    let w = w.min(area.width);
+    let h = h.min(area.height);
+    Rect { x: area.x + (area.width - w) / 2, y: area.y + (area.height - h) / 2, width: w, height: h }
+}
+
+fn overlay(f: &mut Frame, app: &App, area: Rect) {
+    match &app.overlay {
+        Overlay::None => {}
+        Overlay::Help => {
+            let r = centered(area, 76, 22);
+            f.render_widget(Clear, r);
+            let lines = vec![
+                Line::from("Type a fact in the input line (i):  subject | prompt | target [| paraphrase | neighbour]"),
+                Line::from("f opens the form; an inline error says what is wrong, nothing is queued until valid."),
+                Line::from(""),
+                Line::from("tab        cycle panes            ↑/↓  select an edit (details below the queue)"),
+                Line::from("m          method for the next edits (D4S, ROME, MEMIT, PMET, AlphaEdit, FT, GRACE)"),
+                Line::from("u          undo the last edit (D4S: exact; others: restore the pre-edit weights)"),
+                Line::from("p          run the downstream probes now      e  re-evaluate every edit now"),
+                Line::from("l          load a deck: demo, counterfact:N, zsre:N or a .jsonl path"),
+                Line::from("s          save: write ΔW of the edited layers into the session"),
+                Line::from("o          open a session and replay it live"),
+                Line::from("space      pause / resume the worker     c  cancel the edit in flight"),
+                Line::from("x          drop queued edits             q  quit (asks if work is running)"),
+                Line::from(""),
+                Line::from(format!("Every landed edit is journaled (fsync'ed) under {}.", app.session.as_ref().map_or("sessions/".to_string(), |s| s.display().to_string()))),
+                Line::from(format!("Render time: last {:.1} ms, worst {:.1} ms.", app.frame_ms.0, app.frame_ms.1)),
+                Line::from(""),
+                Line::styled("any key closes this help", Style::default().add_modifier(Modifier::DIM)),
+            ];
+            f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }).block(block("Help", true)), r);
+        }
+        Overlay::ConfirmQuit => {
+            let r = centered(area, 56, 5);
+            f.render_widget(Clear, r);
+            f.render_widget(
+                Paragraph::new(vec![Line::from("Edits are still running or queued."), Line::from("Quit anyway? Landed edits are kept. (y/n)")]).block(block("Quit?", true)),
+                r,
+            );
+        }
+        Overlay::MethodPicker(sel) => {
+            let r = centered(area, 36, Method::ALL.len() as u16 + 2);
+            f.render_widget(Clear, r);
+            let items: Vec<ListItem> = Method::ALL.iter().map(|m| ListItem::new(m.label())).collect();
+            let mut st = ListState::default();
+            st.select(Some(*sel));
+            f.render_stateful_widget(List::new(items).block(block("Method for next edits", true)).highlight_style(Style::default().add_modifier(Modifier::REVERSED)), r, &mut st);
+        }
+        Overlay::Prompt(kind, text) => {
+            let r = centered(area, 70, 4);
+            f.render_widget(Clear, r);
+            let title = match kind {
+                PromptKind::Deck => "Load deck (demo, counterfact:N, zsre:N, or a .jsonl path)",
+                PromptKind::OpenSession => "Open session (directory)",
+            };
+            f.render_widget(Paragraph::new(format!("> {text}▏")).block(block(title, true)), r);
+        }
+        Overlay::Form(fields, at) => {
+            let r = centered(area, 90, 14);
+            f.render_widget(Clear, r);
+            let mut lines = Vec::new();
+            for (i, (label, v)) in FORM_LABELS.iter().zip(fields.iter()).enumerate() {
+                let style = if i == *at { Style::default().fg(ACCENT).add_modifier(Modifier::BOLD) } else { Style::default() };
+                lines.push(Line::from(vec![Span::styled(format!("{label:>28}: "), style), Span::raw(v.clone()), Span::raw(if i == *at { "▏" } else { "" })]));
+            }
+            lines.push(Line::from(""));
+            if let Some(e) = &app.input_error {
+                lines.push(Line::styled(format!("✗ {e}"), Style::default().fg(Color::Red)));
+            }
+            lines.push(Line::styled("tab/↑↓ move  enter queue  esc cancel", Style::default().add_modifier(Modifier::DIM)));
+            f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }).block(block("New fact", true)), r);
+        }
+    }
+}

@@ -1,0 +1,571 @@
+//! The background worker: one thread owns the model, the editor and the session journal, takes
+//! [`Command`]s over a channel and streams [`Event`]s back. The UI never blocks on it and never
+//! touches the model; the worker never draws.
+//!
+//! Edits run one at a time from the worker's own queue, so pausing stops new work without losing
+//! anything queued. Cancellation is a shared flag checked at every optimization step. A panic
+//! while handling a command is caught: the edited matrices are put back as they were before the
+//! command, the UI is told, and the queue is kept.
+
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use candle_core::Tensor;
+
+use crate::edit::{EditControl, EditRequest, HParams, Method, Phase, Progress};
+use crate::error::{Error, Result};
+use crate::eval::metrics::{agreement, answer_argmax, token_accuracy};
+use crate::eval::predict::{top_next, Prediction};
+use crate::model::Model;
+use crate::session::Runner;
+
+/// What the UI asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Queue an edit; `id` is the UI's queue id.
+    Edit { id: u64, request: EditRequest },
+    /// Take back the most recent landed edit.
+    Undo,
+    /// Use this method (with its defaults) for the next edits.
+    SetMethod(Method),
+    /// Run the downstream probes now.
+    RunProbes,
+    /// Re-evaluate every landed edit now.
+    Evaluate,
+    Pause(bool),
+    /// Export the edited weights' ΔW into the session directory.
+    Save,
+    /// Replay a journaled session into this model (live).
+    OpenSession(PathBuf),
+    /// Drop queued edits that have not started.
+    ClearQueue,
+    /// Read a deck of facts (`demo`, `counterfact:N`, `zsre:N`, or a JSONL path); the UI queues
+    /// them when the `Deck` event arrives.
+    LoadDeck(String),
+    Quit,
+}
+
+/// Metrics of one edit, EasyEdit token-level (spec §4.1).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EditMetrics {
+    pub efficacy: f64,
+    pub paraphrase: Option<f64>,
+    pub specificity: Option<f64>,
+}
+
+/// One point of the sequential-editing curve: all live edits evaluated on the current model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CurvePoint {
+    pub edits: usize,
+    pub efficacy: f64,
+    pub paraphrase: Option<f64>,
+    pub specificity: Option<f64>,
+}
+
+/// Per-layer norms after an edit (means over the matrix entries, as the paper plots them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerNorm {
+    pub layer: usize,
+    pub weight_l1: f64,
+    pub delta_l1: f64,
+    /// ‖W0‖₁/n of the unedited matrix (the baseline of the growth factor).
+    pub original_l1: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Landed {
+    pub id: u64,
+    pub step: u64,
+    pub method: Method,
+    pub metrics: EditMetrics,
+    pub before: Vec<Prediction>,
+    pub after: Vec<Prediction>,
+    pub layer_deltas: Vec<(usize, f64)>,
+    pub prob_initial: f64,
+    pub prob_final: f64,
+    pub seconds: f64,
+}
+
+/// What the worker reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Ready { model: String, method: Method, layers: Vec<usize>, device: String, session: Option<PathBuf> },
+    Log(String),
+    Started { id: u64 },
+    Progress { id: u64, phase: String, step: Option<(usize, usize)>, loss: Option<f64>, prob: Option<f64> },
+    Landed(Box<Landed>),
+    Rejected { id: u64, error: String },
+    Cancelled { id: u64 },
+    Undone { id: u64, step: u64, after: Vec<Prediction> },
+    Norms { edits: usize, layers: Vec<LayerNorm> },
+    Curve(CurvePoint),
+    Probes { edits: usize, results: Vec<(String, f64, f64)> },
+    ProbesUnavailable(String),
+    MethodChanged { method: Method, layers: Vec<usize> },
+    Deck { source: String, requests: Vec<EditRequest>, skipped: usize },
+    Paused(bool),
+    Idle,
+    Error(String),
+    Panicked(String),
+}
+
+/// Handle held by the UI.
+pub struct WorkerHandle {
+    pub commands: Sender<Command>,
+    pub events: Receiver<Event>,
+    /// Set to cancel the edit in flight (checked at every optimization step).
+    pub cancel: Arc<AtomicBool>,
+    pub busy: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WorkerHandle {
+    pub fn send(&self, c: Command) {
+        // A dead worker has already reported why; nothing to do here.
+        let _ = self.commands.send(c);
+    }
+
+    pub fn join(mut self) {
+        let _ = self.commands.send(Command::Quit);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Evaluation cadence of the all-edits curve: every edit at first, then sparser.
+pub fn curve_due(edits: usize, every: usize) -> bool {
+    if every > 0 {
+        return edits % every == 0;
+    }
+    edits <= 20 || (edits <= 100 && edits % 5 == 0) || edits % 20 == 0
+}
+
+struct Live {
+    id: u64,
+    request: EditRequest,
+    /// Argmax tokens of each neighbour's answer on the unedited model (locality reference).
+    pre: Vec<Vec<u32>>,
+}
+
+struct Worker {
+    runner: Runner,
+    events: Sender<Event>,
+    cancel: Arc<AtomicBool>,
+    busy: Arc<AtomicBool>,
+    queue: VecDeque<(u64, EditRequest)>,
+    live: Vec<Live>,
+    paused: bool,
+    eval_every: usize,
+    probes: Option<Box<dyn FnMut(&Model) -> Result<Vec<(String, f64, f64)>> + Send>>,
+    data_dir: Option<PathBuf>,
+}
+
+/// Options of the worker.
+pub struct WorkerOptions {
+    /// 0 = automatic cadence.
+    pub eval_every: usize,
+    /// Computes probe results `(task, metric value, chance)`; `None` = no probes configured.
+    pub probes: Option<Box<dyn FnMut(&Model) -> Result<Vec<(String, f64, f64)>> + Send>>,
+    pub probes_unavailable: Option<String>,
+    /// Where `counterfact:N` / `zsre:N` decks are read from.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Starts the worker thread with a runner (model + editor + optional session).
+pub fn spawn(runner: Runner, opts: WorkerOptions) -> WorkerHandle {
+    let (ctx, crx) = mpsc::channel::<Command>();
+    let (etx, erx) = mpsc::channel::<Event>();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let busy = Arc::new(AtomicBool::new(false));
+    let (c2, b2) = (cancel.clone(), busy.clone());
+    let thread = std::thread::Builder::new()
+        .name("d4s-worker".into())
+        .spawn(move || {
+            let ready = Event::Ready {
+                model: runner.model.info.name.clone(),
+                method: runner.method(),
+                layers: runner.editor.hparams().layers.clone(),
+                device: format!("{:?}", runner.model.device),
+                session: runner.session.as_ref().map(|s| s.dir.clone()),
+            };
+            let _ = etx.send(ready);
+            if let Some(why) = opts.probes_unavailable {
+                let _ = etx.send(Event::ProbesUnavailable(why));
+            }
+            let mut w = Worker {
+                runner,
+                events: etx,
+                cancel: c2,
+                busy: b2,
+                queue: VecDeque::new(),
+                live: Vec::new(),
+                paused: false,
+                eval_every: opts.eval_every,
+                probes: opts.probes,
+                data_dir: opts.data_dir,
+            };
+            w.run(crx);
+        })
+        .expect("spawn the worker thread");
+    WorkerHandle { commands: ctx, events: erx, cancel, busy, thread: Some(thread) }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+impl Worker {
+    fn emit(&self, e: Event) {
+        let _ = self.events.send(e);
+    }
+
+    fn run(&mut self, commands: Receiver<Command>) {
+        loop {
+            // Drain commands first so Pause / Quit / Undo are seen between edits.
+            let timeout = if self.queue.is_empty() || self.paused { Duration::from_millis(200) } else { Duration::ZERO };
+            match commands.recv_timeout(timeout) {
+                Ok(Command::Quit) | Err(RecvTimeoutError::Disconnected) => return,
+                Ok(c) => {
+                    self.guarded(|w| w.handle(c));
+                    continue;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if !self.paused {
+                if let Some((id, req)) = self.queue.pop_front() {
+                    self.guarded(|w| w.edit(id, req));
+                    if self.queue.is_empty() {
+                        self.emit(Event::Idle);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs `f`, catching a panic: the edited matrices go back to their state before `f`.
+    fn guarded(&mut self, f: impl FnOnce(&mut Self)) {
+        let snapshot = self.snapshot();
+        let r = catch_unwind(AssertUnwindSafe(|| f(self)));
+        self.busy.store(false, Ordering::Relaxed);
+        if let Err(p) = r {
+            let msg = panic_message(p.as_ref());
+            for (l, w) in snapshot {
+                let _ = self.runner.model.set_edit_weight(l, w);
+            }
+            self.emit(Event::Panicked(format!("the worker hit a bug ({msg}); the model was restored and the queue kept")));
+        }
+    }
+
+    /// Cheap: tensors are reference-counted and immutable.
+    fn snapshot(&self) -> Vec<(usize, Tensor)> {
+        let mut layers = self.runner.model.touched_layers();
+        layers.extend(self.runner.editor.hparams().layers.iter().copied());
+        layers.sort_unstable();
+        layers.dedup();
+        layers.into_iter().filter_map(|l| self.runner.model.edit_weight(l).ok().map(|w| (l, w.clone()))).collect()
+    }
+
+    fn handle(&mut self, c: Command) {
+        match c {
+            Command::Edit { id, request } => {
+                // Journaled when queued, so `d4s resume` can finish what a crash interrupted.
+                if let Some(s) = &mut self.runner.session {
+                    if let Err(e) = s.record_requested(std::slice::from_ref(&request)) {
+                        self.emit(Event::Error(format!("journal: {e}")));
+                    }
+                }
+                self.queue.push_back((id, request));
+            }
+            Command::Undo => self.undo(),
+            Command::SetMethod(m) => {
+                let hp = HParams::defaults(m, &self.runner.model.config);
+                let layers = hp.layers.clone();
+                match self.runner.set_editor(hp) {
+                    Ok(()) => {
+                        // Steps of the previous editor cannot be undone by the new one.
+                        self.emit(Event::MethodChanged { method: m, layers });
+                        self.emit(Event::Log(format!("method: {} for the next edits", m.label())));
+                    }
+                    Err(e) => self.emit(Event::Error(format!("cannot switch to {}: {e}", m.label()))),
+                }
+            }
+            Command::RunProbes => self.probes(),
+            Command::Evaluate => self.curve(true),
+            Command::Pause(p) => {
+                self.paused = p;
+                self.emit(Event::Paused(p));
+            }
+            Command::ClearQueue => {
+                for (id, request) in self.queue.drain(..).collect::<Vec<_>>() {
+                    if let Some(s) = &mut self.runner.session {
+                        let _ = s.record_rejected(std::slice::from_ref(&request), "dropped from the queue by the user");
+                    }
+                    let _ = self.events.send(Event::Cancelled { id });
+                }
+            }
+            Command::Save => self.save(),
+            Command::LoadDeck(spec) => match crate::eval::deck::load_deck(&spec, self.data_dir.as_deref()) {
+                Ok((requests, skipped)) => self.emit(Event::Deck { source: spec, requests, skipped }),
+                Err(e) => self.emit(Event::Error(format!("deck {spec:?}: {e}"))),
+            },
+            Command::OpenSession(dir) => self.open(dir),
+            Command::Quit => {}
+        }
+    }
+
+    fn progress_event(id: u64, p: &Progress) -> Event {
+        match p {
+            Progress::Phase(ph) => Event::Progress { id, phase: phase_name(*ph).into(), step: None, loss: None, prob: None },
+            Progress::TargetStep { step, of, loss, prob } => {
+                Event::Progress { id, phase: "target".into(), step: Some((step + 1, *of)), loss: Some(*loss), prob: Some(*prob) }
+            }
+            Progress::Tokens { done, total } => {
+                Event::Progress { id, phase: "statistics (once per model)".into(), step: Some((*done, *total)), loss: None, prob: None }
+            }
+        }
+    }
+
+    fn edit(&mut self, id: u64, mut request: EditRequest) {
+        self.cancel.store(false, Ordering::Relaxed);
+        self.busy.store(true, Ordering::Relaxed);
+        self.emit(Event::Started { id });
+        let t0 = Instant::now();
+        let prepared = self.prepare(&mut request);
+        let (pre, before) = match prepared {
+            Ok(x) => x,
+            Err(e) => {
+                self.emit(Event::Rejected { id, error: e.to_string() });
+                return;
+            }
+        };
+        let tx = self.events.clone();
+        let report = move |p: Progress| {
+            let _ = tx.send(Self::progress_event(id, &p));
+        };
+        let ctl = EditControl { cancel: Some(&self.cancel), progress: Some(&report) };
+        let applied = self.runner.apply(std::slice::from_ref(&request), ctl).map(|(step, o)| {
+            let deltas = o.layers.iter().map(|l| (l.layer, l.delta_fro)).collect::<Vec<_>>();
+            let t = o.targets.first().cloned();
+            (step, o.method, deltas, t)
+        });
+        match applied {
+            Ok((step, method, layer_deltas, t)) => {
+                let metrics = self.metrics(&request, &pre).unwrap_or_default();
+                let after = top_next(&self.runner.model, &[request.filled_prompt()], 3).map(|mut v| v.remove(0)).unwrap_or_default();
+                self.live.push(Live { id, request, pre });
+                self.emit(Event::Landed(Box::new(Landed {
+                    id,
+                    step,
+                    method,
+                    metrics,
+                    before,
+                    after,
+                    layer_deltas,
+                    prob_initial: t.as_ref().map_or(0.0, |t| t.prob_initial),
+                    prob_final: t.as_ref().map_or(0.0, |t| t.prob_final),
+                    seconds: t0.elapsed().as_secs_f64(),
+                })));
+                self.norms();
+                self.curve(false);
+            }
+            Err(Error::Cancelled) => {
+                // Journaled as not-to-be-resumed: the user chose to drop it.
+                if let Some(s) = &mut self.runner.session {
+                    let _ = s.record_rejected(std::slice::from_ref(&request), "cancelled by the user");
+                }
+                self.emit(Event::Cancelled { id })
+            }
+            Err(e) => self.emit(Event::Rejected { id, error: e.to_string() }),
+        }
+    }
+
+    /// Locality references on the unedited model and the prompt's current top predictions.
+    fn prepare(&mut self, request: &mut EditRequest) -> Result<(Vec<Vec<u32>>, Vec<Prediction>)> {
+        request.validate()?;
+        // A neighbour typed without an answer keeps whatever the unedited model says next.
+        let unanswered: Vec<String> = request.neighbors.iter().filter(|n| n.answer.is_none()).map(|n| n.prompt.clone()).collect();
+        if !unanswered.is_empty() {
+            let said = self.runner.model.with_unedited(|m| crate::eval::predict::continuations(m, &unanswered, 3))?;
+            for (n, text) in request.neighbors.iter_mut().filter(|n| n.answer.is_none()).zip(said) {
+                let t = text.trim();
+                n.answer = (!t.is_empty()).then(|| t.to_string());
+            }
+        }
+        let neighbors: Vec<(String, String)> = request
+            .neighbors
+            .iter()
+            .filter_map(|n| n.answer.clone().map(|a| (n.prompt.clone(), a)))
+            .collect();
+        let pre = if neighbors.is_empty() {
+            vec![]
+        } else {
+            self.runner.model.with_unedited(|m| answer_argmax(m, &neighbors))?.into_iter().map(|(p, _)| p).collect()
+        };
+        let before = top_next(&self.runner.model, &[request.filled_prompt()], 3)?.remove(0);
+        Ok((pre, before))
+    }
+
+    fn metrics(&self, request: &EditRequest, pre: &[Vec<u32>]) -> Result<EditMetrics> {
+        let m = &self.runner.model;
+        let efficacy = token_accuracy(m, &[(request.filled_prompt(), request.target.clone())])?[0];
+        let paraphrase = if request.paraphrases.is_empty() {
+            None
+        } else {
+            let items: Vec<(String, String)> = request.paraphrases.iter().map(|p| (p.clone(), request.target.clone())).collect();
+            let a = token_accuracy(m, &items)?;
+            Some(a.iter().sum::<f64>() / a.len() as f64)
+        };
+        let neighbors: Vec<(String, String)> = request.neighbors.iter().filter_map(|n| n.answer.clone().map(|a| (n.prompt.clone(), a))).collect();
+        let specificity = if neighbors.is_empty() {
+            None
+        } else {
+            let post = answer_argmax(m, &neighbors)?;
+            let s: f64 = pre.iter().zip(&post).map(|(p, (q, _))| agreement(p, q)).sum();
+            Some(s / neighbors.len() as f64)
+        };
+        Ok(EditMetrics { efficacy, paraphrase, specificity })
+    }
+
+    fn norms(&self) {
+        let m = &self.runner.model;
+        let mut layers = m.touched_layers();
+        layers.retain(|&l| l < m.n_layers());
+        let norms: Vec<LayerNorm> = layers
+            .iter()
+            .filter_map(|&l| {
+                let w = m.edit_weight(l).ok()?;
+                let w0 = m.original_edit_weight(l).ok()?;
+                let n = w.elem_count() as f64;
+                let (l1, _) = crate::model::matrix_norms(w).ok()?;
+                let (d1, _) = crate::model::matrix_norms(&(w - w0).ok()?).ok()?;
+                let (o1, _) = crate::model::matrix_norms(w0).ok()?;
+                Some(LayerNorm { layer: l, weight_l1: l1 / n, delta_l1: d1 / n, original_l1: o1 / n })
+            })
+            .collect();
+        self.emit(Event::Norms { edits: self.live.len(), layers: norms });
+    }
+
+    /// Re-evaluates all live edits (the sequential protocol's "evaluate everything so far").
+    fn curve(&mut self, forced: bool) {
+        let n = self.live.len();
+        if n == 0 || !(forced || curve_due(n, self.eval_every)) {
+            return;
+        }
+        let r = (|| -> Result<CurvePoint> {
+            let mut eff = Vec::new();
+            let mut par = Vec::new();
+            let mut spe = Vec::new();
+            for l in &self.live {
+                let m = self.metrics(&l.request, &l.pre)?;
+                eff.push(m.efficacy);
+                par.extend(m.paraphrase);
+                spe.extend(m.specificity);
+            }
+            let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+            Ok(CurvePoint { edits: n, efficacy: mean(&eff).unwrap_or(0.0), paraphrase: mean(&par), specificity: mean(&spe) })
+        })();
+        match r {
+            Ok(p) => self.emit(Event::Curve(p)),
+            Err(e) => self.emit(Event::Error(format!("evaluation failed: {e}"))),
+        }
+    }
+
+    fn probes(&mut self) {
+        let Some(mut run) = self.probes.take() else {
+            self.emit(Event::ProbesUnavailable("no probe data configured (see --probes / --data-dir)".into()));
+            return;
+        };
+        self.busy.store(true, Ordering::Relaxed);
+        self.emit(Event::Log("running probes…".into()));
+        let outcome = run(&self.runner.model);
+        self.probes = Some(run);
+        match outcome {
+            Ok(results) => {
+                if let Some(s) = &mut self.runner.session {
+                    let json: serde_json::Value = results.iter().map(|(t, v, _)| (t.clone(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>().into();
+                    if let Err(e) = s.record_probes(self.live.len() as u64, json) {
+                        self.emit(Event::Error(format!("journal: {e}")));
+                    }
+                }
+                self.emit(Event::Probes { edits: self.live.len(), results });
+            }
+            Err(e) => self.emit(Event::Error(format!("probes failed: {e}"))),
+        }
+    }
+
+    fn undo(&mut self) {
+        match self.runner.undo(None) {
+            Ok(step) => {
+                let undone = self.live.pop();
+                let id = undone.as_ref().map_or(0, |l| l.id);
+                let after = undone
+                    .and_then(|l| top_next(&self.runner.model, &[l.request.filled_prompt()], 3).ok())
+                    .map(|mut v| v.remove(0))
+                    .unwrap_or_default();
+                self.emit(Event::Undone { id, step, after });
+                self.norms();
+                self.curve(true);
+            }
+            Err(e) => self.emit(Event::Error(format!("undo: {e}"))),
+        }
+    }
+
+    fn save(&mut self) {
+        let Some(s) = &self.runner.session else {
+            self.emit(Event::Error("no session to save into".into()));
+            return;
+        };
+        let dir = s.dir.join("export");
+        match crate::session::export::export_hf(&self.runner.model, &dir, true) {
+            Ok(()) => self.emit(Event::Log(format!("saved ΔW of the edited layers to {}", dir.display()))),
+            Err(e) => self.emit(Event::Error(format!("save: {e}"))),
+        }
+    }
+
+    fn open(&mut self, dir: PathBuf) {
+        let r = (|| -> Result<usize> {
+            let loaded = crate::session::journal::read_journal(&dir.join("journal.jsonl"))?;
+            let meta = crate::session::journal::read_meta(&dir)?;
+            if meta.model.sha256 != self.runner.model.info.sha256 {
+                return Err(Error::Input(format!("{} was recorded on another model ({})", dir.display(), meta.model.name)));
+            }
+            let mut n = 0;
+            let mut id = 1_000_000;
+            for e in &loaded.events {
+                if let crate::session::Event::Applied { requests, .. } = e {
+                    for r in requests {
+                        id += 1;
+                        self.queue.push_back((id, r.clone()));
+                        n += 1;
+                    }
+                }
+            }
+            Ok(n)
+        })();
+        match r {
+            Ok(n) => self.emit(Event::Log(format!("replaying {n} edits from {}", dir.display()))),
+            Err(e) => self.emit(Event::Error(format!("open session: {e}"))),
+        }
+    }
+}
+
+fn phase_name(p: Phase) -> &'static str {
+    match p {
+        Phase::Statistics => "statistics (once per model)",
+        Phase::Templates => "templates",
+        Phase::Target => "target",
+        Phase::Keys => "keys",
+        Phase::Solve => "solving",
+        Phase::Apply => "applying",
+    }
+}
