@@ -11,6 +11,7 @@ use d4s::model::generate::GenerateOptions;
 use d4s::model::{fetch, load, Model, ModelSpec};
 use d4s::util;
 
+pub mod bench;
 pub mod edit;
 pub mod probes;
 pub mod sessions;
@@ -55,6 +56,10 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Edit facts into the model and show the before/after predictions.
     Edit(edit::EditArgs),
+    /// Run a sequential-editing experiment and write metrics, summaries and plots.
+    Bench(bench::BenchArgs),
+    /// Overlay several bench runs and print a side-by-side table.
+    Compare(bench::CompareArgs),
     /// List the sessions under ./sessions (or --dir).
     Sessions {
         #[arg(long, default_value = "sessions")]
@@ -218,6 +223,12 @@ pub fn run(cli: Cli) -> Result<()> {
             let model = load_model(&cli.global)?;
             edit::run(model, &a)
         }
+        Some(Command::Bench(a)) => {
+            let mut model = load_model(&cli.global)?;
+            let line = std::env::args().collect::<Vec<_>>().join(" ");
+            bench::run(&mut model, &a, &line)
+        }
+        Some(Command::Compare(a)) => bench::compare(&a),
         Some(Command::Sessions { dir }) => sessions::list(&dir),
         Some(Command::Replay(a)) => sessions::replay(&cli.global, &a),
         Some(Command::Resume(a)) => sessions::resume(&cli.global, &a),

@@ -1,8 +1,10 @@
 //! Evaluation: predictions, edit metrics, datasets, downstream probes, norms and plots.
 
+pub mod bench;
 pub mod datasets;
 pub mod deck;
 pub mod metrics;
 pub mod plots;
 pub mod predict;
 pub mod probes;
+pub mod report;

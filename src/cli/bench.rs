@@ -1,0 +1,183 @@
+//! `d4s bench` (headless sequential-editing experiments) and `d4s compare`.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use d4s::edit::Method;
+use d4s::eval::bench::{self, BenchRun, Protocol};
+use d4s::eval::datasets::{self, QuestionType};
+use d4s::eval::probes::{self, ProbeConfig, ProbeSet, Task};
+use d4s::eval::report::{self, RunConfig, RunWriter};
+use d4s::model::Model;
+
+use super::edit::EditorArgs;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub editor: EditorArgs,
+    /// Several methods on the same edit stream, e.g. `rome,memit,d4s` (overrides --method).
+    #[arg(long)]
+    pub methods: Option<String>,
+    /// Dataset: counterfact, counterfact-train, zsre, zsre-train, mquake, or a file path.
+    #[arg(long, default_value = "counterfact")]
+    pub data: String,
+    /// Data root for dataset names and probes (default: $D4S_DATA or ../shared/data).
+    #[arg(long = "data-dir")]
+    pub data_dir: Option<PathBuf>,
+    /// Use the MQD question type built from the facts: tf, mc or dg.
+    #[arg(long)]
+    pub mqd: Option<String>,
+    /// Number of edits (cases) to take from the dataset.
+    #[arg(long, default_value_t = 100)]
+    pub n: usize,
+    /// single, batch[:k] or sequential.
+    #[arg(long, default_value = "sequential")]
+    pub protocol: String,
+    /// Re-evaluate all edits so far every k edits (the forgetting curve); the end is always evaluated.
+    #[arg(long)]
+    pub eval_every: Option<usize>,
+    /// Downstream probes at every evaluation point: comma-separated (arc, arc_easy, mmlu, truthfulqa, winogrande, gsm8k, hellaswag).
+    #[arg(long, default_value = "")]
+    pub probes: String,
+    /// Items per probe task.
+    #[arg(long, default_value_t = 100)]
+    pub probe_items: usize,
+    /// Few-shot examples for the probes (default: each task's default).
+    #[arg(long)]
+    pub probe_shots: Option<usize>,
+    /// Reject bad dataset records instead of skipping them.
+    #[arg(long)]
+    pub strict: bool,
+    /// Output folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Evaluate MQuAKE multi-hop questions (generation; slower).
+    #[arg(long)]
+    pub multihop: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// Run folders written by `d4s bench`.
+    #[arg(required = true)]
+    pub runs: Vec<PathBuf>,
+    /// Where to write the overlaid plots and compare.md (default: the first run's parent + /compare).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+fn parse_probes(spec: &str) -> Result<Vec<Task>> {
+    spec.split(',').map(str::trim).filter(|s| !s.is_empty() && *s != "none").map(|s| Ok(s.parse::<Task>()?)).collect()
+}
+
+pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
+    let methods: Vec<Method> = match &a.methods {
+        Some(list) => list.split(',').map(|m| m.trim().parse::<Method>()).collect::<Result<_, _>>()?,
+        None => vec![a.editor.method()?],
+    };
+    if methods.is_empty() {
+        bail!("no method given");
+    }
+    let protocol: Protocol = a.protocol.parse()?;
+    let data_dir = a.data_dir.clone().or_else(datasets::default_data_dir);
+    let path = datasets::resolve(&a.data, data_dir.as_deref())?;
+    let loaded = datasets::load(&path, None, a.strict, Some(a.n)).with_context(|| format!("reading {}", path.display()))?;
+    for s in loaded.skipped.iter().take(5) {
+        eprintln!("skipped: {s}");
+    }
+    if loaded.skipped.len() > 5 {
+        eprintln!("… and {} more skipped records", loaded.skipped.len() - 5);
+    }
+    let mut cases = loaded.cases.clone();
+    if let Some(q) = &a.mqd {
+        let qtype = match q.as_str() {
+            "tf" | "true-false" => QuestionType::TrueFalse,
+            "mc" | "multiple-choice" => QuestionType::MultipleChoice,
+            "dg" | "generated" => QuestionType::DirectlyGenerated,
+            other => bail!("--mqd {other:?}: use tf, mc or dg"),
+        };
+        cases = datasets::mqd(&cases, qtype, a.editor_seed());
+    }
+    if cases.is_empty() {
+        bail!("{}: no usable cases", path.display());
+    }
+    if cases.len() < a.n {
+        eprintln!("note: only {} cases available (asked for {})", cases.len(), a.n);
+    }
+    let tasks = parse_probes(&a.probes)?;
+    let probe_cfg = ProbeConfig {
+        data_dir: data_dir.clone().unwrap_or_else(|| PathBuf::from("../shared/data")),
+        limit: Some(a.probe_items),
+        shots: a.probe_shots,
+        ..Default::default()
+    };
+    let probe_sets: Vec<ProbeSet> = tasks.iter().map(|&t| probes::prepare(t, &probe_cfg, model)).collect::<Result<_, _>>()?;
+    let several = methods.len() > 1;
+    let mut run_dirs = Vec::new();
+    for method in &methods {
+        let hp = a.editor.hparams_for(*method, model)?;
+        let mut stats = a.editor.stats()?;
+        let dir = bench::method_dir(&a.out, method.name(), several);
+        let config = RunConfig {
+            d4s_version: env!("CARGO_PKG_VERSION").into(),
+            started: d4s::session::journal::now(),
+            model: serde_json::json!({"spec": model.info.spec.to_string_spec(), "name": model.info.name, "sha256": model.info.sha256}),
+            method: method.name().into(),
+            hparams: serde_json::to_value(&hp)?,
+            data: serde_json::json!({"path": path, "sha256": loaded.sha256, "kind": loaded.kind.name(), "n": cases.len(), "skipped": loaded.skipped.len(), "mqd": a.mqd}),
+            protocol: serde_json::to_value(protocol)?,
+            eval_every: a.eval_every,
+            probes: tasks.iter().map(|t| t.name().to_string()).collect(),
+            probe_config: serde_json::to_value(&probe_cfg)?,
+            stats: serde_json::json!({"config": stats.config, "corpus_id": stats.corpus_id()?}),
+            seed: hp.seed,
+            threads: std::env::var("RAYON_NUM_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(1),
+            command: command_line.into(),
+        };
+        let pb = ProgressBar::new(cases.len() as u64);
+        pb.set_style(ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} edits, {elapsed} elapsed, ETA {eta} — {msg}").expect("valid").progress_chars("=> "));
+        pb.set_prefix(method.label());
+        let mut writer = RunWriter::create(&dir, &config, Some(pb.clone()))?;
+        let spec = BenchRun { hparams: hp, protocol, eval_every: a.eval_every, probes: &probe_sets, multihop: a.multihop, stats: &mut stats };
+        let points = bench::run(model, &cases, spec, &mut writer).with_context(|| format!("{} run", method.label()))?;
+        pb.finish_and_clear();
+        model.reset_edits();
+        match report::finish_run(&dir, method.name(), &points, &writer.records)? {
+            Some(s) => println!(
+                "{}: {} edits — efficacy {:.3}, paraphrase {}, specificity {}, {} rejected → {}",
+                method.label(),
+                s.edits,
+                s.efficacy.unwrap_or(f64::NAN),
+                s.paraphrase.map_or("–".into(), |v| format!("{v:.3}")),
+                s.specificity.map_or("–".into(), |v| format!("{v:.3}")),
+                s.rejected,
+                dir.display()
+            ),
+            None => println!("{}: no evaluation points", method.label()),
+        }
+        run_dirs.push(dir);
+    }
+    if several {
+        let (md, _) = report::compare(&run_dirs, &a.out)?;
+        println!("\n{md}");
+    }
+    Ok(())
+}
+
+impl BenchArgs {
+    fn editor_seed(&self) -> u64 {
+        42
+    }
+}
+
+pub fn compare(a: &CompareArgs) -> Result<()> {
+    let out = a.out.clone().unwrap_or_else(|| a.runs[0].parent().map(|p| p.join("compare")).unwrap_or_else(|| PathBuf::from("compare")));
+    let (md, files) = report::compare(&a.runs, &out)?;
+    println!("{md}");
+    println!("wrote {}", files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "));
+    Ok(())
+}

@@ -1,0 +1,447 @@
+//! The headless benchmark: a stream of edits from a dataset, a protocol, evaluation points, and
+//! everything written to a run folder (spec §4.5).
+//!
+//! Protocols (named types, not flags):
+//! - `Single`: each case is edited into a fresh copy of the model, evaluated, and reset.
+//! - `Batch { size }`: cases are edited `size` at a time (`size = n`: one batch edit).
+//! - `Sequential`: one case after another with no reset; every `eval_every` edits *all* edits so
+//!   far are evaluated on the current model (the forgetting curve), and always after the last one
+//!   (the paper's protocol: evaluate all N edits on the final model).
+//!
+//! Metrics are named by where they come from: `token.*` are EasyEdit's token-level metrics
+//! (rewrite / rephrase accuracy, locality against the unedited model's predictions recorded before
+//! any edit — EasyEdit issue #643 — and portability), `prob.*` are ROME/MEMIT's CounterFact
+//! probability comparisons (efficacy/paraphrase/neighbourhood scores and magnitudes),
+//! `multihop` is MQuAKE's instance-wise multi-hop accuracy.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::datasets::{EvalCase, MultiHop};
+use super::metrics::{agreement, answer_argmax, target_nll, token_accuracy};
+use super::probes::{ProbeResult, ProbeSet};
+use crate::edit::{new_editor, EditContext, EditControl, EditRequest, Editor, HParams, StatsCache};
+use crate::error::{Error, Result};
+use crate::model::generate::GenerateOptions;
+use crate::model::{matrix_norms, Model};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Protocol {
+    Single,
+    Batch { size: usize },
+    Sequential,
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let s = s.trim().to_ascii_lowercase();
+        if s == "single" {
+            return Ok(Protocol::Single);
+        }
+        if s == "sequential" || s == "seq" {
+            return Ok(Protocol::Sequential);
+        }
+        if let Some(k) = s.strip_prefix("batch") {
+            let k = k.trim_start_matches([':', '=']);
+            let size = if k.is_empty() { usize::MAX } else { k.parse().map_err(|_| Error::Input(format!("protocol {s:?}: bad batch size")))? };
+            return Ok(Protocol::Batch { size: size.max(1) });
+        }
+        Err(Error::Input(format!("unknown protocol {s:?} (single, batch[:k], sequential)")))
+    }
+}
+
+/// Unedited-model references recorded before any edit.
+pub struct Reference {
+    /// Per case, per request, per neighbour: argmax tokens at the answer positions.
+    pub locality: Vec<Vec<Vec<Vec<u32>>>>,
+}
+
+/// Records the locality references of every case on the unedited model.
+pub fn reference(model: &mut Model, cases: &[EvalCase]) -> Result<Reference> {
+    let mut items = Vec::new();
+    let mut shape = Vec::new();
+    for c in cases {
+        let mut per_req = Vec::new();
+        for r in &c.requests {
+            let ns: Vec<(String, String)> = r.neighbors.iter().filter_map(|n| n.answer.clone().map(|a| (n.prompt.clone(), a))).collect();
+            per_req.push(ns.len());
+            items.extend(ns);
+        }
+        shape.push(per_req);
+    }
+    let argmax = model.with_unedited(|m| answer_argmax(m, &items))?;
+    let mut it = argmax.into_iter().map(|(p, _)| p);
+    let locality = shape.iter().map(|per_req| per_req.iter().map(|&n| (0..n).filter_map(|_| it.next()).collect()).collect()).collect();
+    Ok(Reference { locality })
+}
+
+/// Mean metrics over a set of cases.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CaseMetrics {
+    pub token: BTreeMap<String, f64>,
+    pub prob: BTreeMap<String, f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multihop: Option<f64>,
+    pub cases: usize,
+}
+
+fn mean(v: &[f64]) -> Option<f64> {
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+/// Evaluates cases on the current model. `which` selects cases by index into `cases`.
+pub fn evaluate(model: &Model, cases: &[EvalCase], reference: &Reference, which: &[usize], multihop: bool) -> Result<CaseMetrics> {
+    let mut rewrite = Vec::new();
+    let mut rephrase = Vec::new();
+    let mut portability = Vec::new();
+    let mut spec_items = Vec::new();
+    let mut spec_refs: Vec<&Vec<u32>> = Vec::new();
+    let (mut es, mut em, mut ps, mut pm, mut ns, mut nm) = (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut nll_items: Vec<(String, String)> = Vec::new();
+    // (kind, case-level index range into nll_items) for the probability metrics.
+    let mut nll_jobs: Vec<(u8, usize, usize)> = Vec::new();
+    for &ci in which {
+        let c = &cases[ci];
+        for (ri, r) in c.requests.iter().enumerate() {
+            rewrite.push((r.filled_prompt(), r.target.clone()));
+            for p in &r.paraphrases {
+                rephrase.push((p.clone(), r.target.clone()));
+            }
+            let answered: Vec<_> = r.neighbors.iter().filter_map(|n| n.answer.clone().map(|a| (n.prompt.clone(), a))).collect();
+            for (k, item) in answered.iter().enumerate() {
+                spec_items.push(item.clone());
+                spec_refs.push(&reference.locality[ci][ri][k]);
+            }
+            if let Some(truth) = &r.ground_truth {
+                // efficacy: new vs true on the prompt; paraphrase: the same on each paraphrase;
+                // neighbourhood: the neighbour's own answer vs the new target.
+                let start = nll_items.len();
+                nll_items.push((r.filled_prompt(), r.target.clone()));
+                nll_items.push((r.filled_prompt(), truth.clone()));
+                nll_jobs.push((0, start, 2));
+                for p in &r.paraphrases {
+                    let s = nll_items.len();
+                    nll_items.push((p.clone(), r.target.clone()));
+                    nll_items.push((p.clone(), truth.clone()));
+                    nll_jobs.push((1, s, 2));
+                }
+                for (prompt, ans) in &answered {
+                    let s = nll_items.len();
+                    nll_items.push((prompt.clone(), r.target.clone()));
+                    nll_items.push((prompt.clone(), ans.clone()));
+                    nll_jobs.push((2, s, 2));
+                }
+            }
+        }
+        portability.extend(c.portability.iter().cloned());
+    }
+    let mut m = CaseMetrics { cases: which.len(), ..Default::default() };
+    if let Some(v) = mean(&token_accuracy(model, &rewrite)?) {
+        m.token.insert("efficacy".into(), v);
+    }
+    if let Some(v) = mean(&token_accuracy(model, &rephrase)?) {
+        m.token.insert("paraphrase".into(), v);
+    }
+    let post = answer_argmax(model, &spec_items)?;
+    let spec: Vec<f64> = post.iter().zip(&spec_refs).map(|((p, _), pre)| agreement(pre, p)).collect();
+    if let Some(v) = mean(&spec) {
+        m.token.insert("specificity".into(), v);
+    }
+    if let Some(v) = mean(&token_accuracy(model, &portability)?) {
+        m.token.insert("portability".into(), v);
+    }
+    let nll = target_nll(model, &nll_items)?;
+    for (kind, s, _) in &nll_jobs {
+        let (new, truth) = (nll[*s], nll[s + 1]);
+        let (p_new, p_true) = ((-new).exp(), (-truth).exp());
+        match kind {
+            0 => {
+                es.push(f64::from(new < truth));
+                em.push(p_new - p_true);
+            }
+            1 => {
+                ps.push(f64::from(new < truth));
+                pm.push(p_new - p_true);
+            }
+            _ => {
+                ns.push(f64::from(truth < new));
+                nm.push(p_true - p_new);
+            }
+        }
+    }
+    for (name, v) in [("es", &es), ("em", &em), ("ps", &ps), ("pm", &pm), ("ns", &ns), ("nm", &nm)] {
+        if let Some(x) = mean(v) {
+            m.prob.insert(name.into(), x);
+        }
+    }
+    if multihop {
+        let mh: Vec<&MultiHop> = which.iter().filter_map(|&ci| cases[ci].multi_hop.as_ref()).collect();
+        if !mh.is_empty() {
+            m.multihop = Some(multihop_accuracy(model, &mh)?);
+        }
+    }
+    Ok(m)
+}
+
+/// A short few-shot preamble for multi-hop questions (written for d4s; MQuAKE's own 16-shot
+/// prompt file is not available here).
+const MULTIHOP_SHOTS: &str = "Q: What is the capital of the country where the Eiffel Tower is located?\nA: Paris\n\n\
+Q: Who is the head of state of the country whose official language is Japanese?\nA: Naruhito\n\n\
+Q: On which continent is the country where Nokia was founded?\nA: Europe\n\n";
+
+/// MQuAKE instance-wise accuracy: a case is right when any of its questions is answered with the
+/// new answer or one of its aliases (greedy, up to 16 tokens, first line).
+pub fn multihop_accuracy(model: &Model, cases: &[&MultiHop]) -> Result<f64> {
+    let mut prompts = Vec::new();
+    let mut owner = Vec::new();
+    for (i, c) in cases.iter().enumerate() {
+        for q in &c.questions {
+            prompts.push(model.encode(&format!("{MULTIHOP_SHOTS}Q: {q}\nA:"))?);
+            owner.push(i);
+        }
+    }
+    let opts = GenerateOptions { max_tokens: 16, stop_strings: vec!["\n".into()], ..Default::default() };
+    let mut right = vec![false; cases.len()];
+    for (chunk_p, chunk_o) in prompts.chunks(16).zip(owner.chunks(16)) {
+        let outs = model.generate_batch_with(chunk_p, &opts, |_, _| true)?;
+        for (o, &i) in outs.iter().zip(chunk_o) {
+            let text = model.decode_text(o)?;
+            let answer = normalize(text.lines().next().unwrap_or(""));
+            let c = cases[i];
+            if std::iter::once(&c.answer).chain(&c.aliases).any(|a| {
+                let a = normalize(a);
+                !a.is_empty() && answer.contains(&a)
+            }) {
+                right[i] = true;
+            }
+        }
+    }
+    Ok(right.iter().filter(|&&r| r).count() as f64 / cases.len().max(1) as f64)
+}
+
+fn normalize(s: &str) -> String {
+    s.trim().trim_end_matches('.').to_lowercase()
+}
+
+/// Norms of one edited matrix at an evaluation point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerNorms {
+    pub layer: usize,
+    /// ‖W‖₁ / numel (the paper's "L1-norm of the editing layer").
+    pub l1_mean: f64,
+    pub fro: f64,
+    /// ‖W − W0‖₁ / numel and ‖W − W0‖_F.
+    pub delta_l1_mean: f64,
+    pub delta_fro: f64,
+}
+
+pub fn layer_norms(model: &Model, layers: &[usize]) -> Result<Vec<LayerNorms>> {
+    layers
+        .iter()
+        .map(|&l| {
+            let w = model.edit_weight(l)?;
+            let d = (w - model.original_edit_weight(l)?)?;
+            let n = w.elem_count() as f64;
+            let (l1, fro) = matrix_norms(w)?;
+            let (dl1, dfro) = matrix_norms(&d)?;
+            Ok(LayerNorms { layer: l, l1_mean: l1 / n, fro, delta_l1_mean: dl1 / n, delta_fro: dfro })
+        })
+        .collect()
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalPoint {
+    pub edits: usize,
+    pub metrics: CaseMetrics,
+    pub probes: BTreeMap<String, ProbeResult>,
+    pub layers: Vec<LayerNorms>,
+    /// Mean final target probability of the edits so far (the paper's "edit probability").
+    pub edit_prob: Option<f64>,
+    pub rejected: usize,
+    pub wall_seconds: f64,
+}
+
+/// One line of `edits.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EditRecord {
+    pub index: usize,
+    pub origin: String,
+    pub prob_initial: Option<f64>,
+    pub prob_final: Option<f64>,
+    pub seconds: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<String>,
+}
+
+/// Everything a run produces, streamed to the caller as it happens.
+pub trait BenchSink {
+    fn edit(&mut self, record: &EditRecord) -> Result<()>;
+    fn point(&mut self, point: &EvalPoint) -> Result<()>;
+    /// Called before each edit with (edits done, total) for progress displays.
+    fn progress(&mut self, _done: usize, _total: usize, _phase: &str) {}
+}
+
+/// A run's inputs (besides the model and the cases).
+pub struct BenchRun<'a> {
+    pub hparams: HParams,
+    pub protocol: Protocol,
+    /// Evaluate every k edits (sequential); `None` = only at the end.
+    pub eval_every: Option<usize>,
+    pub probes: &'a [ProbeSet],
+    pub multihop: bool,
+    pub stats: &'a mut StatsCache,
+}
+
+fn run_probes(model: &Model, probes: &[ProbeSet]) -> Result<BTreeMap<String, ProbeResult>> {
+    probes.iter().map(|p| p.run(model, None).map(|r| (p.task().name().to_string(), r))).collect()
+}
+
+/// Runs the protocol over `cases` (all of them), streaming records to `sink`.
+pub fn run(model: &mut Model, cases: &[EvalCase], spec: BenchRun, sink: &mut dyn BenchSink) -> Result<Vec<EvalPoint>> {
+    let t0 = Instant::now();
+    model.reset_edits();
+    let reference = reference(model, cases)?;
+    let layers = spec.hparams.layers.clone();
+    let mut points = Vec::new();
+    let mut probs: Vec<f64> = Vec::new();
+    let mut rejected = 0;
+    let point = |model: &Model, which: &[usize], edits: usize, probs: &[f64], rejected: usize| -> Result<EvalPoint> {
+        Ok(EvalPoint {
+            edits,
+            metrics: evaluate(model, cases, &reference, which, spec.multihop)?,
+            probes: run_probes(model, spec.probes)?,
+            layers: layer_norms(model, &layers)?,
+            edit_prob: mean(probs),
+            rejected,
+            wall_seconds: t0.elapsed().as_secs_f64(),
+        })
+    };
+    // The unedited model is point 0 (sequential/batch): the baseline of every curve.
+    if spec.protocol != Protocol::Single {
+        let p = point(model, &(0..cases.len()).collect::<Vec<_>>(), 0, &[], 0)?;
+        sink.point(&p)?;
+        points.push(p);
+    }
+    let steps: Vec<Vec<usize>> = match spec.protocol {
+        Protocol::Single | Protocol::Sequential => (0..cases.len()).map(|i| vec![i]).collect(),
+        Protocol::Batch { size } => (0..cases.len()).collect::<Vec<_>>().chunks(size.min(cases.len()).max(1)).map(<[usize]>::to_vec).collect(),
+    };
+    let mut editor: Box<dyn Editor> = new_editor(spec.hparams.clone());
+    let mut done: Vec<usize> = Vec::new();
+    let mut single_results: Vec<CaseMetrics> = Vec::new();
+    for step in &steps {
+        sink.progress(done.len(), cases.len(), "editing");
+        if spec.protocol == Protocol::Single {
+            model.reset_edits();
+            editor = new_editor(spec.hparams.clone());
+        }
+        let requests: Vec<EditRequest> = step.iter().flat_map(|&i| cases[i].requests.iter().cloned()).collect();
+        let te = Instant::now();
+        let mut cx = EditContext { stats: spec.stats, ctl: EditControl::default() };
+        let outcome = editor.apply(model, &mut cx, &requests);
+        let seconds = te.elapsed().as_secs_f64();
+        match &outcome {
+            Ok(o) => {
+                for (k, &i) in step.iter().enumerate() {
+                    let t = o.targets.get(k.min(o.targets.len().saturating_sub(1)));
+                    probs.extend(t.map(|t| t.prob_final));
+                    sink.edit(&EditRecord {
+                        index: i,
+                        origin: cases[i].origin.clone(),
+                        prob_initial: t.map(|t| t.prob_initial),
+                        prob_final: t.map(|t| t.prob_final),
+                        seconds: seconds / step.len() as f64,
+                        rejected: None,
+                    })?;
+                }
+            }
+            Err(Error::Cancelled) => return Err(Error::Cancelled),
+            Err(e) => {
+                rejected += step.len();
+                for &i in step {
+                    sink.edit(&EditRecord { index: i, origin: cases[i].origin.clone(), prob_initial: None, prob_final: None, seconds, rejected: Some(e.to_string()) })?;
+                }
+            }
+        }
+        done.extend(step.iter().copied());
+        match spec.protocol {
+            Protocol::Single => {
+                sink.progress(done.len(), cases.len(), "evaluating");
+                single_results.push(evaluate(model, cases, &reference, step, spec.multihop)?);
+            }
+            _ => {
+                let due = spec.eval_every.is_some_and(|k| done.len() % k == 0 && done.len() < cases.len());
+                if due {
+                    sink.progress(done.len(), cases.len(), "evaluating all edits so far");
+                    let p = point(model, &done, done.len(), &probs, rejected)?;
+                    sink.point(&p)?;
+                    points.push(p);
+                }
+            }
+        }
+    }
+    sink.progress(cases.len(), cases.len(), "final evaluation");
+    let last = if spec.protocol == Protocol::Single {
+        // Mean of the per-case results, each measured right after its own edit.
+        let mut p = point(model, &[], cases.len(), &probs, rejected)?;
+        p.metrics = merge_means(&single_results);
+        p
+    } else {
+        point(model, &done, done.len(), &probs, rejected)?
+    };
+    sink.point(&last)?;
+    points.push(last);
+    if spec.protocol == Protocol::Single {
+        model.reset_edits();
+    }
+    Ok(points)
+}
+
+/// Case-weighted means of per-case metric sets.
+fn merge_means(parts: &[CaseMetrics]) -> CaseMetrics {
+    let mut out = CaseMetrics::default();
+    let mut sums: BTreeMap<(u8, String), (f64, usize)> = BTreeMap::new();
+    let mut mh = (0.0, 0);
+    for p in parts {
+        out.cases += p.cases;
+        for (k, v) in &p.token {
+            let e = sums.entry((0, k.clone())).or_default();
+            e.0 += v * p.cases as f64;
+            e.1 += p.cases;
+        }
+        for (k, v) in &p.prob {
+            let e = sums.entry((1, k.clone())).or_default();
+            e.0 += v * p.cases as f64;
+            e.1 += p.cases;
+        }
+        if let Some(m) = p.multihop {
+            mh.0 += m * p.cases as f64;
+            mh.1 += p.cases;
+        }
+    }
+    for ((kind, k), (s, n)) in sums {
+        let v = s / n.max(1) as f64;
+        if kind == 0 {
+            out.token.insert(k, v);
+        } else {
+            out.prob.insert(k, v);
+        }
+    }
+    out.multihop = (mh.1 > 0).then(|| mh.0 / mh.1 as f64);
+    out
+}
+
+/// Where a run's files go.
+pub fn method_dir(out: &std::path::Path, method: &str, several: bool) -> PathBuf {
+    if several {
+        out.join(method)
+    } else {
+        out.to_path_buf()
+    }
+}

@@ -1,0 +1,343 @@
+//! Run folders: `config.json`, `metrics.jsonl`, `edits.jsonl`, `summary.json`, `summary.csv`
+//! and plots; and `d4s compare` over several run folders (overlaid curves + a Markdown table like
+//! the paper's).
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::bench::{BenchSink, EditRecord, EvalPoint};
+use super::plots::{render, LineChart, Series};
+use crate::error::{Error, Result};
+use crate::util;
+
+/// What produced a run (written first, as `config.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    pub d4s_version: String,
+    pub started: String,
+    pub model: serde_json::Value,
+    pub method: String,
+    pub hparams: serde_json::Value,
+    pub data: serde_json::Value,
+    pub protocol: serde_json::Value,
+    pub eval_every: Option<usize>,
+    pub probes: Vec<String>,
+    pub probe_config: serde_json::Value,
+    pub stats: serde_json::Value,
+    pub seed: u64,
+    pub threads: usize,
+    pub command: String,
+}
+
+/// Streams `metrics.jsonl` and `edits.jsonl` as the run goes (flushed per line, so an interrupted
+/// run keeps what it measured).
+pub struct RunWriter {
+    pub dir: PathBuf,
+    metrics: File,
+    edits: File,
+    pub points: Vec<EvalPoint>,
+    pub records: Vec<EditRecord>,
+    progress: Option<indicatif::ProgressBar>,
+}
+
+fn append(f: &mut File, path: &Path, v: &impl Serialize) -> Result<()> {
+    let mut line = serde_json::to_string(v).expect("serializable");
+    line.push('\n');
+    f.write_all(line.as_bytes()).and_then(|_| f.flush()).map_err(|e| Error::io(path, e))
+}
+
+impl RunWriter {
+    pub fn create(dir: &Path, config: &RunConfig, progress: Option<indicatif::ProgressBar>) -> Result<Self> {
+        util::ensure_dir(dir)?;
+        util::write_atomic(&dir.join("config.json"), serde_json::to_string_pretty(config).expect("serializable").as_bytes())?;
+        let open = |name: &str| OpenOptions::new().create(true).write(true).truncate(true).open(dir.join(name)).map_err(|e| Error::io(dir.join(name), e));
+        Ok(Self { dir: dir.to_path_buf(), metrics: open("metrics.jsonl")?, edits: open("edits.jsonl")?, points: vec![], records: vec![], progress })
+    }
+}
+
+impl BenchSink for RunWriter {
+    fn edit(&mut self, record: &EditRecord) -> Result<()> {
+        append(&mut self.edits, &self.dir.join("edits.jsonl"), record)?;
+        self.records.push(record.clone());
+        Ok(())
+    }
+
+    fn point(&mut self, point: &EvalPoint) -> Result<()> {
+        append(&mut self.metrics, &self.dir.join("metrics.jsonl"), point)?;
+        if let Some(pb) = &self.progress {
+            let eff = point.metrics.token.get("efficacy").copied().unwrap_or(f64::NAN);
+            pb.println(format!("  after {:>5} edits: efficacy {eff:.3}{}", point.edits, point.metrics.token.get("specificity").map(|s| format!(", specificity {s:.3}")).unwrap_or_default()));
+        }
+        self.points.push(point.clone());
+        Ok(())
+    }
+
+    fn progress(&mut self, done: usize, _total: usize, phase: &str) {
+        if let Some(pb) = &self.progress {
+            pb.set_position(done as u64);
+            pb.set_message(phase.to_string());
+        }
+    }
+}
+
+/// The final numbers of a run, as in the paper's tables.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub method: String,
+    pub edits: usize,
+    pub efficacy: Option<f64>,
+    pub paraphrase: Option<f64>,
+    pub specificity: Option<f64>,
+    /// Mean of efficacy, paraphrase and specificity (the D4S tables' "Avg").
+    pub avg: Option<f64>,
+    pub portability: Option<f64>,
+    pub es: Option<f64>,
+    pub ps: Option<f64>,
+    pub ns: Option<f64>,
+    pub multihop: Option<f64>,
+    /// Headline probe value per task at edit 0 and at the end.
+    pub probes: Vec<(String, Option<f64>, Option<f64>)>,
+    /// ‖W‖₁/n at the end divided by its value before editing, per layer.
+    pub l1_growth: Vec<(usize, f64)>,
+    pub rejected: usize,
+    pub seconds_per_edit: Option<f64>,
+    pub wall_seconds: f64,
+}
+
+pub fn summarize(method: &str, points: &[EvalPoint], records: &[EditRecord]) -> Option<Summary> {
+    let last = points.last()?;
+    let first = points.first()?;
+    let t = &last.metrics.token;
+    let three: Vec<f64> = ["efficacy", "paraphrase", "specificity"].iter().filter_map(|k| t.get(*k).copied()).collect();
+    let probes = last
+        .probes
+        .keys()
+        .map(|k| {
+            let h = |p: &EvalPoint| p.probes.get(k).map(|r| r.headline().1);
+            (k.clone(), h(first), h(last))
+        })
+        .collect();
+    let l1_growth = last
+        .layers
+        .iter()
+        .filter_map(|l| {
+            let l0 = first.layers.iter().find(|x| x.layer == l.layer)?;
+            // The first point is the unedited model (sequential) — or W0 itself (single).
+            let base = if first.edits == 0 { l0.l1_mean } else { l.l1_mean };
+            Some((l.layer, l.l1_mean / base.max(1e-30)))
+        })
+        .collect();
+    let times: Vec<f64> = records.iter().filter(|r| r.rejected.is_none()).map(|r| r.seconds).collect();
+    Some(Summary {
+        method: method.to_string(),
+        edits: last.edits,
+        efficacy: t.get("efficacy").copied(),
+        paraphrase: t.get("paraphrase").copied(),
+        specificity: t.get("specificity").copied(),
+        avg: (three.len() == 3).then(|| three.iter().sum::<f64>() / 3.0),
+        portability: t.get("portability").copied(),
+        es: last.metrics.prob.get("es").copied(),
+        ps: last.metrics.prob.get("ps").copied(),
+        ns: last.metrics.prob.get("ns").copied(),
+        multihop: last.metrics.multihop,
+        probes,
+        l1_growth,
+        rejected: last.rejected,
+        seconds_per_edit: (!times.is_empty()).then(|| times.iter().sum::<f64>() / times.len() as f64),
+        wall_seconds: last.wall_seconds,
+    })
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".to_string(), |x| format!("{:.1}", 100.0 * x))
+}
+
+/// Writes `summary.json`, `summary.csv` and the plots of one run.
+pub fn finish_run(dir: &Path, method: &str, points: &[EvalPoint], records: &[EditRecord]) -> Result<Option<Summary>> {
+    let Some(s) = summarize(method, points, records) else {
+        return Ok(None);
+    };
+    util::write_atomic(&dir.join("summary.json"), serde_json::to_string_pretty(&s).expect("serializable").as_bytes())?;
+    let mut csv = String::from("method,edits,efficacy,paraphrase,specificity,avg,portability,es,ps,ns,multihop,rejected,seconds_per_edit");
+    for (task, _, _) in &s.probes {
+        csv.push_str(&format!(",{task}_start,{task}_end"));
+    }
+    for (l, _) in &s.l1_growth {
+        csv.push_str(&format!(",l1_growth_L{l}"));
+    }
+    csv.push('\n');
+    let f = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.6}"));
+    csv.push_str(&format!(
+        "{},{},{},{},{},{},{},{},{},{},{},{},{}",
+        s.method, s.edits, f(s.efficacy), f(s.paraphrase), f(s.specificity), f(s.avg), f(s.portability), f(s.es), f(s.ps), f(s.ns), f(s.multihop), s.rejected, f(s.seconds_per_edit)
+    ));
+    for (_, a, b) in &s.probes {
+        csv.push_str(&format!(",{},{}", f(*a), f(*b)));
+    }
+    for (_, g) in &s.l1_growth {
+        csv.push_str(&format!(",{g:.6}"));
+    }
+    csv.push('\n');
+    util::write_atomic(&dir.join("summary.csv"), csv.as_bytes())?;
+    plot_run(dir, method, points, records)?;
+    Ok(Some(s))
+}
+
+fn series(label: &str, points: &[EvalPoint], get: impl Fn(&EvalPoint) -> Option<f64>) -> Series {
+    Series { label: label.to_string(), points: points.iter().filter_map(|p| get(p).map(|v| (p.edits as f64, v))).collect() }
+}
+
+/// metrics.{svg,png}, norms.{svg,png}, probes.{svg,png}, edit_prob.{svg,png}.
+pub fn plot_run(dir: &Path, method: &str, points: &[EvalPoint], records: &[EditRecord]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let metrics = LineChart {
+        title: format!("{method}: edit metrics vs number of edits"),
+        x_label: "edits".into(),
+        y_label: "score".into(),
+        series: ["efficacy", "paraphrase", "specificity", "portability"]
+            .iter()
+            .map(|k| series(k, points, |p| p.metrics.token.get(*k).copied()))
+            .filter(|s| !s.points.is_empty())
+            .collect(),
+        y_range: Some((0.0, 1.0)),
+        log_y: false,
+    };
+    files.extend(render(&metrics, &dir.join("metrics"))?);
+    let layers: Vec<usize> = points.last().map(|p| p.layers.iter().map(|l| l.layer).collect()).unwrap_or_default();
+    let norms = LineChart {
+        title: format!("{method}: ‖W‖₁/n of each edited layer vs number of edits"),
+        x_label: "edits".into(),
+        y_label: "mean |w|".into(),
+        series: layers.iter().map(|&l| series(&format!("layer {l}"), points, |p| p.layers.iter().find(|x| x.layer == l).map(|x| x.l1_mean))).collect(),
+        y_range: None,
+        log_y: false,
+    };
+    files.extend(render(&norms, &dir.join("norms"))?);
+    let tasks: Vec<String> = points.last().map(|p| p.probes.keys().cloned().collect()).unwrap_or_default();
+    if !tasks.is_empty() {
+        let probes = LineChart {
+            title: format!("{method}: downstream probes vs number of edits"),
+            x_label: "edits".into(),
+            y_label: "headline metric".into(),
+            series: tasks.iter().map(|t| series(t, points, |p| p.probes.get(t).map(|r| r.headline().1))).collect(),
+            y_range: Some((0.0, 1.0)),
+            log_y: false,
+        };
+        files.extend(render(&probes, &dir.join("probes"))?);
+    }
+    let prob = LineChart {
+        title: format!("{method}: target probability reached by each edit"),
+        x_label: "edit".into(),
+        y_label: "p(target) after optimization".into(),
+        series: vec![Series { label: "edit probability".into(), points: records.iter().enumerate().filter_map(|(i, r)| r.prob_final.map(|p| ((i + 1) as f64, p))).collect() }],
+        y_range: Some((0.0, 1.0)),
+        log_y: false,
+    };
+    files.extend(render(&prob, &dir.join("edit_prob"))?);
+    Ok(files)
+}
+
+/// Reads a run folder back.
+pub fn load_run(dir: &Path) -> Result<(RunConfig, Vec<EvalPoint>, Vec<EditRecord>)> {
+    let cfg_path = dir.join("config.json");
+    let cfg: RunConfig = serde_json::from_slice(&std::fs::read(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?)
+        .map_err(|e| Error::bad_file(&cfg_path, format!("not a d4s run config: {e}")))?;
+    let lines = |name: &str| -> Result<Vec<String>> {
+        let p = dir.join(name);
+        let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+        Ok(text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect())
+    };
+    let parse = |name: &str, i: usize, l: &str| Error::bad_file(dir.join(name), format!("line {}: {l}", i + 1));
+    let points = lines("metrics.jsonl")?
+        .iter()
+        .enumerate()
+        .map(|(i, l)| serde_json::from_str(l).map_err(|e| parse("metrics.jsonl", i, &e.to_string())))
+        .collect::<Result<Vec<EvalPoint>>>()?;
+    let records = lines("edits.jsonl")?
+        .iter()
+        .enumerate()
+        .map(|(i, l)| serde_json::from_str(l).map_err(|e| parse("edits.jsonl", i, &e.to_string())))
+        .collect::<Result<Vec<EditRecord>>>()?;
+    Ok((cfg, points, records))
+}
+
+/// The side-by-side table of several runs (Markdown).
+pub fn table(summaries: &[(String, Summary)]) -> String {
+    let tasks: Vec<String> = {
+        let mut t: Vec<String> = summaries.iter().flat_map(|(_, s)| s.probes.iter().map(|p| p.0.clone())).collect();
+        t.sort();
+        t.dedup();
+        t
+    };
+    let mut md = String::from("| run | method | N | Eff. | Par. | Spe. | Avg. | ES | PS | NS |");
+    for t in &tasks {
+        md.push_str(&format!(" {t} (0 → N) |"));
+    }
+    md.push_str(" max ‖W‖₁ growth | s/edit |\n|---|---|---|---|---|---|---|---|---|---|");
+    for _ in &tasks {
+        md.push_str("---|");
+    }
+    md.push_str("---|---|\n");
+    for (name, s) in summaries {
+        md.push_str(&format!(
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            s.method, s.edits, opt(s.efficacy), opt(s.paraphrase), opt(s.specificity), opt(s.avg), opt(s.es), opt(s.ps), opt(s.ns)
+        ));
+        for t in &tasks {
+            let cell = s.probes.iter().find(|p| &p.0 == t).map_or("–".to_string(), |(_, a, b)| format!("{} → {}", opt(*a), opt(*b)));
+            md.push_str(&format!(" {cell} |"));
+        }
+        let g = s.l1_growth.iter().map(|(_, g)| *g).fold(f64::NAN, f64::max);
+        md.push_str(&format!(" ×{g:.4} | {} |\n", s.seconds_per_edit.map_or("–".into(), |x| format!("{x:.1}"))));
+    }
+    md.push_str("\nEff./Par./Spe.: EasyEdit token-level rewrite, rephrase and locality accuracy ×100 over all edits on the final model; ES/PS/NS: ROME/MEMIT probability scores ×100; probes: headline metric ×100.\n");
+    md
+}
+
+/// `d4s compare`: overlays the runs' curves and writes `compare.md`.
+pub fn compare(runs: &[PathBuf], out: &Path) -> Result<(String, Vec<PathBuf>)> {
+    util::ensure_dir(out)?;
+    let mut loaded = Vec::new();
+    for r in runs {
+        let (cfg, points, records) = load_run(r)?;
+        let name = r.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| cfg.method.clone());
+        loaded.push((name, cfg, points, records));
+    }
+    let mut files = Vec::new();
+    for (key, title, y) in [("efficacy", "Efficacy vs number of edits", "efficacy"), ("paraphrase", "Paraphrase vs number of edits", "paraphrase"), ("specificity", "Specificity vs number of edits", "specificity")] {
+        let chart = LineChart {
+            title: title.into(),
+            x_label: "edits".into(),
+            y_label: y.into(),
+            series: loaded.iter().map(|(n, _, p, _)| series(n, p, |pt| pt.metrics.token.get(key).copied())).collect(),
+            y_range: Some((0.0, 1.0)),
+            log_y: false,
+        };
+        files.extend(render(&chart, &out.join(key))?);
+    }
+    let norm = LineChart {
+        title: "Largest ‖W‖₁/n growth across edited layers vs number of edits".into(),
+        x_label: "edits".into(),
+        y_label: "‖W‖₁ / ‖W0‖₁".into(),
+        series: loaded
+            .iter()
+            .map(|(n, _, p, _)| {
+                let base: Vec<(usize, f64)> = p.first().map(|f| f.layers.iter().map(|l| (l.layer, l.l1_mean)).collect()).unwrap_or_default();
+                series(n, p, |pt| {
+                    pt.layers.iter().filter_map(|l| base.iter().find(|b| b.0 == l.layer).map(|b| l.l1_mean / b.1.max(1e-30))).reduce(f64::max)
+                })
+            })
+            .collect(),
+        y_range: None,
+        log_y: false,
+    };
+    files.extend(render(&norm, &out.join("norm_growth"))?);
+    let summaries: Vec<(String, Summary)> = loaded.iter().filter_map(|(n, c, p, r)| summarize(&c.method, p, r).map(|s| (n.clone(), s))).collect();
+    let md = table(&summaries);
+    util::write_atomic(&out.join("compare.md"), md.as_bytes())?;
+    files.push(out.join("compare.md"));
+    Ok((md, files))
+}
