@@ -9,12 +9,9 @@ pub enum Error {
     #[error(transparent)]
     Tensor(#[from] candle_core::Error),
 
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The I/O error is part of the message (not a `#[source]`), so `{:#}` chains print it once.
+    #[error("{}: {err}", path.display())]
+    Io { path: PathBuf, err: std::io::Error },
 
     /// A file exists but its contents are not what we expect (bad header, missing tensor, …).
     #[error("{}: {msg}", path.display())]
@@ -52,7 +49,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            err: source,
         }
     }
 

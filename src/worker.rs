@@ -332,6 +332,7 @@ impl Worker {
             Progress::Tokens { done, total } => {
                 Event::Progress { id, phase: "statistics (once per model)".into(), step: Some((*done, *total)), loss: None, prob: None }
             }
+            Progress::Warning(w) => Event::Log(format!("warning: {w}")),
         }
     }
 

@@ -108,6 +108,7 @@ pub fn describe_progress(p: &Progress) -> String {
         Progress::Phase(ph) => format!("{ph:?}"),
         Progress::TargetStep { step, of, loss, prob } => format!("target step {}/{of}: loss {loss:.3}, p(target) {prob:.3}", step + 1),
         Progress::Tokens { done, total } => format!("statistics: {done}/{total} tokens"),
+        Progress::Warning(w) => format!("warning: {w}"),
     }
 }
 
@@ -116,7 +117,10 @@ pub fn describe_progress(p: &Progress) -> String {
 pub fn apply_runner_step(runner: &mut Runner, requests: &[EditRequest], label: &str) -> Result<f64> {
     let pb = progress_bar();
     let label = label.to_string();
-    let report = |p: Progress| pb.set_message(format!("{label}: {}", describe_progress(&p)));
+    let report = |p: Progress| match p {
+        Progress::Warning(w) => pb.println(format!("warning: {w}")),
+        p => pb.set_message(format!("{label}: {}", describe_progress(&p))),
+    };
     let out = runner.apply(requests, EditControl { cancel: None, progress: Some(&report) });
     pb.finish_and_clear();
     let (_, outcome) = out?;

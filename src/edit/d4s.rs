@@ -19,7 +19,7 @@ use candle_core::Tensor;
 use faer::Mat;
 
 use super::keys::{bare_activations, request_keys, KeyAverage};
-use super::linalg::{solve_spd_right, tensor_from_mat};
+use super::linalg::{solve_spd_right_regularized, tensor_from_mat};
 use super::target::{residual_targets, TargetParams};
 use super::templates::{self, ContextTemplates};
 use super::hparams::ResidualMode;
@@ -62,7 +62,7 @@ impl D4s {
     }
 
     /// `W0_j + (S / (L − j)) (A + λ C_j)⁻¹` for layer index `j`, with candidate sums.
-    fn weight_for(&self, model: &Model, j: usize, s: &Mat<f64>, a: &Mat<f64>, c: &Mat<f64>) -> Result<Tensor> {
+    fn weight_for(&self, model: &Model, j: usize, s: &Mat<f64>, a: &Mat<f64>, c: &Mat<f64>, ctl: &super::EditControl) -> Result<Tensor> {
         let layer = self.hp.layers[j];
         let spread = (self.hp.layers.len() - j) as f64;
         let mut m = a.clone();
@@ -78,7 +78,7 @@ impl D4s {
                 num[(row, col)] /= spread;
             }
         }
-        let delta = solve_spd_right(num.as_ref(), m.as_ref())?;
+        let delta = solve_spd_right_regularized(num.as_ref(), m.as_ref(), &|w| ctl.warn(w))?;
         Ok((model.original_edit_weight(layer)? + tensor_from_mat(delta.as_ref(), &model.device)?)?)
     }
 
@@ -174,7 +174,7 @@ impl Editor for D4s {
                 timings.keys += timer.lap();
                 cx.ctl.report(Progress::Phase(Phase::Solve));
                 let (s, a) = with_step(&self.s[j], &self.a[j], &terms, j);
-                let w = self.weight_for(model, j, &s, &a, &covs[j])?;
+                let w = self.weight_for(model, j, &s, &a, &covs[j], &cx.ctl)?;
                 model.set_edit_weight(layer, w.clone())?;
                 new_weights.push((layer, w));
                 sums.push((s, a));
@@ -214,7 +214,7 @@ impl Editor for D4s {
         let covs = cx.stats.second_moments(model, &self.hp.layers.clone(), &cx.ctl)?;
         self.accumulate(terms, -1.0);
         let weights: Result<Vec<(usize, Tensor)>> = (0..self.hp.layers.len())
-            .map(|j| Ok((self.hp.layers[j], self.weight_for(model, j, &self.s[j], &self.a[j], &covs[j])?)))
+            .map(|j| Ok((self.hp.layers[j], self.weight_for(model, j, &self.s[j], &self.a[j], &covs[j], &cx.ctl)?)))
             .collect();
         match weights.and_then(|w| commit_updates(model, w, self.hp.max_update_ratio)) {
             Ok(_) => {
@@ -257,7 +257,7 @@ impl D4s {
         }
         let covs = cx.stats.second_moments(model, &self.hp.layers.clone(), &cx.ctl)?;
         let weights = (0..self.hp.layers.len())
-            .map(|j| Ok((self.hp.layers[j], self.weight_for(model, j, &self.s[j], &self.a[j], &covs[j])?)))
+            .map(|j| Ok((self.hp.layers[j], self.weight_for(model, j, &self.s[j], &self.a[j], &covs[j], &cx.ctl)?)))
             .collect::<Result<Vec<_>>>()?;
         commit_updates(model, weights, self.hp.max_update_ratio)?;
         Ok(())

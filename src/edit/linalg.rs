@@ -48,6 +48,36 @@ pub fn solve_spd_right(b: MatRef<'_, f64>, m: MatRef<'_, f64>) -> Result<Mat<f64
     Ok(xt.transpose().to_owned())
 }
 
+/// [`solve_spd_right`] that survives an ill-conditioned `M` (e.g. a covariance from too few
+/// tokens): when the Cholesky factorization fails it adds the smallest ridge `ε·mean(diag)·I`
+/// (ε = 1e-10, 1e-8, …, 1e-2) that makes it succeed and says so through `warn`.
+pub fn solve_spd_right_regularized(b: MatRef<'_, f64>, m: MatRef<'_, f64>, warn: &dyn Fn(String)) -> Result<Mat<f64>> {
+    if let Ok(x) = solve_spd_right(b, m) {
+        if all_finite(x.as_ref()) {
+            return Ok(x);
+        }
+    }
+    let n = m.nrows();
+    let mean_diag = ((0..n).map(|i| m[(i, i)].abs()).sum::<f64>() / n.max(1) as f64).max(1e-300);
+    for k in [10, 8, 6, 4, 2] {
+        let ridge = mean_diag * 10f64.powi(-k);
+        let mut reg = m.to_owned();
+        for i in 0..n {
+            reg[(i, i)] += ridge;
+        }
+        if let Ok(x) = solve_spd_right(b, reg.as_ref()) {
+            if all_finite(x.as_ref()) {
+                warn(format!(
+                    "the regularized key covariance was not positive definite; added a ridge of {ridge:.2e} (1e-{k} × its mean diagonal). \
+                     A larger statistics corpus (--stats-tokens) avoids this"
+                ));
+                return Ok(x);
+            }
+        }
+    }
+    Err(Error::Numeric("the key covariance is singular even with a ridge of 1e-2 × its mean diagonal; the edit was not applied".into()))
+}
+
 /// `X` with `M X = B` for a general square `M` (LU with partial pivoting).
 pub fn solve_general(m: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Result<Mat<f64>> {
     let lu = m.partial_piv_lu();
@@ -132,6 +162,11 @@ mod tests {
         }
         let not_spd = Mat::from_fn(2, 2, |i, j| if i == j { -1.0 } else { 0.0 });
         assert!(solve_spd_right(b.as_ref().subcols(0, 2), not_spd.as_ref()).is_err());
+        // Singular (rank one): the regularized solve warns and returns a finite answer.
+        let singular_psd = Mat::from_fn(3, 3, |_, _| 1.0);
+        let warned = std::cell::Cell::new(false);
+        let x = solve_spd_right_regularized(b.as_ref().subcols(0, 3), singular_psd.as_ref(), &|_| warned.set(true)).unwrap();
+        assert!(warned.get() && all_finite(x.as_ref()));
         let singular = Mat::<f64>::zeros(2, 2);
         assert!(solve_general(singular.as_ref(), Mat::from_fn(2, 1, |_, _| 1.0).as_ref()).is_err());
     }

@@ -13,10 +13,10 @@
 use faer::Mat;
 
 use super::keys::{bare_activations, request_keys, KeyAverage};
-use super::linalg::{mat_from_columns, solve_spd_right, tensor_from_mat};
+use super::linalg::{mat_from_columns, solve_spd_right_regularized, tensor_from_mat};
 use super::target::{residual_targets, TargetParams};
 use super::templates::{self, ContextTemplates};
-use super::{commit_updates, restore_weights, EditContext, EditOutcome, EditRequest, Editor, HParams, Method, Phase, Progress, Stopwatch, Timings, UndoRecord};
+use super::{commit_updates, EditControl, restore_weights, EditContext, EditOutcome, EditRequest, Editor, HParams, Method, Phase, Progress, Stopwatch, Timings, UndoRecord};
 use crate::error::{Error, Result};
 use crate::model::{Model, Site};
 
@@ -44,8 +44,8 @@ pub fn ridge_gram(a: &Mat<f64>, scale: f64, b: &Mat<f64>) -> Mat<f64> {
 
 /// MEMIT's per-layer closed form `Δ = R Kᵀ (λ C + K Kᵀ)⁻¹`: the minimizer of
 /// `Σ_i ‖Δ k_i − r_i‖² + λ tr(Δ C Δᵀ)` for keys `K: [d_in, n]` and residuals `R: [d_out, n]`.
-pub fn memit_update(r: &Mat<f64>, k: &Mat<f64>, c: &Mat<f64>, lambda: f64) -> Result<Mat<f64>> {
-    solve_spd_right((r * k.transpose()).as_ref(), ridge_gram(c, lambda, k).as_ref())
+pub fn memit_update(r: &Mat<f64>, k: &Mat<f64>, c: &Mat<f64>, lambda: f64, ctl: &EditControl) -> Result<Mat<f64>> {
+    solve_spd_right_regularized((r * k.transpose()).as_ref(), ridge_gram(c, lambda, k).as_ref(), &|w| ctl.warn(w))
 }
 
 impl Editor for Memit {
@@ -91,7 +91,7 @@ impl Editor for Memit {
                 let r = mat_from_columns(&r);
                 timings.keys += timer.lap();
                 cx.ctl.report(Progress::Phase(Phase::Solve));
-                let delta = memit_update(&r, &k, &covs[j], self.hp.mom2_update_weight)?;
+                let delta = memit_update(&r, &k, &covs[j], self.hp.mom2_update_weight, &cx.ctl)?;
                 let w = (model.edit_weight(layer)? + tensor_from_mat(delta.as_ref(), &model.device)?)?;
                 model.set_edit_weight(layer, w.clone())?;
                 out.push((layer, w));

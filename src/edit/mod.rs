@@ -153,6 +153,8 @@ pub enum Progress {
     TargetStep { step: usize, of: usize, loss: f64, prob: f64 },
     /// Statistics pass: tokens done of total.
     Tokens { done: usize, total: usize },
+    /// Something the user should know (the edit went ahead).
+    Warning(String),
 }
 
 /// Cancellation and progress reporting for a running edit.
@@ -171,6 +173,10 @@ impl EditControl<'_> {
         if let Some(f) = self.progress {
             f(p);
         }
+    }
+
+    pub fn warn(&self, message: String) {
+        self.report(Progress::Warning(message));
     }
 
     pub fn check(&self) -> Result<()> {

@@ -86,7 +86,7 @@ impl Editor for Pmet {
                 let r = mat_from_columns(&z_mlp.iter().zip(&m).map(|(z, m)| z.iter().zip(m).map(|(a, b)| (a - b) / spread).collect()).collect::<Vec<Vec<f64>>>());
                 timings.keys += timer.lap();
                 cx.ctl.report(Progress::Phase(Phase::Solve));
-                let delta = memit_update(&r, &k, &covs[j], self.hp.mom2_update_weight)?;
+                let delta = memit_update(&r, &k, &covs[j], self.hp.mom2_update_weight, &cx.ctl)?;
                 let w = (model.edit_weight(layer)? + tensor_from_mat(delta.as_ref(), &model.device)?)?;
                 model.set_edit_weight(layer, w.clone())?;
                 out.push((layer, w));

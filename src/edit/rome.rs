@@ -9,7 +9,7 @@
 //! the bare prompt. Several requests in one step are applied one after another.
 
 use super::keys::{bare_activations, request_keys, to_tensor, KeyAverage};
-use super::linalg::{mat_from_columns, solve_spd_right};
+use super::linalg::{mat_from_columns, solve_spd_right_regularized};
 use super::target::{optimize, Lookup, OptimOptions, SiteSpec, TargetParams, TargetProblem};
 use super::templates::{self, ContextTemplates};
 use super::{commit_updates, restore_weights, EditContext, EditOutcome, EditRequest, Editor, HParams, Method, Phase, Progress, Stopwatch, Timings, UndoRecord};
@@ -67,7 +67,7 @@ impl Editor for Rome {
                     .remove(0);
                 let u = match &cinv_dir {
                     // u = C⁻¹ k*: solve uᵀ C = k*ᵀ (C symmetric).
-                    Some(c) => solve_spd_right(mat_from_columns(&[k_star.clone()]).as_ref().transpose(), c.as_ref().as_ref())?
+                    Some(c) => solve_spd_right_regularized(mat_from_columns(&[k_star.clone()]).as_ref().transpose(), c.as_ref().as_ref(), &|w| cx.ctl.warn(w))?
                         .row(0)
                         .iter()
                         .copied()

@@ -90,7 +90,7 @@ fn memit_update_solves_its_objective() {
     let l = Mat::from_fn(d_in, d_in, |i, j| if i >= j { 1.0 / (1.0 + i as f64 + 2.0 * j as f64) } else { 0.0 });
     let c = &l * l.transpose();
     let lambda = 3.0;
-    let delta = memit::memit_update(&r, &k, &c, lambda).unwrap();
+    let delta = memit::memit_update(&r, &k, &c, lambda, &EditControl::default()).unwrap();
     // min ‖[Kᵀ; √λ Lᵀ] Δᵀ − [Rᵀ; 0]‖ ⇔ the same normal equations.
     let a = Mat::from_fn(n + d_in, d_in, |i, j| if i < n { k[(j, i)] } else { lambda.sqrt() * l[(j, i - n)] });
     let b = Mat::from_fn(n + d_in, d_out, |i, j| if i < n { r[(j, i)] } else { 0.0 });

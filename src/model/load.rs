@@ -186,10 +186,10 @@ pub fn load(spec: &ModelSpec, opts: &LoadOptions) -> Result<Model> {
 
 /// Refuses to load a model whose f32 weights would not fit in the memory available now.
 fn check_memory(n_elements: usize, what: &Path) -> Result<()> {
-    let need = n_elements as u64 * 4;
+    let need = (n_elements as u64).saturating_mul(4);
     if let Some(avail) = util::available_memory() {
         // Leave headroom for activations, caches and the editor's state.
-        if need + need / 4 > avail {
+        if need.saturating_add(need / 4) > avail {
             return Err(Error::Model(format!(
                 "{}: the f32 weights need {} but only {} of memory is available; \
                  use a smaller model or free memory",
@@ -351,13 +351,10 @@ fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<Model> {
     let mut file = fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let content = gguf_file::Content::read(&mut file)
         .map_err(|e| Error::bad_file(path, format!("not a readable GGUF file: {e}")))?;
-    let config = gguf_config(&content, path)?;
-    let n_elements: usize = content
-        .tensor_infos
-        .values()
-        .map(|t| t.shape.elem_count())
-        .sum();
+    // Before anything else: refuse a model that cannot fit, with the numbers.
+    let n_elements = content.tensor_infos.values().fold(0usize, |acc, t| acc.saturating_add(t.shape.elem_count()));
     check_memory(n_elements, path)?;
+    let config = gguf_config(&content, path)?;
     let source_dtype = content
         .tensor_infos
         .get("blk.0.ffn_down.weight")
@@ -459,7 +456,7 @@ fn load_hf_dir(dir: &Path, opts: &LoadOptions) -> Result<Model> {
     let mut n_elements = 0usize;
     let mut source_dtype = String::new();
     for (name, view) in tensors.tensors() {
-        n_elements += view.shape().iter().product::<usize>();
+        n_elements = n_elements.saturating_add(view.shape().iter().fold(1usize, |a, &d| a.saturating_mul(d)));
         if source_dtype.is_empty() || name.contains("mlp") {
             source_dtype = format!("{:?}", view.dtype());
         }

@@ -125,7 +125,19 @@ impl Runner {
         match self.editor.apply(&mut self.model, &mut cx, requests) {
             Ok(outcome) => {
                 let step = match &mut self.session {
-                    Some(s) => s.record_applied(requests, &outcome)?,
+                    Some(s) => match s.record_applied(requests, &outcome) {
+                        Ok(step) => step,
+                        Err(e) => {
+                            // The journal is the source of truth: an edit it does not hold is
+                            // taken back, so the model and the journal agree.
+                            let mut cx = EditContext { stats: &mut self.stats, ctl: EditControl::default() };
+                            let undone = self.editor.undo(&mut self.model, &mut cx, &outcome.undo);
+                            return Err(Error::Input(format!(
+                                "could not journal the edit ({e}); {}",
+                                if undone.is_ok() { "it was taken back and nothing else changed" } else { "and it could not be taken back" }
+                            )));
+                        }
+                    },
                     None => self.next_step,
                 };
                 self.next_step = step + 1;
