@@ -1,3 +1,6 @@
-//! Downstream probes of general ability (spec §4.6), scored as lm-evaluation-harness does.
-//!
-//! IMPLEMENTATION IN PROGRESS (helper).
+//! Downstream probes of general ability (spec §4.6), scored as EleutherAI's
+//! lm-evaluation-harness scores them.
+
+pub mod data;
+pub mod generation;
+pub mod scoring;
