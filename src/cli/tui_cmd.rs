@@ -71,7 +71,7 @@ pub fn run(g: &GlobalArgs, a: &TuiArgs) -> Result<()> {
         let name = a.session.clone().unwrap_or_else(|| d4s::session::journal::default_name(method));
         runner.start_session(&a.sessions_dir, &name)?;
     }
-    let data_dir = a.data_dir.clone().or_else(d4s::eval::probes::default_data_dir_hint);
+    let data_dir = a.data_dir.clone().or_else(d4s::eval::probes::default_data_dir);
     let (probes, probes_unavailable) = super::probes::worker_probes(&a.probes, a.probe_items, data_dir.clone());
     let worker = worker::spawn(runner, WorkerOptions { eval_every: a.eval_every, probes, probes_unavailable, data_dir });
     let initial = a.deck.iter().map(|d| Effect::Send(Command::LoadDeck(d.clone()))).collect();
