@@ -166,6 +166,17 @@ pub fn print_info(model: &Model, out: &mut impl Write) -> Result<()> {
 
 pub fn generate(model: &Model, a: &GenerateArgs) -> Result<()> {
     let ids = model.encode(&a.prompt)?;
+    if ids.is_empty() {
+        anyhow::bail!("the prompt is empty");
+    }
+    if ids.len() + a.max_tokens > model.config.max_positions {
+        anyhow::bail!(
+            "the prompt ({} tokens) + {} new tokens exceed the context window of {} tokens",
+            ids.len(),
+            a.max_tokens,
+            model.config.max_positions
+        );
+    }
     let opts = GenerateOptions {
         max_tokens: a.max_tokens,
         temperature: a.temperature,
