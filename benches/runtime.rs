@@ -16,45 +16,102 @@ fn median(mut xs: Vec<f64>) -> f64 {
 
 fn time<T>(reps: usize, mut f: impl FnMut() -> T) -> f64 {
     let _ = f(); // warm-up
-    median((0..reps).map(|_| {
-        let t = Instant::now();
-        std::hint::black_box(f());
-        t.elapsed().as_secs_f64()
-    }).collect())
+    median(
+        (0..reps)
+            .map(|_| {
+                let t = Instant::now();
+                std::hint::black_box(f());
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
 }
 
 fn main() {
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into());
-    let load_s = time(3, || load::load(&ModelSpec::Default, &Default::default()).unwrap());
+    let load_s = time(3, || {
+        load::load(&ModelSpec::Default, &Default::default()).unwrap()
+    });
     let model = load::load(&ModelSpec::Default, &Default::default()).unwrap();
     let rss = d4s::util::resident_memory().unwrap_or(0);
 
-    let rows: Vec<Vec<u32>> = (0..8).map(|r| (0..16).map(|i| (100 + 37 * r + 11 * i) as u32).collect()).collect();
+    let rows: Vec<Vec<u32>> = (0..8)
+        .map(|r| (0..16).map(|i| (100 + 37 * r + 11 * i) as u32).collect())
+        .collect();
     let fwd_last = time(5, || {
-        model.forward(Input::Tokens(&rows), &Forward { logits: Logits::At((0..8).map(|r| (r, 15)).collect()), ..Default::default() }).unwrap()
+        model
+            .forward(
+                Input::Tokens(&rows),
+                &Forward {
+                    logits: Logits::At((0..8).map(|r| (r, 15)).collect()),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
     });
-    let fwd_all = time(5, || model.forward(Input::Tokens(&rows), &Forward { logits: Logits::All, ..Default::default() }).unwrap());
+    let fwd_all = time(5, || {
+        model
+            .forward(
+                Input::Tokens(&rows),
+                &Forward {
+                    logits: Logits::All,
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+    });
 
-    let prompt = model.encode("The Eiffel Tower is located in the city of").unwrap();
+    let prompt = model
+        .encode("The Eiffel Tower is located in the city of")
+        .unwrap();
     let n_new = 64;
-    let opts = GenerateOptions { max_tokens: n_new, stop_at_eos: false, ..Default::default() };
-    let gen_s = time(3, || model.generate_batch_with(&[prompt.clone()], &opts, |_, _| true).unwrap());
+    let opts = GenerateOptions {
+        max_tokens: n_new,
+        stop_at_eos: false,
+        ..Default::default()
+    };
+    let gen_s = time(3, || {
+        model
+            .generate_batch_with(std::slice::from_ref(&prompt), &opts, |_, _| true)
+            .unwrap()
+    });
 
     // A v*-style step: 5 prompts × 15 tokens, δ at layer 4's output, NLL at the last 3 positions of
     // each row, backward through all layers above.
-    let vrows: Vec<Vec<u32>> = (0..5).map(|r| (0..15).map(|i| (200 + 53 * r + 7 * i) as u32).collect()).collect();
-    let delta = Var::from_tensor(&Tensor::zeros(model.config.d_model, candle_core::DType::F32, &model.device).unwrap()).unwrap();
+    let vrows: Vec<Vec<u32>> = (0..5)
+        .map(|r| (0..15).map(|i| (200 + 53 * r + 7 * i) as u32).collect())
+        .collect();
+    let delta = Var::from_tensor(
+        &Tensor::zeros(model.config.d_model, candle_core::DType::F32, &model.device).unwrap(),
+    )
+    .unwrap();
     let at: Vec<(usize, usize)> = (0..5).flat_map(|r| (12..15).map(move |p| (r, p))).collect();
-    let targets: Vec<u32> = at.iter().map(|&(r, p)| (1000 + r * 10 + p) as u32).collect();
+    let targets: Vec<u32> = at
+        .iter()
+        .map(|&(r, p)| (1000 + r * 10 + p) as u32)
+        .collect();
     let step_s = time(3, || {
         let dense = model.delta_at(delta.as_tensor(), &[5; 5], 15).unwrap();
         let out = model
             .forward(
                 Input::Tokens(&vrows),
-                &Forward { deltas: vec![SiteDelta { layer: 4, site: Site::BlockOut, value: dense }], logits: Logits::At(at.clone()), ..Default::default() },
+                &Forward {
+                    deltas: vec![SiteDelta {
+                        layer: 4,
+                        site: Site::BlockOut,
+                        value: dense,
+                    }],
+                    logits: Logits::At(at.clone()),
+                    ..Default::default()
+                },
             )
             .unwrap();
-        let loss = target_logprobs(out.logits().unwrap(), &targets).unwrap().mean_all().unwrap().neg().unwrap();
+        let loss = target_logprobs(out.logits().unwrap(), &targets)
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .neg()
+            .unwrap();
         loss.backward().unwrap()
     });
 

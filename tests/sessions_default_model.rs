@@ -15,7 +15,12 @@ use d4s::session::journal::{self, Event};
 use d4s::session::Runner;
 
 fn facts() -> Vec<d4s::edit::EditRequest> {
-    read_jsonl(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/facts20.jsonl"), true).unwrap().0
+    read_jsonl(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/facts20.jsonl"),
+        true,
+    )
+    .unwrap()
+    .0
 }
 
 fn fast_hparams(method: Method, model: &d4s::model::Model) -> HParams {
@@ -29,10 +34,14 @@ fn load_default() -> d4s::model::Model {
 }
 
 fn last_sha(events: &[Event]) -> String {
-    events.iter().rev().find_map(|e| match e {
-        Event::Applied { weights_sha256, .. } => Some(weights_sha256.clone()),
-        _ => None,
-    }).expect("an applied step")
+    events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            Event::Applied { weights_sha256, .. } => Some(weights_sha256.clone()),
+            _ => None,
+        })
+        .expect("an applied step")
 }
 
 #[test]
@@ -45,23 +54,40 @@ fn replay_of_20_edits_is_bit_identical_for_d4s_memit_and_rome() {
         let mut runner = Runner::new(model, hp.clone(), StatsCache::new(StatsConfig::default()));
         runner.start_session(dir.path(), method.name()).unwrap();
         for r in facts() {
-            runner.apply(std::slice::from_ref(&r), EditControl::default()).unwrap();
+            runner
+                .apply(std::slice::from_ref(&r), EditControl::default())
+                .unwrap();
         }
         let layers = hp.layers.clone();
         let original = d4s::session::replay::weights_sha256(&runner.model, &layers).unwrap();
-        let loaded = journal::read_journal(&dir.path().join(method.name()).join("journal.jsonl")).unwrap();
+        let loaded =
+            journal::read_journal(&dir.path().join(method.name()).join("journal.jsonl")).unwrap();
         assert_eq!(d4s::session::replay::live_steps(&loaded.events).len(), 20);
 
         let mut replayed = Runner::new(load_default(), hp, StatsCache::new(StatsConfig::default()));
-        let report = replayed.replay(&loaded.events, None, true, |_, _| {}).unwrap();
+        let report = replayed
+            .replay(&loaded.events, None, true, |_, _| {})
+            .unwrap();
         assert_eq!(report.steps, 20);
-        assert!(report.mismatches.is_empty(), "{method}: steps {:?} differ", report.mismatches);
-        assert_eq!(d4s::session::replay::weights_sha256(&replayed.model, &layers).unwrap(), original, "{method}: final weights");
+        assert!(
+            report.mismatches.is_empty(),
+            "{method}: steps {:?} differ",
+            report.mismatches
+        );
+        assert_eq!(
+            d4s::session::replay::weights_sha256(&replayed.model, &layers).unwrap(),
+            original,
+            "{method}: final weights"
+        );
     }
 }
 
 fn journal_applied(path: &Path) -> usize {
-    std::fs::read_to_string(path).unwrap_or_default().lines().filter(|l| l.contains("\"event\":\"applied\"")).count()
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("\"event\":\"applied\""))
+        .count()
 }
 
 #[test]
@@ -73,7 +99,15 @@ fn kill_9_mid_session_then_resume_gives_identical_weights() {
     let run = |name: &str| {
         Command::new(bin)
             .current_dir(work.path())
-            .args(["edit", "--method", "d4s", "--set", "v_num_grad_steps=4", "--sequential", "--file"])
+            .args([
+                "edit",
+                "--method",
+                "d4s",
+                "--set",
+                "v_num_grad_steps=4",
+                "--sequential",
+                "--file",
+            ])
             .arg(&facts_file)
             .args(["--session", name])
             .stdout(Stdio::null())
@@ -95,14 +129,30 @@ fn kill_9_mid_session_then_resume_gives_identical_weights() {
     std::thread::sleep(Duration::from_millis(300));
     child.kill().unwrap();
     child.wait().unwrap();
-    let after_crash = journal::read_journal(&journal_path).expect("the journal is valid up to the last completed edit");
+    let after_crash = journal::read_journal(&journal_path)
+        .expect("the journal is valid up to the last completed edit");
     let landed = d4s::session::replay::live_steps(&after_crash.events).len();
-    assert!((4..20).contains(&landed), "{landed} edits landed before the kill");
-    let out = Command::new(bin).current_dir(work.path()).args(["resume", "sessions/crashed"]).output().unwrap();
-    assert!(out.status.success(), "resume failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        (4..20).contains(&landed),
+        "{landed} edits landed before the kill"
+    );
+    let out = Command::new(bin)
+        .current_dir(work.path())
+        .args(["resume", "sessions/crashed"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "resume failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let resumed = journal::read_journal(&journal_path).unwrap();
     assert_eq!(d4s::session::replay::live_steps(&resumed.events).len(), 20);
-    assert_eq!(last_sha(&resumed.events), last_sha(&whole.events), "resumed final weights equal the uninterrupted run's");
+    assert_eq!(
+        last_sha(&resumed.events),
+        last_sha(&whole.events),
+        "resumed final weights equal the uninterrupted run's"
+    );
 }
 
 #[test]
@@ -111,11 +161,21 @@ fn corrupt_sessions_are_refused_clearly() {
     let bin = env!("CARGO_BIN_EXE_d4s");
     let work = tempfile::tempdir().unwrap();
     let model = load_default();
-    let mut runner = Runner::new(model, fast_hparams(Method::Rome, common::default_model()), StatsCache::new(StatsConfig::default()));
+    let mut runner = Runner::new(
+        model,
+        fast_hparams(Method::Rome, common::default_model()),
+        StatsCache::new(StatsConfig::default()),
+    );
     runner.start_session(work.path(), "s").unwrap();
     runner.apply(&facts()[..1], EditControl::default()).unwrap();
     let dir = work.path().join("s");
-    let d4s = |args: &[&str]| Command::new(bin).current_dir(work.path()).args(args).output().unwrap();
+    let d4s = |args: &[&str]| {
+        Command::new(bin)
+            .current_dir(work.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
     // Wrong model sha: refused, with a hint; --force goes ahead.
     let meta_path = dir.join("session.json");
     let meta = std::fs::read_to_string(&meta_path).unwrap();
@@ -124,11 +184,22 @@ fn corrupt_sessions_are_refused_clearly() {
     let out = d4s(&["replay", dir.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("differs from the session's") && err.contains("--force"), "{err}");
+    assert!(
+        err.contains("differs from the session's") && err.contains("--force"),
+        "{err}"
+    );
     let out = d4s(&["replay", dir.to_str().unwrap(), "--force"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Unknown format version.
-    std::fs::write(&meta_path, meta.replace("\"format_version\": 1", "\"format_version\": 7")).unwrap();
+    std::fs::write(
+        &meta_path,
+        meta.replace("\"format_version\": 1", "\"format_version\": 7"),
+    )
+    .unwrap();
     let err = String::from_utf8_lossy(&d4s(&["replay", dir.to_str().unwrap()]).stderr).into_owned();
     assert!(err.contains("format version 7"), "{err}");
     std::fs::write(&meta_path, &meta).unwrap();
@@ -141,7 +212,11 @@ fn corrupt_sessions_are_refused_clearly() {
     // A torn last line: a warning, and the replay goes ahead.
     std::fs::write(&jpath, format!("{good}{{\"event\":\"applied\",\"se")).unwrap();
     let out = d4s(&["replay", dir.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("truncated"));
 }
 
@@ -150,26 +225,65 @@ fn export_round_trips_through_our_loader_and_transformers_if_present() {
     let mut model = load_default();
     let hp = HParams::defaults(Method::Rome, &model.config);
     let mut runner = Runner::new(model, hp, StatsCache::new(StatsConfig::default()));
-    let req = d4s::edit::EditRequest::new("Eiffel Tower", "The Eiffel Tower is located in the city of", "Rome");
-    runner.apply(std::slice::from_ref(&req), EditControl::default()).unwrap();
+    let req = d4s::edit::EditRequest::new(
+        "Eiffel Tower",
+        "The Eiffel Tower is located in the city of",
+        "Rome",
+    );
+    runner
+        .apply(std::slice::from_ref(&req), EditControl::default())
+        .unwrap();
     model = runner.model;
     let out = tempfile::tempdir().unwrap();
     d4s::session::export::export_hf(&model, out.path(), false).unwrap();
-    let back = load::load(&ModelSpec::HfDir(out.path().to_path_buf()), &Default::default()).unwrap();
-    let rows = vec![model.encode("The Eiffel Tower is located in the city of").unwrap(), model.encode("Héllo wörld\tand  spaces").unwrap()];
-    let fwd = Forward { logits: Logits::All, ..Default::default() };
-    let a = model.forward(Input::Tokens(&rows), &fwd).unwrap().logits.unwrap();
-    let b = back.forward(Input::Tokens(&rows), &fwd).unwrap().logits.unwrap();
-    assert!(d4s::model::same_tensor(&a, &b).unwrap(), "the exported model gives bit-identical logits");
-    assert_eq!(back.encode("Héllo wörld\tand  spaces").unwrap(), rows[1], "the exported tokenizer matches");
+    let back = load::load(
+        &ModelSpec::HfDir(out.path().to_path_buf()),
+        &Default::default(),
+    )
+    .unwrap();
+    let rows = vec![
+        model
+            .encode("The Eiffel Tower is located in the city of")
+            .unwrap(),
+        model.encode("Héllo wörld\tand  spaces").unwrap(),
+    ];
+    let fwd = Forward {
+        logits: Logits::All,
+        ..Default::default()
+    };
+    let a = model
+        .forward(Input::Tokens(&rows), &fwd)
+        .unwrap()
+        .logits
+        .unwrap();
+    let b = back
+        .forward(Input::Tokens(&rows), &fwd)
+        .unwrap()
+        .logits
+        .unwrap();
+    assert!(
+        d4s::model::same_tensor(&a, &b).unwrap(),
+        "the exported model gives bit-identical logits"
+    );
+    assert_eq!(
+        back.encode("Héllo wörld\tand  spaces").unwrap(),
+        rows[1],
+        "the exported tokenizer matches"
+    );
     // Delta-only export: ΔW of the edited layer.
     let delta = tempfile::tempdir().unwrap();
     d4s::session::export::export_hf(&model, delta.path(), true).unwrap();
-    let t = candle_core::safetensors::load(delta.path().join("delta.safetensors"), &candle_core::Device::Cpu).unwrap();
+    let t = candle_core::safetensors::load(
+        delta.path().join("delta.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
     assert_eq!(t.len(), 1);
     assert!(t.contains_key("model.layers.5.mlp.down_proj.weight"));
 
-    let python = Command::new("python3").args(["-c", "import torch, transformers"]).output();
+    let python = Command::new("python3")
+        .args(["-c", "import torch, transformers"])
+        .output();
     if !python.is_ok_and(|o| o.status.success()) {
         eprintln!("SKIP (transformers part): python3 with torch and transformers is not installed");
         return;
@@ -180,8 +294,18 @@ fn export_round_trips_through_our_loader_and_transformers_if_present() {
          out = m.generate(ids, max_new_tokens=3, do_sample=False)\nprint(tok.decode(out[0][ids.shape[1]:]))",
         p = out.path().display().to_string()
     );
-    let r = Command::new("python3").args(["-c", &script]).output().unwrap();
+    let r = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&r.stdout);
-    assert!(r.status.success(), "transformers failed: {}", String::from_utf8_lossy(&r.stderr));
-    assert!(text.trim_start().starts_with("Rome"), "transformers predicts the edited target: {text:?}");
+    assert!(
+        r.status.success(),
+        "transformers failed: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert!(
+        text.trim_start().starts_with("Rome"),
+        "transformers predicts the edited target: {text:?}"
+    );
 }

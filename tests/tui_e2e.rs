@@ -15,14 +15,19 @@ fn tmux(args: &[&str]) -> String {
 }
 
 fn has_tmux() -> bool {
-    Command::new("tmux").arg("-V").output().is_ok_and(|o| o.status.success())
+    Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 struct Session(String);
 
 impl Drop for Session {
     fn drop(&mut self) {
-        let _ = Command::new("tmux").args(["kill-session", "-t", &self.0]).output();
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.0])
+            .output();
     }
 }
 
@@ -38,14 +43,19 @@ fn wait_for(s: &Session, what: &str, timeout: Duration, ok: impl Fn(&str) -> boo
             return sc;
         }
         if t0.elapsed() > timeout {
-            panic!("timed out after {:?} waiting for {what}; screen:\n{sc}", timeout);
+            panic!(
+                "timed out after {:?} waiting for {what}; screen:\n{sc}",
+                timeout
+            );
         }
         std::thread::sleep(Duration::from_millis(500));
     }
 }
 
 fn artifact(name: &str, text: &str) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("tui-e2e");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("tui-e2e");
     let _ = std::fs::create_dir_all(&dir);
     let _ = std::fs::write(dir.join(name), text);
 }
@@ -65,28 +75,66 @@ fn type_a_fact_watch_it_land_undo_and_quit() {
     let name = format!("d4s-e2e-{}", std::process::id());
     let bin = env!("CARGO_BIN_EXE_d4s");
     let cmd = format!("cd {} && {bin} tui --probes none --frame-stats 2> stderr.txt; echo EXITED $? >> stderr.txt; sleep 30", work.path().display());
-    tmux(&["new-session", "-d", "-s", &name, "-x", "120", "-y", "40", &cmd]);
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &name,
+        "-x",
+        "120",
+        "-y",
+        "40",
+        &cmd,
+    ]);
     let s = Session(name);
-    wait_for(&s, "the worker to be ready", Duration::from_secs(120), |sc| sc.contains("ready: type a fact"));
+    wait_for(
+        &s,
+        "the worker to be ready",
+        Duration::from_secs(120),
+        |sc| sc.contains("ready: type a fact"),
+    );
 
     tmux(&["send-keys", "-t", &s.0, "-l", "Eiffel Tower | The Eiffel Tower is located in the city of | Rome | The Eiffel Tower can be found in | The capital of France is"]);
     tmux(&["send-keys", "-t", &s.0, "Enter"]);
     // The first D4S edit on a fresh machine also gathers the key statistics (once per model).
-    let landed = wait_for(&s, "the edit to land and be evaluated", Duration::from_secs(900), |sc| {
-        (sc.contains("✓") && sc.contains("Metrics vs edits —")) || sc.contains("rejected")
-    });
+    let landed = wait_for(
+        &s,
+        "the edit to land and be evaluated",
+        Duration::from_secs(900),
+        |sc| (sc.contains("✓") && sc.contains("Metrics vs edits —")) || sc.contains("rejected"),
+    );
     artifact("after-edit.txt", &landed);
-    assert!(landed.contains("→ Rome"), "the queue shows the new prediction:\n{landed}");
-    assert!(landed.contains("after:  \" Rome\""), "the detail view shows the new top prediction:\n{landed}");
-    assert!(landed.contains("Metrics vs edits — eff 1.00"), "the chart has the edit:\n{landed}");
-    let norm_row = landed.lines().find(|l| l.contains("L8 ")).expect("a norm row for layer 8");
-    assert!(!norm_row.contains("Δ0.0e0"), "non-zero norm change: {norm_row}");
+    assert!(
+        landed.contains("→ Rome"),
+        "the queue shows the new prediction:\n{landed}"
+    );
+    assert!(
+        landed.contains("after:  \" Rome\""),
+        "the detail view shows the new top prediction:\n{landed}"
+    );
+    assert!(
+        landed.contains("Metrics vs edits — eff 1.00"),
+        "the chart has the edit:\n{landed}"
+    );
+    let norm_row = landed
+        .lines()
+        .find(|l| l.contains("L8 "))
+        .expect("a norm row for layer 8");
+    assert!(
+        !norm_row.contains("Δ0.0e0"),
+        "non-zero norm change: {norm_row}"
+    );
 
     tmux(&["send-keys", "-t", &s.0, "Escape"]);
     tmux(&["send-keys", "-t", &s.0, "u"]);
-    let undone = wait_for(&s, "the undo", Duration::from_secs(120), |sc| sc.contains("(undone)"));
+    let undone = wait_for(&s, "the undo", Duration::from_secs(120), |sc| {
+        sc.contains("(undone)")
+    });
     artifact("after-undo.txt", &undone);
-    assert!(undone.contains("→ Paris (undone)"), "the old prediction is back:\n{undone}");
+    assert!(
+        undone.contains("→ Paris (undone)"),
+        "the old prediction is back:\n{undone}"
+    );
 
     tmux(&["send-keys", "-t", &s.0, "q"]);
     let t0 = Instant::now();
@@ -98,10 +146,19 @@ fn type_a_fact_watch_it_land_undo_and_quit() {
         std::thread::sleep(Duration::from_millis(200));
     };
     artifact("stderr.txt", &stderr);
-    assert!(stderr.contains("EXITED 0"), "the binary exits cleanly: {stderr}");
+    assert!(
+        stderr.contains("EXITED 0"),
+        "the binary exits cleanly: {stderr}"
+    );
     // The journal has the applied edit and its undo.
-    let sessions: Vec<PathBuf> = std::fs::read_dir(work.path().join("sessions")).unwrap().map(|e| e.unwrap().path()).collect();
+    let sessions: Vec<PathBuf> = std::fs::read_dir(work.path().join("sessions"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(sessions.len(), 1);
     let journal = std::fs::read_to_string(sessions[0].join("journal.jsonl")).unwrap();
-    assert!(journal.contains("\"event\":\"applied\"") && journal.contains("\"event\":\"undo\""), "{journal}");
+    assert!(
+        journal.contains("\"event\":\"applied\"") && journal.contains("\"event\":\"undo\""),
+        "{journal}"
+    );
 }

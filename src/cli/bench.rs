@@ -71,12 +71,19 @@ pub struct CompareArgs {
 }
 
 fn parse_probes(spec: &str) -> Result<Vec<Task>> {
-    spec.split(',').map(str::trim).filter(|s| !s.is_empty() && *s != "none").map(|s| Ok(s.parse::<Task>()?)).collect()
+    spec.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty() && *s != "none")
+        .map(|s| Ok(s.parse::<Task>()?))
+        .collect()
 }
 
 pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
     let methods: Vec<Method> = match &a.methods {
-        Some(list) => list.split(',').map(|m| m.trim().parse::<Method>()).collect::<Result<_, _>>()?,
+        Some(list) => list
+            .split(',')
+            .map(|m| m.trim().parse::<Method>())
+            .collect::<Result<_, _>>()?,
         None => vec![a.editor.method()?],
     };
     if methods.is_empty() {
@@ -85,7 +92,8 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
     let protocol: Protocol = a.protocol.parse()?;
     let data_dir = a.data_dir.clone().or_else(datasets::default_data_dir);
     let path = datasets::resolve(&a.data, data_dir.as_deref())?;
-    let loaded = datasets::load(&path, None, a.strict, Some(a.n)).with_context(|| format!("reading {}", path.display()))?;
+    let loaded = datasets::load(&path, None, a.strict, Some(a.n))
+        .with_context(|| format!("reading {}", path.display()))?;
     for s in loaded.skipped.iter().take(5) {
         eprintln!("skipped: {s}");
     }
@@ -106,16 +114,25 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
         bail!("{}: no usable cases", path.display());
     }
     if cases.len() < a.n {
-        eprintln!("note: only {} cases available (asked for {})", cases.len(), a.n);
+        eprintln!(
+            "note: only {} cases available (asked for {})",
+            cases.len(),
+            a.n
+        );
     }
     let tasks = parse_probes(&a.probes)?;
     let probe_cfg = ProbeConfig {
-        data_dir: data_dir.clone().unwrap_or_else(|| PathBuf::from("../shared/data")),
+        data_dir: data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("../shared/data")),
         limit: Some(a.probe_items),
         shots: a.probe_shots,
         ..Default::default()
     };
-    let probe_sets: Vec<ProbeSet> = tasks.iter().map(|&t| probes::prepare(t, &probe_cfg, model)).collect::<Result<_, _>>()?;
+    let probe_sets: Vec<ProbeSet> = tasks
+        .iter()
+        .map(|&t| probes::prepare(t, &probe_cfg, model))
+        .collect::<Result<_, _>>()?;
     let several = methods.len() > 1;
     let mut run_dirs = Vec::new();
     for method in &methods {
@@ -135,15 +152,32 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
             probe_config: serde_json::to_value(&probe_cfg)?,
             stats: serde_json::json!({"config": stats.config, "corpus_id": stats.corpus_id()?}),
             seed: hp.seed,
-            threads: std::env::var("RAYON_NUM_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(1),
+            threads: std::env::var("RAYON_NUM_THREADS")
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(1),
             command: command_line.into(),
         };
         let pb = ProgressBar::new(cases.len() as u64);
-        pb.set_style(ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} edits, {elapsed} elapsed, ETA {eta} — {msg}").expect("valid").progress_chars("=> "));
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>10} [{bar:30}] {pos}/{len} edits, {elapsed} elapsed, ETA {eta} — {msg}",
+            )
+            .expect("valid")
+            .progress_chars("=> "),
+        );
         pb.set_prefix(method.label());
         let mut writer = RunWriter::create(&dir, &config, Some(pb.clone()))?;
-        let spec = BenchRun { hparams: hp, protocol, eval_every: a.eval_every, probes: &probe_sets, multihop: a.multihop, stats: &mut stats };
-        let points = bench::run(model, &cases, spec, &mut writer).with_context(|| format!("{} run", method.label()))?;
+        let spec = BenchRun {
+            hparams: hp,
+            protocol,
+            eval_every: a.eval_every,
+            probes: &probe_sets,
+            multihop: a.multihop,
+            stats: &mut stats,
+        };
+        let points = bench::run(model, &cases, spec, &mut writer)
+            .with_context(|| format!("{} run", method.label()))?;
         pb.finish_and_clear();
         model.reset_edits();
         match report::finish_run(&dir, method.name(), &points, &writer.records)? {
@@ -175,9 +209,21 @@ impl BenchArgs {
 }
 
 pub fn compare(a: &CompareArgs) -> Result<()> {
-    let out = a.out.clone().unwrap_or_else(|| a.runs[0].parent().map(|p| p.join("compare")).unwrap_or_else(|| PathBuf::from("compare")));
+    let out = a.out.clone().unwrap_or_else(|| {
+        a.runs[0]
+            .parent()
+            .map(|p| p.join("compare"))
+            .unwrap_or_else(|| PathBuf::from("compare"))
+    });
     let (md, files) = report::compare(&a.runs, &out)?;
     println!("{md}");
-    println!("wrote {}", files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "));
+    println!(
+        "wrote {}",
+        files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     Ok(())
 }

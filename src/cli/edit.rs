@@ -7,10 +7,12 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use d4s::edit::request::read_jsonl;
-use d4s::edit::{CorpusSpec, EditControl, EditRequest, HParams, Method, Probe, Progress, StatsCache, StatsConfig};
-use d4s::session::Runner;
+use d4s::edit::{
+    CorpusSpec, EditControl, EditRequest, HParams, Method, Probe, Progress, StatsCache, StatsConfig,
+};
 use d4s::eval::predict::{continuations, top_next};
 use d4s::model::Model;
+use d4s::session::Runner;
 
 /// Options shared by every command that edits (edit, bench, replay, TUI).
 #[derive(Args, Debug, Clone)]
@@ -98,7 +100,9 @@ pub struct EditArgs {
 
 pub fn progress_bar() -> ProgressBar {
     let pb = ProgressBar::new_spinner();
-    pb.set_style(ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}").expect("valid template"));
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}").expect("valid template"),
+    );
     pb.enable_steady_tick(std::time::Duration::from_millis(120));
     pb
 }
@@ -106,7 +110,15 @@ pub fn progress_bar() -> ProgressBar {
 pub fn describe_progress(p: &Progress) -> String {
     match p {
         Progress::Phase(ph) => format!("{ph:?}"),
-        Progress::TargetStep { step, of, loss, prob } => format!("target step {}/{of}: loss {loss:.3}, p(target) {prob:.3}", step + 1),
+        Progress::TargetStep {
+            step,
+            of,
+            loss,
+            prob,
+        } => format!(
+            "target step {}/{of}: loss {loss:.3}, p(target) {prob:.3}",
+            step + 1
+        ),
         Progress::Tokens { done, total } => format!("statistics: {done}/{total} tokens"),
         Progress::Warning(w) => format!("warning: {w}"),
     }
@@ -114,17 +126,28 @@ pub fn describe_progress(p: &Progress) -> String {
 
 /// Runs one step through a runner (journaled if it has a session) with a spinner showing the
 /// phase; returns the mean final target probability.
-pub fn apply_runner_step(runner: &mut Runner, requests: &[EditRequest], label: &str) -> Result<f64> {
+pub fn apply_runner_step(
+    runner: &mut Runner,
+    requests: &[EditRequest],
+    label: &str,
+) -> Result<f64> {
     let pb = progress_bar();
     let label = label.to_string();
     let report = |p: Progress| match p {
         Progress::Warning(w) => pb.println(format!("warning: {w}")),
         p => pb.set_message(format!("{label}: {}", describe_progress(&p))),
     };
-    let out = runner.apply(requests, EditControl { cancel: None, progress: Some(&report) });
+    let out = runner.apply(
+        requests,
+        EditControl {
+            cancel: None,
+            progress: Some(&report),
+        },
+    );
     pb.finish_and_clear();
     let (_, outcome) = out?;
-    Ok(outcome.targets.iter().map(|t| t.prob_final).sum::<f64>() / outcome.targets.len().max(1) as f64)
+    Ok(outcome.targets.iter().map(|t| t.prob_final).sum::<f64>()
+        / outcome.targets.len().max(1) as f64)
 }
 
 fn requests_from(args: &EditArgs) -> Result<Vec<EditRequest>> {
@@ -135,12 +158,20 @@ fn requests_from(args: &EditArgs) -> Result<Vec<EditRequest>> {
         let (reqs, _) = read_jsonl(f, true)?;
         return Ok(reqs);
     }
-    let (Some(subject), Some(prompt), Some(target)) = (&args.subject, &args.prompt, &args.target) else {
+    let (Some(subject), Some(prompt), Some(target)) = (&args.subject, &args.prompt, &args.target)
+    else {
         bail!("an edit needs --subject, --prompt and --target (or --file facts.jsonl)");
     };
     let mut r = EditRequest::new(subject, prompt, target);
     r.paraphrases = args.paraphrases.clone();
-    r.neighbors = args.neighbors.iter().map(|p| Probe { prompt: p.clone(), answer: None }).collect();
+    r.neighbors = args
+        .neighbors
+        .iter()
+        .map(|p| Probe {
+            prompt: p.clone(),
+            answer: None,
+        })
+        .collect();
     r.validate()?;
     Ok(vec![r])
 }
@@ -168,8 +199,15 @@ fn show_predictions(model: &Model, prompts: &[(String, String)]) -> Result<Vec<S
         .iter()
         .zip(&conts)
         .map(|(top, cont)| {
-            let t: Vec<String> = top.iter().map(|p| format!("{:?} {:.2}", p.token, p.prob)).collect();
-            format!("{} … [{}]", cont.trim_end().replace('\n', "⏎"), t.join(", "))
+            let t: Vec<String> = top
+                .iter()
+                .map(|p| format!("{:?} {:.2}", p.token, p.prob))
+                .collect();
+            format!(
+                "{} … [{}]",
+                cont.trim_end().replace('\n', "⏎"),
+                t.join(", ")
+            )
         })
         .collect())
 }
@@ -181,9 +219,17 @@ pub fn run(model: Model, args: &EditArgs) -> Result<()> {
     let stats = args.editor.stats()?;
     let mut runner = Runner::new(model, hp.clone(), stats);
     if let Some(name) = &args.session {
-        let name = if name.is_empty() { d4s::session::journal::default_name(method) } else { name.clone() };
+        let name = if name.is_empty() {
+            d4s::session::journal::default_name(method)
+        } else {
+            name.clone()
+        };
         runner.start_session(&args.sessions_dir, &name)?;
-        runner.session.as_mut().expect("started").record_requested(&requests)?;
+        runner
+            .session
+            .as_mut()
+            .expect("started")
+            .record_requested(&requests)?;
         println!("journaling to {}", args.sessions_dir.join(&name).display());
     }
     println!(
@@ -192,15 +238,24 @@ pub fn run(model: Model, args: &EditArgs) -> Result<()> {
         runner.model.info.name,
         hp.layers,
         requests.len(),
-        if args.sequential { format!(", sequential in steps of {}", args.batch_size) } else { String::new() }
+        if args.sequential {
+            format!(", sequential in steps of {}", args.batch_size)
+        } else {
+            String::new()
+        }
     );
     let prompts = display_prompts(&requests);
     let before = show_predictions(&runner.model, &prompts)?;
     let t0 = std::time::Instant::now();
-    let steps: Vec<&[EditRequest]> = if args.sequential { requests.chunks(args.batch_size.max(1)).collect() } else { vec![&requests[..]] };
+    let steps: Vec<&[EditRequest]> = if args.sequential {
+        requests.chunks(args.batch_size.max(1)).collect()
+    } else {
+        vec![&requests[..]]
+    };
     for (i, step) in steps.iter().enumerate() {
         let label = format!("step {}/{}", i + 1, steps.len());
-        let p = apply_runner_step(&mut runner, step, &label).with_context(|| format!("edit step {} ({})", i + 1, step[0].describe()))?;
+        let p = apply_runner_step(&mut runner, step, &label)
+            .with_context(|| format!("edit step {} ({})", i + 1, step[0].describe()))?;
         if steps.len() > 1 {
             println!("  step {:>3}: p(target) {p:.3}", i + 1);
         }
@@ -219,11 +274,23 @@ pub fn run(model: Model, args: &EditArgs) -> Result<()> {
         if !out.layers.is_empty() {
             println!("layer   ‖ΔW‖_F (step)   ‖W−W0‖₁/n   ‖W‖₁/n");
             for l in &out.layers {
-                println!("{:>5}   {:>12.4e}   {:>10.3e}   {:.5}", l.layer, l.delta_fro, l.total_l1 / l.numel as f64, l.weight_l1 / l.numel as f64);
+                println!(
+                    "{:>5}   {:>12.4e}   {:>10.3e}   {:.5}",
+                    l.layer,
+                    l.delta_fro,
+                    l.total_l1 / l.numel as f64,
+                    l.weight_l1 / l.numel as f64
+                );
             }
         }
         for (r, t) in last.requests.iter().zip(&out.targets).take(5) {
-            println!("p(target | prompt): {:.3} → {:.3} ({} steps) — {}", t.prob_initial, t.prob_final, t.steps, r.describe());
+            println!(
+                "p(target | prompt): {:.3} → {:.3} ({} steps) — {}",
+                t.prob_initial,
+                t.prob_final,
+                t.steps,
+                r.describe()
+            );
         }
         let tm = &out.timings;
         println!(

@@ -18,7 +18,11 @@ pub mod sessions;
 pub mod tui_cmd;
 
 #[derive(Parser, Debug)]
-#[command(name = "d4s", version, about = "Knowledge editing workbench: D4S and baselines, evaluation, sessions, TUI")]
+#[command(
+    name = "d4s",
+    version,
+    about = "Knowledge editing workbench: D4S and baselines, evaluation, sessions, TUI"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -96,14 +100,24 @@ pub struct GenerateArgs {
 /// Sets the compute thread count before any tensor work starts.
 pub fn configure_threads(threads: Option<usize>) {
     let n = threads
-        .or_else(|| std::env::var("D4S_THREADS").ok().and_then(|v| v.parse().ok()))
-        .or_else(|| std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse().ok()))
+        .or_else(|| {
+            std::env::var("D4S_THREADS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+        })
+        .or_else(|| {
+            std::env::var("RAYON_NUM_THREADS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+        })
         .unwrap_or(1)
         .max(1);
     // candle's matmul reads RAYON_NUM_THREADS; rayon's global pool is built from the same number.
     // SAFETY: called at start-up, before any other thread exists.
     unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
-    let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global();
     d4s::edit::linalg::set_threads(n);
 }
 
@@ -112,7 +126,11 @@ pub fn device(spec: &str) -> Result<candle_core::Device> {
         "cpu" => Ok(candle_core::Device::Cpu),
         s if s.starts_with("cuda") => {
             let ordinal = s.strip_prefix("cuda").unwrap_or("").trim_start_matches(':');
-            let ordinal: usize = if ordinal.is_empty() { 0 } else { ordinal.parse().context("cuda device index")? };
+            let ordinal: usize = if ordinal.is_empty() {
+                0
+            } else {
+                ordinal.parse().context("cuda device index")?
+            };
             candle_core::Device::new_cuda(ordinal).with_context(|| {
                 format!("cannot open {s}: this build has no CUDA support (rebuild with `--features cuda`) or no GPU is present")
             })
@@ -140,20 +158,47 @@ pub fn print_info(model: &Model, out: &mut impl Write) -> Result<()> {
     for f in &i.files {
         writeln!(out, "file          {}", f.display())?;
     }
-    writeln!(out, "format        {:?} ({} weights, run as f32)", i.format, i.source_dtype)?;
+    writeln!(
+        out,
+        "format        {:?} ({} weights, run as f32)",
+        i.format, i.source_dtype
+    )?;
     writeln!(out, "sha256        {}", i.sha256)?;
-    writeln!(out, "architecture  {} ({} parameters)", c.arch.name(), c.n_params())?;
+    writeln!(
+        out,
+        "architecture  {} ({} parameters)",
+        c.arch.name(),
+        c.n_params()
+    )?;
     writeln!(out, "layers        {}", c.n_layers)?;
-    writeln!(out, "widths        d_model {}, d_ff {}, vocab {}", c.d_model, c.d_ff, c.vocab_size)?;
+    writeln!(
+        out,
+        "widths        d_model {}, d_ff {}, vocab {}",
+        c.d_model, c.d_ff, c.vocab_size
+    )?;
     writeln!(
         out,
         "attention     {} heads, {} key/value heads, head dim {}, rotary dim {}, rope theta {}",
         c.n_heads, c.n_kv_heads, c.head_dim, c.rotary_dim, c.rope_theta
     )?;
     writeln!(out, "context       {} tokens", c.max_positions)?;
-    writeln!(out, "edited matrix {} ([{}, {}])", c.arch.edit_module_template(), c.d_model, c.d_ff)?;
+    writeln!(
+        out,
+        "edited matrix {} ([{}, {}])",
+        c.arch.edit_module_template(),
+        c.d_model,
+        c.d_ff
+    )?;
     writeln!(out, "device        {:?}", model.device)?;
-    writeln!(out, "tokenizer     {}", if model.tokenizer.is_some() { "yes" } else { "none" })?;
+    writeln!(
+        out,
+        "tokenizer     {}",
+        if model.tokenizer.is_some() {
+            "yes"
+        } else {
+            "none"
+        }
+    )?;
     writeln!(out, "loaded in     {:.2} s", i.load_seconds)?;
     if let Some(rss) = util::resident_memory() {
         writeln!(out, "memory        {} resident", util::fmt_bytes(rss))?;

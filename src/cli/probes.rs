@@ -6,29 +6,52 @@ use d4s::error::Result;
 use d4s::eval::probes::{self, ProbeConfig, ProbeSet, Task};
 use d4s::model::Model;
 
-type ProbeRunner = Box<dyn FnMut(&Model) -> Result<Vec<(String, f64, f64)>> + Send>;
+use d4s::worker::ProbeRunner;
 
 /// A probe runner for the worker (tasks prepared on first use, then reused), or why there is none.
-pub fn worker_probes(spec: &str, items: usize, data_dir: Option<PathBuf>) -> (Option<ProbeRunner>, Option<String>) {
+pub fn worker_probes(
+    spec: &str,
+    items: usize,
+    data_dir: Option<PathBuf>,
+) -> (Option<ProbeRunner>, Option<String>) {
     if spec.trim() == "none" || spec.trim().is_empty() {
         return (None, Some("probes disabled (--probes none)".into()));
     }
-    let tasks: std::result::Result<Vec<Task>, _> = spec.split(',').map(|s| s.trim().parse::<Task>()).collect();
+    let tasks: std::result::Result<Vec<Task>, _> =
+        spec.split(',').map(|s| s.trim().parse::<Task>()).collect();
     let tasks = match tasks {
         Ok(t) => t,
         Err(e) => return (None, Some(format!("no probes: {e}"))),
     };
     let Some(data_dir) = data_dir else {
-        return (None, Some("no probe data: pass --data-dir or set D4S_DATA (e.g. ../shared/data)".into()));
+        return (
+            None,
+            Some("no probe data: pass --data-dir or set D4S_DATA (e.g. ../shared/data)".into()),
+        );
     };
     if !data_dir.is_dir() {
-        return (None, Some(format!("no probe data: {} does not exist", data_dir.display())));
+        return (
+            None,
+            Some(format!(
+                "no probe data: {} does not exist",
+                data_dir.display()
+            )),
+        );
     }
-    let cfg = ProbeConfig { data_dir, limit: Some(items), ..Default::default() };
+    let cfg = ProbeConfig {
+        data_dir,
+        limit: Some(items),
+        ..Default::default()
+    };
     let mut prepared: Option<Vec<ProbeSet>> = None;
     let runner: ProbeRunner = Box::new(move |model: &Model| {
         if prepared.is_none() {
-            prepared = Some(tasks.iter().map(|&t| probes::prepare(t, &cfg, model)).collect::<Result<Vec<_>>>()?);
+            prepared = Some(
+                tasks
+                    .iter()
+                    .map(|&t| probes::prepare(t, &cfg, model))
+                    .collect::<Result<Vec<_>>>()?,
+            );
         }
         let sets = prepared.as_ref().expect("prepared above");
         sets.iter()

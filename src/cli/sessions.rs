@@ -8,9 +8,9 @@ use clap::Args;
 use d4s::edit::{EditControl, HParams, Method, StatsCache};
 use d4s::eval::metrics::token_accuracy;
 use d4s::model::{load, Model, ModelSpec};
+use d4s::session::export::export_hf;
 use d4s::session::journal::{self, Event};
 use d4s::session::replay::{pending_requests, Runner};
-use d4s::session::export::export_hf;
 
 use super::{device, GlobalArgs};
 
@@ -20,10 +20,20 @@ pub fn list(dir: &Path) -> Result<()> {
         println!("no sessions under {}", dir.display());
         return Ok(());
     }
-    println!("{:<32} {:<36} {:<10} {:>6}  last change", "name", "model", "method", "edits");
+    println!(
+        "{:<32} {:<36} {:<10} {:>6}  last change",
+        "name", "model", "method", "edits"
+    );
     for r in rows {
         match r {
-            Ok(s) => println!("{:<32} {:<36} {:<10} {:>6}  {}", s.name, s.model, s.method.name(), s.edits, s.last_change),
+            Ok(s) => println!(
+                "{:<32} {:<36} {:<10} {:>6}  {}",
+                s.name,
+                s.model,
+                s.method.name(),
+                s.edits,
+                s.last_change
+            ),
             Err(e) => println!("(unreadable) {e}"),
         }
     }
@@ -69,8 +79,13 @@ pub struct ExportArgs {
 fn base_model(g: &GlobalArgs, meta: &journal::SessionMeta, force: bool) -> Result<Model> {
     let spec_str = g.model.clone().unwrap_or_else(|| meta.model.spec.clone());
     let spec = ModelSpec::parse(&spec_str, g.revision.clone())?;
-    let opts = load::LoadOptions { device: device(&g.device)?, tokenizer: g.tokenizer.clone(), verbose: true };
-    let model = load::load(&spec, &opts).with_context(|| format!("cannot load the session's model {spec}"))?;
+    let opts = load::LoadOptions {
+        device: device(&g.device)?,
+        tokenizer: g.tokenizer.clone(),
+        verbose: true,
+    };
+    let model = load::load(&spec, &opts)
+        .with_context(|| format!("cannot load the session's model {spec}"))?;
     if model.info.sha256 != meta.model.sha256 {
         let msg = format!(
             "the model's sha256 {} differs from the session's {} ({}); the edits would not mean the same thing",
@@ -103,16 +118,42 @@ pub fn replay(g: &GlobalArgs, a: &ReplayArgs) -> Result<()> {
     let model = base_model(g, &meta, a.force)?;
     let verify = method.is_none_or(|m| m == meta.method);
     let mut runner = runner_for(model, &meta, method)?;
-    println!("replaying {} ({} on {}){}", meta.name, runner.method().label(), meta.model.name, if verify { "" } else { " — A/B: different method, no bit check" });
-    println!("{:>5}  {:>9}  {:>8}  {:>7}  request", "step", "p(target)", "rewrite", "time");
+    println!(
+        "replaying {} ({} on {}){}",
+        meta.name,
+        runner.method().label(),
+        meta.model.name,
+        if verify {
+            ""
+        } else {
+            " — A/B: different method, no bit check"
+        }
+    );
+    println!(
+        "{:>5}  {:>9}  {:>8}  {:>7}  request",
+        "step", "p(target)", "rewrite", "time"
+    );
     let mut rows = Vec::new();
     let report = runner.replay(&loaded.events, a.until, verify, |step, outcome| {
-        rows.push((step, outcome.targets.iter().map(|t| t.prob_final).sum::<f64>() / outcome.targets.len().max(1) as f64, outcome.timings.total));
+        rows.push((
+            step,
+            outcome.targets.iter().map(|t| t.prob_final).sum::<f64>()
+                / outcome.targets.len().max(1) as f64,
+            outcome.timings.total,
+        ));
     })?;
     for ((step, p, t), rec) in rows.iter().zip(&runner.history) {
-        let items: Vec<(String, String)> = rec.requests.iter().map(|r| (r.filled_prompt(), r.target.clone())).collect();
+        let items: Vec<(String, String)> = rec
+            .requests
+            .iter()
+            .map(|r| (r.filled_prompt(), r.target.clone()))
+            .collect();
         let acc = token_accuracy(&runner.model, &items)?;
-        println!("{step:>5}  {p:>9.3}  {:>8.3}  {t:>6.1}s  {}", acc.iter().sum::<f64>() / acc.len().max(1) as f64, rec.requests[0].describe());
+        println!(
+            "{step:>5}  {p:>9.3}  {:>8.3}  {t:>6.1}s  {}",
+            acc.iter().sum::<f64>() / acc.len().max(1) as f64,
+            rec.requests[0].describe()
+        );
     }
     println!("{} steps and {} undos replayed", report.steps, report.undos);
     if verify {
@@ -134,7 +175,9 @@ fn restored(g: &GlobalArgs, dir: &Path, force: bool) -> Result<(Runner, Vec<Even
     let model = base_model(g, &session.meta, force)?;
     let mut runner = runner_for(model, &session.meta, None)?;
     runner.session = Some(session);
-    let report = runner.restore(&loaded.events).context("restoring the session")?;
+    let report = runner
+        .restore(&loaded.events)
+        .context("restoring the session")?;
     eprintln!("restored {} steps ({} undone)", report.steps, report.undos);
     Ok((runner, loaded.events))
 }
@@ -143,12 +186,24 @@ pub fn resume(g: &GlobalArgs, a: &ResumeArgs) -> Result<()> {
     let (mut runner, events) = restored(g, &a.session, a.force)?;
     let pending = pending_requests(&events);
     if pending.is_empty() {
-        println!("{}: nothing pending; the session is up to date ({} live steps)", a.session.display(), runner.history.len());
+        println!(
+            "{}: nothing pending; the session is up to date ({} live steps)",
+            a.session.display(),
+            runner.history.len()
+        );
         return Ok(());
     }
-    println!("{}: {} pending request(s)", a.session.display(), pending.len());
+    println!(
+        "{}: {} pending request(s)",
+        a.session.display(),
+        pending.len()
+    );
     for (i, r) in pending.iter().enumerate() {
-        let out = super::edit::apply_runner_step(&mut runner, std::slice::from_ref(r), &format!("{}/{}", i + 1, pending.len()));
+        let out = super::edit::apply_runner_step(
+            &mut runner,
+            std::slice::from_ref(r),
+            &format!("{}/{}", i + 1, pending.len()),
+        );
         match out {
             Ok(p) => println!("  applied: {} (p(target) {p:.3})", r.describe()),
             Err(e) => println!("  rejected: {} — {e:#}", r.describe()),

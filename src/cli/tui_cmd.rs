@@ -68,17 +68,46 @@ pub fn run(g: &GlobalArgs, a: &TuiArgs) -> Result<()> {
     let stats = a.editor.stats()?;
     let mut runner = Runner::new(model, hp, stats);
     if !a.no_session {
-        let name = a.session.clone().unwrap_or_else(|| d4s::session::journal::default_name(method));
+        let name = a
+            .session
+            .clone()
+            .unwrap_or_else(|| d4s::session::journal::default_name(method));
         runner.start_session(&a.sessions_dir, &name)?;
     }
-    let data_dir = a.data_dir.clone().or_else(d4s::eval::probes::default_data_dir);
-    let (probes, probes_unavailable) = super::probes::worker_probes(&a.probes, a.probe_items, data_dir.clone());
-    let worker = worker::spawn(runner, WorkerOptions { eval_every: a.eval_every, probes, probes_unavailable, data_dir });
-    let initial = a.deck.iter().map(|d| Effect::Send(Command::LoadDeck(d.clone()))).collect();
+    let data_dir = a
+        .data_dir
+        .clone()
+        .or_else(d4s::eval::probes::default_data_dir);
+    let (probes, probes_unavailable) =
+        super::probes::worker_probes(&a.probes, a.probe_items, data_dir.clone());
+    let worker = worker::spawn(
+        runner,
+        WorkerOptions {
+            eval_every: a.eval_every,
+            probes,
+            probes_unavailable,
+            data_dir,
+        },
+    );
+    let initial = a
+        .deck
+        .iter()
+        .map(|d| Effect::Send(Command::LoadDeck(d.clone())))
+        .collect();
     let app = tui::run(worker, App::default(), initial)?;
-    println!("{} edits landed{}", app.edits_done(), app.session.as_ref().map(|s| format!("; session journaled in {}", s.display())).unwrap_or_default());
+    println!(
+        "{} edits landed{}",
+        app.edits_done(),
+        app.session
+            .as_ref()
+            .map(|s| format!("; session journaled in {}", s.display()))
+            .unwrap_or_default()
+    );
     if a.frame_stats {
-        eprintln!("frame render time: last {:.2} ms, worst {:.2} ms", app.frame_ms.0, app.frame_ms.1);
+        eprintln!(
+            "frame render time: last {:.2} ms, worst {:.2} ms",
+            app.frame_ms.0, app.frame_ms.1
+        );
     }
     Ok(())
 }

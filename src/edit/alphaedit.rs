@@ -18,7 +18,10 @@ use super::keys::{bare_activations, request_keys, KeyAverage};
 use super::linalg::{add_outer, mat_from_columns, solve_general, symmetric_eigen, tensor_from_mat};
 use super::target::{residual_targets, TargetParams};
 use super::templates::{self, ContextTemplates};
-use super::{commit_updates, restore_weights, EditContext, EditOutcome, EditRequest, Editor, HParams, Method, Phase, Progress, Stopwatch, Timings, UndoRecord};
+use super::{
+    commit_updates, restore_weights, EditContext, EditOutcome, EditRequest, Editor, HParams,
+    Method, Phase, Progress, Stopwatch, Timings, UndoRecord,
+};
 use crate::error::{Error, Result};
 use crate::model::{Model, Site};
 
@@ -44,7 +47,12 @@ impl AlphaEdit {
     /// `P = Û Ûᵀ` from the eigenvectors of C below the threshold.
     pub fn null_space_projector(c: &Mat<f64>, threshold: f64) -> Result<Mat<f64>> {
         let (values, vectors) = symmetric_eigen(c.as_ref())?;
-        let keep: Vec<usize> = values.iter().enumerate().filter(|(_, &v)| v < threshold).map(|(i, _)| i).collect();
+        let keep: Vec<usize> = values
+            .iter()
+            .enumerate()
+            .filter(|(_, &v)| v < threshold)
+            .map(|(i, _)| i)
+            .collect();
         let d = c.nrows();
         let u = Mat::from_fn(d, keep.len(), |i, j| vectors[(i, keep[j])]);
         Ok(&u * u.transpose())
@@ -57,7 +65,12 @@ impl AlphaEdit {
         let covs = cx.stats.second_moments(model, &self.hp.layers, &cx.ctl)?;
         self.projectors = covs
             .iter()
-            .map(|c| Ok(Arc::new(Self::null_space_projector(c, self.hp.nullspace_threshold)?)))
+            .map(|c| {
+                Ok(Arc::new(Self::null_space_projector(
+                    c,
+                    self.hp.nullspace_threshold,
+                )?))
+            })
             .collect::<Result<_>>()?;
         let d = model.config.d_ff;
         self.preserved = self.hp.layers.iter().map(|_| Mat::zeros(d, d)).collect();
@@ -80,11 +93,24 @@ impl Editor for AlphaEdit {
     }
 
     fn state_bytes(&self) -> usize {
-        8 * (self.projectors.iter().map(|m| m.nrows() * m.ncols()).sum::<usize>()
-            + self.preserved.iter().map(|m| m.nrows() * m.ncols()).sum::<usize>())
+        8 * (self
+            .projectors
+            .iter()
+            .map(|m| m.nrows() * m.ncols())
+            .sum::<usize>()
+            + self
+                .preserved
+                .iter()
+                .map(|m| m.nrows() * m.ncols())
+                .sum::<usize>())
     }
 
-    fn apply(&mut self, model: &mut Model, cx: &mut EditContext, requests: &[EditRequest]) -> Result<EditOutcome> {
+    fn apply(
+        &mut self,
+        model: &mut Model,
+        cx: &mut EditContext,
+        requests: &[EditRequest],
+    ) -> Result<EditOutcome> {
         self.hp.validate(&model.config)?;
         for r in requests {
             r.validate()?;
@@ -99,21 +125,42 @@ impl Editor for AlphaEdit {
         let templates = templates::ensure(&mut self.templates, model, &self.hp)?;
         timings.templates = timer.lap();
         cx.ctl.report(Progress::Phase(Phase::Target));
-        let targets = residual_targets(model, requests, &templates.flat(), z_layer, &TargetParams::from_hparams(&self.hp), &cx.ctl)?;
+        let targets = residual_targets(
+            model,
+            requests,
+            &templates.flat(),
+            z_layer,
+            &TargetParams::from_hparams(&self.hp),
+            &cx.ctl,
+        )?;
         let z: Vec<Vec<f64>> = targets.iter().map(|t| t.sites[0].target()).collect();
         timings.target = timer.lap();
 
-        let before: Vec<(usize, Tensor)> = layers.iter().map(|&l| Ok((l, model.edit_weight(l)?.clone()))).collect::<Result<_>>()?;
+        let before: Vec<(usize, Tensor)> = layers
+            .iter()
+            .map(|&l| Ok((l, model.edit_weight(l)?.clone())))
+            .collect::<Result<_>>()?;
         let updated = (|| -> Result<Vec<(usize, Tensor)>> {
             let mut out = Vec::new();
             for (j, &layer) in layers.iter().enumerate() {
                 cx.ctl.check()?;
                 cx.ctl.report(Progress::Phase(Phase::Keys));
-                let keys = request_keys(model, requests, &templates, &[layer], KeyAverage::GroupMeans)?;
+                let keys = request_keys(
+                    model,
+                    requests,
+                    &templates,
+                    &[layer],
+                    KeyAverage::GroupMeans,
+                )?;
                 let k = mat_from_columns(&keys.iter().map(|x| x[0].clone()).collect::<Vec<_>>());
                 let h = bare_activations(model, requests, &[(z_layer, Site::BlockOut)])?.remove(0);
                 let spread = (layers.len() - j) as f64;
-                let r = mat_from_columns(&z.iter().zip(&h).map(|(z, h)| z.iter().zip(h).map(|(a, b)| (a - b) / spread).collect()).collect::<Vec<Vec<f64>>>());
+                let r = mat_from_columns(
+                    &z.iter()
+                        .zip(&h)
+                        .map(|(z, h)| z.iter().zip(h).map(|(a, b)| (a - b) / spread).collect())
+                        .collect::<Vec<Vec<f64>>>(),
+                );
                 timings.keys += timer.lap();
                 cx.ctl.report(Progress::Phase(Phase::Solve));
                 let p = self.projectors[j].as_ref();
@@ -142,20 +189,35 @@ impl Editor for AlphaEdit {
                 add_outer(&mut self.preserved[j], 1.0, k, k);
             }
         }
-        timings.total = timings.statistics + timings.templates + timings.target + timings.keys + timings.solve + timer.lap();
+        timings.total = timings.statistics
+            + timings.templates
+            + timings.target
+            + timings.keys
+            + timings.solve
+            + timer.lap();
         Ok(EditOutcome {
             method: Method::AlphaEdit,
             layers: report,
             targets: targets.iter().map(|t| t.summary()).collect(),
             timings,
             weights_sha256: sha,
-            undo: UndoRecord::AlphaEdit { weights: previous, keys },
+            undo: UndoRecord::AlphaEdit {
+                weights: previous,
+                keys,
+            },
         })
     }
 
-    fn undo(&mut self, model: &mut Model, _cx: &mut EditContext, record: &UndoRecord) -> Result<()> {
+    fn undo(
+        &mut self,
+        model: &mut Model,
+        _cx: &mut EditContext,
+        record: &UndoRecord,
+    ) -> Result<()> {
         let UndoRecord::AlphaEdit { weights, keys } = record else {
-            return Err(Error::Input("this undo record does not belong to AlphaEdit".into()));
+            return Err(Error::Input(
+                "this undo record does not belong to AlphaEdit".into(),
+            ));
         };
         restore_weights(model, weights)?;
         for per_request in keys {

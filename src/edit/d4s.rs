@@ -18,12 +18,15 @@
 use candle_core::Tensor;
 use faer::Mat;
 
+use super::hparams::ResidualMode;
 use super::keys::{bare_activations, request_keys, KeyAverage};
 use super::linalg::{solve_spd_right_regularized, tensor_from_mat};
 use super::target::{residual_targets, TargetParams};
 use super::templates::{self, ContextTemplates};
-use super::hparams::ResidualMode;
-use super::{commit_updates, restore_weights, D4sTerms, EditContext, EditOutcome, EditRequest, Editor, HParams, Method, Phase, Progress, Stopwatch, Timings, UndoRecord};
+use super::{
+    commit_updates, restore_weights, D4sTerms, EditContext, EditOutcome, EditRequest, Editor,
+    HParams, Method, Phase, Progress, Stopwatch, Timings, UndoRecord,
+};
 use crate::error::{Error, Result};
 use crate::model::{Model, Site};
 
@@ -56,13 +59,31 @@ impl D4s {
     fn init_state(&mut self, model: &Model) {
         if self.s.len() != self.hp.layers.len() {
             let (d_out, d_in) = (model.config.d_model, model.config.d_ff);
-            self.s = self.hp.layers.iter().map(|_| Mat::zeros(d_out, d_in)).collect();
-            self.a = self.hp.layers.iter().map(|_| Mat::zeros(d_in, d_in)).collect();
+            self.s = self
+                .hp
+                .layers
+                .iter()
+                .map(|_| Mat::zeros(d_out, d_in))
+                .collect();
+            self.a = self
+                .hp
+                .layers
+                .iter()
+                .map(|_| Mat::zeros(d_in, d_in))
+                .collect();
         }
     }
 
     /// `W0_j + (S / (L − j)) (A + λ C_j)⁻¹` for layer index `j`, with candidate sums.
-    fn weight_for(&self, model: &Model, j: usize, s: &Mat<f64>, a: &Mat<f64>, c: &Mat<f64>, ctl: &super::EditControl) -> Result<Tensor> {
+    fn weight_for(
+        &self,
+        model: &Model,
+        j: usize,
+        s: &Mat<f64>,
+        a: &Mat<f64>,
+        c: &Mat<f64>,
+        ctl: &super::EditControl,
+    ) -> Result<Tensor> {
         let layer = self.hp.layers[j];
         let spread = (self.hp.layers.len() - j) as f64;
         let mut m = a.clone();
@@ -124,7 +145,12 @@ impl Editor for D4s {
             + self.a.iter().map(|m| m.nrows() * m.ncols()).sum::<usize>())
     }
 
-    fn apply(&mut self, model: &mut Model, cx: &mut EditContext, requests: &[EditRequest]) -> Result<EditOutcome> {
+    fn apply(
+        &mut self,
+        model: &mut Model,
+        cx: &mut EditContext,
+        requests: &[EditRequest],
+    ) -> Result<EditOutcome> {
         self.hp.validate(&model.config)?;
         for r in requests {
             r.validate()?;
@@ -141,14 +167,32 @@ impl Editor for D4s {
         timings.templates = timer.lap();
 
         // Re-base the edited layers on W0 for the whole computation.
-        let live: Vec<(usize, Tensor)> = layers.iter().map(|&l| Ok((l, model.edit_weight(l)?.clone()))).collect::<Result<_>>()?;
-        let w0: Vec<(usize, Tensor)> = layers.iter().map(|&l| Ok((l, model.original_edit_weight(l)?.clone()))).collect::<Result<_>>()?;
+        let live: Vec<(usize, Tensor)> = layers
+            .iter()
+            .map(|&l| Ok((l, model.edit_weight(l)?.clone())))
+            .collect::<Result<_>>()?;
+        let w0: Vec<(usize, Tensor)> = layers
+            .iter()
+            .map(|&l| Ok((l, model.original_edit_weight(l)?.clone())))
+            .collect::<Result<_>>()?;
         restore_weights(model, &w0)?;
 
-        type Computed = (Vec<(usize, Tensor)>, Vec<(Mat<f64>, Mat<f64>)>, D4sTerms, Vec<super::TargetSummary>);
+        type Computed = (
+            Vec<(usize, Tensor)>,
+            Vec<(Mat<f64>, Mat<f64>)>,
+            D4sTerms,
+            Vec<super::TargetSummary>,
+        );
         let computed = (|| -> Result<Computed> {
             cx.ctl.report(Progress::Phase(Phase::Target));
-            let targets = residual_targets(model, requests, &templates.flat(), z_layer, &TargetParams::from_hparams(&self.hp), &cx.ctl)?;
+            let targets = residual_targets(
+                model,
+                requests,
+                &templates.flat(),
+                z_layer,
+                &TargetParams::from_hparams(&self.hp),
+                &cx.ctl,
+            )?;
             let z: Vec<Vec<f64>> = targets.iter().map(|t| t.sites[0].target()).collect();
             let h0 = bare_activations(model, requests, &[(z_layer, Site::BlockOut)])?.remove(0);
             timings.target += timer.lap();
@@ -162,9 +206,17 @@ impl Editor for D4s {
                 cx.ctl.check()?;
                 cx.ctl.report(Progress::Phase(Phase::Keys));
                 // Keys see the lower layers already at W0 + Δ^(t) (order matters).
-                let keys = request_keys(model, requests, &templates, &[layer], KeyAverage::GroupMeans)?;
+                let keys = request_keys(
+                    model,
+                    requests,
+                    &templates,
+                    &[layer],
+                    KeyAverage::GroupMeans,
+                )?;
                 let h = match self.hp.d4s_residual_mode {
-                    ResidualMode::PerLayer if j > 0 => bare_activations(model, requests, &[(z_layer, Site::BlockOut)])?.remove(0),
+                    ResidualMode::PerLayer if j > 0 => {
+                        bare_activations(model, requests, &[(z_layer, Site::BlockOut)])?.remove(0)
+                    }
                     _ => h0.clone(),
                 };
                 for (i, per_layer) in keys.into_iter().enumerate() {
@@ -180,19 +232,30 @@ impl Editor for D4s {
                 sums.push((s, a));
                 timings.solve += timer.lap();
             }
-            Ok((new_weights, sums, terms, targets.iter().map(|t| t.summary()).collect()))
+            Ok((
+                new_weights,
+                sums,
+                terms,
+                targets.iter().map(|t| t.summary()).collect(),
+            ))
         })();
         restore_weights(model, &live)?;
         let (new_weights, sums, terms, summaries) = computed?;
         cx.ctl.report(Progress::Phase(Phase::Apply));
-        let (report, _previous, sha) = commit_updates(model, new_weights, self.hp.max_update_ratio)?;
+        let (report, _previous, sha) =
+            commit_updates(model, new_weights, self.hp.max_update_ratio)?;
         // Only an accepted step enters the history.
         for (j, (s, a)) in sums.into_iter().enumerate() {
             self.s[j] = s;
             self.a[j] = a;
         }
         self.n_edits += requests.len();
-        timings.total = timings.statistics + timings.templates + timings.target + timings.keys + timings.solve + timer.lap();
+        timings.total = timings.statistics
+            + timings.templates
+            + timings.target
+            + timings.keys
+            + timings.solve
+            + timer.lap();
         Ok(EditOutcome {
             method: Method::D4s,
             layers: report,
@@ -205,16 +268,27 @@ impl Editor for D4s {
 
     fn undo(&mut self, model: &mut Model, cx: &mut EditContext, record: &UndoRecord) -> Result<()> {
         let UndoRecord::D4s(terms) = record else {
-            return Err(Error::Input("this undo record does not belong to D4S".into()));
+            return Err(Error::Input(
+                "this undo record does not belong to D4S".into(),
+            ));
         };
         if terms.keys.iter().any(|k| k.len() != self.hp.layers.len()) {
-            return Err(Error::Input("the undo record was made with different layers".into()));
+            return Err(Error::Input(
+                "the undo record was made with different layers".into(),
+            ));
         }
         self.init_state(model);
-        let covs = cx.stats.second_moments(model, &self.hp.layers.clone(), &cx.ctl)?;
+        let covs = cx
+            .stats
+            .second_moments(model, &self.hp.layers.clone(), &cx.ctl)?;
         self.accumulate(terms, -1.0);
         let weights: Result<Vec<(usize, Tensor)>> = (0..self.hp.layers.len())
-            .map(|j| Ok((self.hp.layers[j], self.weight_for(model, j, &self.s[j], &self.a[j], &covs[j], &cx.ctl)?)))
+            .map(|j| {
+                Ok((
+                    self.hp.layers[j],
+                    self.weight_for(model, j, &self.s[j], &self.a[j], &covs[j], &cx.ctl)?,
+                ))
+            })
             .collect();
         match weights.and_then(|w| commit_updates(model, w, self.hp.max_update_ratio)) {
             Ok(_) => {
@@ -232,19 +306,31 @@ impl Editor for D4s {
 impl D4s {
     /// Re-enters recorded edits into the sums without recomputing them (resume from a journal),
     /// then sets the weights.
-    pub fn restore_history(&mut self, model: &mut Model, cx: &mut EditContext, history: &[D4sTerms]) -> Result<()> {
+    pub fn restore_history(
+        &mut self,
+        model: &mut Model,
+        cx: &mut EditContext,
+        history: &[D4sTerms],
+    ) -> Result<()> {
         let ops: Vec<(D4sTerms, f64)> = history.iter().map(|t| (t.clone(), 1.0)).collect();
         self.restore_signed_history(model, cx, &ops)
     }
 
     /// Like [`D4s::restore_history`], with a sign per entry: `+1` for an applied edit, `−1` for
     /// an undo, in journal order (so the sums come out bit-identical to the original run).
-    pub fn restore_signed_history(&mut self, model: &mut Model, cx: &mut EditContext, ops: &[(D4sTerms, f64)]) -> Result<()> {
+    pub fn restore_signed_history(
+        &mut self,
+        model: &mut Model,
+        cx: &mut EditContext,
+        ops: &[(D4sTerms, f64)],
+    ) -> Result<()> {
         self.hp.validate(&model.config)?;
         self.init_state(model);
         for (t, _) in ops {
             if t.keys.iter().any(|k| k.len() != self.hp.layers.len()) {
-                return Err(Error::Input("a recorded D4S edit was made with different layers".into()));
+                return Err(Error::Input(
+                    "a recorded D4S edit was made with different layers".into(),
+                ));
             }
         }
         for (t, sign) in ops {
@@ -255,9 +341,16 @@ impl D4s {
                 self.n_edits = self.n_edits.saturating_sub(t.keys.len());
             }
         }
-        let covs = cx.stats.second_moments(model, &self.hp.layers.clone(), &cx.ctl)?;
+        let covs = cx
+            .stats
+            .second_moments(model, &self.hp.layers.clone(), &cx.ctl)?;
         let weights = (0..self.hp.layers.len())
-            .map(|j| Ok((self.hp.layers[j], self.weight_for(model, j, &self.s[j], &self.a[j], &covs[j], &cx.ctl)?)))
+            .map(|j| {
+                Ok((
+                    self.hp.layers[j],
+                    self.weight_for(model, j, &self.s[j], &self.a[j], &covs[j], &cx.ctl)?,
+                ))
+            })
             .collect::<Result<Vec<_>>>()?;
         commit_updates(model, weights, self.hp.max_update_ratio)?;
         Ok(())

@@ -14,7 +14,10 @@ use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 
 use super::hparams::FtObjective;
 use super::request::target_ids;
-use super::{commit_updates, restore_weights, EditContext, EditOutcome, EditRequest, Editor, HParams, Method, Phase, Progress, Stopwatch, TargetSummary, Timings, UndoRecord};
+use super::{
+    commit_updates, restore_weights, EditContext, EditOutcome, EditRequest, Editor, HParams,
+    Method, Phase, Progress, Stopwatch, TargetSummary, Timings, UndoRecord,
+};
 use crate::error::{Error, Result};
 use crate::model::generate::target_logprobs;
 use crate::model::{Forward, Input, Logits, Model, Site};
@@ -37,7 +40,12 @@ struct Batch {
     targets: Vec<u32>,
 }
 
-fn prepare(model: &Model, layer: usize, requests: &[EditRequest], objective: FtObjective) -> Result<Batch> {
+fn prepare(
+    model: &Model,
+    layer: usize,
+    requests: &[EditRequest],
+    objective: FtObjective,
+) -> Result<Batch> {
     let mut rows = Vec::new();
     let mut at = Vec::new();
     let mut targets = Vec::new();
@@ -45,7 +53,10 @@ fn prepare(model: &Model, layer: usize, requests: &[EditRequest], objective: FtO
         let prompt = model.encode(&req.filled_prompt())?;
         let tgt = target_ids(model, &req.target)?;
         if prompt.is_empty() {
-            return Err(Error::Input(format!("the prompt of {:?} tokenizes to nothing", req.describe())));
+            return Err(Error::Input(format!(
+                "the prompt of {:?} tokenizes to nothing",
+                req.describe()
+            )));
         }
         match objective {
             FtObjective::PromptLast => {
@@ -73,20 +84,38 @@ fn prepare(model: &Model, layer: usize, requests: &[EditRequest], objective: FtO
         model
             .forward(
                 Input::Tokens(&rows),
-                &Forward { end_layer: Some(layer), captures: vec![(layer - 1, Site::BlockOut)], ..Default::default() },
+                &Forward {
+                    end_layer: Some(layer),
+                    captures: vec![(layer - 1, Site::BlockOut)],
+                    ..Default::default()
+                },
             )?
             .capture(layer - 1, Site::BlockOut)?
             .clone()
     };
-    Ok(Batch { hidden, lens, at, targets })
+    Ok(Batch {
+        hidden,
+        lens,
+        at,
+        targets,
+    })
 }
 
 fn batch_loss(model: &Model, layer: usize, b: &Batch) -> Result<Tensor> {
     let out = model.forward(
-        Input::Hidden { hidden: b.hidden.clone(), lens: b.lens.clone() },
-        &Forward { start_layer: layer, logits: Logits::At(b.at.clone()), ..Default::default() },
+        Input::Hidden {
+            hidden: b.hidden.clone(),
+            lens: b.lens.clone(),
+        },
+        &Forward {
+            start_layer: layer,
+            logits: Logits::At(b.at.clone()),
+            ..Default::default()
+        },
     )?;
-    Ok(target_logprobs(out.logits()?, &b.targets)?.mean_all()?.neg()?)
+    Ok(target_logprobs(out.logits()?, &b.targets)?
+        .mean_all()?
+        .neg()?)
 }
 
 impl Editor for FineTune {
@@ -98,7 +127,12 @@ impl Editor for FineTune {
         &self.hp
     }
 
-    fn apply(&mut self, model: &mut Model, cx: &mut EditContext, requests: &[EditRequest]) -> Result<EditOutcome> {
+    fn apply(
+        &mut self,
+        model: &mut Model,
+        cx: &mut EditContext,
+        requests: &[EditRequest],
+    ) -> Result<EditOutcome> {
         self.hp.validate(&model.config)?;
         for r in requests {
             r.validate()?;
@@ -114,7 +148,14 @@ impl Editor for FineTune {
         let w_start = model.edit_weight(layer)?.clone();
         let w0 = model.original_edit_weight(layer)?.clone();
         let var = Var::from_tensor(&w_start)?;
-        let mut adam = AdamW::new(vec![var.clone()], ParamsAdamW { lr: self.hp.lr, weight_decay: 0.0, ..Default::default() })?;
+        let mut adam = AdamW::new(
+            vec![var.clone()],
+            ParamsAdamW {
+                lr: self.hp.lr,
+                weight_decay: 0.0,
+                ..Default::default()
+            },
+        )?;
         model.set_edit_weight(layer, var.as_tensor().clone())?;
         let mut first = f64::NAN;
         let mut last = f64::NAN;
@@ -127,7 +168,9 @@ impl Editor for FineTune {
                     let mut loss = batch_loss(model, layer, b)?;
                     let value = loss.to_scalar::<f32>()? as f64;
                     if !value.is_finite() {
-                        return Err(Error::Numeric(format!("fine-tuning diverged (loss {value})")));
+                        return Err(Error::Numeric(format!(
+                            "fine-tuning diverged (loss {value})"
+                        )));
                     }
                     if first.is_nan() {
                         first = value;
@@ -138,7 +181,8 @@ impl Editor for FineTune {
                     }
                     if self.hp.weight_decay > 0.0 {
                         // Adam's L2 term: gradient + wd · W.
-                        loss = (loss + (var.as_tensor().sqr()?.sum_all()? * (0.5 * self.hp.weight_decay))?)?;
+                        loss = (loss
+                            + (var.as_tensor().sqr()?.sum_all()? * (0.5 * self.hp.weight_decay))?)?;
                     }
                     let grads = loss.backward()?;
                     adam.step(&grads)?;
@@ -149,7 +193,12 @@ impl Editor for FineTune {
                 }
                 last = total / batches.len() as f64;
                 steps = epoch + 1;
-                cx.ctl.report(Progress::TargetStep { step: epoch, of: self.hp.num_steps, loss: last, prob: (-last).exp() });
+                cx.ctl.report(Progress::TargetStep {
+                    step: epoch,
+                    of: self.hp.num_steps,
+                    loss: last,
+                    prob: (-last).exp(),
+                });
                 if last < 1e-2 {
                     break;
                 }
@@ -161,22 +210,35 @@ impl Editor for FineTune {
         trained?;
         timings.target = timer.lap();
         cx.ctl.report(Progress::Phase(Phase::Apply));
-        let (report, previous, sha) = commit_updates(model, vec![(layer, w_new)], self.hp.max_update_ratio)?;
+        let (report, previous, sha) =
+            commit_updates(model, vec![(layer, w_new)], self.hp.max_update_ratio)?;
         timings.total = timings.target + timer.lap();
         Ok(EditOutcome {
             method: self.hp.method,
             layers: report,
-            targets: vec![TargetSummary { prob_initial: (-first).exp(), prob_final: (-last).exp(), loss: last, steps }],
+            targets: vec![TargetSummary {
+                prob_initial: (-first).exp(),
+                prob_final: (-last).exp(),
+                loss: last,
+                steps,
+            }],
             timings,
             weights_sha256: sha,
             undo: UndoRecord::Weights(previous),
         })
     }
 
-    fn undo(&mut self, model: &mut Model, _cx: &mut EditContext, record: &UndoRecord) -> Result<()> {
+    fn undo(
+        &mut self,
+        model: &mut Model,
+        _cx: &mut EditContext,
+        record: &UndoRecord,
+    ) -> Result<()> {
         match record {
             UndoRecord::Weights(w) => restore_weights(model, w),
-            _ => Err(Error::Input("this undo record does not belong to fine-tuning".into())),
+            _ => Err(Error::Input(
+                "this undo record does not belong to fine-tuning".into(),
+            )),
         }
     }
 }

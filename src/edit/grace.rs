@@ -20,7 +20,10 @@ use rand_chacha::ChaCha8Rng;
 use super::keys::activations_at;
 use super::request::target_ids;
 use super::target::{optimize, Lookup, OptimOptions, SiteSpec, TargetParams, TargetProblem};
-use super::{EditContext, EditOutcome, EditRequest, Editor, HParams, LayerDelta, Method, Phase, Progress, Stopwatch, Timings, UndoRecord};
+use super::{
+    EditContext, EditOutcome, EditRequest, Editor, HParams, LayerDelta, Method, Phase, Progress,
+    Stopwatch, Timings, UndoRecord,
+};
 use crate::error::{Error, Result};
 use crate::model::{MlpAdaptor, Model, Site};
 
@@ -43,7 +46,9 @@ impl Codebook {
     }
 
     pub fn bytes(&self) -> usize {
-        4 * (self.keys.iter().map(Vec::len).sum::<usize>() + self.values.iter().map(Vec::len).sum::<usize>() + self.radii.len())
+        4 * (self.keys.iter().map(Vec::len).sum::<usize>()
+            + self.values.iter().map(Vec::len).sum::<usize>()
+            + self.radii.len())
     }
 
     /// Nearest entry and its distance.
@@ -51,7 +56,16 @@ impl Codebook {
         self.keys
             .iter()
             .enumerate()
-            .map(|(i, k)| (i, k.iter().zip(q).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>().sqrt() as f32))
+            .map(|(i, k)| {
+                (
+                    i,
+                    k.iter()
+                        .zip(q)
+                        .map(|(a, b)| ((a - b) as f64).powi(2))
+                        .sum::<f64>()
+                        .sqrt() as f32,
+                )
+            })
             .min_by(|a, b| a.1.total_cmp(&b.1))
     }
 }
@@ -106,7 +120,11 @@ pub struct Grace {
 impl Grace {
     pub fn new(hp: HParams) -> Self {
         let rng = ChaCha8Rng::seed_from_u64(hp.seed);
-        Self { hp, codebook: Codebook::default(), rng }
+        Self {
+            hp,
+            codebook: Codebook::default(),
+            rng,
+        }
     }
 
     pub fn codebook(&self) -> &Codebook {
@@ -115,19 +133,35 @@ impl Grace {
 
     fn install(&self, model: &mut Model) -> Result<()> {
         let layer = self.hp.layers[0];
-        let adaptor: Option<Arc<dyn MlpAdaptor>> = if self.codebook.is_empty() { None } else { Some(Arc::new(self.codebook.clone())) };
+        let adaptor: Option<Arc<dyn MlpAdaptor>> = if self.codebook.is_empty() {
+            None
+        } else {
+            Some(Arc::new(self.codebook.clone()))
+        };
         model.set_adaptor(layer, adaptor)
     }
 
     /// Adds or updates the entry for one request; returns its index and the target summary.
-    fn edit_one(&mut self, model: &mut Model, cx: &EditContext, req: &EditRequest) -> Result<super::TargetSummary> {
+    fn edit_one(
+        &mut self,
+        model: &mut Model,
+        cx: &EditContext,
+        req: &EditRequest,
+    ) -> Result<super::TargetSummary> {
         let layer = self.hp.layers[0];
         let prompt = model.encode(&req.filled_prompt())?;
         if prompt.is_empty() {
-            return Err(Error::Input(format!("the prompt of {:?} tokenizes to nothing", req.describe())));
+            return Err(Error::Input(format!(
+                "the prompt of {:?} tokenizes to nothing",
+                req.describe()
+            )));
         }
         let last = prompt.len() - 1;
-        let acts = activations_at(model, &[(prompt.clone(), last)], &[(layer, Site::Key), (layer, Site::MlpOut)])?;
+        let acts = activations_at(
+            model,
+            &[(prompt.clone(), last)],
+            &[(layer, Site::Key), (layer, Site::MlpOut)],
+        )?;
         let q: Vec<f32> = acts[0][0].iter().map(|&x| x as f32).collect();
         let label = req.target.trim().to_string();
         let eps = self.hp.eps as f32;
@@ -153,14 +187,23 @@ impl Grace {
         };
         // Train the value: δ at the MLP output of the last prompt token, starting from v − m.
         let m_orig = &acts[1][0];
-        let init: Vec<f32> = self.codebook.values[e].iter().zip(m_orig).map(|(v, m)| v - *m as f32).collect();
+        let init: Vec<f32> = self.codebook.values[e]
+            .iter()
+            .zip(m_orig)
+            .map(|(v, m)| v - *m as f32)
+            .collect();
         let problem = TargetProblem::for_request(
             model,
             req,
             &["{}".to_string()],
             Lookup::PromptLast,
             layer,
-            vec![SiteSpec { site: Site::MlpOut, reference: Site::MlpOut, init: Some(init), regularized: false }],
+            vec![SiteSpec {
+                site: Site::MlpOut,
+                reference: Site::MlpOut,
+                init: Some(init),
+                regularized: false,
+            }],
             false,
         )?;
         let params = TargetParams {
@@ -182,7 +225,9 @@ impl Grace {
         let res = res?;
         let value: Vec<f32> = res.sites[0].target().iter().map(|&x| x as f32).collect();
         if value.iter().any(|x| !x.is_finite()) {
-            return Err(Error::Rejected("the trained GRACE value is not finite; the codebook is unchanged".into()));
+            return Err(Error::Rejected(
+                "the trained GRACE value is not finite; the codebook is unchanged".into(),
+            ));
         }
         self.codebook.values[e] = value;
         let _ = target_ids(model, &req.target)?;
@@ -212,7 +257,12 @@ impl Editor for Grace {
         self.codebook.bytes()
     }
 
-    fn apply(&mut self, model: &mut Model, cx: &mut EditContext, requests: &[EditRequest]) -> Result<EditOutcome> {
+    fn apply(
+        &mut self,
+        model: &mut Model,
+        cx: &mut EditContext,
+        requests: &[EditRequest],
+    ) -> Result<EditOutcome> {
         self.hp.validate(&model.config)?;
         for r in requests {
             r.validate()?;
@@ -236,20 +286,37 @@ impl Editor for Grace {
         cx.ctl.report(Progress::Phase(Phase::Apply));
         self.install(model)?;
         let target = timer.lap();
-        let bytes: Vec<u8> = self.codebook.values.iter().flatten().flat_map(|x| x.to_le_bytes()).collect();
+        let bytes: Vec<u8> = self
+            .codebook
+            .values
+            .iter()
+            .flatten()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
         Ok(EditOutcome {
             method: Method::Grace,
             layers: Vec::<LayerDelta>::new(),
             targets: summaries,
-            timings: Timings { target, total: target, ..Default::default() },
+            timings: Timings {
+                target,
+                total: target,
+                ..Default::default()
+            },
             weights_sha256: crate::util::sha256_hex(&bytes),
             undo: UndoRecord::Grace(before),
         })
     }
 
-    fn undo(&mut self, model: &mut Model, _cx: &mut EditContext, record: &UndoRecord) -> Result<()> {
+    fn undo(
+        &mut self,
+        model: &mut Model,
+        _cx: &mut EditContext,
+        record: &UndoRecord,
+    ) -> Result<()> {
         let UndoRecord::Grace(book) = record else {
-            return Err(Error::Input("this undo record does not belong to GRACE".into()));
+            return Err(Error::Input(
+                "this undo record does not belong to GRACE".into(),
+            ));
         };
         self.codebook = book.clone();
         self.install(model)

@@ -136,10 +136,20 @@ impl HParams {
             Arch::Gptj => (28, (3, 8), 5, 21, 25),
         };
         // The default model (30 layers) uses the settings of the reference runs beside the fixtures.
-        let at = |l: usize| if n == ref_n || (cfg.arch == Arch::Llama && n == 30) { l.min(n - 1) } else { scale(l, ref_n, n) };
+        let at = |l: usize| {
+            if n == ref_n || (cfg.arch == Arch::Llama && n == 30) {
+                l.min(n - 1)
+            } else {
+                scale(l, ref_n, n)
+            }
+        };
         let memit_layers = {
             let (a, b) = (at(memit.0), at(memit.1));
-            if b > a { span(a, b) } else { vec![a] }
+            if b > a {
+                span(a, b)
+            } else {
+                vec![a]
+            }
         };
         let mut hp = HParams {
             method,
@@ -203,7 +213,11 @@ impl HParams {
             }
             Method::FtL | Method::FtM => {
                 hp.layers = vec![at(ft)];
-                hp.objective = if method == Method::FtL { FtObjective::PromptLast } else { FtObjective::TargetNew };
+                hp.objective = if method == Method::FtL {
+                    FtObjective::PromptLast
+                } else {
+                    FtObjective::TargetNew
+                };
                 hp.norm_constraint = (cfg.arch == Arch::Gpt2).then_some(5e-4);
                 hp.batch_size = if cfg.arch == Arch::Gpt2 { 3 } else { 1 };
             }
@@ -227,14 +241,28 @@ impl HParams {
             return bad("`layers` is empty".into());
         }
         if let Some(&l) = self.layers.iter().find(|&&l| l >= cfg.n_layers) {
-            return bad(format!("layer {l} does not exist (the model has {} layers, 0..{})", cfg.n_layers, cfg.n_layers - 1));
+            return bad(format!(
+                "layer {l} does not exist (the model has {} layers, 0..{})",
+                cfg.n_layers,
+                cfg.n_layers - 1
+            ));
         }
         if self.layers.windows(2).any(|w| w[0] >= w[1]) {
-            return bad(format!("`layers` must be strictly increasing, got {:?}", self.layers));
+            return bad(format!(
+                "`layers` must be strictly increasing, got {:?}",
+                self.layers
+            ));
         }
-        let single = matches!(self.method, Method::Rome | Method::FtL | Method::FtM | Method::Grace);
+        let single = matches!(
+            self.method,
+            Method::Rome | Method::FtL | Method::FtM | Method::Grace
+        );
         if single && self.layers.len() != 1 {
-            return bad(format!("{} edits exactly one layer, got {:?}", self.method.label(), self.layers));
+            return bad(format!(
+                "{} edits exactly one layer, got {:?}",
+                self.method.label(),
+                self.layers
+            ));
         }
         let positive = [
             ("v_lr", self.v_lr),
@@ -262,12 +290,18 @@ impl HParams {
                 return bad(format!("`{name}` must be a non-negative number, got {v}"));
             }
         }
-        if self.v_num_grad_steps == 0 || self.num_steps == 0 || self.n_iter == 0 || self.batch_size == 0 {
+        if self.v_num_grad_steps == 0
+            || self.num_steps == 0
+            || self.n_iter == 0
+            || self.batch_size == 0
+        {
             return bad("step counts and the batch size must be at least 1".into());
         }
         if let Some(t) = &self.context_templates {
             if let Some(bad_t) = t.iter().find(|t| t.matches("{}").count() != 1) {
-                return bad(format!("context template {bad_t:?} must contain exactly one {{}}"));
+                return bad(format!(
+                    "context template {bad_t:?} must contain exactly one {{}}"
+                ));
             }
         }
         Ok(())
@@ -292,30 +326,42 @@ impl HParams {
         for (k, v) in patch {
             obj.insert(k, v);
         }
-        serde_json::from_value(base).map_err(|e| Error::Input(format!("hyperparameters from {source}: {e}")))
+        serde_json::from_value(base)
+            .map_err(|e| Error::Input(format!("hyperparameters from {source}: {e}")))
     }
 
     /// Loads a hyperparameter file on top of `self` (the method's defaults): our TOML or JSON
     /// (same field names as this struct), or an EasyEdit YAML.
     pub fn load_file(self, path: &Path, cfg: &ModelConfig) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
         let at = |e: String| Error::bad_file(path, e);
         let hp = match ext.as_str() {
             "toml" => {
-                let v: toml::Value = toml::from_str(&text).map_err(|e| at(format!("invalid TOML: {e}")))?;
+                let v: toml::Value =
+                    toml::from_str(&text).map_err(|e| at(format!("invalid TOML: {e}")))?;
                 let v = serde_json::to_value(v).map_err(|e| at(e.to_string()))?;
                 self.merge_file(v, path)?
             }
             "json" => {
-                let v: Value = serde_json::from_str(&text).map_err(|e| at(format!("invalid JSON: {e}")))?;
+                let v: Value =
+                    serde_json::from_str(&text).map_err(|e| at(format!("invalid JSON: {e}")))?;
                 self.merge_file(v, path)?
             }
             "yaml" | "yml" => {
-                let v: Value = serde_yaml_ng::from_str(&text).map_err(|e| at(format!("invalid YAML: {e}")))?;
+                let v: Value =
+                    serde_yaml_ng::from_str(&text).map_err(|e| at(format!("invalid YAML: {e}")))?;
                 self.from_easyedit(v, cfg).map_err(|e| at(e.to_string()))?
             }
-            other => return Err(at(format!("unknown hyperparameter file type {other:?} (use .toml, .json or .yaml)"))),
+            other => {
+                return Err(at(format!(
+                    "unknown hyperparameter file type {other:?} (use .toml, .json or .yaml)"
+                )))
+            }
         };
         hp.validate(cfg).map_err(|e| at(e.to_string()))?;
         Ok(hp)
@@ -330,7 +376,11 @@ impl HParams {
         if hp.method != method {
             return Err(Error::bad_file(
                 path,
-                format!("the file is for {}, but the method is {}", hp.method.label(), method.label()),
+                format!(
+                    "the file is for {}, but the method is {}",
+                    hp.method.label(),
+                    method.label()
+                ),
             ));
         }
         Ok(hp)
@@ -359,7 +409,9 @@ impl HParams {
         let int = |k: &str, v: &Value| -> Result<Value> {
             let x = num(k, v)?.as_f64().unwrap_or(-1.0);
             if x < 0.0 || x.fract() != 0.0 {
-                return Err(Error::Input(format!("`{k}`: expected a non-negative integer")));
+                return Err(Error::Input(format!(
+                    "`{k}`: expected a non-negative integer"
+                )));
             }
             Ok(serde_json::json!(x as u64))
         };
@@ -382,15 +434,29 @@ impl HParams {
                     }
                 }
                 "layers" => {
-                    let arr = v.as_array().ok_or_else(|| Error::Input("`layers` must be a list".into()))?;
-                    let layers = arr.iter().map(|x| int("layers", x)).collect::<Result<Vec<_>>>()?;
+                    let arr = v
+                        .as_array()
+                        .ok_or_else(|| Error::Input("`layers` must be a list".into()))?;
+                    let layers = arr
+                        .iter()
+                        .map(|x| int("layers", x))
+                        .collect::<Result<Vec<_>>>()?;
                     patch.insert("layers".into(), Value::Array(layers));
                 }
                 "v_num_grad_steps" | "num_steps" | "n_iter" | "batch_size" => {
                     patch.insert(k.clone(), int(&k, &v)?);
                 }
-                "v_lr" | "v_weight_decay" | "clamp_norm_factor" | "kl_factor" | "mom2_update_weight" | "lr"
-                | "weight_decay" | "nullspace_threshold" | "edit_lr" | "eps" | "nll_loss_factor" => {
+                "v_lr"
+                | "v_weight_decay"
+                | "clamp_norm_factor"
+                | "kl_factor"
+                | "mom2_update_weight"
+                | "lr"
+                | "weight_decay"
+                | "nullspace_threshold"
+                | "edit_lr"
+                | "eps"
+                | "nll_loss_factor" => {
                     patch.insert(k.clone(), num(&k, &v)?);
                 }
                 "L2" => {
@@ -402,7 +468,11 @@ impl HParams {
                 "norm_constraint" => {
                     let c = match &v {
                         Value::Bool(false) | Value::Null => Value::Null,
-                        Value::Bool(true) => return Err(Error::Input("`norm_constraint: true` needs a number".into())),
+                        Value::Bool(true) => {
+                            return Err(Error::Input(
+                                "`norm_constraint: true` needs a number".into(),
+                            ))
+                        }
                         other => num(&k, other)?,
                     };
                     patch.insert(k.clone(), c);
@@ -411,18 +481,33 @@ impl HParams {
                     let o = match v.as_str().unwrap_or("") {
                         "prompt_last" => FtObjective::PromptLast,
                         "target_new" => FtObjective::TargetNew,
-                        other => return Err(Error::Input(format!("objective_optimization {other:?} is not supported"))),
+                        other => {
+                            return Err(Error::Input(format!(
+                                "objective_optimization {other:?} is not supported"
+                            )))
+                        }
                     };
-                    let expected = if method == Method::FtM { FtObjective::TargetNew } else { FtObjective::PromptLast };
+                    let expected = if method == Method::FtM {
+                        FtObjective::TargetNew
+                    } else {
+                        FtObjective::PromptLast
+                    };
                     if matches!(method, Method::FtL | Method::FtM) && o != expected {
                         return Err(Error::Input(format!(
                             "objective_optimization {:?} belongs to {}, not {}",
                             v.as_str().unwrap_or(""),
-                            if o == FtObjective::TargetNew { "FT-M" } else { "FT-L" },
+                            if o == FtObjective::TargetNew {
+                                "FT-M"
+                            } else {
+                                "FT-L"
+                            },
                             method.label()
                         )));
                     }
-                    patch.insert("objective".into(), serde_json::to_value(o).expect("serializable"));
+                    patch.insert(
+                        "objective".into(),
+                        serde_json::to_value(o).expect("serializable"),
+                    );
                 }
                 "context_template_length_params" => {
                     patch.insert(k.clone(), v.clone());
@@ -436,10 +521,10 @@ impl HParams {
                         )));
                     }
                 }
-                "fact_token" => {
-                    if v.as_str() != Some("subject_last") {
-                        return Err(Error::Input(format!("fact_token {v} is not supported (only subject_last)")));
-                    }
+                "fact_token" if v.as_str() != Some("subject_last") => {
+                    return Err(Error::Input(format!(
+                        "fact_token {v} is not supported (only subject_last)"
+                    )));
                 }
                 "rewrite_module_tmp" => {
                     let ours = cfg.arch.edit_module_template();
@@ -452,17 +537,21 @@ impl HParams {
                 }
                 "inner_params" => {
                     // GRACE: `model.layers[27].mlp.down_proj.weight` → layer 27.
-                    let s = v.as_array().and_then(|a| a.first()).and_then(Value::as_str).unwrap_or("");
+                    let s = v
+                        .as_array()
+                        .and_then(|a| a.first())
+                        .and_then(Value::as_str)
+                        .unwrap_or("");
                     let layer = s
                         .split(['[', ']', '.'])
                         .find_map(|p| p.parse::<u64>().ok())
-                        .ok_or_else(|| Error::Input(format!("cannot read a layer from inner_params {s:?}")))?;
+                        .ok_or_else(|| {
+                            Error::Input(format!("cannot read a layer from inner_params {s:?}"))
+                        })?;
                     patch.insert("layers".into(), serde_json::json!([layer]));
                 }
-                "mom2_dtype" => {
-                    if v.as_str().is_some_and(|d| d != "float32" && d != "float64") {
-                        return Err(Error::Input(format!("mom2_dtype {v} is not supported")));
-                    }
+                "mom2_dtype" if v.as_str().is_some_and(|d| d != "float32" && d != "float64") => {
+                    return Err(Error::Input(format!("mom2_dtype {v} is not supported")));
                 }
                 // Paths, devices, model names, module names we resolve ourselves, and the
                 // statistics corpus (set with --stats-corpus / --stats-tokens here).
@@ -493,17 +582,25 @@ mod tests {
         assert_eq!(m.mom2_update_weight, (15000.0f64 * 96.0 / 11008.0).round());
         let mut smollm = c.clone();
         smollm.d_ff = 1536;
-        assert_eq!(HParams::defaults(Method::D4s, &smollm).mom2_update_weight, 4000.0);
+        assert_eq!(
+            HParams::defaults(Method::D4s, &smollm).mom2_update_weight,
+            4000.0
+        );
         let mut llama7b = c.clone();
         llama7b.d_ff = 11008;
         llama7b.n_layers = 32;
-        assert_eq!(HParams::defaults(Method::D4s, &llama7b).mom2_update_weight, 15000.0);
+        assert_eq!(
+            HParams::defaults(Method::D4s, &llama7b).mom2_update_weight,
+            15000.0
+        );
         let r = HParams::defaults(Method::Rome, &c);
         assert_eq!(r.layers, vec![5]);
         assert!(!r.mom2_adjustment);
         for method in Method::ALL {
             HParams::defaults(method, &c).validate(&c).unwrap();
-            HParams::defaults(method, &tiny_config(Arch::Gpt2)).validate(&tiny_config(Arch::Gpt2)).unwrap();
+            HParams::defaults(method, &tiny_config(Arch::Gpt2))
+                .validate(&tiny_config(Arch::Gpt2))
+                .unwrap();
         }
     }
 
@@ -513,7 +610,9 @@ mod tests {
         let yaml = "alg_name: MEMIT\nlayers: [4, 5, 6]\nv_lr: 5e-1\nv_loss_layer: 29\nmom2_update_weight: 20000\n\
                     rewrite_module_tmp: model.layers.{}.mlp.down_proj\nstats_dir: ./stats\nfact_token: subject_last\n";
         let v: Value = serde_yaml_ng::from_str(yaml).unwrap();
-        let hp = HParams::defaults(Method::Memit, &c).from_easyedit(v, &c).unwrap();
+        let hp = HParams::defaults(Method::Memit, &c)
+            .from_easyedit(v, &c)
+            .unwrap();
         assert_eq!(hp.layers, vec![4, 5, 6]);
         assert_eq!(hp.v_lr, 0.5);
         assert_eq!(hp.mom2_update_weight, 20000.0);
@@ -521,11 +620,17 @@ mod tests {
         for (yaml, needle) in [
             ("alg_name: ROME\n", "ROME"),
             ("v_loss_layer: 12\n", "v_loss_layer"),
-            ("rewrite_module_tmp: transformer.h.{}.mlp.c_proj\n", "rewrite_module_tmp"),
+            (
+                "rewrite_module_tmp: transformer.h.{}.mlp.c_proj\n",
+                "rewrite_module_tmp",
+            ),
             ("v_lr: fast\n", "v_lr"),
         ] {
             let v: Value = serde_yaml_ng::from_str(yaml).unwrap();
-            let e = HParams::defaults(Method::Memit, &c).from_easyedit(v, &c).unwrap_err().to_string();
+            let e = HParams::defaults(Method::Memit, &c)
+                .from_easyedit(v, &c)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(needle), "{yaml}: {e}");
         }
     }
@@ -533,12 +638,20 @@ mod tests {
     #[test]
     fn overrides_and_validation() {
         let c = smollm_like();
-        let hp = HParams::defaults(Method::D4s, &c).with_overrides(&["layers=[3,4]".into(), "v_lr=0.2".into()]).unwrap();
+        let hp = HParams::defaults(Method::D4s, &c)
+            .with_overrides(&["layers=[3,4]".into(), "v_lr=0.2".into()])
+            .unwrap();
         assert_eq!(hp.layers, vec![3, 4]);
-        assert!(HParams::defaults(Method::D4s, &c).with_overrides(&["nope=1".into()]).is_err());
+        assert!(HParams::defaults(Method::D4s, &c)
+            .with_overrides(&["nope=1".into()])
+            .is_err());
         let mut bad = hp.clone();
         bad.layers = vec![31];
-        assert!(bad.validate(&c).unwrap_err().to_string().contains("does not exist"));
+        assert!(bad
+            .validate(&c)
+            .unwrap_err()
+            .to_string()
+            .contains("does not exist"));
         bad.layers = vec![5, 4];
         assert!(bad.validate(&c).is_err());
         let mut rome = HParams::defaults(Method::Rome, &c);

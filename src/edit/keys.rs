@@ -30,7 +30,11 @@ pub fn activations_at(
     let mut out = vec![Vec::with_capacity(prompts.len()); points.len()];
     for chunk in prompts.chunks(CHUNK) {
         let rows: Vec<Vec<u32>> = chunk.iter().map(|(ids, _)| ids.clone()).collect();
-        let at: Vec<(usize, usize)> = chunk.iter().enumerate().map(|(r, &(_, p))| (r, p)).collect();
+        let at: Vec<(usize, usize)> = chunk
+            .iter()
+            .enumerate()
+            .map(|(r, &(_, p))| (r, p))
+            .collect();
         let res = model.forward(
             Input::Tokens(&rows),
             &Forward {
@@ -42,7 +46,10 @@ pub fn activations_at(
         for (k, &(l, site)) in points.iter().enumerate() {
             let picked = Model::gather_rows(res.capture(l, site)?, &at)?;
             let m: Vec<Vec<f32>> = picked.to_dtype(candle_core::DType::F32)?.to_vec2()?;
-            out[k].extend(m.into_iter().map(|v| v.into_iter().map(f64::from).collect()));
+            out[k].extend(
+                m.into_iter()
+                    .map(|v| v.into_iter().map(f64::from).collect()),
+            );
         }
     }
     Ok(out)
@@ -113,7 +120,11 @@ fn mean<'a>(rows: impl Iterator<Item = &'a Vec<f64>>) -> Vec<f64> {
 }
 
 /// The activation at the subject's last token of each request's bare prompt.
-pub fn bare_activations(model: &Model, requests: &[EditRequest], points: &[(usize, Site)]) -> Result<Vec<Vec<Vec<f64>>>> {
+pub fn bare_activations(
+    model: &Model,
+    requests: &[EditRequest],
+    points: &[(usize, Site)],
+) -> Result<Vec<Vec<Vec<f64>>>> {
     let mut prompts = Vec::new();
     for r in requests {
         let p = tokenize_with_subject(model, "{}", &r.template(), &r.subject)?;

@@ -51,7 +51,11 @@ pub fn solve_spd_right(b: MatRef<'_, f64>, m: MatRef<'_, f64>) -> Result<Mat<f64
 /// [`solve_spd_right`] that survives an ill-conditioned `M` (e.g. a covariance from too few
 /// tokens): when the Cholesky factorization fails it adds the smallest ridge `ε·mean(diag)·I`
 /// (ε = 1e-10, 1e-8, …, 1e-2) that makes it succeed and says so through `warn`.
-pub fn solve_spd_right_regularized(b: MatRef<'_, f64>, m: MatRef<'_, f64>, warn: &dyn Fn(String)) -> Result<Mat<f64>> {
+pub fn solve_spd_right_regularized(
+    b: MatRef<'_, f64>,
+    m: MatRef<'_, f64>,
+    warn: &dyn Fn(String),
+) -> Result<Mat<f64>> {
     if let Ok(x) = solve_spd_right(b, m) {
         if all_finite(x.as_ref()) {
             return Ok(x);
@@ -145,7 +149,13 @@ mod tests {
 
     #[test]
     fn spd_solve_and_eigen() {
-        let a = Mat::from_fn(4, 4, |i, j| if i == j { 4.0 } else { 1.0 / (1.0 + (i + j) as f64) });
+        let a = Mat::from_fn(4, 4, |i, j| {
+            if i == j {
+                4.0
+            } else {
+                1.0 / (1.0 + (i + j) as f64)
+            }
+        });
         let b = Mat::from_fn(2, 4, |i, j| (i * 4 + j) as f64);
         let x = solve_spd_right(b.as_ref(), a.as_ref()).unwrap();
         let back = &x * &a;
@@ -165,7 +175,11 @@ mod tests {
         // Singular (rank one): the regularized solve warns and returns a finite answer.
         let singular_psd = Mat::from_fn(3, 3, |_, _| 1.0);
         let warned = std::cell::Cell::new(false);
-        let x = solve_spd_right_regularized(b.as_ref().subcols(0, 3), singular_psd.as_ref(), &|_| warned.set(true)).unwrap();
+        let x =
+            solve_spd_right_regularized(b.as_ref().subcols(0, 3), singular_psd.as_ref(), &|_| {
+                warned.set(true)
+            })
+            .unwrap();
         assert!(warned.get() && all_finite(x.as_ref()));
         let singular = Mat::<f64>::zeros(2, 2);
         assert!(solve_general(singular.as_ref(), Mat::from_fn(2, 1, |_, _| 1.0).as_ref()).is_err());

@@ -16,7 +16,10 @@ use super::keys::{bare_activations, request_keys, KeyAverage};
 use super::linalg::{mat_from_columns, solve_spd_right_regularized, tensor_from_mat};
 use super::target::{residual_targets, TargetParams};
 use super::templates::{self, ContextTemplates};
-use super::{commit_updates, EditControl, restore_weights, EditContext, EditOutcome, EditRequest, Editor, HParams, Method, Phase, Progress, Stopwatch, Timings, UndoRecord};
+use super::{
+    commit_updates, restore_weights, EditContext, EditControl, EditOutcome, EditRequest, Editor,
+    HParams, Method, Phase, Progress, Stopwatch, Timings, UndoRecord,
+};
 use crate::error::{Error, Result};
 use crate::model::{Model, Site};
 
@@ -27,7 +30,10 @@ pub struct Memit {
 
 impl Memit {
     pub fn new(hp: HParams) -> Self {
-        Self { hp, templates: None }
+        Self {
+            hp,
+            templates: None,
+        }
     }
 }
 
@@ -44,8 +50,18 @@ pub fn ridge_gram(a: &Mat<f64>, scale: f64, b: &Mat<f64>) -> Mat<f64> {
 
 /// MEMIT's per-layer closed form `Δ = R Kᵀ (λ C + K Kᵀ)⁻¹`: the minimizer of
 /// `Σ_i ‖Δ k_i − r_i‖² + λ tr(Δ C Δᵀ)` for keys `K: [d_in, n]` and residuals `R: [d_out, n]`.
-pub fn memit_update(r: &Mat<f64>, k: &Mat<f64>, c: &Mat<f64>, lambda: f64, ctl: &EditControl) -> Result<Mat<f64>> {
-    solve_spd_right_regularized((r * k.transpose()).as_ref(), ridge_gram(c, lambda, k).as_ref(), &|w| ctl.warn(w))
+pub fn memit_update(
+    r: &Mat<f64>,
+    k: &Mat<f64>,
+    c: &Mat<f64>,
+    lambda: f64,
+    ctl: &EditControl,
+) -> Result<Mat<f64>> {
+    solve_spd_right_regularized(
+        (r * k.transpose()).as_ref(),
+        ridge_gram(c, lambda, k).as_ref(),
+        &|w| ctl.warn(w),
+    )
 }
 
 impl Editor for Memit {
@@ -57,7 +73,12 @@ impl Editor for Memit {
         &self.hp
     }
 
-    fn apply(&mut self, model: &mut Model, cx: &mut EditContext, requests: &[EditRequest]) -> Result<EditOutcome> {
+    fn apply(
+        &mut self,
+        model: &mut Model,
+        cx: &mut EditContext,
+        requests: &[EditRequest],
+    ) -> Result<EditOutcome> {
         self.hp.validate(&model.config)?;
         for r in requests {
             r.validate()?;
@@ -73,26 +94,52 @@ impl Editor for Memit {
         timings.templates = timer.lap();
 
         cx.ctl.report(Progress::Phase(Phase::Target));
-        let targets = residual_targets(model, requests, &templates.flat(), z_layer, &TargetParams::from_hparams(&self.hp), &cx.ctl)?;
+        let targets = residual_targets(
+            model,
+            requests,
+            &templates.flat(),
+            z_layer,
+            &TargetParams::from_hparams(&self.hp),
+            &cx.ctl,
+        )?;
         let z: Vec<Vec<f64>> = targets.iter().map(|t| t.sites[0].target()).collect();
         timings.target = timer.lap();
 
-        let before: Vec<_> = layers.iter().map(|&l| Ok((l, model.edit_weight(l)?.clone()))).collect::<Result<_>>()?;
+        let before: Vec<_> = layers
+            .iter()
+            .map(|&l| Ok((l, model.edit_weight(l)?.clone())))
+            .collect::<Result<_>>()?;
         let updated = (|| -> Result<Vec<(usize, candle_core::Tensor)>> {
             let mut out = Vec::new();
             for (j, &layer) in layers.iter().enumerate() {
                 cx.ctl.check()?;
                 cx.ctl.report(Progress::Phase(Phase::Keys));
-                let keys = request_keys(model, requests, &templates, &[layer], KeyAverage::GroupMeans)?;
-                let k = mat_from_columns(&keys.iter().map(|per_layer| per_layer[0].clone()).collect::<Vec<_>>());
+                let keys = request_keys(
+                    model,
+                    requests,
+                    &templates,
+                    &[layer],
+                    KeyAverage::GroupMeans,
+                )?;
+                let k = mat_from_columns(
+                    &keys
+                        .iter()
+                        .map(|per_layer| per_layer[0].clone())
+                        .collect::<Vec<_>>(),
+                );
                 let h = bare_activations(model, requests, &[(z_layer, Site::BlockOut)])?.remove(0);
                 let spread = (layers.len() - j) as f64;
-                let r: Vec<Vec<f64>> = z.iter().zip(&h).map(|(z, h)| z.iter().zip(h).map(|(a, b)| (a - b) / spread).collect()).collect();
+                let r: Vec<Vec<f64>> = z
+                    .iter()
+                    .zip(&h)
+                    .map(|(z, h)| z.iter().zip(h).map(|(a, b)| (a - b) / spread).collect())
+                    .collect();
                 let r = mat_from_columns(&r);
                 timings.keys += timer.lap();
                 cx.ctl.report(Progress::Phase(Phase::Solve));
                 let delta = memit_update(&r, &k, &covs[j], self.hp.mom2_update_weight, &cx.ctl)?;
-                let w = (model.edit_weight(layer)? + tensor_from_mat(delta.as_ref(), &model.device)?)?;
+                let w =
+                    (model.edit_weight(layer)? + tensor_from_mat(delta.as_ref(), &model.device)?)?;
                 model.set_edit_weight(layer, w.clone())?;
                 out.push((layer, w));
                 timings.solve += timer.lap();
@@ -102,8 +149,14 @@ impl Editor for Memit {
         restore_weights(model, &before)?;
         let updated = updated?;
         cx.ctl.report(Progress::Phase(Phase::Apply));
-        let (layer_report, previous, sha) = commit_updates(model, updated, self.hp.max_update_ratio)?;
-        timings.total = timings.statistics + timings.templates + timings.target + timings.keys + timings.solve + timer.lap();
+        let (layer_report, previous, sha) =
+            commit_updates(model, updated, self.hp.max_update_ratio)?;
+        timings.total = timings.statistics
+            + timings.templates
+            + timings.target
+            + timings.keys
+            + timings.solve
+            + timer.lap();
         Ok(EditOutcome {
             method: Method::Memit,
             layers: layer_report,
@@ -114,10 +167,17 @@ impl Editor for Memit {
         })
     }
 
-    fn undo(&mut self, model: &mut Model, _cx: &mut EditContext, record: &UndoRecord) -> Result<()> {
+    fn undo(
+        &mut self,
+        model: &mut Model,
+        _cx: &mut EditContext,
+        record: &UndoRecord,
+    ) -> Result<()> {
         match record {
             UndoRecord::Weights(w) => restore_weights(model, w),
-            _ => Err(Error::Input("this undo record does not belong to MEMIT".into())),
+            _ => Err(Error::Input(
+                "this undo record does not belong to MEMIT".into(),
+            )),
         }
     }
 }

@@ -150,9 +150,17 @@ pub enum Phase {
 pub enum Progress {
     Phase(Phase),
     /// One step of a target optimization (`step` of `of`).
-    TargetStep { step: usize, of: usize, loss: f64, prob: f64 },
+    TargetStep {
+        step: usize,
+        of: usize,
+        loss: f64,
+        prob: f64,
+    },
     /// Statistics pass: tokens done of total.
-    Tokens { done: usize, total: usize },
+    Tokens {
+        done: usize,
+        total: usize,
+    },
     /// Something the user should know (the edit went ahead).
     Warning(String),
 }
@@ -252,14 +260,17 @@ pub enum UndoRecord {
 impl UndoRecord {
     /// Bytes held by the record.
     pub fn bytes(&self) -> usize {
-        let weights = |w: &[(usize, Tensor)]| w.iter().map(|(_, t)| t.elem_count() * 4).sum::<usize>();
+        let weights =
+            |w: &[(usize, Tensor)]| w.iter().map(|(_, t)| t.elem_count() * 4).sum::<usize>();
         match self {
             UndoRecord::Weights(w) => weights(w),
             UndoRecord::D4s(t) => {
                 8 * (t.residuals.iter().flatten().map(Vec::len).sum::<usize>()
                     + t.keys.iter().flatten().map(Vec::len).sum::<usize>())
             }
-            UndoRecord::AlphaEdit { weights: w, keys } => weights(w) + 8 * keys.iter().flatten().map(Vec::len).sum::<usize>(),
+            UndoRecord::AlphaEdit { weights: w, keys } => {
+                weights(w) + 8 * keys.iter().flatten().map(Vec::len).sum::<usize>()
+            }
             UndoRecord::Grace(c) => c.bytes(),
         }
     }
@@ -288,7 +299,12 @@ pub struct EditContext<'a> {
 pub trait Editor: Send {
     fn method(&self) -> Method;
     fn hparams(&self) -> &HParams;
-    fn apply(&mut self, model: &mut Model, cx: &mut EditContext, requests: &[EditRequest]) -> Result<EditOutcome>;
+    fn apply(
+        &mut self,
+        model: &mut Model,
+        cx: &mut EditContext,
+        requests: &[EditRequest],
+    ) -> Result<EditOutcome>;
     /// Takes back a step given its record. D4S removes any step exactly; the others restore the
     /// weights saved with the step (meaningful for the most recent step).
     fn undo(&mut self, model: &mut Model, cx: &mut EditContext, record: &UndoRecord) -> Result<()>;
@@ -316,13 +332,17 @@ pub fn new_editor(hp: HParams) -> Box<dyn Editor> {
     }
 }
 
+/// What [`commit_updates`] reports: per-layer norms, the weights that were replaced, and the
+/// SHA-256 of the new weights.
+pub type Committed = (Vec<LayerDelta>, Vec<(usize, Tensor)>, String);
+
 /// Checks new weights against the safety gate, then installs them. Returns the per-layer report
 /// and the weights they replaced. Nothing changes if any layer fails the gate.
 pub fn commit_updates(
     model: &mut Model,
     new_weights: Vec<(usize, Tensor)>,
     max_update_ratio: f64,
-) -> Result<(Vec<LayerDelta>, Vec<(usize, Tensor)>, String)> {
+) -> Result<Committed> {
     let mut reports = Vec::new();
     for (layer, w_new) in &new_weights {
         let w_old = model.edit_weight(*layer)?;

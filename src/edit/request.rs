@@ -21,10 +21,16 @@ impl<'de> Deserialize<'de> for Probe {
         #[serde(untagged)]
         enum Raw {
             Text(String),
-            Full { prompt: String, answer: Option<String> },
+            Full {
+                prompt: String,
+                answer: Option<String>,
+            },
         }
         Ok(match Raw::deserialize(d)? {
-            Raw::Text(prompt) => Probe { prompt, answer: None },
+            Raw::Text(prompt) => Probe {
+                prompt,
+                answer: None,
+            },
             Raw::Full { prompt, answer } => Probe { prompt, answer },
         })
     }
@@ -72,7 +78,10 @@ impl EditRequest {
         }
         let placeholders = self.prompt.matches("{}").count();
         if placeholders > 1 {
-            return bad(format!("the prompt {:?} has more than one {{}} placeholder", self.prompt));
+            return bad(format!(
+                "the prompt {:?} has more than one {{}} placeholder",
+                self.prompt
+            ));
         }
         if placeholders == 0 && !self.prompt.contains(&self.subject) {
             return bad(format!(
@@ -147,52 +156,11 @@ pub fn target_ids(model: &Model, target: &str) -> Result<Vec<u32>> {
     }
     let ids = model.encode(&format!(" {}", target.trim()))?;
     if ids.is_empty() {
-        return Err(Error::Input(format!("the target {target:?} tokenizes to nothing")));
+        return Err(Error::Input(format!(
+            "the target {target:?} tokenizes to nothing"
+        )));
     }
     Ok(ids)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::config::Arch;
-    use crate::model::random::tiny_model;
-
-    #[test]
-    fn validation_messages() {
-        let ok = EditRequest::new("Eiffel Tower", "The Eiffel Tower is in", "Rome");
-        ok.validate().unwrap();
-        assert_eq!(ok.template(), "The {} is in");
-        assert_eq!(ok.filled_prompt(), "The Eiffel Tower is in");
-        let e = EditRequest::new("Louvre", "The Eiffel Tower is in", "Rome").validate().unwrap_err();
-        assert!(e.to_string().contains("does not contain the subject"));
-        assert!(EditRequest::new("X", "X is", "  ").validate().is_err());
-        assert!(EditRequest::new(" ", "X is", "a").validate().is_err());
-        assert!(EditRequest::new("X", "{} and {}", "a").validate().is_err());
-        EditRequest::new("X", "{} is", "a").validate().unwrap();
-    }
-
-    #[test]
-    fn probes_accept_strings_and_objects() {
-        let r: EditRequest = serde_json::from_str(
-            r#"{"subject":"A","prompt":"A is","target":"b","neighbors":["C is",{"prompt":"D is","answer":"e"}]}"#,
-        )
-        .unwrap();
-        assert_eq!(r.neighbors[0], Probe { prompt: "C is".into(), answer: None });
-        assert_eq!(r.neighbors[1].answer.as_deref(), Some("e"));
-        assert!(serde_json::from_str::<EditRequest>(r#"{"subject":"A","prompt":"A","target":"b","oops":1}"#).is_err());
-    }
-
-    #[test]
-    fn subject_last_index_on_bytes() {
-        // The tiny models tokenize byte by byte, so indices are character offsets.
-        let m = tiny_model(Arch::Llama, 0);
-        let p = tokenize_with_subject(&m, "Ctx. {}", "The {} is in", "Eiffel").unwrap();
-        assert_eq!(p.ids.len(), "Ctx. The Eiffel is in".len());
-        assert_eq!(p.subject_last, "Ctx. The Eiffel".len() - 1);
-        assert_eq!(target_ids(&m, "Rome").unwrap().len(), 5);
-        assert!(target_ids(&m, "").is_err());
-    }
 }
 
 /// Reads edit requests from JSONL (one object per line: `subject`, `prompt`, `target`, optional
@@ -201,7 +169,13 @@ mod tests {
 pub fn read_jsonl(path: &std::path::Path, strict: bool) -> Result<(Vec<EditRequest>, Vec<String>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let text = String::from_utf8(bytes).map_err(|e| {
-        Error::bad_file(path, format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()))
+        Error::bad_file(
+            path,
+            format!(
+                "not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
+        )
     })?;
     let mut requests = Vec::new();
     let mut skipped = Vec::new();
@@ -228,4 +202,58 @@ pub fn read_jsonl(path: &std::path::Path, strict: bool) -> Result<(Vec<EditReque
         return Err(Error::bad_file(path, "no edit requests in the file"));
     }
     Ok((requests, skipped))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::config::Arch;
+    use crate::model::random::tiny_model;
+
+    #[test]
+    fn validation_messages() {
+        let ok = EditRequest::new("Eiffel Tower", "The Eiffel Tower is in", "Rome");
+        ok.validate().unwrap();
+        assert_eq!(ok.template(), "The {} is in");
+        assert_eq!(ok.filled_prompt(), "The Eiffel Tower is in");
+        let e = EditRequest::new("Louvre", "The Eiffel Tower is in", "Rome")
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("does not contain the subject"));
+        assert!(EditRequest::new("X", "X is", "  ").validate().is_err());
+        assert!(EditRequest::new(" ", "X is", "a").validate().is_err());
+        assert!(EditRequest::new("X", "{} and {}", "a").validate().is_err());
+        EditRequest::new("X", "{} is", "a").validate().unwrap();
+    }
+
+    #[test]
+    fn probes_accept_strings_and_objects() {
+        let r: EditRequest = serde_json::from_str(
+            r#"{"subject":"A","prompt":"A is","target":"b","neighbors":["C is",{"prompt":"D is","answer":"e"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r.neighbors[0],
+            Probe {
+                prompt: "C is".into(),
+                answer: None
+            }
+        );
+        assert_eq!(r.neighbors[1].answer.as_deref(), Some("e"));
+        assert!(serde_json::from_str::<EditRequest>(
+            r#"{"subject":"A","prompt":"A","target":"b","oops":1}"#
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn subject_last_index_on_bytes() {
+        // The tiny models tokenize byte by byte, so indices are character offsets.
+        let m = tiny_model(Arch::Llama, 0);
+        let p = tokenize_with_subject(&m, "Ctx. {}", "The {} is in", "Eiffel").unwrap();
+        assert_eq!(p.ids.len(), "Ctx. The Eiffel is in".len());
+        assert_eq!(p.subject_last, "Ctx. The Eiffel".len() - 1);
+        assert_eq!(target_ids(&m, "Rome").unwrap().len(), 5);
+        assert!(target_ids(&m, "").is_err());
+    }
 }

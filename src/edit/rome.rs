@@ -12,7 +12,10 @@ use super::keys::{bare_activations, request_keys, to_tensor, KeyAverage};
 use super::linalg::{mat_from_columns, solve_spd_right_regularized};
 use super::target::{optimize, Lookup, OptimOptions, SiteSpec, TargetParams, TargetProblem};
 use super::templates::{self, ContextTemplates};
-use super::{commit_updates, restore_weights, EditContext, EditOutcome, EditRequest, Editor, HParams, Method, Phase, Progress, Stopwatch, Timings, UndoRecord};
+use super::{
+    commit_updates, restore_weights, EditContext, EditOutcome, EditRequest, Editor, HParams,
+    Method, Phase, Progress, Stopwatch, Timings, UndoRecord,
+};
 use crate::error::{Error, Result};
 use crate::model::{Model, Site};
 
@@ -24,7 +27,11 @@ pub struct Rome {
 
 impl Rome {
     pub fn new(hp: HParams) -> Self {
-        Self { hp, templates: None, last_value: vec![] }
+        Self {
+            hp,
+            templates: None,
+            last_value: vec![],
+        }
     }
 
     /// `v*` of the most recent request (for inspection and tests).
@@ -42,7 +49,12 @@ impl Editor for Rome {
         &self.hp
     }
 
-    fn apply(&mut self, model: &mut Model, cx: &mut EditContext, requests: &[EditRequest]) -> Result<EditOutcome> {
+    fn apply(
+        &mut self,
+        model: &mut Model,
+        cx: &mut EditContext,
+        requests: &[EditRequest],
+    ) -> Result<EditOutcome> {
         self.hp.validate(&model.config)?;
         let layer = self.hp.layers[0];
         let mut timer = Stopwatch::start();
@@ -62,16 +74,28 @@ impl Editor for Rome {
             for request in requests {
                 request.validate()?;
                 cx.ctl.report(Progress::Phase(Phase::Keys));
-                let k_star = request_keys(model, std::slice::from_ref(request), &ContextTemplates::from_list(&contexts), &[layer], KeyAverage::Flat)?
-                    .remove(0)
-                    .remove(0);
+                let k_star = request_keys(
+                    model,
+                    std::slice::from_ref(request),
+                    &ContextTemplates::from_list(&contexts),
+                    &[layer],
+                    KeyAverage::Flat,
+                )?
+                .remove(0)
+                .remove(0);
                 let u = match &cinv_dir {
                     // u = C⁻¹ k*: solve uᵀ C = k*ᵀ (C symmetric).
-                    Some(c) => solve_spd_right_regularized(mat_from_columns(&[k_star.clone()]).as_ref().transpose(), c.as_ref().as_ref(), &|w| cx.ctl.warn(w))?
-                        .row(0)
-                        .iter()
-                        .copied()
-                        .collect::<Vec<f64>>(),
+                    Some(c) => solve_spd_right_regularized(
+                        mat_from_columns(std::slice::from_ref(&k_star))
+                            .as_ref()
+                            .transpose(),
+                        c.as_ref().as_ref(),
+                        &|w| cx.ctl.warn(w),
+                    )?
+                    .row(0)
+                    .iter()
+                    .copied()
+                    .collect::<Vec<f64>>(),
                     None => k_star.clone(),
                 };
                 let norm = u.iter().map(|x| x * x).sum::<f64>().sqrt();
@@ -88,24 +112,43 @@ impl Editor for Rome {
                     &contexts,
                     Lookup::SubjectLast,
                     layer,
-                    vec![SiteSpec { site: Site::MlpOut, reference: Site::MlpOut, init: None, regularized: true }],
+                    vec![SiteSpec {
+                        site: Site::MlpOut,
+                        reference: Site::MlpOut,
+                        init: None,
+                        regularized: true,
+                    }],
                     true,
                 )?;
-                let res = optimize(model, &problem, &TargetParams::from_hparams(&self.hp), OptimOptions::default(), &cx.ctl)?;
+                let res = optimize(
+                    model,
+                    &problem,
+                    &TargetParams::from_hparams(&self.hp),
+                    OptimOptions::default(),
+                    &cx.ctl,
+                )?;
                 summaries.push(res.summary());
                 let v_star = res.sites[0].target();
                 self.last_value = v_star.clone();
                 timings.target += timer.lap();
 
                 cx.ctl.report(Progress::Phase(Phase::Solve));
-                let bare = bare_activations(model, std::slice::from_ref(request), &[(layer, Site::Key), (layer, Site::MlpOut)])?;
+                let bare = bare_activations(
+                    model,
+                    std::slice::from_ref(request),
+                    &[(layer, Site::Key), (layer, Site::MlpOut)],
+                )?;
                 let (k, wk) = (&bare[0][0], &bare[1][0]);
                 let ku: f64 = k.iter().zip(&u).map(|(a, b)| a * b).sum();
                 if ku.abs() < 1e-12 {
-                    return Err(Error::Numeric("the key is orthogonal to the update direction".into()));
+                    return Err(Error::Numeric(
+                        "the key is orthogonal to the update direction".into(),
+                    ));
                 }
                 let w: Vec<f64> = v_star.iter().zip(wk).map(|(v, o)| (v - o) / ku).collect();
-                let delta = to_tensor(model, &w)?.unsqueeze(1)?.matmul(&to_tensor(model, &u)?.unsqueeze(0)?)?;
+                let delta = to_tensor(model, &w)?
+                    .unsqueeze(1)?
+                    .matmul(&to_tensor(model, &u)?.unsqueeze(0)?)?;
                 let w_new = (model.edit_weight(layer)? + delta)?;
                 model.set_edit_weight(layer, w_new)?;
                 timings.solve += timer.lap();
@@ -117,8 +160,14 @@ impl Editor for Rome {
         restore_weights(model, &before)?;
         result?;
         cx.ctl.report(Progress::Phase(Phase::Apply));
-        let (layers, previous, sha) = commit_updates(model, vec![(layer, after)], self.hp.max_update_ratio)?;
-        timings.total = timings.statistics + timings.templates + timings.keys + timings.target + timings.solve + timer.lap();
+        let (layers, previous, sha) =
+            commit_updates(model, vec![(layer, after)], self.hp.max_update_ratio)?;
+        timings.total = timings.statistics
+            + timings.templates
+            + timings.keys
+            + timings.target
+            + timings.solve
+            + timer.lap();
         Ok(EditOutcome {
             method: Method::Rome,
             layers,
@@ -129,10 +178,17 @@ impl Editor for Rome {
         })
     }
 
-    fn undo(&mut self, model: &mut Model, _cx: &mut EditContext, record: &UndoRecord) -> Result<()> {
+    fn undo(
+        &mut self,
+        model: &mut Model,
+        _cx: &mut EditContext,
+        record: &UndoRecord,
+    ) -> Result<()> {
         match record {
             UndoRecord::Weights(w) => restore_weights(model, w),
-            _ => Err(Error::Input("this undo record does not belong to ROME".into())),
+            _ => Err(Error::Input(
+                "this undo record does not belong to ROME".into(),
+            )),
         }
     }
 }

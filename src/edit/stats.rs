@@ -29,7 +29,10 @@ pub enum CorpusSpec {
     ModelSamples { seed: u64 },
     /// A text file (paragraphs), a folder of `.txt` files, or a JSON list / JSONL file (strings,
     /// or objects whose `field` holds the text).
-    Path { path: PathBuf, field: Option<String> },
+    Path {
+        path: PathBuf,
+        field: Option<String>,
+    },
 }
 
 impl Default for CorpusSpec {
@@ -45,7 +48,9 @@ impl CorpusSpec {
             return Ok(CorpusSpec::ModelSamples { seed: 0 });
         }
         if let Some(seed) = s.strip_prefix("model:") {
-            let seed = seed.parse().map_err(|_| Error::Input(format!("--stats-corpus {s:?}: bad seed")))?;
+            let seed = seed
+                .parse()
+                .map_err(|_| Error::Input(format!("--stats-corpus {s:?}: bad seed")))?;
             return Ok(CorpusSpec::ModelSamples { seed });
         }
         let (path, field) = match s.rsplit_once('#') {
@@ -54,7 +59,10 @@ impl CorpusSpec {
         };
         let path = PathBuf::from(path);
         if !path.exists() {
-            return Err(Error::Input(format!("stats corpus {} does not exist", path.display())));
+            return Err(Error::Input(format!(
+                "stats corpus {} does not exist",
+                path.display()
+            )));
         }
         Ok(CorpusSpec::Path { path, field })
     }
@@ -134,7 +142,12 @@ impl StatsCache {
     }
 
     /// `C_l` for each of `layers`, computing (on the unedited model) and caching what is missing.
-    pub fn second_moments(&mut self, model: &mut Model, layers: &[usize], ctl: &EditControl) -> Result<Vec<Arc<Mat<f64>>>> {
+    pub fn second_moments(
+        &mut self,
+        model: &mut Model,
+        layers: &[usize],
+        ctl: &EditControl,
+    ) -> Result<Vec<Arc<Mat<f64>>>> {
         let corpus = self.corpus_id()?;
         let tokens = self.config.token_budget(model.config.d_ff);
         let mut missing = Vec::new();
@@ -157,21 +170,29 @@ impl StatsCache {
             if !missing.is_empty() {
                 ctl.report(Progress::Phase(Phase::Statistics));
                 let config = self.config.clone();
-                let computed = model.with_unedited(|m| compute_second_moments(m, &config, tokens, &missing, ctl))?;
+                let computed = model
+                    .with_unedited(|m| compute_second_moments(m, &config, tokens, &missing, ctl))?;
                 for (l, c) in missing.iter().zip(computed) {
                     let path = self.file_for(model, &corpus, tokens, *l);
                     // A cache that cannot be written (read-only home) costs time, not correctness.
                     if let Err(e) = save_matrix(&path, &c) {
-                        eprintln!("warning: cannot cache statistics at {}: {e}", path.display());
+                        eprintln!(
+                            "warning: cannot cache statistics at {}: {e}",
+                            path.display()
+                        );
                     }
-                    self.mem.insert((format!("{}/{corpus}/{tokens}", model.info.sha256), *l), Arc::new(c));
+                    self.mem.insert(
+                        (format!("{}/{corpus}/{tokens}", model.info.sha256), *l),
+                        Arc::new(c),
+                    );
                 }
             }
             for &l in &missing {
                 let key = (format!("{}/{corpus}/{tokens}", model.info.sha256), l);
                 if !self.mem.contains_key(&key) {
-                    let m = load_matrix(&self.file_for(model, &corpus, tokens, l))
-                        .ok_or_else(|| Error::Numeric(format!("statistics of layer {l} are missing")))?;
+                    let m = load_matrix(&self.file_for(model, &corpus, tokens, l)).ok_or_else(
+                        || Error::Numeric(format!("statistics of layer {l} are missing")),
+                    )?;
                     self.mem.insert(key, Arc::new(m));
                 }
             }
@@ -192,7 +213,13 @@ fn load_matrix(path: &Path) -> Option<Mat<f64>> {
     let t = candle_core::safetensors::load(path, &candle_core::Device::Cpu).ok()?;
     let c = t.get("second_moment")?;
     let (r, cols) = c.dims2().ok()?;
-    let v = c.to_dtype(DType::F64).ok()?.flatten_all().ok()?.to_vec1::<f64>().ok()?;
+    let v = c
+        .to_dtype(DType::F64)
+        .ok()?
+        .flatten_all()
+        .ok()?
+        .to_vec1::<f64>()
+        .ok()?;
     if v.iter().any(|x| !x.is_finite()) {
         return None;
     }
@@ -210,9 +237,14 @@ fn save_matrix(path: &Path, m: &Mat<f64>) -> Result<()> {
         }
     }
     let t = Tensor::from_vec(v, (r, c), &candle_core::Device::Cpu)?;
-    let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
     let tensors: HashMap<String, Tensor> = [("second_moment".to_string(), t)].into();
-    candle_core::safetensors::save(&tensors, &tmp).map_err(|e| Error::io(&tmp, std::io::Error::other(e.to_string())))?;
+    candle_core::safetensors::save(&tensors, &tmp)
+        .map_err(|e| Error::io(&tmp, std::io::Error::other(e.to_string())))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
@@ -221,11 +253,18 @@ fn corpus_files(path: &Path) -> Result<Vec<PathBuf>> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(path)
             .map_err(|e| Error::io(path, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "txt" || x == "json" || x == "jsonl"))
+            .filter(|p| {
+                p.is_file()
+                    && p.extension()
+                        .is_some_and(|x| x == "txt" || x == "json" || x == "jsonl")
+            })
             .collect();
         files.sort();
         if files.is_empty() {
-            return Err(Error::Input(format!("{}: no .txt/.json/.jsonl files", path.display())));
+            return Err(Error::Input(format!(
+                "{}: no .txt/.json/.jsonl files",
+                path.display()
+            )));
         }
         Ok(files)
     } else {
@@ -243,19 +282,27 @@ pub fn read_documents(path: &Path, field: Option<&str>) -> Result<Vec<String>> {
         let pick = |v: &serde_json::Value| -> Option<String> {
             match (v, field) {
                 (serde_json::Value::String(s), _) => Some(s.clone()),
-                (serde_json::Value::Object(o), Some(k)) => o.get(k).and_then(|x| x.as_str()).map(str::to_string),
+                (serde_json::Value::Object(o), Some(k)) => {
+                    o.get(k).and_then(|x| x.as_str()).map(str::to_string)
+                }
                 _ => None,
             }
         };
         match ext {
             "json" => {
-                let v: serde_json::Value =
-                    serde_json::from_str(&text).map_err(|e| Error::bad_file(&f, format!("invalid JSON: {e}")))?;
-                let arr = v.as_array().ok_or_else(|| Error::bad_file(&f, "expected a JSON list"))?;
+                let v: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|e| Error::bad_file(&f, format!("invalid JSON: {e}")))?;
+                let arr = v
+                    .as_array()
+                    .ok_or_else(|| Error::bad_file(&f, "expected a JSON list"))?;
                 docs.extend(arr.iter().filter_map(pick));
             }
             "jsonl" => {
-                for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                for (i, line) in text
+                    .lines()
+                    .enumerate()
+                    .filter(|(_, l)| !l.trim().is_empty())
+                {
                     let v: serde_json::Value = serde_json::from_str(line)
                         .map_err(|e| Error::bad_file(&f, format!("line {}: {e}", i + 1)))?;
                     docs.extend(pick(&v));
@@ -266,7 +313,10 @@ pub fn read_documents(path: &Path, field: Option<&str>) -> Result<Vec<String>> {
     }
     docs.retain(|d| !d.trim().is_empty());
     if docs.is_empty() {
-        return Err(Error::Input(format!("{}: the corpus has no text", path.display())));
+        return Err(Error::Input(format!(
+            "{}: the corpus has no text",
+            path.display()
+        )));
     }
     Ok(docs)
 }
@@ -274,14 +324,49 @@ pub fn read_documents(path: &Path, field: Option<&str>) -> Result<Vec<String>> {
 /// Openers for the model-sampled corpus: varied enough that the samples cover narrative,
 /// expository and conversational text.
 const OPENERS: [&str; 32] = [
-    "The", "In", "A", "It", "He", "She", "They", "We", "This", "When", "After", "Many", "One", "There", "According to",
-    "During", "Although", "If", "Most", "Some", "His", "Her", "On", "At", "For", "History", "Science", "The city of",
-    "In 1990,", "Scientists", "Today", "Her father",
+    "The",
+    "In",
+    "A",
+    "It",
+    "He",
+    "She",
+    "They",
+    "We",
+    "This",
+    "When",
+    "After",
+    "Many",
+    "One",
+    "There",
+    "According to",
+    "During",
+    "Although",
+    "If",
+    "Most",
+    "Some",
+    "His",
+    "Her",
+    "On",
+    "At",
+    "For",
+    "History",
+    "Science",
+    "The city of",
+    "In 1990,",
+    "Scientists",
+    "Today",
+    "Her father",
 ];
 
 /// `n_tokens` of text sampled from the model: rows of `seq_len` tokens started from the openers,
 /// sampled at temperature 1 with top-k 40 from seeded generators.
-pub fn sample_corpus(model: &Model, n_tokens: usize, seq_len: usize, seed: u64, ctl: &EditControl) -> Result<Vec<Vec<u32>>> {
+pub fn sample_corpus(
+    model: &Model,
+    n_tokens: usize,
+    seq_len: usize,
+    seed: u64,
+    ctl: &EditControl,
+) -> Result<Vec<Vec<u32>>> {
     // Wide batches: generation cost per token falls until ~64 rows on a small model (BENCHMARKS.md).
     const BATCH: usize = 64;
     let mut seqs = Vec::new();
@@ -309,15 +394,25 @@ pub fn sample_corpus(model: &Model, n_tokens: usize, seq_len: usize, seed: u64, 
             total += ids.len();
             seqs.push(ids);
         }
-        ctl.report(Progress::Tokens { done: total.min(n_tokens) / 2, total: n_tokens });
+        ctl.report(Progress::Tokens {
+            done: total.min(n_tokens) / 2,
+            total: n_tokens,
+        });
         round += 1;
     }
     Ok(seqs)
 }
 
-fn corpus_sequences(model: &Model, config: &StatsConfig, n_tokens: usize, ctl: &EditControl) -> Result<Vec<Vec<u32>>> {
+fn corpus_sequences(
+    model: &Model,
+    config: &StatsConfig,
+    n_tokens: usize,
+    ctl: &EditControl,
+) -> Result<Vec<Vec<u32>>> {
     match &config.corpus {
-        CorpusSpec::ModelSamples { seed } => sample_corpus(model, n_tokens, config.seq_len, *seed, ctl),
+        CorpusSpec::ModelSamples { seed } => {
+            sample_corpus(model, n_tokens, config.seq_len, *seed, ctl)
+        }
         CorpusSpec::Path { path, field } => {
             let mut seqs = Vec::new();
             let mut total = 0;
@@ -370,17 +465,31 @@ fn compute_second_moments(
             .collect();
         for (k, &(l, site)) in points.iter().enumerate() {
             let keys = Model::gather_rows(out.capture(l, site)?, &valid)?;
-            let gram = keys.t()?.matmul(&keys)?.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+            let gram = keys
+                .t()?
+                .matmul(&keys)?
+                .to_dtype(DType::F64)?
+                .flatten_all()?
+                .to_vec1::<f64>()?;
             for (a, g) in acc[k].iter_mut().zip(gram) {
                 *a += g;
             }
         }
         count += valid.len();
-        let done = if sampled { n_tokens / 2 + count / 2 } else { count };
-        ctl.report(Progress::Tokens { done: done.min(n_tokens), total: n_tokens });
+        let done = if sampled {
+            n_tokens / 2 + count / 2
+        } else {
+            count
+        };
+        ctl.report(Progress::Tokens {
+            done: done.min(n_tokens),
+            total: n_tokens,
+        });
     }
     if count == 0 {
-        return Err(Error::Input("the statistics corpus produced no tokens".into()));
+        return Err(Error::Input(
+            "the statistics corpus produced no tokens".into(),
+        ));
     }
     Ok(acc
         .into_iter()
@@ -401,12 +510,17 @@ mod tests {
         std::fs::write(&corpus, "Some text here.\n\nAnd another paragraph of text.").unwrap();
         let mut model = tiny_model(Arch::Llama, 1);
         let config = StatsConfig {
-            corpus: CorpusSpec::Path { path: corpus.clone(), field: None },
+            corpus: CorpusSpec::Path {
+                path: corpus.clone(),
+                field: None,
+            },
             tokens: Some(1000),
             seq_len: 64,
         };
         let mut cache = StatsCache::with_dir(config.clone(), dir.path().join("stats"));
-        let c = cache.second_moments(&mut model, &[1], &EditControl::default()).unwrap();
+        let c = cache
+            .second_moments(&mut model, &[1], &EditControl::default())
+            .unwrap();
         // By hand: keys at every token of both documents.
         let docs = read_documents(&corpus, None).unwrap();
         let d = model.config.d_ff;
@@ -415,9 +529,22 @@ mod tests {
         for doc in docs {
             let ids = model.encode(&doc).unwrap();
             let out = model
-                .forward(Input::Tokens(&[ids.clone()]), &Forward { end_layer: Some(2), captures: vec![(1, Site::Key)], ..Default::default() })
+                .forward(
+                    Input::Tokens(std::slice::from_ref(&ids)),
+                    &Forward {
+                        end_layer: Some(2),
+                        captures: vec![(1, Site::Key)],
+                        ..Default::default()
+                    },
+                )
                 .unwrap();
-            let k: Vec<Vec<f32>> = out.capture(1, Site::Key).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
+            let k: Vec<Vec<f32>> = out
+                .capture(1, Site::Key)
+                .unwrap()
+                .squeeze(0)
+                .unwrap()
+                .to_vec2()
+                .unwrap();
             for row in &k {
                 for i in 0..d {
                     for j in 0..d {
@@ -430,29 +557,45 @@ mod tests {
         for i in 0..d {
             for j in 0..d {
                 let w = want[i * d + j] / n as f64;
-                assert!((c[0][(i, j)] - w).abs() < 1e-5 * (1.0 + w.abs()), "({i},{j})");
+                assert!(
+                    (c[0][(i, j)] - w).abs() < 1e-5 * (1.0 + w.abs()),
+                    "({i},{j})"
+                );
             }
         }
         // A second cache reads the file instead of recomputing (the corpus is gone now).
         let files = std::fs::read_dir(dir.path().join("stats")).unwrap().count();
         assert_eq!(files, 1);
         let mut again = StatsCache::with_dir(config, dir.path().join("stats"));
-        let c2 = again.second_moments(&mut model, &[1], &EditControl::default()).unwrap();
+        let c2 = again
+            .second_moments(&mut model, &[1], &EditControl::default())
+            .unwrap();
         assert_eq!(c2[0][(3, 4)], c[0][(3, 4)]);
     }
 
     #[test]
     fn statistics_ignore_edits() {
         let dir = tempfile::tempdir().unwrap();
-        let config = StatsConfig { corpus: CorpusSpec::ModelSamples { seed: 1 }, tokens: Some(300), seq_len: 32 };
+        let config = StatsConfig {
+            corpus: CorpusSpec::ModelSamples { seed: 1 },
+            tokens: Some(300),
+            seq_len: 32,
+        };
         let mut model = tiny_model(Arch::Gpt2, 2);
         let mut a = StatsCache::with_dir(config.clone(), dir.path().join("a"));
-        let before = a.second_moments(&mut model, &[1], &EditControl::default()).unwrap();
+        let before = a
+            .second_moments(&mut model, &[1], &EditControl::default())
+            .unwrap();
         let w = model.edit_weight(0).unwrap().clone();
         model.set_edit_weight(0, (w * 3.0).unwrap()).unwrap();
         let mut b = StatsCache::with_dir(config, dir.path().join("b"));
-        let after = b.second_moments(&mut model, &[1], &EditControl::default()).unwrap();
+        let after = b
+            .second_moments(&mut model, &[1], &EditControl::default())
+            .unwrap();
         assert_eq!(before[0][(1, 2)], after[0][(1, 2)]);
-        assert!(model.is_edited().unwrap(), "the edit is back in place afterwards");
+        assert!(
+            model.is_edited().unwrap(),
+            "the edit is back in place afterwards"
+        );
     }
 }

@@ -155,7 +155,11 @@ pub struct SiteResult {
 impl SiteResult {
     /// `a₀ + δ`.
     pub fn target(&self) -> Vec<f64> {
-        self.reference.iter().zip(&self.delta).map(|(a, d)| a + d).collect()
+        self.reference
+            .iter()
+            .zip(&self.delta)
+            .map(|(a, d)| a + d)
+            .collect()
     }
 }
 
@@ -235,14 +239,19 @@ pub fn optimize(
 
     // One plain pass: the reference activations a₀ and, for the cached plan, the keys/values of
     // every position and the hidden states entering the edited layer.
-    let mut captures: Vec<(usize, Site)> = problem.sites.iter().map(|s| (layer, s.reference)).collect();
+    let mut captures: Vec<(usize, Site)> =
+        problem.sites.iter().map(|s| (layer, s.reference)).collect();
     if layer > 0 {
         captures.push((layer - 1, Site::BlockOut));
     }
     let base = model.forward(
         Input::Tokens(&all_rows),
         &Forward {
-            end_layer: if opts.prefix_cache { None } else { Some(layer + 1) },
+            end_layer: if opts.prefix_cache {
+                None
+            } else {
+                Some(layer + 1)
+            },
             captures,
             keep_kv: opts.prefix_cache,
             ..Default::default()
@@ -309,7 +318,9 @@ pub fn optimize(
     )?;
 
     let t = problem.target.len();
-    let targets: Vec<u32> = (0..n_rewrite).flat_map(|_| problem.target.iter().copied()).collect();
+    let targets: Vec<u32> = (0..n_rewrite)
+        .flat_map(|_| problem.target.iter().copied())
+        .collect();
     let mut kl_init: Option<Tensor> = None;
     let mut nll_factor = params.nll_factor;
     let mut result = TargetResult {
@@ -326,10 +337,15 @@ pub fn optimize(
         }
         let logits = step_logits(model, &plan, layer, &problem.sites, &deltas)?;
         let n_scored = n_rewrite * t;
-        let lp = target_logprobs(&logits.narrow(0, 0, n_scored)?, &targets)?.reshape((n_rewrite, t))?;
+        let lp =
+            target_logprobs(&logits.narrow(0, 0, n_scored)?, &targets)?.reshape((n_rewrite, t))?;
         let per_prompt_nll = lp.mean(1)?.neg()?;
         let nll = per_prompt_nll.mean_all()?;
-        let prob = per_prompt_nll.neg()?.exp()?.mean_all()?.to_scalar::<f32>()? as f64;
+        let prob = per_prompt_nll
+            .neg()?
+            .exp()?
+            .mean_all()?
+            .to_scalar::<f32>()? as f64;
         let mut loss = (&nll * nll_factor)?;
         let mut kl_value = 0.0;
         if problem.kl_row.is_some() {
@@ -350,7 +366,9 @@ pub fn optimize(
         }
         let loss_v = loss.to_scalar::<f32>()? as f64;
         if !loss_v.is_finite() {
-            return Err(Error::Numeric(format!("target optimization diverged (loss {loss_v}) at step {it}")));
+            return Err(Error::Numeric(format!(
+                "target optimization diverged (loss {loss_v}) at step {it}"
+            )));
         }
         if it == 0 {
             result.prob_initial = prob;
@@ -364,7 +382,9 @@ pub fn optimize(
             loss: loss_v,
             prob,
         });
-        if params.stop_loss.is_some_and(|s| loss_v < s) || params.stop_prob.is_some_and(|p| prob > p) {
+        if params.stop_loss.is_some_and(|s| loss_v < s)
+            || params.stop_prob.is_some_and(|p| prob > p)
+        {
             break;
         }
         if params.pmet_schedule {
@@ -393,7 +413,10 @@ pub fn optimize(
         result.steps_run = it + 1;
         if opts.record_trajectory {
             result.trajectory.push(
-                deltas.iter().map(|v| v.as_tensor().to_vec1::<f32>()).collect::<candle_core::Result<_>>()?,
+                deltas
+                    .iter()
+                    .map(|v| v.as_tensor().to_vec1::<f32>())
+                    .collect::<candle_core::Result<_>>()?,
             );
         }
     }
@@ -412,13 +435,27 @@ fn targets_are_argmax(logits: &Tensor, targets: &[u32]) -> Result<bool> {
 }
 
 fn l2(t: &Tensor) -> Result<f64> {
-    Ok(t.to_dtype(DType::F64)?.sqr()?.sum_all()?.sqrt()?.to_scalar::<f64>()?)
+    Ok(t.to_dtype(DType::F64)?
+        .sqr()?
+        .sum_all()?
+        .sqrt()?
+        .to_scalar::<f64>()?)
 }
 
 /// Logits at the scored positions with the current δs.
-fn step_logits(model: &Model, plan: &Plan, layer: usize, sites: &[SiteSpec], deltas: &[Var]) -> Result<Tensor> {
+fn step_logits(
+    model: &Model,
+    plan: &Plan,
+    layer: usize,
+    sites: &[SiteSpec],
+    deltas: &[Var],
+) -> Result<Tensor> {
     match plan {
-        Plan::Full { rows, lookup, scored } => {
+        Plan::Full {
+            rows,
+            lookup,
+            scored,
+        } => {
             let s = rows.iter().map(Vec::len).max().unwrap_or(0);
             let site_deltas = sites
                 .iter()
@@ -441,7 +478,12 @@ fn step_logits(model: &Model, plan: &Plan, layer: usize, sites: &[SiteSpec], del
             )?;
             Ok(out.logits.expect("asked for"))
         }
-        Plan::Suffix { hidden, lens, cache, scored } => {
+        Plan::Suffix {
+            hidden,
+            lens,
+            cache,
+            scored,
+        } => {
             let (b, s, _) = hidden.dims3()?;
             let at_start = vec![0usize; b];
             let site_deltas = sites

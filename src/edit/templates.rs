@@ -27,7 +27,11 @@ impl ContextTemplates {
 
     /// A fixed list: `{}` first as its own group, the rest as a second group.
     pub fn from_list(list: &[String]) -> Self {
-        let rest: Vec<String> = list.iter().filter(|t| t.as_str() != "{}").cloned().collect();
+        let rest: Vec<String> = list
+            .iter()
+            .filter(|t| t.as_str() != "{}")
+            .cloned()
+            .collect();
         let mut groups = vec![vec!["{}".to_string()]];
         if !rest.is_empty() {
             groups.push(rest);
@@ -88,14 +92,22 @@ impl ContextTemplates {
 
 /// The templates an editor uses: the fixed list from the hyperparameters, else samples from the
 /// *unedited* model (computed once and kept in `slot`).
-pub fn ensure(slot: &mut Option<ContextTemplates>, model: &mut Model, hp: &super::HParams) -> Result<ContextTemplates> {
+pub fn ensure(
+    slot: &mut Option<ContextTemplates>,
+    model: &mut Model,
+    hp: &super::HParams,
+) -> Result<ContextTemplates> {
     if let Some(t) = slot {
         return Ok(t.clone());
     }
     let t = match &hp.context_templates {
         Some(list) => ContextTemplates::from_list(list),
         None => {
-            let params: Vec<(usize, usize)> = hp.context_template_length_params.iter().map(|p| (p[0], p[1])).collect();
+            let params: Vec<(usize, usize)> = hp
+                .context_template_length_params
+                .iter()
+                .map(|p| (p[0], p[1]))
+                .collect();
             let seed = hp.seed;
             model.with_unedited(|m| ContextTemplates::generate(m, &params, seed))?
         }

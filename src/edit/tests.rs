@@ -22,7 +22,11 @@ fn requests() -> Vec<EditRequest> {
 }
 
 fn fixed_templates() -> Vec<String> {
-    vec!["{}".into(), "Hello there. {}".into(), "It was a day. {}".into()]
+    vec![
+        "{}".into(),
+        "Hello there. {}".into(),
+        "It was a day. {}".into(),
+    ]
 }
 
 fn hparams(method: Method, arch: Arch, layers: Vec<usize>) -> HParams {
@@ -42,19 +46,44 @@ struct Env {
 
 fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let config = StatsConfig { corpus: CorpusSpec::ModelSamples { seed: 3 }, tokens: Some(1500), seq_len: 48 };
+    let config = StatsConfig {
+        corpus: CorpusSpec::ModelSamples { seed: 3 },
+        tokens: Some(1500),
+        seq_len: 48,
+    };
     let stats = StatsCache::with_dir(config, dir.path().to_path_buf());
     Env { _dir: dir, stats }
 }
 
-fn apply(editor: &mut dyn Editor, model: &mut crate::model::Model, env: &mut Env, reqs: &[EditRequest]) -> Result<EditOutcome> {
-    let mut cx = EditContext { stats: &mut env.stats, ctl: EditControl::default() };
+fn apply(
+    editor: &mut dyn Editor,
+    model: &mut crate::model::Model,
+    env: &mut Env,
+    reqs: &[EditRequest],
+) -> Result<EditOutcome> {
+    let mut cx = EditContext {
+        stats: &mut env.stats,
+        ctl: EditControl::default(),
+    };
     editor.apply(model, &mut cx, reqs)
 }
 
 fn rel_diff(a: &Tensor, b: &Tensor) -> f64 {
-    let d = (a - b).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64;
-    let n = b.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64;
+    let d = (a - b)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap() as f64;
+    let n = b
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap() as f64;
     (d / n.max(1e-30)).sqrt()
 }
 
@@ -68,16 +97,30 @@ fn rome_writes_the_value_with_a_rank_one_update() {
         let w_before = model.edit_weight(1).unwrap().clone();
         apply(&mut rome, &mut model, &mut env, std::slice::from_ref(req)).unwrap();
         // (W + ΔW) k = v* at the bare prompt.
-        let bare = keys::bare_activations(&model, std::slice::from_ref(req), &[(1, Site::MlpOut)]).unwrap();
+        let bare = keys::bare_activations(&model, std::slice::from_ref(req), &[(1, Site::MlpOut)])
+            .unwrap();
         let out = &bare[0][0];
         let v = rome.last_value();
-        let err = out.iter().zip(v).map(|(a, b)| (a - b).powi(2)).sum::<f64>().sqrt();
+        let err = out
+            .iter()
+            .zip(v)
+            .map(|(a, b)| (a - b).powi(2))
+            .sum::<f64>()
+            .sqrt();
         let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
-        assert!(err < 1e-4 * norm, "{arch:?}: |Wk − v*| = {err}, |v*| = {norm}");
+        assert!(
+            err < 1e-4 * norm,
+            "{arch:?}: |Wk − v*| = {err}, |v*| = {norm}"
+        );
         let delta = mat_from_tensor(&(model.edit_weight(1).unwrap() - &w_before).unwrap()).unwrap();
         let s = delta.thin_svd().unwrap();
         let sv = s.S().column_vector();
-        assert!(sv[1] < 1e-5 * sv[0], "{arch:?}: ΔW is rank one ({} vs {})", sv[1], sv[0]);
+        assert!(
+            sv[1] < 1e-5 * sv[0],
+            "{arch:?}: ΔW is rank one ({} vs {})",
+            sv[1],
+            sv[0]
+        );
     }
 }
 
@@ -87,12 +130,24 @@ fn memit_update_solves_its_objective() {
     let (d_out, d_in, n) = (5, 7, 3);
     let r = Mat::from_fn(d_out, n, |i, j| ((i * 3 + j * 5) % 7) as f64 - 3.0);
     let k = Mat::from_fn(d_in, n, |i, j| ((i * 2 + j * 7) % 5) as f64 - 2.0);
-    let l = Mat::from_fn(d_in, d_in, |i, j| if i >= j { 1.0 / (1.0 + i as f64 + 2.0 * j as f64) } else { 0.0 });
+    let l = Mat::from_fn(d_in, d_in, |i, j| {
+        if i >= j {
+            1.0 / (1.0 + i as f64 + 2.0 * j as f64)
+        } else {
+            0.0
+        }
+    });
     let c = &l * l.transpose();
     let lambda = 3.0;
     let delta = memit::memit_update(&r, &k, &c, lambda, &EditControl::default()).unwrap();
     // min ‖[Kᵀ; √λ Lᵀ] Δᵀ − [Rᵀ; 0]‖ ⇔ the same normal equations.
-    let a = Mat::from_fn(n + d_in, d_in, |i, j| if i < n { k[(j, i)] } else { lambda.sqrt() * l[(j, i - n)] });
+    let a = Mat::from_fn(n + d_in, d_in, |i, j| {
+        if i < n {
+            k[(j, i)]
+        } else {
+            lambda.sqrt() * l[(j, i - n)]
+        }
+    });
     let b = Mat::from_fn(n + d_in, d_out, |i, j| if i < n { r[(j, i)] } else { 0.0 });
     use faer::linalg::solvers::SolveLstsq;
     let x = a.qr().solve_lstsq(&b);
@@ -119,7 +174,11 @@ fn d4s_sequential_equals_memit_batch_on_one_layer() {
     let d_seq = (seq_model.edit_weight(1).unwrap() - &w0).unwrap();
     let d_batch = (batch_model.edit_weight(1).unwrap() - &w0).unwrap();
     let rel = rel_diff(&d_seq, &d_batch);
-    assert!(rel < 1e-4, "D4S after {} edits vs MEMIT batch: relative difference {rel}", reqs.len());
+    assert!(
+        rel < 1e-4,
+        "D4S after {} edits vs MEMIT batch: relative difference {rel}",
+        reqs.len()
+    );
     assert_eq!(d4s.n_edits(), reqs.len());
 }
 
@@ -129,10 +188,25 @@ fn d4s_state_does_not_grow_with_edits() {
     let mut env = env();
     let mut d4s = d4s::D4s::new(hparams(Method::D4s, Arch::Gpt2, vec![0, 1]));
     let synthetic = |i: usize| D4sTerms {
-        residuals: vec![(0..2).map(|j| (0..64).map(|x| ((x * 7 + i + j) % 11) as f64 * 1e-3).collect()).collect()],
-        keys: vec![(0..2).map(|j| (0..256).map(|x| ((x * 3 + i * 5 + j) % 13) as f64 * 1e-2).collect()).collect()],
+        residuals: vec![(0..2)
+            .map(|j| {
+                (0..64)
+                    .map(|x| ((x * 7 + i + j) % 11) as f64 * 1e-3)
+                    .collect()
+            })
+            .collect()],
+        keys: vec![(0..2)
+            .map(|j| {
+                (0..256)
+                    .map(|x| ((x * 3 + i * 5 + j) % 13) as f64 * 1e-2)
+                    .collect()
+            })
+            .collect()],
     };
-    let mut cx = EditContext { stats: &mut env.stats, ctl: EditControl::default() };
+    let mut cx = EditContext {
+        stats: &mut env.stats,
+        ctl: EditControl::default(),
+    };
     let ten: Vec<D4sTerms> = (0..10).map(synthetic).collect();
     d4s.restore_history(&mut model, &mut cx, &ten).unwrap();
     let after_10 = d4s.state_bytes();
@@ -152,21 +226,37 @@ fn d4s_undo_removes_any_edit_exactly() {
     let mut d4s = d4s::D4s::new(hparams(Method::D4s, Arch::Llama, vec![1]));
     let mut records = Vec::new();
     for r in &reqs {
-        records.push(apply(&mut d4s, &mut model, &mut env, std::slice::from_ref(r)).unwrap().undo);
+        records.push(
+            apply(&mut d4s, &mut model, &mut env, std::slice::from_ref(r))
+                .unwrap()
+                .undo,
+        );
     }
-    let mut cx = EditContext { stats: &mut env.stats, ctl: EditControl::default() };
+    let mut cx = EditContext {
+        stats: &mut env.stats,
+        ctl: EditControl::default(),
+    };
     d4s.undo(&mut model, &mut cx, &records[1]).unwrap();
     let mut fresh = tiny_model(Arch::Llama, 14);
     let mut d4s_fresh = d4s::D4s::new(hparams(Method::D4s, Arch::Llama, vec![1]));
     for (i, r) in reqs.iter().enumerate() {
         if i != 1 {
-            apply(&mut d4s_fresh, &mut fresh, &mut env, std::slice::from_ref(r)).unwrap();
+            apply(
+                &mut d4s_fresh,
+                &mut fresh,
+                &mut env,
+                std::slice::from_ref(r),
+            )
+            .unwrap();
         }
     }
     let rel = rel_diff(model.edit_weight(1).unwrap(), fresh.edit_weight(1).unwrap());
     assert!(rel < 1e-4, "undo vs fresh run: {rel}");
     // Undoing everything gives back W0.
-    let mut cx = EditContext { stats: &mut env.stats, ctl: EditControl::default() };
+    let mut cx = EditContext {
+        stats: &mut env.stats,
+        ctl: EditControl::default(),
+    };
     for (i, rec) in records.iter().enumerate() {
         if i != 1 {
             d4s.undo(&mut model, &mut cx, rec).unwrap();
@@ -181,18 +271,30 @@ fn d4s_undo_removes_any_edit_exactly() {
     let mut d4s = d4s::D4s::new(hparams(Method::D4s, Arch::Gptj, vec![0, 1]));
     let mut terms = Vec::new();
     for r in &reqs[..3] {
-        match apply(&mut d4s, &mut model, &mut env, std::slice::from_ref(r)).unwrap().undo {
+        match apply(&mut d4s, &mut model, &mut env, std::slice::from_ref(r))
+            .unwrap()
+            .undo
+        {
             UndoRecord::D4s(t) => terms.push(t),
             _ => unreachable!(),
         }
     }
-    let mut cx = EditContext { stats: &mut env.stats, ctl: EditControl::default() };
-    d4s.undo(&mut model, &mut cx, &UndoRecord::D4s(terms[0].clone())).unwrap();
+    let mut cx = EditContext {
+        stats: &mut env.stats,
+        ctl: EditControl::default(),
+    };
+    d4s.undo(&mut model, &mut cx, &UndoRecord::D4s(terms[0].clone()))
+        .unwrap();
     let mut rebuilt_model = tiny_model(Arch::Gptj, 15);
     let mut rebuilt = d4s::D4s::new(hparams(Method::D4s, Arch::Gptj, vec![0, 1]));
-    rebuilt.restore_history(&mut rebuilt_model, &mut cx, &terms[1..]).unwrap();
+    rebuilt
+        .restore_history(&mut rebuilt_model, &mut cx, &terms[1..])
+        .unwrap();
     for l in [0, 1] {
-        let rel = rel_diff(model.edit_weight(l).unwrap(), rebuilt_model.edit_weight(l).unwrap());
+        let rel = rel_diff(
+            model.edit_weight(l).unwrap(),
+            rebuilt_model.edit_weight(l).unwrap(),
+        );
         assert!(rel < 1e-6, "layer {l}: {rel}");
     }
 }
@@ -201,7 +303,11 @@ fn d4s_undo_removes_any_edit_exactly() {
 fn alphaedit_leaves_preserved_keys_untouched() {
     let mut model = tiny_model(Arch::Llama, 16);
     let mut env = env();
-    let c = env.stats.second_moments(&mut model, &[1], &EditControl::default()).unwrap()[0].clone();
+    let c = env
+        .stats
+        .second_moments(&mut model, &[1], &EditControl::default())
+        .unwrap()[0]
+        .clone();
     let (vals, vecs) = linalg::symmetric_eigen(c.as_ref().as_ref()).unwrap();
     // A threshold between the small and the large half of the spectrum.
     let threshold = vals[vals.len() / 2];
@@ -212,7 +318,10 @@ fn alphaedit_leaves_preserved_keys_untouched() {
     apply(&mut editor, &mut model, &mut env, &requests()[..2]).unwrap();
     let delta = mat_from_tensor(&(model.edit_weight(1).unwrap() - &w_before).unwrap()).unwrap();
     let w = mat_from_tensor(&w_before).unwrap();
-    let preserved: Vec<Vec<f64>> = (0..vals.len()).filter(|&i| vals[i] >= threshold).map(|i| (0..vals.len()).map(|r| vecs[(r, i)]).collect()).collect();
+    let preserved: Vec<Vec<f64>> = (0..vals.len())
+        .filter(|&i| vals[i] >= threshold)
+        .map(|i| (0..vals.len()).map(|r| vecs[(r, i)]).collect())
+        .collect();
     let k0 = mat_from_columns(&preserved);
     let dk = &delta * &k0;
     let wk = &w * &k0;
@@ -231,22 +340,48 @@ fn grace_is_invisible_outside_its_radius_and_edits_inside() {
     hp.n_iter = 40;
     hp.edit_lr = 0.5;
     let mut grace = grace::Grace::new(hp);
-    let unrelated: Vec<Vec<u32>> = vec![model.encode("Something else entirely").unwrap(), model.encode("Bonjour").unwrap()];
-    let fwd = Forward { logits: Logits::All, ..Default::default() };
-    let before = model.forward(Input::Tokens(&unrelated), &fwd).unwrap().logits.unwrap();
+    let unrelated: Vec<Vec<u32>> = vec![
+        model.encode("Something else entirely").unwrap(),
+        model.encode("Bonjour").unwrap(),
+    ];
+    let fwd = Forward {
+        logits: Logits::All,
+        ..Default::default()
+    };
+    let before = model
+        .forward(Input::Tokens(&unrelated), &fwd)
+        .unwrap()
+        .logits
+        .unwrap();
     let req = &requests()[0];
     apply(&mut grace, &mut model, &mut env, std::slice::from_ref(req)).unwrap();
     assert_eq!(grace.codebook().len(), 1);
-    let after = model.forward(Input::Tokens(&unrelated), &fwd).unwrap().logits.unwrap();
-    assert!(crate::model::same_tensor(&before, &after).unwrap(), "bit-identical outside the radius");
+    let after = model
+        .forward(Input::Tokens(&unrelated), &fwd)
+        .unwrap()
+        .logits
+        .unwrap();
+    assert!(
+        crate::model::same_tensor(&before, &after).unwrap(),
+        "bit-identical outside the radius"
+    );
     // The edited prompt now continues with the target's first token.
     let prompt = model.encode(&req.filled_prompt()).unwrap();
     let target = request::target_ids(&model, &req.target).unwrap();
-    let am = model.argmax_all(&[prompt.clone()]).unwrap();
+    let am = model.argmax_all(std::slice::from_ref(&prompt)).unwrap();
     assert_eq!(*am[0].last().unwrap(), target[0]);
     // Undo empties the codebook and the model is unedited again.
-    let mut cx = EditContext { stats: &mut env.stats, ctl: EditControl::default() };
-    grace.undo(&mut model, &mut cx, &UndoRecord::Grace(grace::Codebook::default())).unwrap();
+    let mut cx = EditContext {
+        stats: &mut env.stats,
+        ctl: EditControl::default(),
+    };
+    grace
+        .undo(
+            &mut model,
+            &mut cx,
+            &UndoRecord::Grace(grace::Codebook::default()),
+        )
+        .unwrap();
     assert!(!model.is_edited().unwrap());
 }
 
@@ -261,7 +396,10 @@ fn safety_gate_rejects_nan_and_huge_updates_and_changes_nothing() {
     assert!(matches!(e, Error::Rejected(_)), "{e}");
     assert!(crate::model::same_tensor(model.edit_weight(1).unwrap(), &w).unwrap());
     let huge = (&w * 100.0).unwrap();
-    assert!(matches!(commit_updates(&mut model, vec![(1, huge)], 10.0).unwrap_err(), Error::Rejected(_)));
+    assert!(matches!(
+        commit_updates(&mut model, vec![(1, huge)], 10.0).unwrap_err(),
+        Error::Rejected(_)
+    ));
     // Through an editor: a gate so tight every update fails; the model is untouched.
     let mut env = env();
     let mut hp = hparams(Method::Memit, Arch::Gpt2, vec![0, 1]);
@@ -278,8 +416,16 @@ fn cancelled_edit_changes_nothing() {
     let mut env = env();
     let cancel = AtomicBool::new(true);
     let mut d4s = d4s::D4s::new(hparams(Method::D4s, Arch::Llama, vec![0, 1]));
-    let mut cx = EditContext { stats: &mut env.stats, ctl: EditControl { cancel: Some(&cancel), progress: None } };
-    let e = d4s.apply(&mut model, &mut cx, &requests()[..1]).unwrap_err();
+    let mut cx = EditContext {
+        stats: &mut env.stats,
+        ctl: EditControl {
+            cancel: Some(&cancel),
+            progress: None,
+        },
+    };
+    let e = d4s
+        .apply(&mut model, &mut cx, &requests()[..1])
+        .unwrap_err();
     assert!(matches!(e, Error::Cancelled));
     assert!(!model.is_edited().unwrap());
     assert_eq!(d4s.n_edits(), 0);
@@ -293,20 +439,57 @@ fn target_speedups_are_exact() {
         let model = tiny_model(arch, 20);
         let req = &requests()[1];
         let cases = [
-            (vec![SiteSpec { site: Site::MlpOut, reference: Site::BlockOut, init: None, regularized: true }], Lookup::SubjectLast, true),
+            (
+                vec![SiteSpec {
+                    site: Site::MlpOut,
+                    reference: Site::BlockOut,
+                    init: None,
+                    regularized: true,
+                }],
+                Lookup::SubjectLast,
+                true,
+            ),
             (
                 vec![
-                    SiteSpec { site: Site::AttnOut, reference: Site::AttnOut, init: None, regularized: true },
-                    SiteSpec { site: Site::MlpOut, reference: Site::MlpOut, init: None, regularized: true },
+                    SiteSpec {
+                        site: Site::AttnOut,
+                        reference: Site::AttnOut,
+                        init: None,
+                        regularized: true,
+                    },
+                    SiteSpec {
+                        site: Site::MlpOut,
+                        reference: Site::MlpOut,
+                        init: None,
+                        regularized: true,
+                    },
                 ],
                 Lookup::SubjectLast,
                 true,
             ),
-            (vec![SiteSpec { site: Site::MlpOut, reference: Site::MlpOut, init: Some(vec![0.01; 64]), regularized: false }], Lookup::PromptLast, false),
+            (
+                vec![SiteSpec {
+                    site: Site::MlpOut,
+                    reference: Site::MlpOut,
+                    init: Some(vec![0.01; 64]),
+                    regularized: false,
+                }],
+                Lookup::PromptLast,
+                false,
+            ),
         ];
         for (sites, lookup, kl) in cases {
             for layer in [0, 1] {
-                let problem = TargetProblem::for_request(&model, req, &fixed_templates(), lookup, layer, sites.clone(), kl).unwrap();
+                let problem = TargetProblem::for_request(
+                    &model,
+                    req,
+                    &fixed_templates(),
+                    lookup,
+                    layer,
+                    sites.clone(),
+                    kl,
+                )
+                .unwrap();
                 let params = TargetParams {
                     steps: 6,
                     lr: 0.3,
@@ -319,14 +502,31 @@ fn target_speedups_are_exact() {
                     nll_factor: 1.0,
                 };
                 let run = |prefix_cache| {
-                    optimize(&model, &problem, &params, OptimOptions { prefix_cache, record_trajectory: true }, &EditControl::default()).unwrap()
+                    optimize(
+                        &model,
+                        &problem,
+                        &params,
+                        OptimOptions {
+                            prefix_cache,
+                            record_trajectory: true,
+                        },
+                        &EditControl::default(),
+                    )
+                    .unwrap()
                 };
                 let (fast, slow) = (run(true), run(false));
                 assert_eq!(fast.trajectory.len(), slow.trajectory.len());
                 for (step, (a, b)) in fast.trajectory.iter().zip(&slow.trajectory).enumerate() {
                     for (da, db) in a.iter().zip(b) {
-                        let err = da.iter().zip(db).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-                        assert!(err < 1e-4, "{arch:?} layer {layer} step {step}: max |Δδ| = {err}");
+                        let err = da
+                            .iter()
+                            .zip(db)
+                            .map(|(x, y)| (x - y).abs())
+                            .fold(0f32, f32::max);
+                        assert!(
+                            err < 1e-4,
+                            "{arch:?} layer {layer} step {step}: max |Δδ| = {err}"
+                        );
                     }
                 }
                 assert!((fast.prob_final - slow.prob_final).abs() < 1e-4);
@@ -350,13 +550,29 @@ fn every_editor_runs_and_undoes_on_every_architecture() {
             hp.n_iter = 3;
             hp.nullspace_threshold = 1e9; // P = I: the null-space property has its own test
             let mut editor = new_editor(hp);
-            let out = apply(editor.as_mut(), &mut model, &mut env, &requests()[..2]).unwrap_or_else(|e| panic!("{method} on {arch:?}: {e}"));
-            assert!(model.is_edited().unwrap(), "{method} on {arch:?} changed the model");
-            assert_eq!(out.targets.len(), if matches!(method, Method::FtL | Method::FtM) { 1 } else { 2 });
-            let mut cx = EditContext { stats: &mut env.stats, ctl: EditControl::default() };
+            let out = apply(editor.as_mut(), &mut model, &mut env, &requests()[..2])
+                .unwrap_or_else(|e| panic!("{method} on {arch:?}: {e}"));
+            assert!(
+                model.is_edited().unwrap(),
+                "{method} on {arch:?} changed the model"
+            );
+            assert_eq!(
+                out.targets.len(),
+                if matches!(method, Method::FtL | Method::FtM) {
+                    1
+                } else {
+                    2
+                }
+            );
+            let mut cx = EditContext {
+                stats: &mut env.stats,
+                ctl: EditControl::default(),
+            };
             editor.undo(&mut model, &mut cx, &out.undo).unwrap();
-            assert!(!model.is_edited().unwrap(), "{method} on {arch:?}: undo restores the model");
+            assert!(
+                !model.is_edited().unwrap(),
+                "{method} on {arch:?}: undo restores the model"
+            );
         }
     }
 }
-

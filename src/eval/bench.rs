@@ -48,10 +48,17 @@ impl std::str::FromStr for Protocol {
         }
         if let Some(k) = s.strip_prefix("batch") {
             let k = k.trim_start_matches([':', '=']);
-            let size = if k.is_empty() { usize::MAX } else { k.parse().map_err(|_| Error::Input(format!("protocol {s:?}: bad batch size")))? };
+            let size = if k.is_empty() {
+                usize::MAX
+            } else {
+                k.parse()
+                    .map_err(|_| Error::Input(format!("protocol {s:?}: bad batch size")))?
+            };
             return Ok(Protocol::Batch { size: size.max(1) });
         }
-        Err(Error::Input(format!("unknown protocol {s:?} (single, batch[:k], sequential)")))
+        Err(Error::Input(format!(
+            "unknown protocol {s:?} (single, batch[:k], sequential)"
+        )))
     }
 }
 
@@ -68,7 +75,11 @@ pub fn reference(model: &mut Model, cases: &[EvalCase]) -> Result<Reference> {
     for c in cases {
         let mut per_req = Vec::new();
         for r in &c.requests {
-            let ns: Vec<(String, String)> = r.neighbors.iter().filter_map(|n| n.answer.clone().map(|a| (n.prompt.clone(), a))).collect();
+            let ns: Vec<(String, String)> = r
+                .neighbors
+                .iter()
+                .filter_map(|n| n.answer.clone().map(|a| (n.prompt.clone(), a)))
+                .collect();
             per_req.push(ns.len());
             items.extend(ns);
         }
@@ -76,7 +87,15 @@ pub fn reference(model: &mut Model, cases: &[EvalCase]) -> Result<Reference> {
     }
     let argmax = model.with_unedited(|m| answer_argmax(m, &items))?;
     let mut it = argmax.into_iter().map(|(p, _)| p);
-    let locality = shape.iter().map(|per_req| per_req.iter().map(|&n| (0..n).filter_map(|_| it.next()).collect()).collect()).collect();
+    let locality = shape
+        .iter()
+        .map(|per_req| {
+            per_req
+                .iter()
+                .map(|&n| (0..n).filter_map(|_| it.next()).collect())
+                .collect()
+        })
+        .collect();
     Ok(Reference { locality })
 }
 
@@ -95,13 +114,20 @@ fn mean(v: &[f64]) -> Option<f64> {
 }
 
 /// Evaluates cases on the current model. `which` selects cases by index into `cases`.
-pub fn evaluate(model: &Model, cases: &[EvalCase], reference: &Reference, which: &[usize], multihop: bool) -> Result<CaseMetrics> {
+pub fn evaluate(
+    model: &Model,
+    cases: &[EvalCase],
+    reference: &Reference,
+    which: &[usize],
+    multihop: bool,
+) -> Result<CaseMetrics> {
     let mut rewrite = Vec::new();
     let mut rephrase = Vec::new();
     let mut portability = Vec::new();
     let mut spec_items = Vec::new();
     let mut spec_refs: Vec<&Vec<u32>> = Vec::new();
-    let (mut es, mut em, mut ps, mut pm, mut ns, mut nm) = (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut es, mut em, mut ps, mut pm, mut ns, mut nm) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
     let mut nll_items: Vec<(String, String)> = Vec::new();
     // (kind, case-level index range into nll_items) for the probability metrics.
     let mut nll_jobs: Vec<(u8, usize, usize)> = Vec::new();
@@ -112,7 +138,11 @@ pub fn evaluate(model: &Model, cases: &[EvalCase], reference: &Reference, which:
             for p in &r.paraphrases {
                 rephrase.push((p.clone(), r.target.clone()));
             }
-            let answered: Vec<_> = r.neighbors.iter().filter_map(|n| n.answer.clone().map(|a| (n.prompt.clone(), a))).collect();
+            let answered: Vec<_> = r
+                .neighbors
+                .iter()
+                .filter_map(|n| n.answer.clone().map(|a| (n.prompt.clone(), a)))
+                .collect();
             for (k, item) in answered.iter().enumerate() {
                 spec_items.push(item.clone());
                 spec_refs.push(&reference.locality[ci][ri][k]);
@@ -140,7 +170,10 @@ pub fn evaluate(model: &Model, cases: &[EvalCase], reference: &Reference, which:
         }
         portability.extend(c.portability.iter().cloned());
     }
-    let mut m = CaseMetrics { cases: which.len(), ..Default::default() };
+    let mut m = CaseMetrics {
+        cases: which.len(),
+        ..Default::default()
+    };
     if let Some(v) = mean(&token_accuracy(model, &rewrite)?) {
         m.token.insert("efficacy".into(), v);
     }
@@ -148,7 +181,11 @@ pub fn evaluate(model: &Model, cases: &[EvalCase], reference: &Reference, which:
         m.token.insert("paraphrase".into(), v);
     }
     let post = answer_argmax(model, &spec_items)?;
-    let spec: Vec<f64> = post.iter().zip(&spec_refs).map(|((p, _), pre)| agreement(pre, p)).collect();
+    let spec: Vec<f64> = post
+        .iter()
+        .zip(&spec_refs)
+        .map(|((p, _), pre)| agreement(pre, p))
+        .collect();
     if let Some(v) = mean(&spec) {
         m.token.insert("specificity".into(), v);
     }
@@ -174,13 +211,23 @@ pub fn evaluate(model: &Model, cases: &[EvalCase], reference: &Reference, which:
             }
         }
     }
-    for (name, v) in [("es", &es), ("em", &em), ("ps", &ps), ("pm", &pm), ("ns", &ns), ("nm", &nm)] {
+    for (name, v) in [
+        ("es", &es),
+        ("em", &em),
+        ("ps", &ps),
+        ("pm", &pm),
+        ("ns", &ns),
+        ("nm", &nm),
+    ] {
         if let Some(x) = mean(v) {
             m.prob.insert(name.into(), x);
         }
     }
     if multihop {
-        let mh: Vec<&MultiHop> = which.iter().filter_map(|&ci| cases[ci].multi_hop.as_ref()).collect();
+        let mh: Vec<&MultiHop> = which
+            .iter()
+            .filter_map(|&ci| cases[ci].multi_hop.as_ref())
+            .collect();
         if !mh.is_empty() {
             m.multihop = Some(multihop_accuracy(model, &mh)?);
         }
@@ -190,7 +237,8 @@ pub fn evaluate(model: &Model, cases: &[EvalCase], reference: &Reference, which:
 
 /// A short few-shot preamble for multi-hop questions (written for d4s; MQuAKE's own 16-shot
 /// prompt file is not available here).
-const MULTIHOP_SHOTS: &str = "Q: What is the capital of the country where the Eiffel Tower is located?\nA: Paris\n\n\
+const MULTIHOP_SHOTS: &str =
+    "Q: What is the capital of the country where the Eiffel Tower is located?\nA: Paris\n\n\
 Q: Who is the head of state of the country whose official language is Japanese?\nA: Naruhito\n\n\
 Q: On which continent is the country where Nokia was founded?\nA: Europe\n\n";
 
@@ -205,7 +253,11 @@ pub fn multihop_accuracy(model: &Model, cases: &[&MultiHop]) -> Result<f64> {
             owner.push(i);
         }
     }
-    let opts = GenerateOptions { max_tokens: 16, stop_strings: vec!["\n".into()], ..Default::default() };
+    let opts = GenerateOptions {
+        max_tokens: 16,
+        stop_strings: vec!["\n".into()],
+        ..Default::default()
+    };
     let mut right = vec![false; cases.len()];
     for (chunk_p, chunk_o) in prompts.chunks(16).zip(owner.chunks(16)) {
         let outs = model.generate_batch_with(chunk_p, &opts, |_, _| true)?;
@@ -249,7 +301,13 @@ pub fn layer_norms(model: &Model, layers: &[usize]) -> Result<Vec<LayerNorms>> {
             let n = w.elem_count() as f64;
             let (l1, fro) = matrix_norms(w)?;
             let (dl1, dfro) = matrix_norms(&d)?;
-            Ok(LayerNorms { layer: l, l1_mean: l1 / n, fro, delta_l1_mean: dl1 / n, delta_fro: dfro })
+            Ok(LayerNorms {
+                layer: l,
+                l1_mean: l1 / n,
+                fro,
+                delta_l1_mean: dl1 / n,
+                delta_fro: dfro,
+            })
         })
         .collect()
 }
@@ -299,11 +357,19 @@ pub struct BenchRun<'a> {
 }
 
 fn run_probes(model: &Model, probes: &[ProbeSet]) -> Result<BTreeMap<String, ProbeResult>> {
-    probes.iter().map(|p| p.run(model, None).map(|r| (p.task().name().to_string(), r))).collect()
+    probes
+        .iter()
+        .map(|p| p.run(model, None).map(|r| (p.task().name().to_string(), r)))
+        .collect()
 }
 
 /// Runs the protocol over `cases` (all of them), streaming records to `sink`.
-pub fn run(model: &mut Model, cases: &[EvalCase], spec: BenchRun, sink: &mut dyn BenchSink) -> Result<Vec<EvalPoint>> {
+pub fn run(
+    model: &mut Model,
+    cases: &[EvalCase],
+    spec: BenchRun,
+    sink: &mut dyn BenchSink,
+) -> Result<Vec<EvalPoint>> {
     let t0 = Instant::now();
     model.reset_edits();
     let reference = reference(model, cases)?;
@@ -311,7 +377,12 @@ pub fn run(model: &mut Model, cases: &[EvalCase], spec: BenchRun, sink: &mut dyn
     let mut points = Vec::new();
     let mut probs: Vec<f64> = Vec::new();
     let mut rejected = 0;
-    let point = |model: &Model, which: &[usize], edits: usize, probs: &[f64], rejected: usize| -> Result<EvalPoint> {
+    let point = |model: &Model,
+                 which: &[usize],
+                 edits: usize,
+                 probs: &[f64],
+                 rejected: usize|
+     -> Result<EvalPoint> {
         Ok(EvalPoint {
             edits,
             metrics: evaluate(model, cases, &reference, which, spec.multihop)?,
@@ -330,7 +401,11 @@ pub fn run(model: &mut Model, cases: &[EvalCase], spec: BenchRun, sink: &mut dyn
     }
     let steps: Vec<Vec<usize>> = match spec.protocol {
         Protocol::Single | Protocol::Sequential => (0..cases.len()).map(|i| vec![i]).collect(),
-        Protocol::Batch { size } => (0..cases.len()).collect::<Vec<_>>().chunks(size.min(cases.len()).max(1)).map(<[usize]>::to_vec).collect(),
+        Protocol::Batch { size } => (0..cases.len())
+            .collect::<Vec<_>>()
+            .chunks(size.min(cases.len()).max(1))
+            .map(<[usize]>::to_vec)
+            .collect(),
     };
     let mut editor: Box<dyn Editor> = new_editor(spec.hparams.clone());
     let mut done: Vec<usize> = Vec::new();
@@ -341,9 +416,15 @@ pub fn run(model: &mut Model, cases: &[EvalCase], spec: BenchRun, sink: &mut dyn
             model.reset_edits();
             editor = new_editor(spec.hparams.clone());
         }
-        let requests: Vec<EditRequest> = step.iter().flat_map(|&i| cases[i].requests.iter().cloned()).collect();
+        let requests: Vec<EditRequest> = step
+            .iter()
+            .flat_map(|&i| cases[i].requests.iter().cloned())
+            .collect();
         let te = Instant::now();
-        let mut cx = EditContext { stats: spec.stats, ctl: EditControl::default() };
+        let mut cx = EditContext {
+            stats: spec.stats,
+            ctl: EditControl::default(),
+        };
         let outcome = editor.apply(model, &mut cx, &requests);
         let seconds = te.elapsed().as_secs_f64();
         match &outcome {
@@ -365,7 +446,14 @@ pub fn run(model: &mut Model, cases: &[EvalCase], spec: BenchRun, sink: &mut dyn
             Err(e) => {
                 rejected += step.len();
                 for &i in step {
-                    sink.edit(&EditRecord { index: i, origin: cases[i].origin.clone(), prob_initial: None, prob_final: None, seconds, rejected: Some(e.to_string()) })?;
+                    sink.edit(&EditRecord {
+                        index: i,
+                        origin: cases[i].origin.clone(),
+                        prob_initial: None,
+                        prob_final: None,
+                        seconds,
+                        rejected: Some(e.to_string()),
+                    })?;
                 }
             }
         }
@@ -376,7 +464,9 @@ pub fn run(model: &mut Model, cases: &[EvalCase], spec: BenchRun, sink: &mut dyn
                 single_results.push(evaluate(model, cases, &reference, step, spec.multihop)?);
             }
             _ => {
-                let due = spec.eval_every.is_some_and(|k| done.len() % k == 0 && done.len() < cases.len());
+                let due = spec
+                    .eval_every
+                    .is_some_and(|k| done.len().is_multiple_of(k) && done.len() < cases.len());
                 if due {
                     sink.progress(done.len(), cases.len(), "evaluating all edits so far");
                     let p = point(model, &done, done.len(), &probs, rejected)?;

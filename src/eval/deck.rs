@@ -20,7 +20,8 @@ pub fn demo() -> Result<Vec<EditRequest>> {
         .filter(|l| !l.trim().is_empty())
         .enumerate()
         .map(|(i, l)| {
-            let r: EditRequest = serde_json::from_str(l).map_err(|e| Error::Input(format!("demo deck line {}: {e}", i + 1)))?;
+            let r: EditRequest = serde_json::from_str(l)
+                .map_err(|e| Error::Input(format!("demo deck line {}: {e}", i + 1)))?;
             r.validate()?;
             Ok(r)
         })
@@ -37,7 +38,12 @@ pub fn load_deck(spec: &str, data_dir: Option<&Path>) -> Result<(Vec<EditRequest
         if let Ok(n) = n.parse::<usize>() {
             let path = crate::eval::datasets::resolve(name, data_dir)?;
             let loaded = crate::eval::datasets::load(&path, None, false, Some(n))?;
-            let requests = loaded.cases.into_iter().flat_map(|c| c.requests).take(n).collect();
+            let requests = loaded
+                .cases
+                .into_iter()
+                .flat_map(|c| c.requests)
+                .take(n)
+                .collect();
             return Ok((requests, loaded.skipped.len()));
         }
     }

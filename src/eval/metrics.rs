@@ -33,18 +33,31 @@ fn teacher_forced(model: &Model, prompt: &str, answer: &str) -> Result<Scored> {
     let n_p = model.encode(prompt)?.len();
     let ids = model.encode(&format!("{prompt} {}", answer.trim()))?;
     if n_p == 0 || ids.len() <= n_p {
-        return Err(Error::Input(format!("cannot score {answer:?} after {prompt:?}")));
+        return Err(Error::Input(format!(
+            "cannot score {answer:?} after {prompt:?}"
+        )));
     }
     if ids.len() > model.config.max_positions {
-        return Err(Error::Input(format!("{prompt:?} + answer is longer than the context window")));
+        return Err(Error::Input(format!(
+            "{prompt:?} + answer is longer than the context window"
+        )));
     }
-    Ok(Scored { ids, answer_from: n_p })
+    Ok(Scored {
+        ids,
+        answer_from: n_p,
+    })
 }
 
 /// For each item, the argmax token at every answer position (teacher forcing) and the answer's
 /// own tokens.
-pub fn answer_argmax(model: &Model, items: &[(String, String)]) -> Result<Vec<(Vec<u32>, Vec<u32>)>> {
-    let scored: Vec<Scored> = items.iter().map(|(p, a)| teacher_forced(model, p, a)).collect::<Result<_>>()?;
+pub fn answer_argmax(
+    model: &Model,
+    items: &[(String, String)],
+) -> Result<Vec<(Vec<u32>, Vec<u32>)>> {
+    let scored: Vec<Scored> = items
+        .iter()
+        .map(|(p, a)| teacher_forced(model, p, a))
+        .collect::<Result<_>>()?;
     let mut out = Vec::with_capacity(items.len());
     for chunk in scored.chunks(CHUNK) {
         let rows: Vec<Vec<u32>> = chunk.iter().map(|s| s.ids.clone()).collect();
@@ -53,7 +66,13 @@ pub fn answer_argmax(model: &Model, items: &[(String, String)]) -> Result<Vec<(V
             .enumerate()
             .flat_map(|(r, s)| (s.answer_from - 1..s.ids.len() - 1).map(move |p| (r, p)))
             .collect();
-        let res = model.forward(Input::Tokens(&rows), &Forward { logits: Logits::At(at), ..Default::default() })?;
+        let res = model.forward(
+            Input::Tokens(&rows),
+            &Forward {
+                logits: Logits::At(at),
+                ..Default::default()
+            },
+        )?;
         let am = res.logits()?.argmax(D::Minus1)?.to_vec1::<u32>()?;
         let mut k = 0;
         for s in chunk {
@@ -69,7 +88,9 @@ pub fn answer_argmax(model: &Model, items: &[(String, String)]) -> Result<Vec<(V
 pub fn token_accuracy(model: &Model, items: &[(String, String)]) -> Result<Vec<f64>> {
     Ok(answer_argmax(model, items)?
         .iter()
-        .map(|(pred, gold)| pred.iter().zip(gold).filter(|(a, b)| a == b).count() as f64 / gold.len() as f64)
+        .map(|(pred, gold)| {
+            pred.iter().zip(gold).filter(|(a, b)| a == b).count() as f64 / gold.len() as f64
+        })
         .collect())
 }
 
@@ -107,7 +128,13 @@ pub fn target_nll(model: &Model, items: &[(String, String)]) -> Result<Vec<f64>>
             }
             rows.push(ids);
         }
-        let res = model.forward(Input::Tokens(&rows), &Forward { logits: Logits::At(at), ..Default::default() })?;
+        let res = model.forward(
+            Input::Tokens(&rows),
+            &Forward {
+                logits: Logits::At(at),
+                ..Default::default()
+            },
+        )?;
         let lp = target_logprobs(res.logits()?, &targets)?.to_vec1::<f32>()?;
         let mut k = 0;
         for (_, tgt) in chunk {
@@ -131,14 +158,20 @@ mod tests {
         // Whatever the model predicts greedily is, by construction, 100% accurate.
         let prompt = "Hello";
         let ids = m.encode(prompt).unwrap();
-        let gen = m.generate_batch_with(&[ids], &Default::default(), |_, _| true).unwrap();
+        let gen = m
+            .generate_batch_with(&[ids], &Default::default(), |_, _| true)
+            .unwrap();
         let greedy = m.decode(&gen[0][..4]).unwrap();
         // The tiny byte tokenizer: the answer is scored after a space, so build it that way.
         if let Some(rest) = greedy.strip_prefix(' ') {
             let acc = token_accuracy(&m, &[(prompt.into(), rest.into())]).unwrap();
             assert_eq!(acc[0], 1.0);
         }
-        let nll = target_nll(&m, &[("Hello".into(), "x".into()), ("Hello".into(), "xyz".into())]).unwrap();
+        let nll = target_nll(
+            &m,
+            &[("Hello".into(), "x".into()), ("Hello".into(), "xyz".into())],
+        )
+        .unwrap();
         assert!(nll.iter().all(|x| x.is_finite() && *x > 0.0));
         assert_eq!(agreement(&[1, 2, 3, 4], &[1, 2, 0, 4]), 0.75);
         assert!(token_accuracy(&m, &[("Hello".into(), " ".into())]).is_err());

@@ -46,15 +46,40 @@ pub struct RunWriter {
 fn append(f: &mut File, path: &Path, v: &impl Serialize) -> Result<()> {
     let mut line = serde_json::to_string(v).expect("serializable");
     line.push('\n');
-    f.write_all(line.as_bytes()).and_then(|_| f.flush()).map_err(|e| Error::io(path, e))
+    f.write_all(line.as_bytes())
+        .and_then(|_| f.flush())
+        .map_err(|e| Error::io(path, e))
 }
 
 impl RunWriter {
-    pub fn create(dir: &Path, config: &RunConfig, progress: Option<indicatif::ProgressBar>) -> Result<Self> {
+    pub fn create(
+        dir: &Path,
+        config: &RunConfig,
+        progress: Option<indicatif::ProgressBar>,
+    ) -> Result<Self> {
         util::ensure_dir(dir)?;
-        util::write_atomic(&dir.join("config.json"), serde_json::to_string_pretty(config).expect("serializable").as_bytes())?;
-        let open = |name: &str| OpenOptions::new().create(true).write(true).truncate(true).open(dir.join(name)).map_err(|e| Error::io(dir.join(name), e));
-        Ok(Self { dir: dir.to_path_buf(), metrics: open("metrics.jsonl")?, edits: open("edits.jsonl")?, points: vec![], records: vec![], progress })
+        util::write_atomic(
+            &dir.join("config.json"),
+            serde_json::to_string_pretty(config)
+                .expect("serializable")
+                .as_bytes(),
+        )?;
+        let open = |name: &str| {
+            OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .open(dir.join(name))
+                .map_err(|e| Error::io(dir.join(name), e))
+        };
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            metrics: open("metrics.jsonl")?,
+            edits: open("edits.jsonl")?,
+            points: vec![],
+            records: vec![],
+            progress,
+        })
     }
 }
 
@@ -68,8 +93,22 @@ impl BenchSink for RunWriter {
     fn point(&mut self, point: &EvalPoint) -> Result<()> {
         append(&mut self.metrics, &self.dir.join("metrics.jsonl"), point)?;
         if let Some(pb) = &self.progress {
-            let eff = point.metrics.token.get("efficacy").copied().unwrap_or(f64::NAN);
-            pb.println(format!("  after {:>5} edits: efficacy {eff:.3}{}", point.edits, point.metrics.token.get("specificity").map(|s| format!(", specificity {s:.3}")).unwrap_or_default()));
+            let eff = point
+                .metrics
+                .token
+                .get("efficacy")
+                .copied()
+                .unwrap_or(f64::NAN);
+            pb.println(format!(
+                "  after {:>5} edits: efficacy {eff:.3}{}",
+                point.edits,
+                point
+                    .metrics
+                    .token
+                    .get("specificity")
+                    .map(|s| format!(", specificity {s:.3}"))
+                    .unwrap_or_default()
+            ));
         }
         self.points.push(point.clone());
         Ok(())
@@ -111,7 +150,10 @@ pub fn summarize(method: &str, points: &[EvalPoint], records: &[EditRecord]) -> 
     let last = points.last()?;
     let first = points.first()?;
     let t = &last.metrics.token;
-    let three: Vec<f64> = ["efficacy", "paraphrase", "specificity"].iter().filter_map(|k| t.get(*k).copied()).collect();
+    let three: Vec<f64> = ["efficacy", "paraphrase", "specificity"]
+        .iter()
+        .filter_map(|k| t.get(*k).copied())
+        .collect();
     let probes = last
         .probes
         .keys()
@@ -126,11 +168,19 @@ pub fn summarize(method: &str, points: &[EvalPoint], records: &[EditRecord]) -> 
         .filter_map(|l| {
             let l0 = first.layers.iter().find(|x| x.layer == l.layer)?;
             // The first point is the unedited model (sequential) — or W0 itself (single).
-            let base = if first.edits == 0 { l0.l1_mean } else { l.l1_mean };
+            let base = if first.edits == 0 {
+                l0.l1_mean
+            } else {
+                l.l1_mean
+            };
             Some((l.layer, l.l1_mean / base.max(1e-30)))
         })
         .collect();
-    let times: Vec<f64> = records.iter().filter(|r| r.rejected.is_none()).map(|r| r.seconds).collect();
+    let times: Vec<f64> = records
+        .iter()
+        .filter(|r| r.rejected.is_none())
+        .map(|r| r.seconds)
+        .collect();
     Some(Summary {
         method: method.to_string(),
         edits: last.edits,
@@ -146,7 +196,8 @@ pub fn summarize(method: &str, points: &[EvalPoint], records: &[EditRecord]) -> 
         probes,
         l1_growth,
         rejected: last.rejected,
-        seconds_per_edit: (!times.is_empty()).then(|| times.iter().sum::<f64>() / times.len() as f64),
+        seconds_per_edit: (!times.is_empty())
+            .then(|| times.iter().sum::<f64>() / times.len() as f64),
         wall_seconds: last.wall_seconds,
     })
 }
@@ -156,11 +207,21 @@ fn opt(v: Option<f64>) -> String {
 }
 
 /// Writes `summary.json`, `summary.csv` and the plots of one run.
-pub fn finish_run(dir: &Path, method: &str, points: &[EvalPoint], records: &[EditRecord]) -> Result<Option<Summary>> {
+pub fn finish_run(
+    dir: &Path,
+    method: &str,
+    points: &[EvalPoint],
+    records: &[EditRecord],
+) -> Result<Option<Summary>> {
     let Some(s) = summarize(method, points, records) else {
         return Ok(None);
     };
-    util::write_atomic(&dir.join("summary.json"), serde_json::to_string_pretty(&s).expect("serializable").as_bytes())?;
+    util::write_atomic(
+        &dir.join("summary.json"),
+        serde_json::to_string_pretty(&s)
+            .expect("serializable")
+            .as_bytes(),
+    )?;
     let mut csv = String::from("method,edits,efficacy,paraphrase,specificity,avg,portability,es,ps,ns,multihop,rejected,seconds_per_edit");
     for (task, _, _) in &s.probes {
         csv.push_str(&format!(",{task}_start,{task}_end"));
@@ -172,7 +233,19 @@ pub fn finish_run(dir: &Path, method: &str, points: &[EvalPoint], records: &[Edi
     let f = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.6}"));
     csv.push_str(&format!(
         "{},{},{},{},{},{},{},{},{},{},{},{},{}",
-        s.method, s.edits, f(s.efficacy), f(s.paraphrase), f(s.specificity), f(s.avg), f(s.portability), f(s.es), f(s.ps), f(s.ns), f(s.multihop), s.rejected, f(s.seconds_per_edit)
+        s.method,
+        s.edits,
+        f(s.efficacy),
+        f(s.paraphrase),
+        f(s.specificity),
+        f(s.avg),
+        f(s.portability),
+        f(s.es),
+        f(s.ps),
+        f(s.ns),
+        f(s.multihop),
+        s.rejected,
+        f(s.seconds_per_edit)
     ));
     for (_, a, b) in &s.probes {
         csv.push_str(&format!(",{},{}", f(*a), f(*b)));
@@ -187,11 +260,22 @@ pub fn finish_run(dir: &Path, method: &str, points: &[EvalPoint], records: &[Edi
 }
 
 fn series(label: &str, points: &[EvalPoint], get: impl Fn(&EvalPoint) -> Option<f64>) -> Series {
-    Series { label: label.to_string(), points: points.iter().filter_map(|p| get(p).map(|v| (p.edits as f64, v))).collect() }
+    Series {
+        label: label.to_string(),
+        points: points
+            .iter()
+            .filter_map(|p| get(p).map(|v| (p.edits as f64, v)))
+            .collect(),
+    }
 }
 
 /// metrics.{svg,png}, norms.{svg,png}, probes.{svg,png}, edit_prob.{svg,png}.
-pub fn plot_run(dir: &Path, method: &str, points: &[EvalPoint], records: &[EditRecord]) -> Result<Vec<PathBuf>> {
+pub fn plot_run(
+    dir: &Path,
+    method: &str,
+    points: &[EvalPoint],
+    records: &[EditRecord],
+) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     let metrics = LineChart {
         title: format!("{method}: edit metrics vs number of edits"),
@@ -206,23 +290,39 @@ pub fn plot_run(dir: &Path, method: &str, points: &[EvalPoint], records: &[EditR
         log_y: false,
     };
     files.extend(render(&metrics, &dir.join("metrics"))?);
-    let layers: Vec<usize> = points.last().map(|p| p.layers.iter().map(|l| l.layer).collect()).unwrap_or_default();
+    let layers: Vec<usize> = points
+        .last()
+        .map(|p| p.layers.iter().map(|l| l.layer).collect())
+        .unwrap_or_default();
     let norms = LineChart {
         title: format!("{method}: ‖W‖₁/n of each edited layer vs number of edits"),
         x_label: "edits".into(),
         y_label: "mean |w|".into(),
-        series: layers.iter().map(|&l| series(&format!("layer {l}"), points, |p| p.layers.iter().find(|x| x.layer == l).map(|x| x.l1_mean))).collect(),
+        series: layers
+            .iter()
+            .map(|&l| {
+                series(&format!("layer {l}"), points, |p| {
+                    p.layers.iter().find(|x| x.layer == l).map(|x| x.l1_mean)
+                })
+            })
+            .collect(),
         y_range: None,
         log_y: false,
     };
     files.extend(render(&norms, &dir.join("norms"))?);
-    let tasks: Vec<String> = points.last().map(|p| p.probes.keys().cloned().collect()).unwrap_or_default();
+    let tasks: Vec<String> = points
+        .last()
+        .map(|p| p.probes.keys().cloned().collect())
+        .unwrap_or_default();
     if !tasks.is_empty() {
         let probes = LineChart {
             title: format!("{method}: downstream probes vs number of edits"),
             x_label: "edits".into(),
             y_label: "headline metric".into(),
-            series: tasks.iter().map(|t| series(t, points, |p| p.probes.get(t).map(|r| r.headline().1))).collect(),
+            series: tasks
+                .iter()
+                .map(|t| series(t, points, |p| p.probes.get(t).map(|r| r.headline().1)))
+                .collect(),
             y_range: Some((0.0, 1.0)),
             log_y: false,
         };
@@ -232,7 +332,14 @@ pub fn plot_run(dir: &Path, method: &str, points: &[EvalPoint], records: &[EditR
         title: format!("{method}: target probability reached by each edit"),
         x_label: "edit".into(),
         y_label: "p(target) after optimization".into(),
-        series: vec![Series { label: "edit probability".into(), points: records.iter().enumerate().filter_map(|(i, r)| r.prob_final.map(|p| ((i + 1) as f64, p))).collect() }],
+        series: vec![Series {
+            label: "edit probability".into(),
+            points: records
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| r.prob_final.map(|p| ((i + 1) as f64, p)))
+                .collect(),
+        }],
         y_range: Some((0.0, 1.0)),
         log_y: false,
     };
@@ -243,18 +350,27 @@ pub fn plot_run(dir: &Path, method: &str, points: &[EvalPoint], records: &[EditR
 /// Reads a run folder back.
 pub fn load_run(dir: &Path) -> Result<(RunConfig, Vec<EvalPoint>, Vec<EditRecord>)> {
     let cfg_path = dir.join("config.json");
-    let cfg: RunConfig = serde_json::from_slice(&std::fs::read(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?)
-        .map_err(|e| Error::bad_file(&cfg_path, format!("not a d4s run config: {e}")))?;
+    let cfg: RunConfig =
+        serde_json::from_slice(&std::fs::read(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?)
+            .map_err(|e| Error::bad_file(&cfg_path, format!("not a d4s run config: {e}")))?;
     let lines = |name: &str| -> Result<Vec<String>> {
         let p = dir.join(name);
         let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-        Ok(text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect())
+        Ok(text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_string)
+            .collect())
     };
-    let parse = |name: &str, i: usize, l: &str| Error::bad_file(dir.join(name), format!("line {}: {l}", i + 1));
+    let parse = |name: &str, i: usize, l: &str| {
+        Error::bad_file(dir.join(name), format!("line {}: {l}", i + 1))
+    };
     let points = lines("metrics.jsonl")?
         .iter()
         .enumerate()
-        .map(|(i, l)| serde_json::from_str(l).map_err(|e| parse("metrics.jsonl", i, &e.to_string())))
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| parse("metrics.jsonl", i, &e.to_string()))
+        })
         .collect::<Result<Vec<EvalPoint>>>()?;
     let records = lines("edits.jsonl")?
         .iter()
@@ -267,7 +383,10 @@ pub fn load_run(dir: &Path) -> Result<(RunConfig, Vec<EvalPoint>, Vec<EditRecord
 /// The side-by-side table of several runs (Markdown).
 pub fn table(summaries: &[(String, Summary)]) -> String {
     let tasks: Vec<String> = {
-        let mut t: Vec<String> = summaries.iter().flat_map(|(_, s)| s.probes.iter().map(|p| p.0.clone())).collect();
+        let mut t: Vec<String> = summaries
+            .iter()
+            .flat_map(|(_, s)| s.probes.iter().map(|p| p.0.clone()))
+            .collect();
         t.sort();
         t.dedup();
         t
@@ -284,14 +403,31 @@ pub fn table(summaries: &[(String, Summary)]) -> String {
     for (name, s) in summaries {
         md.push_str(&format!(
             "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            s.method, s.edits, opt(s.efficacy), opt(s.paraphrase), opt(s.specificity), opt(s.avg), opt(s.es), opt(s.ps), opt(s.ns)
+            s.method,
+            s.edits,
+            opt(s.efficacy),
+            opt(s.paraphrase),
+            opt(s.specificity),
+            opt(s.avg),
+            opt(s.es),
+            opt(s.ps),
+            opt(s.ns)
         ));
         for t in &tasks {
-            let cell = s.probes.iter().find(|p| &p.0 == t).map_or("–".to_string(), |(_, a, b)| format!("{} → {}", opt(*a), opt(*b)));
+            let cell = s
+                .probes
+                .iter()
+                .find(|p| &p.0 == t)
+                .map_or("–".to_string(), |(_, a, b)| {
+                    format!("{} → {}", opt(*a), opt(*b))
+                });
             md.push_str(&format!(" {cell} |"));
         }
         let g = s.l1_growth.iter().map(|(_, g)| *g).fold(f64::NAN, f64::max);
-        md.push_str(&format!(" ×{g:.4} | {} |\n", s.seconds_per_edit.map_or("–".into(), |x| format!("{x:.1}"))));
+        md.push_str(&format!(
+            " ×{g:.4} | {} |\n",
+            s.seconds_per_edit.map_or("–".into(), |x| format!("{x:.1}"))
+        ));
     }
     md.push_str("\nEff./Par./Spe.: EasyEdit token-level rewrite, rephrase and locality accuracy ×100 over all edits on the final model; ES/PS/NS: ROME/MEMIT probability scores ×100; probes: headline metric ×100.\n");
     md
@@ -303,16 +439,30 @@ pub fn compare(runs: &[PathBuf], out: &Path) -> Result<(String, Vec<PathBuf>)> {
     let mut loaded = Vec::new();
     for r in runs {
         let (cfg, points, records) = load_run(r)?;
-        let name = r.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| cfg.method.clone());
+        let name = r
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| cfg.method.clone());
         loaded.push((name, cfg, points, records));
     }
     let mut files = Vec::new();
-    for (key, title, y) in [("efficacy", "Efficacy vs number of edits", "efficacy"), ("paraphrase", "Paraphrase vs number of edits", "paraphrase"), ("specificity", "Specificity vs number of edits", "specificity")] {
+    for (key, title, y) in [
+        ("efficacy", "Efficacy vs number of edits", "efficacy"),
+        ("paraphrase", "Paraphrase vs number of edits", "paraphrase"),
+        (
+            "specificity",
+            "Specificity vs number of edits",
+            "specificity",
+        ),
+    ] {
         let chart = LineChart {
             title: title.into(),
             x_label: "edits".into(),
             y_label: y.into(),
-            series: loaded.iter().map(|(n, _, p, _)| series(n, p, |pt| pt.metrics.token.get(key).copied())).collect(),
+            series: loaded
+                .iter()
+                .map(|(n, _, p, _)| series(n, p, |pt| pt.metrics.token.get(key).copied()))
+                .collect(),
             y_range: Some((0.0, 1.0)),
             log_y: false,
         };
@@ -325,9 +475,19 @@ pub fn compare(runs: &[PathBuf], out: &Path) -> Result<(String, Vec<PathBuf>)> {
         series: loaded
             .iter()
             .map(|(n, _, p, _)| {
-                let base: Vec<(usize, f64)> = p.first().map(|f| f.layers.iter().map(|l| (l.layer, l.l1_mean)).collect()).unwrap_or_default();
+                let base: Vec<(usize, f64)> = p
+                    .first()
+                    .map(|f| f.layers.iter().map(|l| (l.layer, l.l1_mean)).collect())
+                    .unwrap_or_default();
                 series(n, p, |pt| {
-                    pt.layers.iter().filter_map(|l| base.iter().find(|b| b.0 == l.layer).map(|b| l.l1_mean / b.1.max(1e-30))).reduce(f64::max)
+                    pt.layers
+                        .iter()
+                        .filter_map(|l| {
+                            base.iter()
+                                .find(|b| b.0 == l.layer)
+                                .map(|b| l.l1_mean / b.1.max(1e-30))
+                        })
+                        .reduce(f64::max)
                 })
             })
             .collect(),
@@ -335,7 +495,10 @@ pub fn compare(runs: &[PathBuf], out: &Path) -> Result<(String, Vec<PathBuf>)> {
         log_y: false,
     };
     files.extend(render(&norm, &out.join("norm_growth"))?);
-    let summaries: Vec<(String, Summary)> = loaded.iter().filter_map(|(n, c, p, r)| summarize(&c.method, p, r).map(|s| (n.clone(), s))).collect();
+    let summaries: Vec<(String, Summary)> = loaded
+        .iter()
+        .filter_map(|(n, c, p, r)| summarize(&c.method, p, r).map(|s| (n.clone(), s)))
+        .collect();
     let md = table(&summaries);
     util::write_atomic(&out.join("compare.md"), md.as_bytes())?;
     files.push(out.join("compare.md"));

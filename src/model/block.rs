@@ -34,7 +34,11 @@ pub struct Attention {
 #[derive(Debug, Clone)]
 pub enum Mlp {
     /// `k = SiLU(W_gate x) ⊙ (W_up x)` (Llama).
-    SwiGlu { gate: Linear, up: Linear, down: Linear },
+    SwiGlu {
+        gate: Linear,
+        up: Linear,
+        down: Linear,
+    },
     /// `k = GELU_tanh(W_in x + b)` (GPT-2, GPT-J).
     Gelu { fc_in: Linear, fc_out: Linear },
 }
@@ -128,7 +132,9 @@ impl Attention {
             None => (k.clone(), v.clone()),
         };
         let y = attention(&q, &k_all, &v_all, io.mask, fc)?;
-        let y = y.transpose(1, 2)?.reshape((b, s, self.n_heads * self.head_dim))?;
+        let y = y
+            .transpose(1, 2)?
+            .reshape((b, s, self.n_heads * self.head_dim))?;
         Ok((self.o.forward(&y)?, k, v))
     }
 }

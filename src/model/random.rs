@@ -56,9 +56,10 @@ impl RandomSource<'_> {
         let (out, inp) = match (c.arch, leaf) {
             (_, "embed_tokens" | "wte" | "lm_head") => (v, d),
             (_, "wpe") => (c.max_positions, d),
-            (_, "input_layernorm" | "post_attention_layernorm" | "norm" | "ln_1" | "ln_2" | "ln_f") => {
-                return Ok(vec![d])
-            }
+            (
+                _,
+                "input_layernorm" | "post_attention_layernorm" | "norm" | "ln_1" | "ln_2" | "ln_f",
+            ) => return Ok(vec![d]),
             (Arch::Llama, "q_proj") | (Arch::Gptj, "q_proj") => (q, d),
             (Arch::Llama, "k_proj" | "v_proj") | (Arch::Gptj, "k_proj" | "v_proj") => (kv, d),
             (Arch::Llama, "o_proj") | (Arch::Gptj, "out_proj") => (d, q),
@@ -82,7 +83,7 @@ impl RandomSource<'_> {
 impl WeightSource for RandomSource<'_> {
     fn has(&self, name: &str) -> bool {
         // GPT-2 names are asked for with and without `transformer.`; answer for the full form.
-        !(self.cfg.arch == Arch::Gpt2 && !name.starts_with("transformer."))
+        self.cfg.arch != Arch::Gpt2 || name.starts_with("transformer.")
     }
 
     fn get(&mut self, name: &str) -> Result<Tensor> {
@@ -147,7 +148,13 @@ pub fn random_model(cfg: &ModelConfig, seed: u64, std: f64) -> Result<Model> {
         sha256: crate::util::sha256_hex(format!("{cfg:?}/{seed}/{std}").as_bytes()),
         load_seconds: 0.0,
     };
-    assemble(cfg.clone(), parts, Some(byte_tokenizer()), info, &Device::Cpu)
+    assemble(
+        cfg.clone(),
+        parts,
+        Some(byte_tokenizer()),
+        info,
+        &Device::Cpu,
+    )
 }
 
 /// The tiny random model most unit tests use.

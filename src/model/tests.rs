@@ -9,11 +9,24 @@ use super::*;
 const ARCHS: [Arch; 3] = [Arch::Llama, Arch::Gpt2, Arch::Gptj];
 
 fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 fn rows() -> Vec<Vec<u32>> {
-    vec![vec![3, 17, 250, 9, 77, 500, 42, 1], vec![5, 6, 7], vec![100, 200, 300, 400, 11]]
+    vec![
+        vec![3, 17, 250, 9, 77, 500, 42, 1],
+        vec![5, 6, 7],
+        vec![100, 200, 300, 400, 11],
+    ]
 }
 
 #[test]
@@ -21,8 +34,22 @@ fn captured_activations_recompute_by_hand() {
     for arch in ARCHS {
         let m = tiny_model(arch, 1);
         let ids = vec![rows()[0].clone()];
-        let caps = vec![(0, Site::BlockOut), (1, Site::AttnOut), (1, Site::Key), (1, Site::MlpOut), (1, Site::BlockOut)];
-        let out = m.forward(Input::Tokens(&ids), &Forward { captures: caps, ..Default::default() }).unwrap();
+        let caps = vec![
+            (0, Site::BlockOut),
+            (1, Site::AttnOut),
+            (1, Site::Key),
+            (1, Site::MlpOut),
+            (1, Site::BlockOut),
+        ];
+        let out = m
+            .forward(
+                Input::Tokens(&ids),
+                &Forward {
+                    captures: caps,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
         let h0 = out.capture(0, Site::BlockOut).unwrap();
         let attn = out.capture(1, Site::AttnOut).unwrap();
         let b = &m.blocks[1];
@@ -44,15 +71,24 @@ fn captured_activations_recompute_by_hand() {
                 .gelu()
                 .unwrap(),
         };
-        assert!(max_abs(&key, out.capture(1, Site::Key).unwrap()) < 1e-5, "{arch:?} key");
+        assert!(
+            max_abs(&key, out.capture(1, Site::Key).unwrap()) < 1e-5,
+            "{arch:?} key"
+        );
         let w = m.edit_weight(1).unwrap();
         let mut value = key.broadcast_matmul(&w.t().unwrap()).unwrap();
         if let Some(bias) = &b.mlp.out().bias {
             value = value.broadcast_add(bias).unwrap();
         }
-        assert!(max_abs(&value, out.capture(1, Site::MlpOut).unwrap()) < 1e-5, "{arch:?} value");
+        assert!(
+            max_abs(&value, out.capture(1, Site::MlpOut).unwrap()) < 1e-5,
+            "{arch:?} value"
+        );
         let block_out = ((h0 + attn).unwrap() + &value).unwrap();
-        assert!(max_abs(&block_out, out.capture(1, Site::BlockOut).unwrap()) < 1e-5, "{arch:?} block");
+        assert!(
+            max_abs(&block_out, out.capture(1, Site::BlockOut).unwrap()) < 1e-5,
+            "{arch:?} block"
+        );
     }
 }
 
@@ -61,10 +97,24 @@ fn right_padded_batch_equals_rows_alone() {
     for arch in ARCHS {
         let m = tiny_model(arch, 2);
         let rows = rows();
-        let all = m.forward(Input::Tokens(&rows), &Forward { logits: Logits::All, ..Default::default() }).unwrap();
+        let all = m
+            .forward(
+                Input::Tokens(&rows),
+                &Forward {
+                    logits: Logits::All,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
         for (r, row) in rows.iter().enumerate() {
             let alone = m
-                .forward(Input::Tokens(std::slice::from_ref(row)), &Forward { logits: Logits::All, ..Default::default() })
+                .forward(
+                    Input::Tokens(std::slice::from_ref(row)),
+                    &Forward {
+                        logits: Logits::All,
+                        ..Default::default()
+                    },
+                )
                 .unwrap();
             let batched = all.logits().unwrap().i((r, 0..row.len())).unwrap();
             let single = alone.logits().unwrap().i(0).unwrap();
@@ -78,11 +128,29 @@ fn fused_and_composed_paths_agree_on_a_model() {
     for arch in ARCHS {
         let m = tiny_model(arch, 3);
         let rows = rows();
-        let fast = m.forward(Input::Tokens(&rows), &Forward { logits: Logits::All, ..Default::default() }).unwrap();
-        let slow = m
-            .forward(Input::Tokens(&rows), &Forward { logits: Logits::All, force_composed: true, ..Default::default() })
+        let fast = m
+            .forward(
+                Input::Tokens(&rows),
+                &Forward {
+                    logits: Logits::All,
+                    ..Default::default()
+                },
+            )
             .unwrap();
-        assert!(max_abs(fast.logits().unwrap(), slow.logits().unwrap()) < 6e-5, "{arch:?}");
+        let slow = m
+            .forward(
+                Input::Tokens(&rows),
+                &Forward {
+                    logits: Logits::All,
+                    force_composed: true,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert!(
+            max_abs(fast.logits().unwrap(), slow.logits().unwrap()) < 6e-5,
+            "{arch:?}"
+        );
     }
 }
 
@@ -93,7 +161,15 @@ fn prefix_cached_forward_equals_full_forward() {
         let m = tiny_model(arch, 4);
         let rows = rows();
         let full = m
-            .forward(Input::Tokens(&rows), &Forward { logits: Logits::All, keep_kv: true, captures: vec![(0, Site::BlockOut)], ..Default::default() })
+            .forward(
+                Input::Tokens(&rows),
+                &Forward {
+                    logits: Logits::All,
+                    keep_kv: true,
+                    captures: vec![(0, Site::BlockOut)],
+                    ..Default::default()
+                },
+            )
             .unwrap();
         let prefix = [3usize, 1, 2];
         let cache = full.kv.as_ref().unwrap().truncated(&prefix);
@@ -103,21 +179,37 @@ fn prefix_cached_forward_equals_full_forward() {
         let parts: Vec<Tensor> = (0..rows.len())
             .map(|r| {
                 let h = h0.i((r, prefix[r]..prefix[r] + lens[r])).unwrap();
-                h.pad_with_zeros(0, 0, s - lens[r]).unwrap().unsqueeze(0).unwrap()
+                h.pad_with_zeros(0, 0, s - lens[r])
+                    .unwrap()
+                    .unsqueeze(0)
+                    .unwrap()
             })
             .collect();
         let hidden = Tensor::cat(&parts, 0).unwrap();
-        let at: Vec<(usize, usize)> = (0..rows.len()).flat_map(|r| (0..lens[r]).map(move |i| (r, i))).collect();
+        let at: Vec<(usize, usize)> = (0..rows.len())
+            .flat_map(|r| (0..lens[r]).map(move |i| (r, i)))
+            .collect();
         let resumed = m
             .forward(
-                Input::Hidden { hidden, lens: lens.clone() },
-                &Forward { start_layer: 1, past: Some(&cache), logits: Logits::At(at.clone()), ..Default::default() },
+                Input::Hidden {
+                    hidden,
+                    lens: lens.clone(),
+                },
+                &Forward {
+                    start_layer: 1,
+                    past: Some(&cache),
+                    logits: Logits::At(at.clone()),
+                    ..Default::default()
+                },
             )
             .unwrap();
         let got = resumed.logits().unwrap();
         for (n, &(r, i)) in at.iter().enumerate() {
             let want = full.logits().unwrap().i((r, prefix[r] + i)).unwrap();
-            assert!(max_abs(&got.i(n).unwrap(), &want) < 1e-5, "{arch:?} row {r} pos {i}");
+            assert!(
+                max_abs(&got.i(n).unwrap(), &want) < 1e-5,
+                "{arch:?} row {r} pos {i}"
+            );
         }
     }
 }
@@ -127,7 +219,11 @@ fn kv_cached_generation_equals_full_recompute() {
     for arch in ARCHS {
         let m = tiny_model(arch, 5);
         let prompts = vec![vec![3u32, 17, 250], vec![9, 77, 500, 42, 1]];
-        let opts = generate::GenerateOptions { max_tokens: 6, stop_at_eos: false, ..Default::default() };
+        let opts = generate::GenerateOptions {
+            max_tokens: 6,
+            stop_at_eos: false,
+            ..Default::default()
+        };
         let cached = m.generate_batch_with(&prompts, &opts, |_, _| true).unwrap();
         for (p, gen) in prompts.iter().zip(&cached) {
             let mut seq = p.clone();
@@ -145,32 +241,78 @@ fn weight_replaced_and_restored_gives_identical_logits() {
     for arch in ARCHS {
         let mut m = tiny_model(arch, 6);
         let rows = rows();
-        let fwd = Forward { logits: Logits::All, ..Default::default() };
-        let before = m.forward(Input::Tokens(&rows), &fwd).unwrap().logits.unwrap();
+        let fwd = Forward {
+            logits: Logits::All,
+            ..Default::default()
+        };
+        let before = m
+            .forward(Input::Tokens(&rows), &fwd)
+            .unwrap()
+            .logits
+            .unwrap();
         let w0 = m.edit_weight(1).unwrap().clone();
         m.set_edit_weight(1, (&w0 * 1.5).unwrap()).unwrap();
-        let changed = m.forward(Input::Tokens(&rows), &fwd).unwrap().logits.unwrap();
-        assert!(max_abs(&before, &changed) > 1e-3, "{arch:?}: the edit has an effect");
+        let changed = m
+            .forward(Input::Tokens(&rows), &fwd)
+            .unwrap()
+            .logits
+            .unwrap();
+        assert!(
+            max_abs(&before, &changed) > 1e-3,
+            "{arch:?}: the edit has an effect"
+        );
         m.set_edit_weight(1, w0).unwrap();
-        let after = m.forward(Input::Tokens(&rows), &fwd).unwrap().logits.unwrap();
-        let (a, b) = (before.flatten_all().unwrap().to_vec1::<f32>().unwrap(), after.flatten_all().unwrap().to_vec1::<f32>().unwrap());
-        assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "{arch:?}: bit-identical");
-        assert!(m.set_edit_weight(1, Tensor::zeros((2, 2), candle_core::DType::F32, &m.device).unwrap()).is_err());
+        let after = m
+            .forward(Input::Tokens(&rows), &fwd)
+            .unwrap()
+            .logits
+            .unwrap();
+        let (a, b) = (
+            before.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            after.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        );
+        assert!(
+            a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{arch:?}: bit-identical"
+        );
+        assert!(m
+            .set_edit_weight(
+                1,
+                Tensor::zeros((2, 2), candle_core::DType::F32, &m.device).unwrap()
+            )
+            .is_err());
         assert!(m.set_edit_weight(99, before.clone()).is_err());
     }
 }
 
 /// Loss = Σ log p(target) at chosen positions with δ added to block output 0 at one position.
-fn delta_loss(m: &Model, rows: &[Vec<u32>], delta: &Tensor, at: &[(usize, usize)], targets: &[u32]) -> Tensor {
+fn delta_loss(
+    m: &Model,
+    rows: &[Vec<u32>],
+    delta: &Tensor,
+    at: &[(usize, usize)],
+    targets: &[u32],
+) -> Tensor {
     let s = rows.iter().map(Vec::len).max().unwrap();
     let dense = m.delta_at(delta, &vec![1; rows.len()], s).unwrap();
     let out = m
         .forward(
             Input::Tokens(rows),
-            &Forward { deltas: vec![SiteDelta { layer: 0, site: Site::BlockOut, value: dense }], logits: Logits::At(at.to_vec()), ..Default::default() },
+            &Forward {
+                deltas: vec![SiteDelta {
+                    layer: 0,
+                    site: Site::BlockOut,
+                    value: dense,
+                }],
+                logits: Logits::At(at.to_vec()),
+                ..Default::default()
+            },
         )
         .unwrap();
-    generate::target_logprobs(out.logits().unwrap(), targets).unwrap().sum_all().unwrap()
+    generate::target_logprobs(out.logits().unwrap(), targets)
+        .unwrap()
+        .sum_all()
+        .unwrap()
 }
 
 #[test]
@@ -185,15 +327,31 @@ fn delta_gradient_matches_finite_differences() {
         let loss = delta_loss(&m, &rows, delta.as_tensor(), &at, &targets);
         let grads = loss.backward().unwrap();
         let g = grads.get(delta.as_tensor()).unwrap();
-        let norm = |t: &Tensor| t.sqr().unwrap().sum_all().unwrap().sqrt().unwrap().to_scalar::<f32>().unwrap() as f64;
+        let norm = |t: &Tensor| {
+            t.sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .sqrt()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap() as f64
+        };
         let g_norm = norm(g);
         let h = 1e-2;
         let directional = |u: &Tensor| {
             let f = |sign: f64| {
                 let x = (delta.as_tensor() + (u * (sign * h)).unwrap()).unwrap();
-                delta_loss(&m, &rows, &x, &at, &targets).to_scalar::<f32>().unwrap() as f64
+                delta_loss(&m, &rows, &x, &at, &targets)
+                    .to_scalar::<f32>()
+                    .unwrap() as f64
             };
-            let analytic = (g * u).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64;
+            let analytic = (g * u)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap() as f64;
             (analytic, (f(1.0) - f(-1.0)) / (2.0 * h))
         };
         // Along the gradient the derivative is |g|: a relative check that f32 rounding of the
@@ -202,7 +360,13 @@ fn delta_gradient_matches_finite_differences() {
         let rel = (analytic - numeric).abs() / numeric.abs();
         let r = Tensor::randn(0f32, 1.0, d, &m.device).unwrap();
         let (a2, n2) = directional(&(&r / norm(&r)).unwrap());
-        assert!((a2 - n2).abs() < 1e-3 * g_norm, "{arch:?}: random direction {a2} vs {n2}");
-        assert!(rel < 1e-3, "{arch:?}: analytic {analytic} vs numeric {numeric} (rel {rel})");
+        assert!(
+            (a2 - n2).abs() < 1e-3 * g_norm,
+            "{arch:?}: random direction {a2} vs {n2}"
+        );
+        assert!(
+            rel < 1e-3,
+            "{arch:?}: analytic {analytic} vs numeric {numeric} (rel {rel})"
+        );
     }
 }

@@ -114,16 +114,20 @@ fn pre_tokenizer(pre: &str) -> Result<PreTokenizerWrapper> {
     };
     Ok(match pre {
         // SmolLM / StarCoder: every digit is its own word, then GPT-2's byte-level regex.
-        "smollm" | "starcoder" | "refact" => Sequence::new(vec![
-            Digits::new(true).into(),
-            byte_level(true).into(),
+        "smollm" | "starcoder" | "refact" => {
+            Sequence::new(vec![Digits::new(true).into(), byte_level(true).into()]).into()
+        }
+        "gpt-2" | "gpt2" | "default" => byte_level(true).into(),
+        "llama-bpe" | "llama3" => Sequence::new(vec![
+            split(llama3_style_regex("{1,3}"))?,
+            byte_level(false).into(),
         ])
         .into(),
-        "gpt-2" | "gpt2" | "default" => byte_level(true).into(),
-        "llama-bpe" | "llama3" => {
-            Sequence::new(vec![split(llama3_style_regex("{1,3}"))?, byte_level(false).into()]).into()
-        }
-        "qwen2" => Sequence::new(vec![split(llama3_style_regex(""))?, byte_level(false).into()]).into(),
+        "qwen2" => Sequence::new(vec![
+            split(llama3_style_regex(""))?,
+            byte_level(false).into(),
+        ])
+        .into(),
         other => {
             return Err(Error::Tokenizer(format!(
                 "GGUF pre-tokenizer {other:?} is not supported (smollm, gpt-2, llama-bpe, qwen2); \

@@ -78,8 +78,15 @@ pub fn hf_config(model: &Model) -> serde_json::Value {
 
 fn save_tensors(path: &Path, tensors: Vec<(String, Tensor)>) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
-    let map: HashMap<String, Tensor> = tensors.into_iter().map(|(k, v)| v.contiguous().map(|v| (k, v))).collect::<candle_core::Result<_>>()?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    let map: HashMap<String, Tensor> = tensors
+        .into_iter()
+        .map(|(k, v)| v.contiguous().map(|v| (k, v)))
+        .collect::<candle_core::Result<_>>()?;
     if let Err(e) = candle_core::safetensors::save(&map, &tmp) {
         let _ = std::fs::remove_file(&tmp);
         return Err(Error::io(path, std::io::Error::other(e.to_string())));
@@ -88,7 +95,12 @@ fn save_tensors(path: &Path, tensors: Vec<(String, Tensor)>) -> Result<()> {
 }
 
 fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
-    util::write_atomic(path, serde_json::to_string_pretty(v).expect("serializable").as_bytes())
+    util::write_atomic(
+        path,
+        serde_json::to_string_pretty(v)
+            .expect("serializable")
+            .as_bytes(),
+    )
 }
 
 /// Writes the model to `dir`. With `delta_only`, writes `delta.safetensors` (ΔW = W − W0 of each
@@ -96,7 +108,8 @@ fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
 pub fn export_hf(model: &Model, dir: &Path, delta_only: bool) -> Result<()> {
     if model.adaptors.iter().any(Option::is_some) {
         return Err(Error::Input(
-            "this model carries GRACE codebook edits, which are not weights and cannot be exported".into(),
+            "this model carries GRACE codebook edits, which are not weights and cannot be exported"
+                .into(),
         ));
     }
     util::ensure_dir(dir)?;
@@ -108,7 +121,14 @@ pub fn export_hf(model: &Model, dir: &Path, delta_only: bool) -> Result<()> {
             if model.config.arch == Arch::Gpt2 {
                 d = d.t()?.contiguous()?;
             }
-            let name = format!("{}.weight", model.config.arch.edit_module_template().replace("{}", &l.to_string()));
+            let name = format!(
+                "{}.weight",
+                model
+                    .config
+                    .arch
+                    .edit_module_template()
+                    .replace("{}", &l.to_string())
+            );
             tensors.push((name, d));
             layers.push(l);
         }

@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::edit::{D4sTerms, EditOutcome, EditRequest, HParams, LayerDelta, Method, StatsConfig, TargetSummary, Timings};
+use crate::edit::{
+    D4sTerms, EditOutcome, EditRequest, HParams, LayerDelta, Method, StatsConfig, TargetSummary,
+    Timings,
+};
 use crate::error::{Error, Result};
 use crate::util;
 
@@ -55,7 +58,11 @@ pub struct TermsRef {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// Edits queued (by the TUI, `d4s edit --file`, a deck).
-    Requested { seq: u64, time: String, requests: Vec<EditRequest> },
+    Requested {
+        seq: u64,
+        time: String,
+        requests: Vec<EditRequest>,
+    },
     /// One step applied; `step` numbers applied steps from 1.
     Applied {
         seq: u64,
@@ -71,14 +78,38 @@ pub enum Event {
         terms: Option<TermsRef>,
     },
     /// A step the editor refused (safety gate, bad input); nothing changed.
-    Rejected { seq: u64, time: String, requests: Vec<EditRequest>, error: String },
+    Rejected {
+        seq: u64,
+        time: String,
+        requests: Vec<EditRequest>,
+        error: String,
+    },
     /// A step taken back.
-    Undo { seq: u64, time: String, step: u64, weights_sha256: String },
+    Undo {
+        seq: u64,
+        time: String,
+        step: u64,
+        weights_sha256: String,
+    },
     /// Downstream probe or metric results at some point of the session.
-    Probes { seq: u64, time: String, edits: u64, results: serde_json::Value },
-    Note { seq: u64, time: String, text: String },
+    Probes {
+        seq: u64,
+        time: String,
+        edits: u64,
+        results: serde_json::Value,
+    },
+    Note {
+        seq: u64,
+        time: String,
+        text: String,
+    },
     /// The method (and its hyperparameters) used from here on.
-    Method { seq: u64, time: String, method: Method, hparams: Box<HParams> },
+    Method {
+        seq: u64,
+        time: String,
+        method: Method,
+        hparams: Box<HParams>,
+    },
 }
 
 impl Event {
@@ -121,7 +152,9 @@ pub fn check_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 128
         && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     if ok {
         Ok(())
     } else {
@@ -133,11 +166,17 @@ pub fn check_name(name: &str) -> Result<()> {
 
 /// Default session name: timestamp + method.
 pub fn default_name(method: Method) -> String {
-    format!("{}-{}", chrono::Local::now().format("%Y%m%d-%H%M%S"), method.name())
+    format!(
+        "{}-{}",
+        chrono::Local::now().format("%Y%m%d-%H%M%S"),
+        method.name()
+    )
 }
 
 fn sync_append(file: &mut File, bytes: &[u8], path: &Path) -> Result<()> {
-    file.write_all(bytes).and_then(|_| file.sync_data()).map_err(|e| Error::io(path, e))
+    file.write_all(bytes)
+        .and_then(|_| file.sync_data())
+        .map_err(|e| Error::io(path, e))
 }
 
 impl Session {
@@ -153,10 +192,31 @@ impl Session {
             )));
         }
         util::ensure_dir(&dir)?;
-        util::write_atomic(&dir.join(META_FILE), serde_json::to_string_pretty(&meta).expect("serializable").as_bytes())?;
-        let journal = OpenOptions::new().create(true).append(true).open(dir.join(JOURNAL_FILE)).map_err(|e| Error::io(dir.join(JOURNAL_FILE), e))?;
-        let terms = OpenOptions::new().create(true).read(true).append(true).open(dir.join(TERMS_FILE)).map_err(|e| Error::io(dir.join(TERMS_FILE), e))?;
-        Ok(Self { dir, meta, journal, terms, next_seq: 1, next_step: 1 })
+        util::write_atomic(
+            &dir.join(META_FILE),
+            serde_json::to_string_pretty(&meta)
+                .expect("serializable")
+                .as_bytes(),
+        )?;
+        let journal = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(JOURNAL_FILE))
+            .map_err(|e| Error::io(dir.join(JOURNAL_FILE), e))?;
+        let terms = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(dir.join(TERMS_FILE))
+            .map_err(|e| Error::io(dir.join(TERMS_FILE), e))?;
+        Ok(Self {
+            dir,
+            meta,
+            journal,
+            terms,
+            next_seq: 1,
+            next_step: 1,
+        })
     }
 
     /// Opens an existing session for appending; returns it with its events so far.
@@ -165,11 +225,24 @@ impl Session {
         let loaded = read_journal(&dir.join(JOURNAL_FILE))?;
         // Drop a torn last line physically, so new events start on a clean line.
         let valid_len = loaded_valid_len(&dir.join(JOURNAL_FILE))?;
-        let journal = OpenOptions::new().write(true).open(dir.join(JOURNAL_FILE)).map_err(|e| Error::io(dir.join(JOURNAL_FILE), e))?;
-        journal.set_len(valid_len).map_err(|e| Error::io(dir.join(JOURNAL_FILE), e))?;
+        let journal = OpenOptions::new()
+            .write(true)
+            .open(dir.join(JOURNAL_FILE))
+            .map_err(|e| Error::io(dir.join(JOURNAL_FILE), e))?;
+        journal
+            .set_len(valid_len)
+            .map_err(|e| Error::io(dir.join(JOURNAL_FILE), e))?;
         drop(journal);
-        let journal = OpenOptions::new().append(true).open(dir.join(JOURNAL_FILE)).map_err(|e| Error::io(dir.join(JOURNAL_FILE), e))?;
-        let terms = OpenOptions::new().create(true).read(true).append(true).open(dir.join(TERMS_FILE)).map_err(|e| Error::io(dir.join(TERMS_FILE), e))?;
+        let journal = OpenOptions::new()
+            .append(true)
+            .open(dir.join(JOURNAL_FILE))
+            .map_err(|e| Error::io(dir.join(JOURNAL_FILE), e))?;
+        let terms = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(dir.join(TERMS_FILE))
+            .map_err(|e| Error::io(dir.join(TERMS_FILE), e))?;
         let next_seq = loaded.events.iter().map(Event::seq).max().unwrap_or(0) + 1;
         let next_step = loaded
             .events
@@ -181,7 +254,17 @@ impl Session {
             .max()
             .unwrap_or(0)
             + 1;
-        Ok((Self { dir: dir.to_path_buf(), meta, journal, terms, next_seq, next_step }, loaded))
+        Ok((
+            Self {
+                dir: dir.to_path_buf(),
+                meta,
+                journal,
+                terms,
+                next_seq,
+                next_step,
+            },
+            loaded,
+        ))
     }
 
     fn append(&mut self, make: impl FnOnce(u64) -> Event) -> Result<Event> {
@@ -196,12 +279,20 @@ impl Session {
 
     pub fn record_requested(&mut self, requests: &[EditRequest]) -> Result<()> {
         let requests = requests.to_vec();
-        self.append(|seq| Event::Requested { seq, time: now(), requests })?;
+        self.append(|seq| Event::Requested {
+            seq,
+            time: now(),
+            requests,
+        })?;
         Ok(())
     }
 
     /// Journals an applied step (and its D4S terms); returns the step number.
-    pub fn record_applied(&mut self, requests: &[EditRequest], outcome: &EditOutcome) -> Result<u64> {
+    pub fn record_applied(
+        &mut self,
+        requests: &[EditRequest],
+        outcome: &EditOutcome,
+    ) -> Result<u64> {
         let terms = match &outcome.undo {
             crate::edit::UndoRecord::D4s(t) => Some(self.write_terms(t)?),
             _ => None,
@@ -220,9 +311,29 @@ impl Session {
             terms,
         };
         self.append(|seq| match ev {
-            Event::Applied { time, step, method, requests, layers, targets, timings, weights_sha256, terms, .. } => {
-                Event::Applied { seq, time, step, method, requests, layers, targets, timings, weights_sha256, terms }
-            }
+            Event::Applied {
+                time,
+                step,
+                method,
+                requests,
+                layers,
+                targets,
+                timings,
+                weights_sha256,
+                terms,
+                ..
+            } => Event::Applied {
+                seq,
+                time,
+                step,
+                method,
+                requests,
+                layers,
+                targets,
+                timings,
+                weights_sha256,
+                terms,
+            },
             other => other,
         })?;
         self.next_step += 1;
@@ -231,39 +342,70 @@ impl Session {
 
     pub fn record_rejected(&mut self, requests: &[EditRequest], error: &str) -> Result<()> {
         let (requests, error) = (requests.to_vec(), error.to_string());
-        self.append(|seq| Event::Rejected { seq, time: now(), requests, error })?;
+        self.append(|seq| Event::Rejected {
+            seq,
+            time: now(),
+            requests,
+            error,
+        })?;
         Ok(())
     }
 
     pub fn record_undo(&mut self, step: u64, weights_sha256: &str) -> Result<()> {
         let weights_sha256 = weights_sha256.to_string();
-        self.append(|seq| Event::Undo { seq, time: now(), step, weights_sha256 })?;
+        self.append(|seq| Event::Undo {
+            seq,
+            time: now(),
+            step,
+            weights_sha256,
+        })?;
         Ok(())
     }
 
     pub fn record_probes(&mut self, edits: u64, results: serde_json::Value) -> Result<()> {
-        self.append(|seq| Event::Probes { seq, time: now(), edits, results })?;
+        self.append(|seq| Event::Probes {
+            seq,
+            time: now(),
+            edits,
+            results,
+        })?;
         Ok(())
     }
 
     pub fn record_note(&mut self, text: &str) -> Result<()> {
         let text = text.to_string();
-        self.append(|seq| Event::Note { seq, time: now(), text })?;
+        self.append(|seq| Event::Note {
+            seq,
+            time: now(),
+            text,
+        })?;
         Ok(())
     }
 
     pub fn record_method(&mut self, hparams: &HParams) -> Result<()> {
         let hparams = Box::new(hparams.clone());
-        self.append(|seq| Event::Method { seq, time: now(), method: hparams.method, hparams })?;
+        self.append(|seq| Event::Method {
+            seq,
+            time: now(),
+            method: hparams.method,
+            hparams,
+        })?;
         Ok(())
     }
 
     fn write_terms(&mut self, t: &D4sTerms) -> Result<TermsRef> {
         let bytes = encode_terms(t);
         let path = self.dir.join(TERMS_FILE);
-        let offset = self.terms.seek(SeekFrom::End(0)).map_err(|e| Error::io(&path, e))?;
+        let offset = self
+            .terms
+            .seek(SeekFrom::End(0))
+            .map_err(|e| Error::io(&path, e))?;
         sync_append(&mut self.terms, &bytes, &path)?;
-        Ok(TermsRef { offset, len: bytes.len() as u64, sha256: util::sha256_hex(&bytes) })
+        Ok(TermsRef {
+            offset,
+            len: bytes.len() as u64,
+            sha256: util::sha256_hex(&bytes),
+        })
     }
 
     /// Reads back an edit's D4S terms, checking their hash.
@@ -274,13 +416,30 @@ impl Session {
 
 pub fn read_terms_at(path: &Path, r: &TermsRef) -> Result<D4sTerms> {
     let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
-    f.seek(SeekFrom::Start(r.offset)).map_err(|e| Error::io(path, e))?;
+    f.seek(SeekFrom::Start(r.offset))
+        .map_err(|e| Error::io(path, e))?;
     let mut buf = vec![0u8; r.len as usize];
-    f.read_exact(&mut buf).map_err(|_| Error::bad_file(path, format!("D4S terms at offset {} are truncated", r.offset)))?;
+    f.read_exact(&mut buf).map_err(|_| {
+        Error::bad_file(
+            path,
+            format!("D4S terms at offset {} are truncated", r.offset),
+        )
+    })?;
     if util::sha256_hex(&buf) != r.sha256 {
-        return Err(Error::bad_file(path, format!("D4S terms at offset {} are corrupt (hash mismatch)", r.offset)));
+        return Err(Error::bad_file(
+            path,
+            format!(
+                "D4S terms at offset {} are corrupt (hash mismatch)",
+                r.offset
+            ),
+        ));
     }
-    decode_terms(&buf).ok_or_else(|| Error::bad_file(path, format!("D4S terms at offset {} are malformed", r.offset)))
+    decode_terms(&buf).ok_or_else(|| {
+        Error::bad_file(
+            path,
+            format!("D4S terms at offset {} are malformed", r.offset),
+        )
+    })
 }
 
 /// `[n_requests, n_layers, d_out, d_in]` as u32, then per request: residuals (n_layers × d_out)
@@ -288,7 +447,11 @@ pub fn read_terms_at(path: &Path, r: &TermsRef) -> Result<D4sTerms> {
 fn encode_terms(t: &D4sTerms) -> Vec<u8> {
     let n = t.keys.len();
     let layers = t.keys.first().map_or(0, Vec::len);
-    let d_out = t.residuals.first().and_then(|r| r.first()).map_or(0, Vec::len);
+    let d_out = t
+        .residuals
+        .first()
+        .and_then(|r| r.first())
+        .map_or(0, Vec::len);
     let d_in = t.keys.first().and_then(|k| k.first()).map_or(0, Vec::len);
     let mut out = Vec::with_capacity(16 + 8 * n * layers * (d_out + d_in));
     for x in [n, layers, d_out, d_in] {
@@ -305,19 +468,32 @@ fn encode_terms(t: &D4sTerms) -> Vec<u8> {
 }
 
 fn decode_terms(b: &[u8]) -> Option<D4sTerms> {
-    let u = |i: usize| -> Option<usize> { Some(u32::from_le_bytes(b.get(4 * i..4 * i + 4)?.try_into().ok()?) as usize) };
+    let u = |i: usize| -> Option<usize> {
+        Some(u32::from_le_bytes(b.get(4 * i..4 * i + 4)?.try_into().ok()?) as usize)
+    };
     let (n, layers, d_out, d_in) = (u(0)?, u(1)?, u(2)?, u(3)?);
-    let need = 16usize.checked_add(8usize.checked_mul(n)?.checked_mul(layers)?.checked_mul(d_out.checked_add(d_in)?)?)?;
+    let need = 16usize.checked_add(
+        8usize
+            .checked_mul(n)?
+            .checked_mul(layers)?
+            .checked_mul(d_out.checked_add(d_in)?)?,
+    )?;
     if b.len() != need {
         return None;
     }
     let mut pos = 16;
     let mut vec = |len: usize| -> Vec<f64> {
-        let v = b[pos..pos + 8 * len].chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
+        let v = b[pos..pos + 8 * len]
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect();
         pos += 8 * len;
         v
     };
-    let mut t = D4sTerms { residuals: Vec::with_capacity(n), keys: Vec::with_capacity(n) };
+    let mut t = D4sTerms {
+        residuals: Vec::with_capacity(n),
+        keys: Vec::with_capacity(n),
+    };
     for _ in 0..n {
         t.residuals.push((0..layers).map(|_| vec(d_out)).collect());
         t.keys.push((0..layers).map(|_| vec(d_in)).collect());
@@ -329,12 +505,16 @@ pub fn read_meta(dir: &Path) -> Result<SessionMeta> {
     let path = dir.join(META_FILE);
     let bytes = fs::read(&path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            Error::Input(format!("{} is not a d4s session (no {META_FILE})", dir.display()))
+            Error::Input(format!(
+                "{} is not a d4s session (no {META_FILE})",
+                dir.display()
+            ))
         } else {
             Error::io(&path, e)
         }
     })?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| Error::bad_file(&path, format!("invalid JSON: {e}")))?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::bad_file(&path, format!("invalid JSON: {e}")))?;
     match v.get("format_version").and_then(|x| x.as_u64()) {
         Some(x) if x == FORMAT_VERSION as u64 => {}
         Some(x) => {
@@ -342,13 +522,17 @@ pub fn read_meta(dir: &Path) -> Result<SessionMeta> {
         }
         None => return Err(Error::bad_file(&path, "no format_version")),
     }
-    serde_json::from_value(v).map_err(|e| Error::bad_file(&path, format!("invalid session metadata: {e}")))
+    serde_json::from_value(v)
+        .map_err(|e| Error::bad_file(&path, format!("invalid session metadata: {e}")))
 }
 
 /// Length of the journal up to the end of its last complete line.
 fn loaded_valid_len(path: &Path) -> Result<u64> {
     let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
-    Ok(bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i as u64 + 1))
+    Ok(bytes
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i as u64 + 1))
 }
 
 /// Parses journal text. `origin` names the source in messages.
@@ -357,14 +541,21 @@ pub fn parse_journal(text: &[u8], origin: &str) -> Result<Loaded> {
     let ends_clean = text.last().is_none_or(|&b| b == b'\n');
     let lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
     // `split` yields a final empty piece after a trailing newline.
-    let n = if ends_clean { lines.len().saturating_sub(1) } else { lines.len() };
+    let n = if ends_clean {
+        lines.len().saturating_sub(1)
+    } else {
+        lines.len()
+    };
     let mut last_seq = 0;
     for (i, raw) in lines.iter().take(n).enumerate() {
         let is_last = i + 1 == n;
         let line = match std::str::from_utf8(raw) {
             Ok(l) => l.trim(),
             Err(_) if is_last && !ends_clean => {
-                loaded.warnings.push(format!("{origin}:{}: the last line is truncated (a crash while writing?); ignored", i + 1));
+                loaded.warnings.push(format!(
+                    "{origin}:{}: the last line is truncated (a crash while writing?); ignored",
+                    i + 1
+                ));
                 break;
             }
             Err(_) => return Err(Error::Input(format!("{origin}:{}: not UTF-8 text", i + 1))),
@@ -375,15 +566,27 @@ pub fn parse_journal(text: &[u8], origin: &str) -> Result<Loaded> {
         match serde_json::from_str::<Event>(line) {
             Ok(e) => {
                 if e.seq() <= last_seq {
-                    return Err(Error::Input(format!("{origin}:{}: event numbers go backwards ({} after {last_seq})", i + 1, e.seq())));
+                    return Err(Error::Input(format!(
+                        "{origin}:{}: event numbers go backwards ({} after {last_seq})",
+                        i + 1,
+                        e.seq()
+                    )));
                 }
                 last_seq = e.seq();
                 loaded.events.push(e);
             }
             Err(_) if is_last && !ends_clean => {
-                loaded.warnings.push(format!("{origin}:{}: the last line is truncated (a crash while writing?); ignored", i + 1));
+                loaded.warnings.push(format!(
+                    "{origin}:{}: the last line is truncated (a crash while writing?); ignored",
+                    i + 1
+                ));
             }
-            Err(e) => return Err(Error::Input(format!("{origin}:{}: not a valid journal event: {e}", i + 1))),
+            Err(e) => {
+                return Err(Error::Input(format!(
+                    "{origin}:{}: not a valid journal event: {e}",
+                    i + 1
+                )))
+            }
         }
     }
     Ok(loaded)
@@ -411,7 +614,10 @@ pub struct SessionSummary {
 /// Summaries of every session under `root` (unreadable ones are listed with their error).
 pub fn list(root: &Path) -> Result<Vec<std::result::Result<SessionSummary, String>>> {
     let mut dirs: Vec<PathBuf> = match fs::read_dir(root) {
-        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join(META_FILE).exists()).collect(),
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join(META_FILE).exists())
+            .collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
         Err(e) => return Err(Error::io(root, e)),
     };
@@ -420,10 +626,13 @@ pub fn list(root: &Path) -> Result<Vec<std::result::Result<SessionSummary, Strin
         .iter()
         .map(|d| {
             let meta = read_meta(d).map_err(|e| e.to_string())?;
-            let loaded = read_journal(&d.join(JOURNAL_FILE)).map_err(|e| format!("{}: {e}", d.display()))?;
+            let loaded =
+                read_journal(&d.join(JOURNAL_FILE)).map_err(|e| format!("{}: {e}", d.display()))?;
             let live = super::replay::live_steps(&loaded.events).len();
             let last = loaded.events.iter().rev().find_map(|e| match e {
-                Event::Applied { time, .. } | Event::Undo { time, .. } | Event::Requested { time, .. } => Some(time.clone()),
+                Event::Applied { time, .. }
+                | Event::Undo { time, .. }
+                | Event::Requested { time, .. } => Some(time.clone()),
                 _ => None,
             });
             Ok(SessionSummary {
@@ -447,7 +656,11 @@ mod tests {
             d4s_version: env!("CARGO_PKG_VERSION").into(),
             name: name.into(),
             created: now(),
-            model: ModelRecord { spec: "default".into(), name: "m".into(), sha256: "abc".into() },
+            model: ModelRecord {
+                spec: "default".into(),
+                name: "m".into(),
+                sha256: "abc".into(),
+            },
             method: Method::D4s,
             hparams: HParams::default(),
             stats: StatsConfig::default(),
@@ -459,7 +672,13 @@ mod tests {
     fn terms_round_trip_and_corruption_is_caught() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Session::create(dir.path(), meta("t")).unwrap();
-        let t = D4sTerms { residuals: vec![vec![vec![1.5, -2.0], vec![0.25, 3.0]]], keys: vec![vec![vec![1.0, 2.0, 3.0], vec![f64::MIN_POSITIVE, 0.0, -1e300]]] };
+        let t = D4sTerms {
+            residuals: vec![vec![vec![1.5, -2.0], vec![0.25, 3.0]]],
+            keys: vec![vec![
+                vec![1.0, 2.0, 3.0],
+                vec![f64::MIN_POSITIVE, 0.0, -1e300],
+            ]],
+        };
         let r = s.write_terms(&t).unwrap();
         assert_eq!(s.read_terms(&r).unwrap(), t);
         let mut bad = r.clone();
@@ -499,7 +718,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         Session::create(dir.path(), meta("v")).unwrap();
         let p = dir.path().join("v").join(META_FILE);
-        let text = fs::read_to_string(&p).unwrap().replace("\"format_version\": 1", "\"format_version\": 99");
+        let text = fs::read_to_string(&p)
+            .unwrap()
+            .replace("\"format_version\": 1", "\"format_version\": 99");
         fs::write(&p, text).unwrap();
         let e = read_meta(&dir.path().join("v")).unwrap_err().to_string();
         assert!(e.contains("99"), "{e}");

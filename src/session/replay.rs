@@ -5,7 +5,10 @@
 use sha2::{Digest, Sha256};
 
 use super::journal::{self, Event, ModelRecord, Session, SessionMeta};
-use crate::edit::{new_editor, EditContext, EditControl, EditOutcome, EditRequest, Editor, HParams, Method, StatsCache, UndoRecord};
+use crate::edit::{
+    new_editor, EditContext, EditControl, EditOutcome, EditRequest, Editor, HParams, Method,
+    StatsCache, UndoRecord,
+};
 use crate::error::{Error, Result};
 use crate::model::Model;
 
@@ -47,7 +50,9 @@ pub fn pending_requests(events: &[Event]) -> Vec<EditRequest> {
     for e in events {
         match e {
             Event::Requested { requests, .. } => queue.extend(requests.iter().cloned()),
-            Event::Applied { requests, .. } | Event::Rejected { requests, .. } => done.extend(requests.iter().cloned()),
+            Event::Applied { requests, .. } | Event::Rejected { requests, .. } => {
+                done.extend(requests.iter().cloned())
+            }
             _ => {}
         }
     }
@@ -82,7 +87,14 @@ pub struct ReplayReport {
 
 impl Runner {
     pub fn new(model: Model, hp: HParams, stats: StatsCache) -> Self {
-        Self { model, editor: new_editor(hp), stats, session: None, history: Vec::new(), next_step: 1 }
+        Self {
+            model,
+            editor: new_editor(hp),
+            stats,
+            session: None,
+            history: Vec::new(),
+            next_step: 1,
+        }
     }
 
     pub fn method(&self) -> Method {
@@ -96,7 +108,11 @@ impl Runner {
             d4s_version: env!("CARGO_PKG_VERSION").to_string(),
             name: name.to_string(),
             created: journal::now(),
-            model: ModelRecord { spec: self.model.info.spec.to_string_spec(), name: self.model.info.name.clone(), sha256: self.model.info.sha256.clone() },
+            model: ModelRecord {
+                spec: self.model.info.spec.to_string_spec(),
+                name: self.model.info.name.clone(),
+                sha256: self.model.info.sha256.clone(),
+            },
             method: self.editor.method(),
             hparams: self.editor.hparams().clone(),
             stats: self.stats.config.clone(),
@@ -120,8 +136,15 @@ impl Runner {
     }
 
     /// Applies one step and journals it (fsync'ed) before returning.
-    pub fn apply(&mut self, requests: &[EditRequest], ctl: EditControl) -> Result<(u64, &EditOutcome)> {
-        let mut cx = EditContext { stats: &mut self.stats, ctl };
+    pub fn apply(
+        &mut self,
+        requests: &[EditRequest],
+        ctl: EditControl,
+    ) -> Result<(u64, &EditOutcome)> {
+        let mut cx = EditContext {
+            stats: &mut self.stats,
+            ctl,
+        };
         match self.editor.apply(&mut self.model, &mut cx, requests) {
             Ok(outcome) => {
                 let step = match &mut self.session {
@@ -130,18 +153,29 @@ impl Runner {
                         Err(e) => {
                             // The journal is the source of truth: an edit it does not hold is
                             // taken back, so the model and the journal agree.
-                            let mut cx = EditContext { stats: &mut self.stats, ctl: EditControl::default() };
+                            let mut cx = EditContext {
+                                stats: &mut self.stats,
+                                ctl: EditControl::default(),
+                            };
                             let undone = self.editor.undo(&mut self.model, &mut cx, &outcome.undo);
                             return Err(Error::Input(format!(
                                 "could not journal the edit ({e}); {}",
-                                if undone.is_ok() { "it was taken back and nothing else changed" } else { "and it could not be taken back" }
+                                if undone.is_ok() {
+                                    "it was taken back and nothing else changed"
+                                } else {
+                                    "and it could not be taken back"
+                                }
                             )));
                         }
                     },
                     None => self.next_step,
                 };
                 self.next_step = step + 1;
-                self.history.push(StepRecord { step, requests: requests.to_vec(), outcome });
+                self.history.push(StepRecord {
+                    step,
+                    requests: requests.to_vec(),
+                    outcome,
+                });
                 Ok((step, &self.history.last().expect("just pushed").outcome))
             }
             Err(Error::Cancelled) => Err(Error::Cancelled),
@@ -158,8 +192,16 @@ impl Runner {
     /// most recent one (restoring its pre-edit weights).
     pub fn undo(&mut self, step: Option<u64>) -> Result<u64> {
         let idx = match step {
-            None => self.history.len().checked_sub(1).ok_or_else(|| Error::Input("nothing to undo".into()))?,
-            Some(s) => self.history.iter().position(|r| r.step == s).ok_or_else(|| Error::Input(format!("step {s} is not live")))?,
+            None => self
+                .history
+                .len()
+                .checked_sub(1)
+                .ok_or_else(|| Error::Input("nothing to undo".into()))?,
+            Some(s) => self
+                .history
+                .iter()
+                .position(|r| r.step == s)
+                .ok_or_else(|| Error::Input(format!("step {s} is not live")))?,
         };
         let exact_anywhere = matches!(self.history[idx].outcome.undo, UndoRecord::D4s(_));
         if !exact_anywhere && idx + 1 != self.history.len() {
@@ -169,7 +211,10 @@ impl Runner {
             )));
         }
         let record = self.history[idx].outcome.undo.clone();
-        let mut cx = EditContext { stats: &mut self.stats, ctl: EditControl::default() };
+        let mut cx = EditContext {
+            stats: &mut self.stats,
+            ctl: EditControl::default(),
+        };
         self.editor.undo(&mut self.model, &mut cx, &record)?;
         let rec = self.history.remove(idx);
         if let Some(s) = &mut self.session {
@@ -182,13 +227,24 @@ impl Runner {
     /// Re-executes journaled events (applies and undos, in order) on this runner, whose model must
     /// be the unedited base. With `verify`, each step's weights are compared with the journal's.
     /// `until` stops after that many applied steps.
-    pub fn replay(&mut self, events: &[Event], until: Option<usize>, verify: bool, mut on_step: impl FnMut(u64, &EditOutcome)) -> Result<ReplayReport> {
+    pub fn replay(
+        &mut self,
+        events: &[Event],
+        until: Option<usize>,
+        verify: bool,
+        mut on_step: impl FnMut(u64, &EditOutcome),
+    ) -> Result<ReplayReport> {
         let mut report = ReplayReport::default();
         // Journal step numbers → this run's step numbers.
         let mut map = std::collections::HashMap::new();
         for e in events {
             match e {
-                Event::Applied { step, requests, weights_sha256, .. } => {
+                Event::Applied {
+                    step,
+                    requests,
+                    weights_sha256,
+                    ..
+                } => {
                     if until.is_some_and(|u| report.steps >= u) {
                         break;
                     }
@@ -232,7 +288,17 @@ impl Runner {
         let mut by_step = std::collections::HashMap::new();
         for e in events {
             match e {
-                Event::Applied { step, terms: Some(r), requests, method, layers, targets, timings, weights_sha256, .. } => {
+                Event::Applied {
+                    step,
+                    terms: Some(r),
+                    requests,
+                    method,
+                    layers,
+                    targets,
+                    timings,
+                    weights_sha256,
+                    ..
+                } => {
                     let t = session.read_terms(r)?;
                     ops.push((t.clone(), 1.0));
                     by_step.insert(*step, t.clone());
@@ -244,12 +310,22 @@ impl Runner {
                         weights_sha256: weights_sha256.clone(),
                         undo: UndoRecord::D4s(t),
                     };
-                    self.history.push(StepRecord { step: *step, requests: requests.clone(), outcome });
+                    self.history.push(StepRecord {
+                        step: *step,
+                        requests: requests.clone(),
+                        outcome,
+                    });
                     report.steps += 1;
                 }
-                Event::Applied { step, .. } => return Err(Error::Input(format!("step {step} of this D4S journal has no recorded terms"))),
+                Event::Applied { step, .. } => {
+                    return Err(Error::Input(format!(
+                        "step {step} of this D4S journal has no recorded terms"
+                    )))
+                }
                 Event::Undo { step, .. } => {
-                    let t = by_step.get(step).ok_or_else(|| Error::Input(format!("undo of unknown step {step}")))?;
+                    let t = by_step
+                        .get(step)
+                        .ok_or_else(|| Error::Input(format!("undo of unknown step {step}")))?;
                     ops.push((t.clone(), -1.0));
                     self.history.retain(|h| h.step != *step);
                     report.undos += 1;
@@ -257,8 +333,14 @@ impl Runner {
                 _ => {}
             }
         }
-        let d4s = self.editor.as_d4s_mut().ok_or_else(|| Error::Model("the D4S editor is not D4S".into()))?;
-        let mut cx = EditContext { stats: &mut self.stats, ctl: EditControl::default() };
+        let d4s = self
+            .editor
+            .as_d4s_mut()
+            .ok_or_else(|| Error::Model("the D4S editor is not D4S".into()))?;
+        let mut cx = EditContext {
+            stats: &mut self.stats,
+            ctl: EditControl::default(),
+        };
         d4s.restore_signed_history(&mut self.model, &mut cx, &ops)?;
         Ok(report)
     }

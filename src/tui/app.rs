@@ -85,7 +85,13 @@ pub enum PromptKind {
     OpenSession,
 }
 
-pub const FORM_LABELS: [&str; 5] = ["subject", "prompt", "target", "paraphrase (optional)", "neighbour prompt (optional)"];
+pub const FORM_LABELS: [&str; 5] = [
+    "subject",
+    "prompt",
+    "target",
+    "paraphrase (optional)",
+    "neighbour prompt (optional)",
+];
 
 /// Norm history of one edited layer.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -168,11 +174,16 @@ impl Default for App {
 
 impl App {
     pub fn edits_done(&self) -> usize {
-        self.queue.iter().filter(|q| q.status == Status::Done).count()
+        self.queue
+            .iter()
+            .filter(|q| q.status == Status::Done)
+            .count()
     }
 
     pub fn work_running(&self) -> bool {
-        self.queue.iter().any(|q| matches!(q.status, Status::Running(_) | Status::Queued))
+        self.queue
+            .iter()
+            .any(|q| matches!(q.status, Status::Running(_) | Status::Queued))
     }
 
     pub fn selected_item(&self) -> Option<&QueueItem> {
@@ -201,7 +212,13 @@ pub fn parse_quick(line: &str) -> Result<EditRequest, String> {
     if parts.len() > 5 {
         return Err("too many fields: subject | prompt | target | paraphrase | neighbour".into());
     }
-    fields_to_request(&[parts[0], parts[1], parts[2], parts.get(3).copied().unwrap_or(""), parts.get(4).copied().unwrap_or("")])
+    fields_to_request(&[
+        parts[0],
+        parts[1],
+        parts[2],
+        parts.get(3).copied().unwrap_or(""),
+        parts.get(4).copied().unwrap_or(""),
+    ])
 }
 
 /// Builds and validates a request from the form's fields.
@@ -213,7 +230,10 @@ pub fn fields_to_request(f: &[&str; 5]) -> Result<EditRequest, String> {
     if !f[4].trim().is_empty() {
         // No answer given: locality compares against the unedited model's own prediction, which
         // the worker records when the edit lands. Store an empty-answer probe as "no answer".
-        r.neighbors.push(Probe { prompt: f[4].trim().to_string(), answer: None });
+        r.neighbors.push(Probe {
+            prompt: f[4].trim().to_string(),
+            answer: None,
+        });
     }
     r.validate().map_err(|e| e.to_string())?;
     Ok(r)
@@ -224,7 +244,13 @@ pub fn layers_label(layers: &[usize]) -> String {
     match layers {
         [] => "-".into(),
         [one] => format!("L{one}"),
-        [first, .., last] if layers.windows(2).all(|w| w[1] == w[0] + 1) => format!("L{first}–{last}"),
-        many => many.iter().map(|l| format!("L{l}")).collect::<Vec<_>>().join(","),
+        [first, .., last] if layers.windows(2).all(|w| w[1] == w[0] + 1) => {
+            format!("L{first}–{last}")
+        }
+        many => many
+            .iter()
+            .map(|l| format!("L{l}"))
+            .collect::<Vec<_>>()
+            .join(","),
     }
 }

@@ -20,10 +20,13 @@ use crate::worker::WorkerHandle;
 /// Runs the UI until the user quits. The terminal is restored on every exit path (ratatui's
 /// init installs a panic hook that restores it too).
 pub fn run(worker: WorkerHandle, mut app: App, initial: Vec<Effect>) -> Result<App> {
-    let mut terminal = ratatui::try_init().map_err(|e| Error::Input(format!("cannot open the terminal: {e}")))?;
+    let mut terminal =
+        ratatui::try_init().map_err(|e| Error::Input(format!("cannot open the terminal: {e}")))?;
     let result = event_loop(&mut terminal, &worker, &mut app, initial);
     ratatui::restore();
-    worker.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+    worker
+        .cancel
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     worker.join();
     result.map(|_| app)
 }
@@ -32,13 +35,20 @@ fn apply_effects(worker: &WorkerHandle, effects: Vec<Effect>) {
     for e in effects {
         match e {
             Effect::Send(c) => worker.send(c),
-            Effect::CancelInFlight => worker.cancel.store(true, std::sync::atomic::Ordering::Relaxed),
+            Effect::CancelInFlight => worker
+                .cancel
+                .store(true, std::sync::atomic::Ordering::Relaxed),
             Effect::Quit => {}
         }
     }
 }
 
-fn event_loop(terminal: &mut ratatui::DefaultTerminal, worker: &WorkerHandle, app: &mut App, initial: Vec<Effect>) -> Result<()> {
+fn event_loop(
+    terminal: &mut ratatui::DefaultTerminal,
+    worker: &WorkerHandle,
+    app: &mut App,
+    initial: Vec<Effect>,
+) -> Result<()> {
     apply_effects(worker, initial);
     let io = |e: std::io::Error| Error::Input(format!("terminal: {e}"));
     loop {

@@ -38,38 +38,99 @@ fn render(app: &App, w: u16, h: u16) -> String {
 }
 
 fn ready(app: &mut App) {
-    update(app, Msg::Worker(Event::Ready { model: "tiny".into(), method: Method::D4s, layers: vec![4, 5, 6, 7, 8], device: "Cpu".into(), session: None }));
+    update(
+        app,
+        Msg::Worker(Event::Ready {
+            model: "tiny".into(),
+            method: Method::D4s,
+            layers: vec![4, 5, 6, 7, 8],
+            device: "Cpu".into(),
+            session: None,
+        }),
+    );
 }
 
 fn pred(t: &str, p: f64) -> Prediction {
-    Prediction { token: t.into(), prob: p }
+    Prediction {
+        token: t.into(),
+        prob: p,
+    }
 }
 
 /// An app that has seen one edit land, norms, a curve and probes.
 fn busy_app() -> App {
     let mut app = App::default();
     ready(&mut app);
-    let fx = typed(&mut app, "Eiffel Tower | The Eiffel Tower is located in the city of | Rome");
+    let fx = typed(
+        &mut app,
+        "Eiffel Tower | The Eiffel Tower is located in the city of | Rome",
+    );
     assert!(fx.is_empty());
     let fx = update(&mut app, key(KeyCode::Enter));
     assert_eq!(fx.len(), 1);
     update(&mut app, Msg::Worker(Event::Started { id: 1 }));
-    update(&mut app, Msg::Worker(Event::Landed(Box::new(Landed {
-        id: 1,
-        step: 1,
-        method: Method::D4s,
-        metrics: EditMetrics { efficacy: 1.0, paraphrase: Some(0.5), specificity: Some(1.0) },
-        before: vec![pred(" Paris", 0.7)],
-        after: vec![pred(" Rome", 0.98)],
-        layer_deltas: vec![(4, 0.77), (8, 3.3)],
-        prob_initial: 0.003,
-        prob_final: 0.97,
-        seconds: 6.5,
-    }))));
-    update(&mut app, Msg::Worker(Event::Norms { edits: 1, layers: vec![LayerNorm { layer: 4, weight_l1: 0.14399, delta_l1: 4.9e-4, original_l1: 0.14390 }, LayerNorm { layer: 8, weight_l1: 0.15008, delta_l1: 1.9e-3, original_l1: 0.1497 }] }));
-    update(&mut app, Msg::Worker(Event::Curve(CurvePoint { edits: 1, efficacy: 1.0, paraphrase: Some(0.5), specificity: Some(1.0) })));
-    update(&mut app, Msg::Worker(Event::Probes { edits: 0, results: vec![("arc_easy".into(), 0.42, 0.25)] }));
-    update(&mut app, Msg::Worker(Event::Probes { edits: 1, results: vec![("arc_easy".into(), 0.40, 0.25)] }));
+    update(
+        &mut app,
+        Msg::Worker(Event::Landed(Box::new(Landed {
+            id: 1,
+            step: 1,
+            method: Method::D4s,
+            metrics: EditMetrics {
+                efficacy: 1.0,
+                paraphrase: Some(0.5),
+                specificity: Some(1.0),
+            },
+            before: vec![pred(" Paris", 0.7)],
+            after: vec![pred(" Rome", 0.98)],
+            layer_deltas: vec![(4, 0.77), (8, 3.3)],
+            prob_initial: 0.003,
+            prob_final: 0.97,
+            seconds: 6.5,
+        }))),
+    );
+    update(
+        &mut app,
+        Msg::Worker(Event::Norms {
+            edits: 1,
+            layers: vec![
+                LayerNorm {
+                    layer: 4,
+                    weight_l1: 0.14399,
+                    delta_l1: 4.9e-4,
+                    original_l1: 0.14390,
+                },
+                LayerNorm {
+                    layer: 8,
+                    weight_l1: 0.15008,
+                    delta_l1: 1.9e-3,
+                    original_l1: 0.1497,
+                },
+            ],
+        }),
+    );
+    update(
+        &mut app,
+        Msg::Worker(Event::Curve(CurvePoint {
+            edits: 1,
+            efficacy: 1.0,
+            paraphrase: Some(0.5),
+            specificity: Some(1.0),
+        })),
+    );
+    update(
+        &mut app,
+        Msg::Worker(Event::Probes {
+            edits: 0,
+            results: vec![("arc_easy".into(), 0.42, 0.25)],
+        }),
+    );
+    update(
+        &mut app,
+        Msg::Worker(Event::Probes {
+            edits: 1,
+            results: vec![("arc_easy".into(), 0.40, 0.25)],
+        }),
+    );
     app
 }
 
@@ -79,15 +140,24 @@ fn every_pane_renders_at_small_and_large_sizes() {
     for (w, h) in [(80, 24), (200, 60)] {
         let screen = render(&app, w, h);
         assert!(screen.contains("Edit queue"), "{w}x{h}\n{screen}");
-        assert!(screen.contains("→ Rome"), "queue shows the new prediction at {w}x{h}\n{screen}");
+        assert!(
+            screen.contains("→ Rome"),
+            "queue shows the new prediction at {w}x{h}\n{screen}"
+        );
         assert!(screen.contains("Metrics vs edits"), "{screen}");
         assert!(screen.contains("L4"), "norm sparkline rows\n{screen}");
         assert!(screen.contains("New fact"), "{screen}");
         assert!(screen.contains("Log"), "{screen}");
         assert!(screen.contains("D4S"), "status bar\n{screen}");
         if h >= 30 {
-            assert!(screen.contains("arc_easy 0.40 (-0.02)"), "probes with change\n{screen}");
-            assert!(screen.contains("before: \" Paris\" 0.70"), "detail\n{screen}");
+            assert!(
+                screen.contains("arc_easy 0.40 (-0.02)"),
+                "probes with change\n{screen}"
+            );
+            assert!(
+                screen.contains("before: \" Paris\" 0.70"),
+                "detail\n{screen}"
+            );
         }
     }
     // The empty app renders too.
@@ -99,7 +169,13 @@ fn every_pane_renders_at_small_and_large_sizes() {
 fn overlays_render() {
     let mut app = busy_app();
     app.focus = Pane::Queue;
-    for (k, needle) in [('?', "Help"), ('m', "Method for next edits"), ('l', "Load deck"), ('o', "Open session"), ('f', "New fact")] {
+    for (k, needle) in [
+        ('?', "Help"),
+        ('m', "Method for next edits"),
+        ('l', "Load deck"),
+        ('o', "Open session"),
+        ('f', "New fact"),
+    ] {
         app.overlay = Overlay::None;
         update(&mut app, key(KeyCode::Char(k)));
         let screen = render(&app, 120, 40);
@@ -115,7 +191,11 @@ fn invalid_facts_are_explained_and_not_queued() {
     let fx = update(&mut app, key(KeyCode::Enter));
     assert!(fx.is_empty());
     assert!(app.queue.is_empty());
-    assert!(app.input_error.as_deref().unwrap().contains("does not contain the subject"));
+    assert!(app
+        .input_error
+        .as_deref()
+        .unwrap()
+        .contains("does not contain the subject"));
     assert!(render(&app, 120, 30).contains("does not contain the subject"));
     app.input.clear();
     typed(&mut app, "only two | fields");
@@ -134,7 +214,13 @@ fn invalid_facts_are_explained_and_not_queued() {
     typed(&mut app, "Bill Gates");
     let fx = update(&mut app, key(KeyCode::Enter));
     assert_eq!(app.overlay, Overlay::None);
-    assert_eq!(fx, vec![Effect::Send(Command::Edit { id: 1, request: EditRequest::new("Apple", "Apple was founded by", "Bill Gates") })]);
+    assert_eq!(
+        fx,
+        vec![Effect::Send(Command::Edit {
+            id: 1,
+            request: EditRequest::new("Apple", "Apple was founded by", "Bill Gates")
+        })]
+    );
 }
 
 #[test]
@@ -142,18 +228,39 @@ fn keys_map_to_worker_commands() {
     let mut app = busy_app();
     update(&mut app, key(KeyCode::Esc));
     assert_eq!(app.focus, Pane::Queue);
-    assert_eq!(update(&mut app, key(KeyCode::Char('u'))), vec![Effect::Send(Command::Undo)]);
-    assert_eq!(update(&mut app, key(KeyCode::Char('p'))), vec![Effect::Send(Command::RunProbes)]);
-    assert_eq!(update(&mut app, key(KeyCode::Char(' '))), vec![Effect::Send(Command::Pause(true))]);
-    assert_eq!(update(&mut app, key(KeyCode::Char('c'))), vec![Effect::CancelInFlight]);
-    assert_eq!(update(&mut app, key(KeyCode::Char('s'))), vec![Effect::Send(Command::Save)]);
+    assert_eq!(
+        update(&mut app, key(KeyCode::Char('u'))),
+        vec![Effect::Send(Command::Undo)]
+    );
+    assert_eq!(
+        update(&mut app, key(KeyCode::Char('p'))),
+        vec![Effect::Send(Command::RunProbes)]
+    );
+    assert_eq!(
+        update(&mut app, key(KeyCode::Char(' '))),
+        vec![Effect::Send(Command::Pause(true))]
+    );
+    assert_eq!(
+        update(&mut app, key(KeyCode::Char('c'))),
+        vec![Effect::CancelInFlight]
+    );
+    assert_eq!(
+        update(&mut app, key(KeyCode::Char('s'))),
+        vec![Effect::Send(Command::Save)]
+    );
     // Method picker: down, enter → switch to ROME.
     update(&mut app, key(KeyCode::Char('m')));
     update(&mut app, key(KeyCode::Down));
-    assert_eq!(update(&mut app, key(KeyCode::Enter)), vec![Effect::Send(Command::SetMethod(Method::Rome))]);
+    assert_eq!(
+        update(&mut app, key(KeyCode::Enter)),
+        vec![Effect::Send(Command::SetMethod(Method::Rome))]
+    );
     // Deck prompt.
     update(&mut app, key(KeyCode::Char('l')));
-    assert_eq!(update(&mut app, key(KeyCode::Enter)), vec![Effect::Send(Command::LoadDeck("demo".into()))]);
+    assert_eq!(
+        update(&mut app, key(KeyCode::Enter)),
+        vec![Effect::Send(Command::LoadDeck("demo".into()))]
+    );
     // Tab cycles the panes and comes back.
     let start = app.focus;
     for _ in 0..4 {
@@ -166,7 +273,11 @@ fn keys_map_to_worker_commands() {
 fn quitting_asks_while_work_runs() {
     let mut app = busy_app();
     app.focus = Pane::Queue;
-    assert_eq!(update(&mut app, key(KeyCode::Char('q'))), vec![Effect::Quit], "nothing running: quit at once");
+    assert_eq!(
+        update(&mut app, key(KeyCode::Char('q'))),
+        vec![Effect::Quit],
+        "nothing running: quit at once"
+    );
     let mut app = busy_app();
     app.focus = Pane::Queue;
     app.queue.push(app.queue[0].clone());
@@ -176,7 +287,10 @@ fn quitting_asks_while_work_runs() {
     assert!(update(&mut app, key(KeyCode::Char('n'))).is_empty());
     assert!(!app.should_quit);
     update(&mut app, key(KeyCode::Char('q')));
-    assert_eq!(update(&mut app, key(KeyCode::Char('y'))), vec![Effect::CancelInFlight, Effect::Quit]);
+    assert_eq!(
+        update(&mut app, key(KeyCode::Char('y'))),
+        vec![Effect::CancelInFlight, Effect::Quit]
+    );
     assert!(app.should_quit);
 }
 
@@ -185,15 +299,35 @@ fn every_worker_event_is_handled() {
     let mut app = busy_app();
     let events = vec![
         Event::Log("hello".into()),
-        Event::Progress { id: 1, phase: "target".into(), step: Some((3, 25)), loss: Some(1.5), prob: Some(0.2) },
-        Event::Rejected { id: 1, error: "edit rejected: NaN".into() },
+        Event::Progress {
+            id: 1,
+            phase: "target".into(),
+            step: Some((3, 25)),
+            loss: Some(1.5),
+            prob: Some(0.2),
+        },
+        Event::Rejected {
+            id: 1,
+            error: "edit rejected: NaN".into(),
+        },
         Event::Cancelled { id: 1 },
-        Event::Undone { id: 1, step: 1, after: vec![pred(" Paris", 0.7)] },
+        Event::Undone {
+            id: 1,
+            step: 1,
+            after: vec![pred(" Paris", 0.7)],
+        },
         Event::ProbesUnavailable("no data".into()),
-        Event::MethodChanged { method: Method::Memit, layers: vec![4, 5] },
+        Event::MethodChanged {
+            method: Method::Memit,
+            layers: vec![4, 5],
+        },
         Event::Paused(true),
         Event::Idle,
-        Event::Deck { source: "demo".into(), requests: vec![EditRequest::new("A", "A is in", "B")], skipped: 2 },
+        Event::Deck {
+            source: "demo".into(),
+            requests: vec![EditRequest::new("A", "A is in", "B")],
+            skipped: 2,
+        },
         Event::Error("disk full".into()),
         Event::Panicked("the worker hit a bug".into()),
     ];

@@ -3,7 +3,9 @@
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
-use super::app::{fields_to_request, parse_quick, App, Overlay, Pane, PromptKind, QueueItem, Status};
+use super::app::{
+    fields_to_request, parse_quick, App, Overlay, Pane, PromptKind, QueueItem, Status,
+};
 use crate::edit::{EditRequest, Method};
 use crate::worker::{Command, Event};
 
@@ -26,7 +28,9 @@ pub enum Effect {
 
 pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
     match msg {
-        Msg::Key(k) if k.kind == KeyEventKind::Press || k.kind == KeyEventKind::Repeat => key(app, k),
+        Msg::Key(k) if k.kind == KeyEventKind::Press || k.kind == KeyEventKind::Repeat => {
+            key(app, k)
+        }
         Msg::Key(_) | Msg::Resize | Msg::Tick => vec![],
         Msg::Worker(e) => worker_event(app, e),
     }
@@ -61,7 +65,11 @@ pub fn enqueue(app: &mut App, requests: Vec<EditRequest>) -> Vec<Effect> {
 
 fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
     if k.modifiers.contains(KeyModifiers::CONTROL) && k.code == KeyCode::Char('c') {
-        return if app.work_running() { open(app, Overlay::ConfirmQuit) } else { quit(app) };
+        return if app.work_running() {
+            open(app, Overlay::ConfirmQuit)
+        } else {
+            quit(app)
+        };
     }
     match app.overlay.clone() {
         Overlay::None => {}
@@ -112,7 +120,10 @@ fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
         }
         KeyCode::Char('f') => open(app, Overlay::Form(Default::default(), 0)),
         KeyCode::Char('m') => {
-            let sel = Method::ALL.iter().position(|&m| m == app.method).unwrap_or(0);
+            let sel = Method::ALL
+                .iter()
+                .position(|&m| m == app.method)
+                .unwrap_or(0);
             open(app, Overlay::MethodPicker(sel))
         }
         KeyCode::Char('u') => {
@@ -125,7 +136,10 @@ fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
         }
         KeyCode::Char('e') => vec![Effect::Send(Command::Evaluate)],
         KeyCode::Char('l') => open(app, Overlay::Prompt(PromptKind::Deck, "demo".into())),
-        KeyCode::Char('o') => open(app, Overlay::Prompt(PromptKind::OpenSession, "sessions/".into())),
+        KeyCode::Char('o') => open(
+            app,
+            Overlay::Prompt(PromptKind::OpenSession, "sessions/".into()),
+        ),
         KeyCode::Char('s') => vec![Effect::Send(Command::Save)],
         KeyCode::Char(' ') => {
             let p = !app.paused;
@@ -223,7 +237,9 @@ fn method_picker(app: &mut App, sel: usize, k: KeyEvent) -> Vec<Effect> {
     let n = Method::ALL.len();
     match k.code {
         KeyCode::Up | KeyCode::Char('k') => app.overlay = Overlay::MethodPicker((sel + n - 1) % n),
-        KeyCode::Down | KeyCode::Char('j') | KeyCode::Char('m') => app.overlay = Overlay::MethodPicker((sel + 1) % n),
+        KeyCode::Down | KeyCode::Char('j') | KeyCode::Char('m') => {
+            app.overlay = Overlay::MethodPicker((sel + 1) % n)
+        }
         KeyCode::Enter => {
             app.overlay = Overlay::None;
             let m = Method::ALL[sel];
@@ -302,7 +318,13 @@ fn form(app: &mut App, mut fields: [String; 5], at: usize, k: KeyEvent) -> Vec<E
 
 fn worker_event(app: &mut App, e: Event) -> Vec<Effect> {
     match e {
-        Event::Ready { model, method, layers, device, session } => {
+        Event::Ready {
+            model,
+            method,
+            layers,
+            device,
+            session,
+        } => {
             app.model = model;
             app.method = method;
             app.layers = layers;
@@ -324,7 +346,13 @@ fn worker_event(app: &mut App, e: Event) -> Vec<Effect> {
             }
             app.worker_state = "editing".into();
         }
-        Event::Progress { id, phase, step, loss, prob } => {
+        Event::Progress {
+            id,
+            phase,
+            step,
+            loss,
+            prob,
+        } => {
             let mut text = phase.clone();
             if let Some((s, of)) = step {
                 text.push_str(&format!(" {s}/{of}"));
@@ -350,7 +378,10 @@ fn worker_event(app: &mut App, e: Event) -> Vec<Effect> {
                 q.probs = Some((l.prob_initial, l.prob_final));
                 let top = l.after.first().map(|p| p.token.clone()).unwrap_or_default();
                 let d = q.request.describe();
-                app.push_log(format!("landed in {:.1}s: {d} (top-1 now {top:?}, efficacy {:.2})", l.seconds, l.metrics.efficacy));
+                app.push_log(format!(
+                    "landed in {:.1}s: {d} (top-1 now {top:?}, efficacy {:.2})",
+                    l.seconds, l.metrics.efficacy
+                ));
             }
             app.worker_state = "idle".into();
         }
@@ -413,14 +444,26 @@ fn worker_event(app: &mut App, e: Event) -> Vec<Effect> {
         }
         Event::Paused(p) => {
             app.paused = p;
-            app.push_log(if p { "paused: queued edits wait (space resumes)" } else { "resumed" });
+            app.push_log(if p {
+                "paused: queued edits wait (space resumes)"
+            } else {
+                "resumed"
+            });
         }
         Event::Idle => app.worker_state = "idle".into(),
-        Event::Deck { source, requests, skipped } => {
+        Event::Deck {
+            source,
+            requests,
+            skipped,
+        } => {
             app.push_log(format!(
                 "loaded {} facts from {source}{}",
                 requests.len(),
-                if skipped > 0 { format!(" ({skipped} bad records skipped)") } else { String::new() }
+                if skipped > 0 {
+                    format!(" ({skipped} bad records skipped)")
+                } else {
+                    String::new()
+                }
             ));
             return enqueue(app, requests);
         }

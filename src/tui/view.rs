@@ -7,7 +7,10 @@ use ratatui::layout::{Constraint, Direction, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::symbols;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Axis, Block, Borders, Chart, Clear, Dataset, GraphType, List, ListItem, ListState, Paragraph, Sparkline, Wrap};
+use ratatui::widgets::{
+    Axis, Block, Borders, Chart, Clear, Dataset, GraphType, List, ListItem, ListState, Paragraph,
+    Sparkline, Wrap,
+};
 use ratatui::Frame;
 
 use super::app::{layers_label, App, Overlay, Pane, PromptKind, Status, FORM_LABELS};
@@ -16,8 +19,19 @@ use crate::edit::Method;
 const ACCENT: Color = Color::Cyan;
 
 fn block(title: &str, focused: bool) -> Block<'static> {
-    let style = if focused { Style::default().fg(ACCENT).add_modifier(Modifier::BOLD) } else { Style::default() };
-    Block::default().borders(Borders::ALL).title(Span::styled(format!(" {title} "), style)).border_style(if focused { Style::default().fg(ACCENT) } else { Style::default() })
+    let style = if focused {
+        Style::default().fg(ACCENT).add_modifier(Modifier::BOLD)
+    } else {
+        Style::default()
+    };
+    Block::default()
+        .borders(Borders::ALL)
+        .title(Span::styled(format!(" {title} "), style))
+        .border_style(if focused {
+            Style::default().fg(ACCENT)
+        } else {
+            Style::default()
+        })
 }
 
 fn status_style(s: &Status) -> Style {
@@ -64,16 +78,37 @@ pub fn view(f: &mut Frame, app: &App) {
 
 fn status_bar(f: &mut Frame, app: &App, r: Rect) {
     let mut spans = vec![
-        Span::styled(" d4s ", Style::default().fg(ACCENT).add_modifier(Modifier::BOLD)),
-        Span::raw(format!("│ {} │ {} {} │ {} │ edits {} │ ", app.model, app.method.label(), layers_label(&app.layers), app.device, app.edits_done())),
         Span::styled(
-            if app.paused { "paused".to_string() } else { app.worker_state.clone() },
-            Style::default().fg(if app.paused { Color::Magenta } else { Color::Yellow }),
+            " d4s ",
+            Style::default().fg(ACCENT).add_modifier(Modifier::BOLD),
+        ),
+        Span::raw(format!(
+            "│ {} │ {} {} │ {} │ edits {} │ ",
+            app.model,
+            app.method.label(),
+            layers_label(&app.layers),
+            app.device,
+            app.edits_done()
+        )),
+        Span::styled(
+            if app.paused {
+                "paused".to_string()
+            } else {
+                app.worker_state.clone()
+            },
+            Style::default().fg(if app.paused {
+                Color::Magenta
+            } else {
+                Color::Yellow
+            }),
         ),
     ];
     if let Some(e) = &app.last_error {
         spans.push(Span::raw(" │ "));
-        spans.push(Span::styled(format!("last error: {}", truncate(e, 60)), Style::default().fg(Color::Red)));
+        spans.push(Span::styled(
+            format!("last error: {}", truncate(e, 60)),
+            Style::default().fg(Color::Red),
+        ));
     }
     f.render_widget(Paragraph::new(Line::from(spans)), r);
 }
@@ -90,22 +125,39 @@ fn truncate(s: &str, n: usize) -> String {
 fn main(f: &mut Frame, app: &App, r: Rect, compact: bool) {
     let cols = Layout::default()
         .direction(Direction::Horizontal)
-        .constraints([Constraint::Percentage(if compact { 50 } else { 45 }), Constraint::Percentage(if compact { 50 } else { 55 })])
+        .constraints([
+            Constraint::Percentage(if compact { 50 } else { 45 }),
+            Constraint::Percentage(if compact { 50 } else { 55 }),
+        ])
         .split(r);
     let left = Layout::default()
         .direction(Direction::Vertical)
-        .constraints([Constraint::Min(4), Constraint::Length(if compact { 5 } else { 9 })])
+        .constraints([
+            Constraint::Min(4),
+            Constraint::Length(if compact { 5 } else { 9 }),
+        ])
         .split(cols[0]);
     queue(f, app, left[0]);
     detail(f, app, left[1]);
     let n_layers = app.norms.len().max(1) as u16;
-    let norms_h = if compact { (n_layers + 2).min(5) } else { (n_layers + 2).min(9) };
+    let norms_h = if compact {
+        (n_layers + 2).min(5)
+    } else {
+        (n_layers + 2).min(9)
+    };
     let right = if compact {
-        Layout::default().direction(Direction::Vertical).constraints([Constraint::Min(5), Constraint::Length(norms_h)]).split(cols[1])
+        Layout::default()
+            .direction(Direction::Vertical)
+            .constraints([Constraint::Min(5), Constraint::Length(norms_h)])
+            .split(cols[1])
     } else {
         Layout::default()
             .direction(Direction::Vertical)
-            .constraints([Constraint::Min(8), Constraint::Length(norms_h), Constraint::Length(5)])
+            .constraints([
+                Constraint::Min(8),
+                Constraint::Length(norms_h),
+                Constraint::Length(5),
+            ])
             .split(cols[1])
     };
     chart(f, app, right[0]);
@@ -123,20 +175,40 @@ fn queue(f: &mut Frame, app: &App, r: Rect) {
         .map(|q| {
             let top = q.after.first().map(|p| p.token.trim().to_string());
             let tail = match (&q.status, &q.metrics) {
-                (Status::Done, Some(m)) => format!(" → {} eff {:.2}", top.unwrap_or_default(), m.efficacy),
+                (Status::Done, Some(m)) => {
+                    format!(" → {} eff {:.2}", top.unwrap_or_default(), m.efficacy)
+                }
                 (Status::Undone, _) => format!(" → {} (undone)", top.unwrap_or_default()),
                 (Status::Running(p), _) => format!(" {p}"),
                 (Status::Rejected(_), _) => " rejected".into(),
                 _ => format!(" {}", q.status.label()),
             };
-            let head = format!("{} {:>3} {} ", status_icon(&q.status), q.id, q.method.label());
+            let head = format!(
+                "{} {:>3} {} ",
+                status_icon(&q.status),
+                q.id,
+                q.method.label()
+            );
             let fact = q.request.describe();
             let room = width.saturating_sub(head.chars().count() + tail.chars().count());
-            ListItem::new(Line::from(vec![Span::raw(head), Span::raw(truncate(&fact, room.max(8))), Span::styled(tail, status_style(&q.status))]))
+            ListItem::new(Line::from(vec![
+                Span::raw(head),
+                Span::raw(truncate(&fact, room.max(8))),
+                Span::styled(tail, status_style(&q.status)),
+            ]))
         })
         .collect();
-    let title = format!("Edit queue ({} done, {} queued)", app.edits_done(), app.queue.iter().filter(|q| q.status == Status::Queued).count());
-    let list = List::new(items).block(block(&title, app.focus == Pane::Queue)).highlight_style(Style::default().add_modifier(Modifier::REVERSED));
+    let title = format!(
+        "Edit queue ({} done, {} queued)",
+        app.edits_done(),
+        app.queue
+            .iter()
+            .filter(|q| q.status == Status::Queued)
+            .count()
+    );
+    let list = List::new(items)
+        .block(block(&title, app.focus == Pane::Queue))
+        .highlight_style(Style::default().add_modifier(Modifier::REVERSED));
     let mut state = ListState::default();
     if !app.queue.is_empty() {
         state.select(Some(app.selected.min(app.queue.len() - 1)));
@@ -145,13 +217,19 @@ fn queue(f: &mut Frame, app: &App, r: Rect) {
 }
 
 fn preds(p: &[crate::eval::predict::Prediction]) -> String {
-    p.iter().map(|x| format!("{:?} {:.2}", x.token, x.prob)).collect::<Vec<_>>().join("  ")
+    p.iter()
+        .map(|x| format!("{:?} {:.2}", x.token, x.prob))
+        .collect::<Vec<_>>()
+        .join("  ")
 }
 
 fn detail(f: &mut Frame, app: &App, r: Rect) {
     let mut lines = Vec::new();
     if let Some(q) = app.selected_item() {
-        lines.push(Line::from(vec![Span::styled(format!("#{} ", q.id), Style::default().fg(ACCENT)), Span::raw(q.request.describe())]));
+        lines.push(Line::from(vec![
+            Span::styled(format!("#{} ", q.id), Style::default().fg(ACCENT)),
+            Span::raw(q.request.describe()),
+        ]));
         if !q.before.is_empty() {
             lines.push(Line::from(format!("before: {}", preds(&q.before))));
         }
@@ -172,7 +250,11 @@ fn detail(f: &mut Frame, app: &App, r: Rect) {
             lines.push(Line::from(format!("p(target) {a:.3} → {b:.3}")));
         }
         if !q.layer_deltas.is_empty() {
-            let d: Vec<String> = q.layer_deltas.iter().map(|(l, n)| format!("L{l} {n:.2}")).collect();
+            let d: Vec<String> = q
+                .layer_deltas
+                .iter()
+                .map(|(l, n)| format!("L{l} {n:.2}"))
+                .collect();
             lines.push(Line::from(format!("‖ΔW‖_F  {}", d.join("  "))));
         }
         if let Status::Rejected(e) = &q.status {
@@ -181,32 +263,76 @@ fn detail(f: &mut Frame, app: &App, r: Rect) {
     } else {
         lines.push(Line::from("no edit selected"));
     }
-    f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }).block(block("Detail", false)), r);
+    f.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: true })
+            .block(block("Detail", false)),
+        r,
+    );
 }
 
 fn chart(f: &mut Frame, app: &App, r: Rect) {
     let series = |get: fn(&crate::worker::CurvePoint) -> Option<f64>| -> Vec<(f64, f64)> {
-        app.curve.iter().filter_map(|p| get(p).map(|v| (p.edits as f64, v))).collect()
+        app.curve
+            .iter()
+            .filter_map(|p| get(p).map(|v| (p.edits as f64, v)))
+            .collect()
     };
     let eff = series(|p| Some(p.efficacy));
     let par = series(|p| p.paraphrase);
     let spe = series(|p| p.specificity);
     let max_x = app.curve.last().map_or(1.0, |p| p.edits as f64).max(1.0);
-    let mut datasets = vec![Dataset::default().name("efficacy").marker(symbols::Marker::Braille).graph_type(GraphType::Line).style(Style::default().fg(Color::Green)).data(&eff)];
+    let mut datasets = vec![Dataset::default()
+        .name("efficacy")
+        .marker(symbols::Marker::Braille)
+        .graph_type(GraphType::Line)
+        .style(Style::default().fg(Color::Green))
+        .data(&eff)];
     if !par.is_empty() {
-        datasets.push(Dataset::default().name("paraphrase").marker(symbols::Marker::Braille).graph_type(GraphType::Line).style(Style::default().fg(Color::Yellow)).data(&par));
+        datasets.push(
+            Dataset::default()
+                .name("paraphrase")
+                .marker(symbols::Marker::Braille)
+                .graph_type(GraphType::Line)
+                .style(Style::default().fg(Color::Yellow))
+                .data(&par),
+        );
     }
     if !spe.is_empty() {
-        datasets.push(Dataset::default().name("specificity").marker(symbols::Marker::Braille).graph_type(GraphType::Line).style(Style::default().fg(Color::Magenta)).data(&spe));
+        datasets.push(
+            Dataset::default()
+                .name("specificity")
+                .marker(symbols::Marker::Braille)
+                .graph_type(GraphType::Line)
+                .style(Style::default().fg(Color::Magenta))
+                .data(&spe),
+        );
     }
     let title = match app.curve.last() {
-        Some(p) => format!("Metrics vs edits — eff {:.2}{}{}", p.efficacy, p.paraphrase.map(|v| format!(" par {v:.2}")).unwrap_or_default(), p.specificity.map(|v| format!(" spe {v:.2}")).unwrap_or_default()),
+        Some(p) => format!(
+            "Metrics vs edits — eff {:.2}{}{}",
+            p.efficacy,
+            p.paraphrase
+                .map(|v| format!(" par {v:.2}"))
+                .unwrap_or_default(),
+            p.specificity
+                .map(|v| format!(" spe {v:.2}"))
+                .unwrap_or_default()
+        ),
         None => "Metrics vs edits (all edits re-evaluated as they land)".into(),
     };
     let chart = Chart::new(datasets)
         .block(block(&title, app.focus == Pane::Charts))
-        .x_axis(Axis::default().bounds([0.0, max_x]).labels(vec![Line::from("0"), Line::from(format!("{max_x:.0}"))]))
-        .y_axis(Axis::default().bounds([0.0, 1.0]).labels(vec![Line::from("0"), Line::from("1")]));
+        .x_axis(
+            Axis::default()
+                .bounds([0.0, max_x])
+                .labels(vec![Line::from("0"), Line::from(format!("{max_x:.0}"))]),
+        )
+        .y_axis(
+            Axis::default()
+                .bounds([0.0, 1.0])
+                .labels(vec![Line::from("0"), Line::from("1")]),
+        );
     f.render_widget(chart, r);
 }
 
@@ -222,8 +348,18 @@ fn norms(f: &mut Frame, app: &App, r: Rect) {
         if i as u16 >= inner.height {
             break;
         }
-        let row = Rect { x: inner.x, y: inner.y + i as u16, width: inner.width, height: 1 };
-        let label = format!("L{layer:<2} {:.5} ×{:.3} Δ{:.1e} ", h.weight.last().copied().unwrap_or(0.0), h.growth().unwrap_or(1.0), h.delta.last().copied().unwrap_or(0.0));
+        let row = Rect {
+            x: inner.x,
+            y: inner.y + i as u16,
+            width: inner.width,
+            height: 1,
+        };
+        let label = format!(
+            "L{layer:<2} {:.5} ×{:.3} Δ{:.1e} ",
+            h.weight.last().copied().unwrap_or(0.0),
+            h.growth().unwrap_or(1.0),
+            h.delta.last().copied().unwrap_or(0.0)
+        );
         let lw = (label.chars().count() as u16).min(row.width);
         f.render_widget(Paragraph::new(label), Rect { width: lw, ..row });
         // Scale the delta history so its growth is visible (the weight norm moves by ppm).
@@ -231,14 +367,27 @@ fn norms(f: &mut Frame, app: &App, r: Rect) {
         let data: Vec<u64> = h.delta.iter().map(|d| ((d / max) * 100.0) as u64).collect();
         let spark_w = row.width.saturating_sub(lw);
         let start = data.len().saturating_sub(spark_w as usize);
-        f.render_widget(Sparkline::default().data(data[start..].to_vec()).max(100).style(Style::default().fg(ACCENT)), Rect { x: row.x + lw, width: spark_w, ..row });
+        f.render_widget(
+            Sparkline::default()
+                .data(data[start..].to_vec())
+                .max(100)
+                .style(Style::default().fg(ACCENT)),
+            Rect {
+                x: row.x + lw,
+                width: spark_w,
+                ..row
+            },
+        );
     }
 }
 
 fn probes(f: &mut Frame, app: &App, r: Rect) {
     let mut lines = Vec::new();
     if let Some(note) = &app.probes_note {
-        lines.push(Line::styled(note.clone(), Style::default().add_modifier(Modifier::DIM)));
+        lines.push(Line::styled(
+            note.clone(),
+            Style::default().add_modifier(Modifier::DIM),
+        ));
     } else if app.probes.is_empty() {
         lines.push(Line::from("press p to run the downstream probes"));
     }
@@ -246,16 +395,34 @@ fn probes(f: &mut Frame, app: &App, r: Rect) {
         .probes
         .iter()
         .map(|(task, v, _chance)| {
-            let base = app.probes_baseline.iter().find(|b| &b.0 == task).map(|b| b.1);
+            let base = app
+                .probes_baseline
+                .iter()
+                .find(|b| &b.0 == task)
+                .map(|b| b.1);
             let d = base.map(|b| v - b).unwrap_or(0.0);
-            let color = if d < -0.02 { Color::Red } else if d > 0.02 { Color::Green } else { Color::Reset };
-            Span::styled(format!("{task} {v:.2} ({d:+.2})  "), Style::default().fg(color))
+            let color = if d < -0.02 {
+                Color::Red
+            } else if d > 0.02 {
+                Color::Green
+            } else {
+                Color::Reset
+            };
+            Span::styled(
+                format!("{task} {v:.2} ({d:+.2})  "),
+                Style::default().fg(color),
+            )
         })
         .collect();
     if !spans.is_empty() {
         lines.push(Line::from(spans));
     }
-    f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }).block(block("Probes (change since edit 0)", false)), r);
+    f.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: true })
+            .block(block("Probes (change since edit 0)", false)),
+        r,
+    );
 }
 
 fn input(f: &mut Frame, app: &App, r: Rect) {
@@ -266,9 +433,20 @@ fn input(f: &mut Frame, app: &App, r: Rect) {
         (None, true) => ("subject | prompt | target  e.g.  Eiffel Tower | The Eiffel Tower is located in the city of | Rome".into(), Style::default().add_modifier(Modifier::DIM)),
         _ => (app.input.clone(), Style::default()),
     };
-    let cursor = if focused && app.input_error.is_none() && !app.input.is_empty() { "▏" } else { "" };
-    let p = Paragraph::new(Line::from(vec![Span::raw("> "), Span::styled(text, style), Span::raw(cursor)]))
-        .block(block(&format!("New fact ({} next)", app.method.label()), focused));
+    let cursor = if focused && app.input_error.is_none() && !app.input.is_empty() {
+        "▏"
+    } else {
+        ""
+    };
+    let p = Paragraph::new(Line::from(vec![
+        Span::raw("> "),
+        Span::styled(text, style),
+        Span::raw(cursor),
+    ]))
+    .block(block(
+        &format!("New fact ({} next)", app.method.label()),
+        focused,
+    ));
     f.render_widget(p, r);
 }
 
@@ -276,8 +454,14 @@ fn log(f: &mut Frame, app: &App, r: Rect) {
     let h = r.height.saturating_sub(2) as usize;
     let end = app.log.len().saturating_sub(app.log_scroll);
     let start = end.saturating_sub(h);
-    let lines: Vec<Line> = app.log[start..end].iter().map(|l| Line::from(l.as_str())).collect();
-    f.render_widget(Paragraph::new(lines).block(block("Log", app.focus == Pane::Log)), r);
+    let lines: Vec<Line> = app.log[start..end]
+        .iter()
+        .map(|l| Line::from(l.as_str()))
+        .collect();
+    f.render_widget(
+        Paragraph::new(lines).block(block("Log", app.focus == Pane::Log)),
+        r,
+    );
 }
 
 fn footer(f: &mut Frame, app: &App, r: Rect) {
@@ -286,14 +470,29 @@ fn footer(f: &mut Frame, app: &App, r: Rect) {
     } else {
         "q quit  tab pane  i type  f form  m method  u undo  p probes  l deck  s save  o open  space pause  c cancel  ? help"
     };
-    let frame = if app.frame_ms.1 > 0.0 { format!("  frame {:.1}ms", app.frame_ms.0) } else { String::new() };
-    f.render_widget(Paragraph::new(Line::from(vec![Span::styled(keys, Style::default().add_modifier(Modifier::DIM)), Span::raw(frame)])), r);
+    let frame = if app.frame_ms.1 > 0.0 {
+        format!("  frame {:.1}ms", app.frame_ms.0)
+    } else {
+        String::new()
+    };
+    f.render_widget(
+        Paragraph::new(Line::from(vec![
+            Span::styled(keys, Style::default().add_modifier(Modifier::DIM)),
+            Span::raw(frame),
+        ])),
+        r,
+    );
 }
 
 fn centered(area: Rect, w: u16, h: u16) -> Rect {
     let w = w.min(area.width);
     let h = h.min(area.height);
-    Rect { x: area.x + (area.width - w) / 2, y: area.y + (area.height - h) / 2, width: w, height: h }
+    Rect {
+        x: area.x + (area.width - w) / 2,
+        y: area.y + (area.height - h) / 2,
+        width: w,
+        height: h,
+    }
 }
 
 fn overlay(f: &mut Frame, app: &App, area: Rect) {
@@ -321,23 +520,41 @@ fn overlay(f: &mut Frame, app: &App, area: Rect) {
                 Line::from(""),
                 Line::styled("any key closes this help", Style::default().add_modifier(Modifier::DIM)),
             ];
-            f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }).block(block("Help", true)), r);
+            f.render_widget(
+                Paragraph::new(lines)
+                    .wrap(Wrap { trim: false })
+                    .block(block("Help", true)),
+                r,
+            );
         }
         Overlay::ConfirmQuit => {
             let r = centered(area, 56, 5);
             f.render_widget(Clear, r);
             f.render_widget(
-                Paragraph::new(vec![Line::from("Edits are still running or queued."), Line::from("Quit anyway? Landed edits are kept. (y/n)")]).block(block("Quit?", true)),
+                Paragraph::new(vec![
+                    Line::from("Edits are still running or queued."),
+                    Line::from("Quit anyway? Landed edits are kept. (y/n)"),
+                ])
+                .block(block("Quit?", true)),
                 r,
             );
         }
         Overlay::MethodPicker(sel) => {
             let r = centered(area, 36, Method::ALL.len() as u16 + 2);
             f.render_widget(Clear, r);
-            let items: Vec<ListItem> = Method::ALL.iter().map(|m| ListItem::new(m.label())).collect();
+            let items: Vec<ListItem> = Method::ALL
+                .iter()
+                .map(|m| ListItem::new(m.label()))
+                .collect();
             let mut st = ListState::default();
             st.select(Some(*sel));
-            f.render_stateful_widget(List::new(items).block(block("Method for next edits", true)).highlight_style(Style::default().add_modifier(Modifier::REVERSED)), r, &mut st);
+            f.render_stateful_widget(
+                List::new(items)
+                    .block(block("Method for next edits", true))
+                    .highlight_style(Style::default().add_modifier(Modifier::REVERSED)),
+                r,
+                &mut st,
+            );
         }
         Overlay::Prompt(kind, text) => {
             let r = centered(area, 70, 4);
@@ -346,22 +563,44 @@ fn overlay(f: &mut Frame, app: &App, area: Rect) {
                 PromptKind::Deck => "Load deck (demo, counterfact:N, zsre:N, or a .jsonl path)",
                 PromptKind::OpenSession => "Open session (directory)",
             };
-            f.render_widget(Paragraph::new(format!("> {text}▏")).block(block(title, true)), r);
+            f.render_widget(
+                Paragraph::new(format!("> {text}▏")).block(block(title, true)),
+                r,
+            );
         }
         Overlay::Form(fields, at) => {
             let r = centered(area, 90, 14);
             f.render_widget(Clear, r);
             let mut lines = Vec::new();
             for (i, (label, v)) in FORM_LABELS.iter().zip(fields.iter()).enumerate() {
-                let style = if i == *at { Style::default().fg(ACCENT).add_modifier(Modifier::BOLD) } else { Style::default() };
-                lines.push(Line::from(vec![Span::styled(format!("{label:>28}: "), style), Span::raw(v.clone()), Span::raw(if i == *at { "▏" } else { "" })]));
+                let style = if i == *at {
+                    Style::default().fg(ACCENT).add_modifier(Modifier::BOLD)
+                } else {
+                    Style::default()
+                };
+                lines.push(Line::from(vec![
+                    Span::styled(format!("{label:>28}: "), style),
+                    Span::raw(v.clone()),
+                    Span::raw(if i == *at { "▏" } else { "" }),
+                ]));
             }
             lines.push(Line::from(""));
             if let Some(e) = &app.input_error {
-                lines.push(Line::styled(format!("✗ {e}"), Style::default().fg(Color::Red)));
+                lines.push(Line::styled(
+                    format!("✗ {e}"),
+                    Style::default().fg(Color::Red),
+                ));
             }
-            lines.push(Line::styled("tab/↑↓ move  enter queue  esc cancel", Style::default().add_modifier(Modifier::DIM)));
-            f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }).block(block("New fact", true)), r);
+            lines.push(Line::styled(
+                "tab/↑↓ move  enter queue  esc cancel",
+                Style::default().add_modifier(Modifier::DIM),
+            ));
+            f.render_widget(
+                Paragraph::new(lines)
+                    .wrap(Wrap { trim: false })
+                    .block(block("New fact", true)),
+                r,
+            );
         }
     }
 }

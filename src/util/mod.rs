@@ -73,7 +73,9 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     if ensure_dir(&d4s_home()).is_ok() {
         let _ = write_atomic(
             &cache_path,
-            serde_json::to_vec_pretty(&cache).unwrap_or_default().as_slice(),
+            serde_json::to_vec_pretty(&cache)
+                .unwrap_or_default()
+                .as_slice(),
         );
     }
     Ok(h)
@@ -82,7 +84,10 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 /// Writes a file atomically: to a temporary sibling, fsync, then rename over the target. A crash
 /// or a full disk leaves the previous version intact.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -23,7 +23,10 @@ pub fn shared(rel: &str) -> Option<PathBuf> {
     if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
         panic!("CI=true but {} is missing", p.display());
     }
-    eprintln!("SKIP: {} is not present (it ships beside the repository in CI)", p.display());
+    eprintln!(
+        "SKIP: {} is not present (it ships beside the repository in CI)",
+        p.display()
+    );
     None
 }
 
@@ -31,8 +34,14 @@ pub fn shared(rel: &str) -> Option<PathBuf> {
 pub fn default_model() -> &'static Model {
     static MODEL: OnceLock<Model> = OnceLock::new();
     MODEL.get_or_init(|| {
-        load::load(&ModelSpec::Default, &load::LoadOptions { verbose: true, ..Default::default() })
-            .expect("the default model loads (run `cargo run --release -- fetch` if offline)")
+        load::load(
+            &ModelSpec::Default,
+            &load::LoadOptions {
+                verbose: true,
+                ..Default::default()
+            },
+        )
+        .expect("the default model loads (run `cargo run --release -- fetch` if offline)")
     })
 }
 
