@@ -23,12 +23,16 @@ fn model() -> &'static Mutex<Model> {
     })
 }
 
-fn edit(model: &mut Model, method: Method, reqs: &[EditRequest]) -> Box<dyn d4s::edit::Editor> {
+fn edit(
+    model: &mut Model,
+    method: Method,
+    reqs: &[EditRequest],
+    stats: &mut StatsCache,
+) -> Box<dyn d4s::edit::Editor> {
     let hp = HParams::defaults(method, &model.config);
     let mut editor = new_editor(hp);
-    let mut stats = StatsCache::new(StatsConfig::default());
     let mut cx = EditContext {
-        stats: &mut stats,
+        stats,
         ctl: EditControl::default(),
     };
     editor
@@ -47,6 +51,7 @@ fn top1(model: &Model, prompt: &str) -> String {
 fn four_methods_move_the_eiffel_tower_and_keep_paris() {
     let mut guard = model().lock().unwrap();
     let model = &mut *guard;
+    let mut stats = StatsCache::new(StatsConfig::default());
     for method in [Method::Rome, Method::Memit, Method::D4s, Method::AlphaEdit] {
         model.reset_edits();
         assert_eq!(
@@ -61,6 +66,7 @@ fn four_methods_move_the_eiffel_tower_and_keep_paris() {
                 "The Eiffel Tower is located in the city of",
                 "Rome",
             )],
+            &mut stats,
         );
         assert_eq!(
             top1(model, "The Eiffel Tower is located in the city of"),
@@ -106,6 +112,7 @@ fn counterfact_first_20_single_edit_rewrite_accuracy() {
                 let mut model =
                     d4s::model::load::load(&d4s::model::ModelSpec::Default, &Default::default())
                         .expect("default model");
+                let mut stats = StatsCache::new(StatsConfig::default());
                 methods
                     .into_iter()
                     .map(|method| {
@@ -113,7 +120,7 @@ fn counterfact_first_20_single_edit_rewrite_accuracy() {
                         let mut accs = Vec::new();
                         for r in reqs {
                             model.reset_edits();
-                            edit(&mut model, method, std::slice::from_ref(r));
+                            edit(&mut model, method, std::slice::from_ref(r), &mut stats);
                             accs.extend(
                                 token_accuracy(&model, &[(r.filled_prompt(), r.target.clone())])
                                     .unwrap(),

@@ -204,12 +204,21 @@ impl HParams {
             }
             Method::AlphaEdit => {
                 hp.layers = memit_layers;
-                hp.clamp_norm_factor = 0.75;
                 hp.v_num_grad_steps = if cfg.arch == Arch::Gpt2 { 20 } else { 25 };
-                hp.v_lr = if cfg.arch == Arch::Llama { 0.1 } else { 0.5 };
-                hp.v_weight_decay = 0.5;
-                // The reference runs on the default model used α = 1 (EasyEdit's Llama-3 file).
-                hp.l2 = if cfg.arch == Arch::Llama { 1.0 } else { 10.0 };
+                if cfg.arch == Arch::Llama {
+                    // No Llama-2 AlphaEdit config exists; spec §3.7 suggests MEMIT's llama-7b
+                    // target settings with α = 10. (The Llama-3 file — v_lr 0.1, clamp 0.75,
+                    // α = 1 — reached rewrite accuracy 0.45 on the default model, these 1.00;
+                    // BENCHMARKS.md. Load that file with --hparams to compare.)
+                    hp.clamp_norm_factor = 4.0;
+                    hp.v_lr = 0.5;
+                    hp.v_weight_decay = 1e-3;
+                } else {
+                    hp.clamp_norm_factor = 0.75;
+                    hp.v_lr = 0.5;
+                    hp.v_weight_decay = 0.5;
+                }
+                hp.l2 = 10.0;
             }
             Method::FtL | Method::FtM => {
                 hp.layers = vec![at(ft)];

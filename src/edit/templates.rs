@@ -90,8 +90,13 @@ impl ContextTemplates {
     }
 }
 
+/// Sampled templates of this process, by (model sha256, length parameters, seed): sampling is
+/// deterministic, so every editor of the same model and settings shares one sample.
+static SAMPLED: std::sync::Mutex<Vec<(String, ContextTemplates)>> =
+    std::sync::Mutex::new(Vec::new());
+
 /// The templates an editor uses: the fixed list from the hyperparameters, else samples from the
-/// *unedited* model (computed once and kept in `slot`).
+/// *unedited* model (computed once per process and kept in `slot`).
 pub fn ensure(
     slot: &mut Option<ContextTemplates>,
     model: &mut Model,
@@ -109,7 +114,25 @@ pub fn ensure(
                 .map(|p| (p[0], p[1]))
                 .collect();
             let seed = hp.seed;
-            model.with_unedited(|m| ContextTemplates::generate(m, &params, seed))?
+            let key = format!("{}/{params:?}/{seed}", model.info.sha256);
+            let cached = SAMPLED
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, t)| t.clone());
+            match cached {
+                Some(t) => t,
+                None => {
+                    let t =
+                        model.with_unedited(|m| ContextTemplates::generate(m, &params, seed))?;
+                    SAMPLED
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((key, t.clone()));
+                    t
+                }
+            }
         }
     };
     *slot = Some(t.clone());

@@ -1,0 +1,90 @@
+//! CI smoke test of the headless benchmark: 10 sequential D4S edits on the default model, with
+//! metrics and plots written.
+
+mod common;
+
+use std::process::Command;
+
+#[test]
+fn ten_sequential_d4s_edits_write_metrics_and_plots() {
+    let Some(data) = common::shared("data") else {
+        return;
+    };
+    let _ = common::default_model();
+    let out = tempfile::tempdir().unwrap();
+    let run = out.path().join("cf-d4s-10");
+    let t0 = std::time::Instant::now();
+    let status = Command::new(env!("CARGO_BIN_EXE_d4s"))
+        .args([
+            "bench",
+            "--method",
+            "d4s",
+            "--data",
+            "counterfact",
+            "--n",
+            "10",
+            "--eval-every",
+            "5",
+        ])
+        .args(["--probes", "arc_easy", "--probe-items", "20", "--data-dir"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    eprintln!("bench of 10 edits took {:.0} s", t0.elapsed().as_secs_f64());
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let points: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        points
+            .iter()
+            .map(|p| p["edits"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![0, 5, 10]
+    );
+    let last = points.last().unwrap();
+    assert!(
+        last["metrics"]["token"]["efficacy"].as_f64().unwrap() >= 0.5,
+        "{last}"
+    );
+    assert!(last["probes"]["arc_easy"]["metrics"]["acc"].is_number());
+    assert_eq!(last["layers"].as_array().unwrap().len(), 5);
+    assert!(last["layers"][4]["delta_l1_mean"].as_f64().unwrap() > 0.0);
+    let edits = std::fs::read_to_string(run.join("edits.jsonl")).unwrap();
+    assert_eq!(edits.lines().count(), 10);
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["edits"], 10);
+    assert!(std::fs::read_to_string(run.join("summary.csv"))
+        .unwrap()
+        .starts_with("method,edits,efficacy"));
+    let svg = std::fs::read_to_string(run.join("metrics.svg")).unwrap();
+    assert!(svg.contains("efficacy") && svg.contains("<svg"));
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["model"]["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(config["data"]["sha256"].as_str().unwrap().len(), 64);
+    // compare over the run (one run is enough to exercise the table and overlays).
+    let cmp = Command::new(env!("CARGO_BIN_EXE_d4s"))
+        .arg("compare")
+        .arg(&run)
+        .arg("--out")
+        .arg(out.path().join("cmp"))
+        .output()
+        .unwrap();
+    assert!(
+        cmp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cmp.stderr)
+    );
+    let md = std::fs::read_to_string(out.path().join("cmp/compare.md")).unwrap();
+    assert!(md.contains("| cf-d4s-10 | d4s | 10 |"), "{md}");
+}
