@@ -60,9 +60,21 @@ fn ten_sequential_d4s_edits_write_metrics_and_plots() {
     assert!(last["layers"][4]["delta_l1_mean"].as_f64().unwrap() > 0.0);
     let edits = std::fs::read_to_string(run.join("edits.jsonl")).unwrap();
     assert_eq!(edits.lines().count(), 10);
+    // Every edit records where its time went and the memory it left resident.
+    for line in edits.lines() {
+        let e: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(e["timings"]["target"].as_f64().unwrap() > 0.0, "{e}");
+        assert!(e["timings"]["solve"].as_f64().unwrap() > 0.0, "{e}");
+        assert!(e["rss_bytes"].as_u64().unwrap() > 100 << 20, "{e}");
+    }
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["edits"], 10);
+    let median = &summary["median_timings"];
+    assert!(
+        median["total"].as_f64().unwrap() >= median["target"].as_f64().unwrap(),
+        "{median}"
+    );
     assert!(std::fs::read_to_string(run.join("summary.csv"))
         .unwrap()
         .starts_with("method,edits,efficacy"));

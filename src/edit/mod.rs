@@ -231,6 +231,21 @@ pub struct Timings {
     pub total: f64,
 }
 
+impl Timings {
+    /// The share of one request in a step of `n` (the step's phases are timed as a whole).
+    pub fn per_request(&self, n: usize) -> Timings {
+        let n = n.max(1) as f64;
+        Timings {
+            statistics: self.statistics / n,
+            templates: self.templates / n,
+            target: self.target / n,
+            keys: self.keys / n,
+            solve: self.solve / n,
+            total: self.total / n,
+        }
+    }
+}
+
 /// The per-edit outer-product terms of D4S, enough to remove the edit again exactly.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct D4sTerms {

@@ -23,7 +23,9 @@ use serde::{Deserialize, Serialize};
 use super::datasets::{EvalCase, MultiHop};
 use super::metrics::{agreement, answer_argmax, target_nll, token_accuracy};
 use super::probes::{ProbeResult, ProbeSet};
-use crate::edit::{new_editor, EditContext, EditControl, EditRequest, Editor, HParams, StatsCache};
+use crate::edit::{
+    new_editor, EditContext, EditControl, EditRequest, Editor, HParams, StatsCache, Timings,
+};
 use crate::error::{Error, Result};
 use crate::model::generate::GenerateOptions;
 use crate::model::{matrix_norms, Model};
@@ -333,6 +335,13 @@ pub struct EditRecord {
     pub prob_initial: Option<f64>,
     pub prob_final: Option<f64>,
     pub seconds: f64,
+    /// Where the step's time went (statistics, templates, target, keys, solve), per request of
+    /// the step; absent for rejected edits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timings: Option<Timings>,
+    /// Resident memory of the process right after the edit, in bytes (Linux).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejected: Option<String>,
 }
@@ -427,8 +436,10 @@ pub fn run(
         };
         let outcome = editor.apply(model, &mut cx, &requests);
         let seconds = te.elapsed().as_secs_f64();
+        let rss_bytes = crate::util::resident_memory();
         match &outcome {
             Ok(o) => {
+                let timings = o.timings.per_request(step.len());
                 for (k, &i) in step.iter().enumerate() {
                     let t = o.targets.get(k.min(o.targets.len().saturating_sub(1)));
                     probs.extend(t.map(|t| t.prob_final));
@@ -438,6 +449,8 @@ pub fn run(
                         prob_initial: t.map(|t| t.prob_initial),
                         prob_final: t.map(|t| t.prob_final),
                         seconds: seconds / step.len() as f64,
+                        timings: Some(timings.clone()),
+                        rss_bytes,
                         rejected: None,
                     })?;
                 }
@@ -452,6 +465,8 @@ pub fn run(
                         prob_initial: None,
                         prob_final: None,
                         seconds,
+                        timings: None,
+                        rss_bytes,
                         rejected: Some(e.to_string()),
                     })?;
                 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::bench::{BenchSink, EditRecord, EvalPoint};
 use super::plots::{render, LineChart, Series};
+use crate::edit::Timings;
 use crate::error::{Error, Result};
 use crate::util;
 
@@ -143,7 +144,34 @@ pub struct Summary {
     pub l1_growth: Vec<(usize, f64)>,
     pub rejected: usize,
     pub seconds_per_edit: Option<f64>,
+    /// Median of each phase over the accepted edits (a typical edit: the first one also gathers
+    /// the key statistics once).
+    #[serde(default)]
+    pub median_timings: Option<Timings>,
+    /// Largest resident memory seen after an edit, in bytes.
+    #[serde(default)]
+    pub peak_rss_bytes: Option<u64>,
     pub wall_seconds: f64,
+}
+
+/// The median of each timed phase.
+fn median_timings(all: &[&Timings]) -> Option<Timings> {
+    if all.is_empty() {
+        return None;
+    }
+    let med = |f: fn(&Timings) -> f64| {
+        let mut xs: Vec<f64> = all.iter().map(|t| f(t)).collect();
+        xs.sort_by(f64::total_cmp);
+        xs[xs.len() / 2]
+    };
+    Some(Timings {
+        statistics: med(|t| t.statistics),
+        templates: med(|t| t.templates),
+        target: med(|t| t.target),
+        keys: med(|t| t.keys),
+        solve: med(|t| t.solve),
+        total: med(|t| t.total),
+    })
 }
 
 pub fn summarize(method: &str, points: &[EvalPoint], records: &[EditRecord]) -> Option<Summary> {
@@ -198,6 +226,13 @@ pub fn summarize(method: &str, points: &[EvalPoint], records: &[EditRecord]) -> 
         rejected: last.rejected,
         seconds_per_edit: (!times.is_empty())
             .then(|| times.iter().sum::<f64>() / times.len() as f64),
+        median_timings: median_timings(
+            &records
+                .iter()
+                .filter_map(|r| r.timings.as_ref())
+                .collect::<Vec<_>>(),
+        ),
+        peak_rss_bytes: records.iter().filter_map(|r| r.rss_bytes).max(),
         wall_seconds: last.wall_seconds,
     })
 }
