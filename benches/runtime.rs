@@ -1,7 +1,8 @@
 //! Runtime benchmarks on the default model: load, batched forward, KV-cached generation and one
 //! target-optimization-style step (forward + backward through all layers).
 //!
-//! `RAYON_NUM_THREADS=1 cargo bench --bench runtime` (and again with 2). Prints a Markdown table.
+//! `RAYON_NUM_THREADS=1 cargo bench --bench runtime` (and again with 2). Prints Markdown tables:
+//! the runtime, and the small-row matmul path against the plain product.
 
 use std::time::Instant;
 
@@ -115,6 +116,20 @@ fn main() {
         loss.backward().unwrap()
     });
 
+    // The small-row product (`x_wt`): (W xᵀ)ᵀ instead of x Wᵀ, for the shapes of the default
+    // model's MLP (gate/up [1536, 576], down [576, 1536]) and the LM head [49152, 576].
+    let mut small_m = Vec::new();
+    for (out, inp) in [(1536usize, 576usize), (576, 1536), (49152, 576)] {
+        let w = Tensor::randn(0f32, 0.02, (out, inp), &model.device).unwrap();
+        for m in [1usize, 8, 16, 24, 32, 48] {
+            let x = Tensor::randn(0f32, 1.0, (m, inp), &model.device).unwrap();
+            let reps = if out > 10_000 { 5 } else { 50 };
+            let plain = time(reps, || x.matmul(&w.t().unwrap()).unwrap());
+            let trick = time(reps, || d4s::model::layers::x_wt(&x, &w).unwrap());
+            small_m.push((out, inp, m, plain, trick));
+        }
+    }
+
     println!("| threads | load (s) | fwd 8×16, last logits (s) | fwd 8×16, all logits (s) | generation (tok/s) | v*-style step 5×15 (s) | RSS after load |");
     println!("|---|---|---|---|---|---|---|");
     println!(
@@ -122,4 +137,15 @@ fn main() {
         n_new as f64 / gen_s,
         d4s::util::fmt_bytes(rss)
     );
+
+    println!("\n| threads | W shape | rows m | x·Wᵀ (µs) | (W·xᵀ)ᵀ (µs) | speed-up |");
+    println!("|---|---|---|---|---|---|");
+    for (out, inp, m, plain, trick) in small_m {
+        println!(
+            "| {threads} | {out}×{inp} | {m} | {:.0} | {:.0} | {:.2}× |",
+            plain * 1e6,
+            trick * 1e6,
+            plain / trick
+        );
+    }
 }
