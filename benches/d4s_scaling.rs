@@ -18,6 +18,7 @@ use d4s::edit::{
     D4sTerms, EditContext, EditControl, EditOutcome, EditRequest, Editor, HParams, Method,
     StatsCache, StatsConfig, Timings, UndoRecord,
 };
+use d4s::eval::datasets;
 use d4s::model::{load, Model, ModelSpec};
 
 const SHORT: usize = 9;
@@ -29,23 +30,12 @@ fn facts(n: usize) -> Option<Vec<EditRequest>> {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
     let path = root.join("data/counterfact_easyedit/counterfact-edit.json");
-    let Ok(bytes) = std::fs::read(&path) else {
+    if !path.exists() {
         eprintln!("SKIP: {} is not present", path.display());
         return None;
-    };
-    let records: Vec<serde_json::Value> = serde_json::from_slice(&bytes).expect("CounterFact JSON");
-    Some(
-        records[..n]
-            .iter()
-            .map(|r| {
-                EditRequest::new(
-                    r["subject"].as_str().unwrap(),
-                    r["prompt"].as_str().unwrap(),
-                    r["target_new"].as_str().unwrap(),
-                )
-            })
-            .collect(),
-    )
+    }
+    let loaded = datasets::load(&path, None, true, Some(n)).expect("CounterFact loads");
+    Some(loaded.cases.into_iter().flat_map(|c| c.requests).collect())
 }
 
 fn apply(model: &mut Model, stats: &mut StatsCache, d4s: &mut D4s, r: &EditRequest) -> EditOutcome {
