@@ -62,16 +62,14 @@ impl AlphaEdit {
         if self.projectors.len() == self.hp.layers.len() {
             return Ok(());
         }
-        let covs = cx.stats.second_moments(model, &self.hp.layers, &cx.ctl)?;
-        self.projectors = covs
-            .iter()
-            .map(|c| {
-                Ok(Arc::new(Self::null_space_projector(
-                    c,
-                    self.hp.nullspace_threshold,
-                )?))
-            })
-            .collect::<Result<_>>()?;
+        let threshold = self.hp.nullspace_threshold;
+        self.projectors = cx.stats.derived(
+            model,
+            &self.hp.layers,
+            &format!("alphaedit-null-space-{threshold:e}"),
+            &cx.ctl,
+            |c| Self::null_space_projector(c, threshold),
+        )?;
         let d = model.config.d_ff;
         self.preserved = self.hp.layers.iter().map(|_| Mat::zeros(d, d)).collect();
         Ok(())

@@ -99,6 +99,10 @@ pub struct StatsCache {
     pub config: StatsConfig,
     dir: PathBuf,
     mem: HashMap<(String, usize), Arc<Mat<f64>>>,
+    /// Matrices derived from a layer's C (e.g. AlphaEdit's null-space projector), by
+    /// (statistics key, layer, derivation tag): an eigendecomposition per layer costs seconds,
+    /// which every new editor of the same model would otherwise pay again.
+    derived: HashMap<(String, usize, String), Arc<Mat<f64>>>,
 }
 
 /// Serializes the (expensive) computation across threads of one process; the disk cache is checked
@@ -115,7 +119,41 @@ impl StatsCache {
             config,
             dir,
             mem: HashMap::new(),
+            derived: HashMap::new(),
         }
+    }
+
+    /// `derive(C_l)` for each layer, computed once per process and statistics key; `tag` names
+    /// the derivation and its parameters (different tags never share an entry).
+    pub fn derived(
+        &mut self,
+        model: &mut Model,
+        layers: &[usize],
+        tag: &str,
+        ctl: &EditControl,
+        derive: impl Fn(&Mat<f64>) -> Result<Mat<f64>>,
+    ) -> Result<Vec<Arc<Mat<f64>>>> {
+        let covs = self.second_moments(model, layers, ctl)?;
+        let stats_key = format!(
+            "{}/{}/{}",
+            model.info.sha256,
+            self.corpus_id()?,
+            self.config.token_budget(model.config.d_ff)
+        );
+        layers
+            .iter()
+            .zip(covs)
+            .map(|(&l, c)| {
+                let key = (stats_key.clone(), l, tag.to_string());
+                if let Some(m) = self.derived.get(&key) {
+                    return Ok(m.clone());
+                }
+                ctl.check()?;
+                let m = Arc::new(derive(&c)?);
+                self.derived.insert(key, m.clone());
+                Ok(m)
+            })
+            .collect()
     }
 
     /// A stable identifier of the corpus (a hash of its contents for files).

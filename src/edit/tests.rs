@@ -333,6 +333,35 @@ fn alphaedit_leaves_preserved_keys_untouched() {
 }
 
 #[test]
+fn a_new_alphaedit_editor_reuses_the_projector_and_edits_identically() {
+    let mut model = tiny_model(Arch::Llama, 16);
+    let mut env = env();
+    let hp = hparams(Method::AlphaEdit, Arch::Llama, vec![1]);
+    let w0 = model.edit_weight(1).unwrap().clone();
+    let mut first = alphaedit::AlphaEdit::new(hp.clone());
+    apply(&mut first, &mut model, &mut env, &requests()[..1]).unwrap();
+    let after_first = model.edit_weight(1).unwrap().clone();
+    model.set_edit_weight(1, w0).unwrap();
+    let mut second = alphaedit::AlphaEdit::new(hp.clone());
+    apply(&mut second, &mut model, &mut env, &requests()[..1]).unwrap();
+    // One eigendecomposition per process and statistics key, not one per editor.
+    assert!(std::ptr::eq(
+        first.projector(0).unwrap(),
+        second.projector(0).unwrap()
+    ));
+    assert_eq!(rel_diff(&after_first, model.edit_weight(1).unwrap()), 0.0);
+    // Another threshold is another projector.
+    let mut hp_other = hp;
+    hp_other.nullspace_threshold *= 10.0;
+    let mut third = alphaedit::AlphaEdit::new(hp_other);
+    apply(&mut third, &mut model, &mut env, &requests()[..1]).unwrap();
+    assert!(!std::ptr::eq(
+        first.projector(0).unwrap(),
+        third.projector(0).unwrap()
+    ));
+}
+
+#[test]
 fn grace_is_invisible_outside_its_radius_and_edits_inside() {
     let mut model = tiny_model(Arch::Llama, 17);
     let mut env = env();
