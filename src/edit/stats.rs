@@ -105,6 +105,11 @@ pub struct StatsCache {
     derived: HashMap<(String, usize, String), Arc<Mat<f64>>>,
 }
 
+/// What identifies a model's statistics in memory: model, corpus (its id) and token budget.
+fn mem_key(model: &Model, corpus: &str, tokens: usize) -> String {
+    format!("{}/{corpus}/{tokens}", model.info.sha256)
+}
+
 /// Serializes the (expensive) computation across threads of one process; the disk cache is checked
 /// again after taking it.
 static COMPUTE: Mutex<()> = Mutex::new(());
@@ -134,11 +139,10 @@ impl StatsCache {
         derive: impl Fn(&Mat<f64>) -> Result<Mat<f64>>,
     ) -> Result<Vec<Arc<Mat<f64>>>> {
         let covs = self.second_moments(model, layers, ctl)?;
-        let stats_key = format!(
-            "{}/{}/{}",
-            model.info.sha256,
-            self.corpus_id()?,
-            self.config.token_budget(model.config.d_ff)
+        let stats_key = mem_key(
+            model,
+            &self.corpus_id()?,
+            self.config.token_budget(model.config.d_ff),
         );
         layers
             .iter()
@@ -188,9 +192,10 @@ impl StatsCache {
     ) -> Result<Vec<Arc<Mat<f64>>>> {
         let corpus = self.corpus_id()?;
         let tokens = self.config.token_budget(model.config.d_ff);
+        let prefix = mem_key(model, &corpus, tokens);
         let mut missing = Vec::new();
         for &l in layers {
-            let key = (format!("{}/{corpus}/{tokens}", model.info.sha256), l);
+            let key = (prefix.clone(), l);
             if self.mem.contains_key(&key) {
                 continue;
             }
@@ -219,14 +224,11 @@ impl StatsCache {
                             path.display()
                         );
                     }
-                    self.mem.insert(
-                        (format!("{}/{corpus}/{tokens}", model.info.sha256), *l),
-                        Arc::new(c),
-                    );
+                    self.mem.insert((prefix.clone(), *l), Arc::new(c));
                 }
             }
             for &l in &missing {
-                let key = (format!("{}/{corpus}/{tokens}", model.info.sha256), l);
+                let key = (prefix.clone(), l);
                 if !self.mem.contains_key(&key) {
                     let m = load_matrix(&self.file_for(model, &corpus, tokens, l)).ok_or_else(
                         || Error::Numeric(format!("statistics of layer {l} are missing")),
@@ -237,7 +239,7 @@ impl StatsCache {
         }
         Ok(layers
             .iter()
-            .map(|&l| self.mem[&(format!("{}/{corpus}/{tokens}", model.info.sha256), l)].clone())
+            .map(|&l| self.mem[&(prefix.clone(), l)].clone())
             .collect())
     }
 
