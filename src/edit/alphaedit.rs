@@ -11,11 +11,11 @@
 
 use std::sync::Arc;
 
-use candle_core::Tensor;
 use faer::Mat;
 
-use super::keys::{bare_activations, request_keys, KeyAverage};
-use super::linalg::{add_outer, mat_from_columns, solve_general, symmetric_eigen, tensor_from_mat};
+use super::keys::{request_keys, KeyAverage};
+use super::linalg::{add_outer, solve_general, symmetric_eigen};
+use super::spread::{spread_updates, Spread};
 use super::target::{residual_targets, TargetParams};
 use super::templates::{self, ContextTemplates};
 use super::{
@@ -134,50 +134,33 @@ impl Editor for AlphaEdit {
         let z: Vec<Vec<f64>> = targets.iter().map(|t| t.sites[0].target()).collect();
         timings.target = timer.lap();
 
-        let before: Vec<(usize, Tensor)> = layers
-            .iter()
-            .map(|&l| Ok((l, model.edit_weight(l)?.clone())))
-            .collect::<Result<_>>()?;
-        let updated = (|| -> Result<Vec<(usize, Tensor)>> {
-            let mut out = Vec::new();
-            for (j, &layer) in layers.iter().enumerate() {
-                cx.ctl.check()?;
-                cx.ctl.report(Progress::Phase(Phase::Keys));
-                let keys = request_keys(
-                    model,
-                    requests,
-                    &templates,
-                    &[layer],
-                    KeyAverage::GroupMeans,
-                )?;
-                let k = mat_from_columns(&keys.iter().map(|x| x[0].clone()).collect::<Vec<_>>());
-                let h = bare_activations(model, requests, &[(z_layer, Site::BlockOut)])?.remove(0);
-                let spread = (layers.len() - j) as f64;
-                let r = mat_from_columns(
-                    &z.iter()
-                        .zip(&h)
-                        .map(|(z, h)| z.iter().zip(h).map(|(a, b)| (a - b) / spread).collect())
-                        .collect::<Vec<Vec<f64>>>(),
-                );
-                timings.keys += timer.lap();
-                cx.ctl.report(Progress::Phase(Phase::Solve));
-                let p = self.projectors[j].as_ref();
-                let mut m = p * (&k * k.transpose() + &self.preserved[j]);
+        let spread = Spread {
+            layers: &layers,
+            output: (z_layer, Site::BlockOut),
+            divisor: |remaining| remaining as f64,
+        };
+        let (projectors, preserved, alpha) = (&self.projectors, &self.preserved, self.hp.l2);
+        let updated = spread_updates(
+            model,
+            requests,
+            &templates,
+            &spread,
+            &z,
+            &cx.ctl,
+            (&mut timer, &mut timings),
+            |j, k, r| {
+                // Δ_jᵀ = (P (K Kᵀ + K_p K_pᵀ) + α I)⁻¹ P K Rᵀ
+                let p = projectors[j].as_ref();
+                let mut m = p * (k * k.transpose() + &preserved[j]);
                 for i in 0..m.nrows() {
-                    m[(i, i)] += self.hp.l2;
+                    m[(i, i)] += alpha;
                 }
-                let rhs = p * (&k * r.transpose());
-                let x = solve_general(m.as_ref(), rhs.as_ref())?;
-                let delta = tensor_from_mat(x.transpose(), &model.device)?;
-                let w = (model.edit_weight(layer)? + delta)?;
-                model.set_edit_weight(layer, w.clone())?;
-                out.push((layer, w));
-                timings.solve += timer.lap();
-            }
-            Ok(out)
-        })();
-        restore_weights(model, &before)?;
-        let updated = updated?;
+                let rhs = p * (k * r.transpose());
+                Ok(solve_general(m.as_ref(), rhs.as_ref())?
+                    .transpose()
+                    .to_owned())
+            },
+        )?;
         cx.ctl.report(Progress::Phase(Phase::Apply));
         let (report, previous, sha) = commit_updates(model, updated, self.hp.max_update_ratio)?;
         // The step's keys, on the edited model, join the preserved set.
@@ -187,12 +170,7 @@ impl Editor for AlphaEdit {
                 add_outer(&mut self.preserved[j], 1.0, k, k);
             }
         }
-        timings.total = timings.statistics
-            + timings.templates
-            + timings.target
-            + timings.keys
-            + timings.solve
-            + timer.lap();
+        timings.finish(timer.lap());
         Ok(EditOutcome {
             method: Method::AlphaEdit,
             layers: report,

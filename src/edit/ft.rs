@@ -15,8 +15,8 @@ use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 use super::hparams::FtObjective;
 use super::request::target_ids;
 use super::{
-    commit_updates, restore_weights, EditContext, EditOutcome, EditRequest, Editor, HParams,
-    Method, Phase, Progress, Stopwatch, TargetSummary, Timings, UndoRecord,
+    commit_updates, restore_weights, undo_weights, EditContext, EditOutcome, EditRequest, Editor,
+    HParams, Method, Phase, Progress, Stopwatch, TargetSummary, Timings, UndoRecord,
 };
 use crate::error::{Error, Result};
 use crate::model::generate::target_logprobs;
@@ -234,11 +234,6 @@ impl Editor for FineTune {
         _cx: &mut EditContext,
         record: &UndoRecord,
     ) -> Result<()> {
-        match record {
-            UndoRecord::Weights(w) => restore_weights(model, w),
-            _ => Err(Error::Input(
-                "this undo record does not belong to fine-tuning".into(),
-            )),
-        }
+        undo_weights(model, record, "fine-tuning")
     }
 }

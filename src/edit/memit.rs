@@ -12,15 +12,15 @@
 
 use faer::Mat;
 
-use super::keys::{bare_activations, request_keys, KeyAverage};
-use super::linalg::{mat_from_columns, solve_spd_right_regularized, tensor_from_mat};
+use super::linalg::solve_spd_right_regularized;
+use super::spread::{spread_updates, Spread};
 use super::target::{residual_targets, TargetParams};
 use super::templates::{self, ContextTemplates};
 use super::{
-    commit_updates, restore_weights, EditContext, EditControl, EditOutcome, EditRequest, Editor,
+    commit_updates, undo_weights, EditContext, EditControl, EditOutcome, EditRequest, Editor,
     HParams, Method, Phase, Progress, Stopwatch, Timings, UndoRecord,
 };
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::{Model, Site};
 
 pub struct Memit {
@@ -105,58 +105,27 @@ impl Editor for Memit {
         let z: Vec<Vec<f64>> = targets.iter().map(|t| t.sites[0].target()).collect();
         timings.target = timer.lap();
 
-        let before: Vec<_> = layers
-            .iter()
-            .map(|&l| Ok((l, model.edit_weight(l)?.clone())))
-            .collect::<Result<_>>()?;
-        let updated = (|| -> Result<Vec<(usize, candle_core::Tensor)>> {
-            let mut out = Vec::new();
-            for (j, &layer) in layers.iter().enumerate() {
-                cx.ctl.check()?;
-                cx.ctl.report(Progress::Phase(Phase::Keys));
-                let keys = request_keys(
-                    model,
-                    requests,
-                    &templates,
-                    &[layer],
-                    KeyAverage::GroupMeans,
-                )?;
-                let k = mat_from_columns(
-                    &keys
-                        .iter()
-                        .map(|per_layer| per_layer[0].clone())
-                        .collect::<Vec<_>>(),
-                );
-                let h = bare_activations(model, requests, &[(z_layer, Site::BlockOut)])?.remove(0);
-                let spread = (layers.len() - j) as f64;
-                let r: Vec<Vec<f64>> = z
-                    .iter()
-                    .zip(&h)
-                    .map(|(z, h)| z.iter().zip(h).map(|(a, b)| (a - b) / spread).collect())
-                    .collect();
-                let r = mat_from_columns(&r);
-                timings.keys += timer.lap();
-                cx.ctl.report(Progress::Phase(Phase::Solve));
-                let delta = memit_update(&r, &k, &covs[j], self.hp.mom2_update_weight, &cx.ctl)?;
-                let w =
-                    (model.edit_weight(layer)? + tensor_from_mat(delta.as_ref(), &model.device)?)?;
-                model.set_edit_weight(layer, w.clone())?;
-                out.push((layer, w));
-                timings.solve += timer.lap();
-            }
-            Ok(out)
-        })();
-        restore_weights(model, &before)?;
-        let updated = updated?;
+        let spread = Spread {
+            layers: &layers,
+            output: (z_layer, Site::BlockOut),
+            divisor: |remaining| remaining as f64,
+        };
+        let lambda = self.hp.mom2_update_weight;
+        let ctl = &cx.ctl;
+        let updated = spread_updates(
+            model,
+            requests,
+            &templates,
+            &spread,
+            &z,
+            ctl,
+            (&mut timer, &mut timings),
+            |j, k, r| memit_update(r, k, &covs[j], lambda, ctl),
+        )?;
         cx.ctl.report(Progress::Phase(Phase::Apply));
         let (layer_report, previous, sha) =
             commit_updates(model, updated, self.hp.max_update_ratio)?;
-        timings.total = timings.statistics
-            + timings.templates
-            + timings.target
-            + timings.keys
-            + timings.solve
-            + timer.lap();
+        timings.finish(timer.lap());
         Ok(EditOutcome {
             method: Method::Memit,
             layers: layer_report,
@@ -173,11 +142,6 @@ impl Editor for Memit {
         _cx: &mut EditContext,
         record: &UndoRecord,
     ) -> Result<()> {
-        match record {
-            UndoRecord::Weights(w) => restore_weights(model, w),
-            _ => Err(Error::Input(
-                "this undo record does not belong to MEMIT".into(),
-            )),
-        }
+        undo_weights(model, record, "MEMIT")
     }
 }

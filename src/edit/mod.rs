@@ -16,6 +16,7 @@ pub mod memit;
 pub mod pmet;
 pub mod request;
 pub mod rome;
+pub mod spread;
 pub mod stats;
 pub mod target;
 pub mod templates;
@@ -232,6 +233,12 @@ pub struct Timings {
 }
 
 impl Timings {
+    /// Closes the step's timings: the total is the phases plus the `last_lap` after them.
+    pub fn finish(&mut self, last_lap: f64) {
+        self.total =
+            self.statistics + self.templates + self.target + self.keys + self.solve + last_lap;
+    }
+
     /// The share of one request in a step of `n` (the step's phases are timed as a whole).
     pub fn per_request(&self, n: usize) -> Timings {
         let n = n.max(1) as f64;
@@ -415,6 +422,17 @@ pub fn restore_weights(model: &mut Model, saved: &[(usize, Tensor)]) -> Result<(
         model.set_edit_weight(*layer, w.clone())?;
     }
     Ok(())
+}
+
+/// The undo of the methods that only change weights (`UndoRecord::Weights`); `method` names the
+/// editor in the error for a record of another kind.
+pub fn undo_weights(model: &mut Model, record: &UndoRecord, method: &str) -> Result<()> {
+    match record {
+        UndoRecord::Weights(w) => restore_weights(model, w),
+        _ => Err(Error::Input(format!(
+            "this undo record does not belong to {method}"
+        ))),
+    }
 }
 
 /// Wall-clock timer for the phases of an edit.

@@ -9,18 +9,15 @@
 //! Δ_j = (R / √(L − j)) K_jᵀ (K_j K_jᵀ + λ C_j)⁻¹
 //! ```
 
-use candle_core::Tensor;
-
-use super::keys::{bare_activations, request_keys, KeyAverage};
-use super::linalg::{mat_from_columns, tensor_from_mat};
 use super::memit::memit_update;
+use super::spread::{spread_updates, Spread};
 use super::target::{optimize, Lookup, OptimOptions, SiteSpec, TargetParams, TargetProblem};
 use super::templates::{self, ContextTemplates};
 use super::{
-    commit_updates, restore_weights, EditContext, EditOutcome, EditRequest, Editor, HParams,
-    Method, Phase, Progress, Stopwatch, Timings, UndoRecord,
+    commit_updates, undo_weights, EditContext, EditOutcome, EditRequest, Editor, HParams, Method,
+    Phase, Progress, Stopwatch, Timings, UndoRecord,
 };
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::{Model, Site};
 
 pub struct Pmet {
@@ -102,53 +99,26 @@ impl Editor for Pmet {
         }
         timings.target = timer.lap();
 
-        let before: Vec<(usize, Tensor)> = layers
-            .iter()
-            .map(|&l| Ok((l, model.edit_weight(l)?.clone())))
-            .collect::<Result<_>>()?;
-        let updated = (|| -> Result<Vec<(usize, Tensor)>> {
-            let mut out = Vec::new();
-            for (j, &layer) in layers.iter().enumerate() {
-                cx.ctl.check()?;
-                cx.ctl.report(Progress::Phase(Phase::Keys));
-                let keys = request_keys(
-                    model,
-                    requests,
-                    &templates,
-                    &[layer],
-                    KeyAverage::GroupMeans,
-                )?;
-                let k = mat_from_columns(&keys.iter().map(|x| x[0].clone()).collect::<Vec<_>>());
-                let m = bare_activations(model, requests, &[(z_layer, Site::MlpOut)])?.remove(0);
-                let spread = ((layers.len() - j) as f64).sqrt();
-                let r = mat_from_columns(
-                    &z_mlp
-                        .iter()
-                        .zip(&m)
-                        .map(|(z, m)| z.iter().zip(m).map(|(a, b)| (a - b) / spread).collect())
-                        .collect::<Vec<Vec<f64>>>(),
-                );
-                timings.keys += timer.lap();
-                cx.ctl.report(Progress::Phase(Phase::Solve));
-                let delta = memit_update(&r, &k, &covs[j], self.hp.mom2_update_weight, &cx.ctl)?;
-                let w =
-                    (model.edit_weight(layer)? + tensor_from_mat(delta.as_ref(), &model.device)?)?;
-                model.set_edit_weight(layer, w.clone())?;
-                out.push((layer, w));
-                timings.solve += timer.lap();
-            }
-            Ok(out)
-        })();
-        restore_weights(model, &before)?;
-        let updated = updated?;
+        let spread = Spread {
+            layers: &layers,
+            output: (z_layer, Site::MlpOut),
+            divisor: |remaining| (remaining as f64).sqrt(),
+        };
+        let lambda = self.hp.mom2_update_weight;
+        let ctl = &cx.ctl;
+        let updated = spread_updates(
+            model,
+            requests,
+            &templates,
+            &spread,
+            &z_mlp,
+            ctl,
+            (&mut timer, &mut timings),
+            |j, k, r| memit_update(r, k, &covs[j], lambda, ctl),
+        )?;
         cx.ctl.report(Progress::Phase(Phase::Apply));
         let (report, previous, sha) = commit_updates(model, updated, self.hp.max_update_ratio)?;
-        timings.total = timings.statistics
-            + timings.templates
-            + timings.target
-            + timings.keys
-            + timings.solve
-            + timer.lap();
+        timings.finish(timer.lap());
         Ok(EditOutcome {
             method: Method::Pmet,
             layers: report,
@@ -165,11 +135,6 @@ impl Editor for Pmet {
         _cx: &mut EditContext,
         record: &UndoRecord,
     ) -> Result<()> {
-        match record {
-            UndoRecord::Weights(w) => restore_weights(model, w),
-            _ => Err(Error::Input(
-                "this undo record does not belong to PMET".into(),
-            )),
-        }
+        undo_weights(model, record, "PMET")
     }
 }

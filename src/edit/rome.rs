@@ -13,8 +13,8 @@ use super::linalg::{mat_from_columns, solve_spd_right_regularized};
 use super::target::{optimize, Lookup, OptimOptions, SiteSpec, TargetParams, TargetProblem};
 use super::templates::{self, ContextTemplates};
 use super::{
-    commit_updates, restore_weights, EditContext, EditOutcome, EditRequest, Editor, HParams,
-    Method, Phase, Progress, Stopwatch, Timings, UndoRecord,
+    commit_updates, restore_weights, undo_weights, EditContext, EditOutcome, EditRequest, Editor,
+    HParams, Method, Phase, Progress, Stopwatch, Timings, UndoRecord,
 };
 use crate::error::{Error, Result};
 use crate::model::{Model, Site};
@@ -162,12 +162,7 @@ impl Editor for Rome {
         cx.ctl.report(Progress::Phase(Phase::Apply));
         let (layers, previous, sha) =
             commit_updates(model, vec![(layer, after)], self.hp.max_update_ratio)?;
-        timings.total = timings.statistics
-            + timings.templates
-            + timings.keys
-            + timings.target
-            + timings.solve
-            + timer.lap();
+        timings.finish(timer.lap());
         Ok(EditOutcome {
             method: Method::Rome,
             layers,
@@ -184,11 +179,6 @@ impl Editor for Rome {
         _cx: &mut EditContext,
         record: &UndoRecord,
     ) -> Result<()> {
-        match record {
-            UndoRecord::Weights(w) => restore_weights(model, w),
-            _ => Err(Error::Input(
-                "this undo record does not belong to ROME".into(),
-            )),
-        }
+        undo_weights(model, record, "ROME")
     }
 }
