@@ -597,6 +597,20 @@ fn every_editor_runs_and_undoes_on_every_architecture() {
                 stats: &mut env.stats,
                 ctl: EditControl::default(),
             };
+            // Another method's record is refused, naming the editor, and changes nothing.
+            let foreign = match out.undo {
+                UndoRecord::Weights(_) => UndoRecord::D4s(D4sTerms {
+                    residuals: vec![],
+                    keys: vec![],
+                }),
+                _ => UndoRecord::Weights(vec![]),
+            };
+            let err = editor.undo(&mut model, &mut cx, &foreign).unwrap_err();
+            assert!(
+                err.to_string().contains("does not belong to"),
+                "{method}: {err}"
+            );
+            assert!(model.is_edited().unwrap(), "{method}: a refused undo");
             editor.undo(&mut model, &mut cx, &out.undo).unwrap();
             assert!(
                 !model.is_edited().unwrap(),
