@@ -14,23 +14,52 @@ fn ten_sequential_d4s_edits_write_metrics_and_plots() {
     let out = tempfile::tempdir().unwrap();
     let run = out.path().join("cf-d4s-10");
     let t0 = std::time::Instant::now();
-    common::run_ok(
-        Command::new(env!("CARGO_BIN_EXE_d4s"))
-            .args([
-                "bench",
-                "--method",
-                "d4s",
-                "--data",
-                "counterfact",
-                "--n",
-                "10",
-                "--eval-every",
-                "5",
-            ])
-            .args(["--probes", "arc_easy", "--probe-items", "20", "--data-dir"])
-            .arg(&data)
-            .arg("--out")
-            .arg(&run),
+    let bench = |extra: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_d4s"));
+        cmd.args([
+            "bench",
+            "--method",
+            "d4s",
+            "--data",
+            "counterfact",
+            "--n",
+            "10",
+            "--eval-every",
+            "5",
+            "--checkpoint-every",
+            "3",
+        ])
+        .args(["--probes", "arc_easy", "--probe-items", "20", "--data-dir"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&run)
+        .args(extra);
+        cmd
+    };
+    // Interrupted after 7 edits (checkpoints after 3 and 6, so 7 is measured again), then
+    // continued: the run folder ends up as one whole run.
+    let stopped = common::run_ok(&mut bench(&["--stop-after", "7"]));
+    let said = String::from_utf8_lossy(&stopped.stdout);
+    assert!(said.contains("stopped after 7 of 10 edits"), "{said}");
+    assert!(run.join("checkpoint/checkpoint.json").is_file());
+    assert!(!run.join("summary.json").exists());
+    let ck: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("checkpoint/checkpoint.json")).unwrap())
+            .unwrap();
+    assert_eq!(ck["edits"], 7, "{ck}");
+    // Starting it again without --resume would throw the unfinished run away: refused.
+    let err = common::run_err(&mut bench(&[]));
+    assert!(
+        err.contains("unfinished run") && err.contains("--resume"),
+        "{err}"
+    );
+    // Resuming with other settings is refused, naming what differs.
+    let err = common::run_err(&mut bench(&["--resume", "--set", "mom2_update_weight=100"]));
+    assert!(err.contains("hparams"), "{err}");
+    common::run_ok(&mut bench(&["--resume"]));
+    assert!(
+        !run.join("checkpoint").exists(),
+        "a finished run keeps no checkpoint"
     );
     eprintln!("bench of 10 edits took {:.0} s", t0.elapsed().as_secs_f64());
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
@@ -79,6 +108,7 @@ fn ten_sequential_d4s_edits_write_metrics_and_plots() {
         serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["model"]["sha256"].as_str().unwrap().len(), 64);
     assert_eq!(config["data"]["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(config["resumed"][0]["after_edits"], 7, "{config}");
     // compare over the run (one run is enough to exercise the table and overlays).
     common::run_ok(
         Command::new(env!("CARGO_BIN_EXE_d4s"))

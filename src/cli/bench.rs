@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use d4s::edit::Method;
 use d4s::eval::bench::{self, BenchRun, Protocol};
+use d4s::eval::checkpoint::{self, CheckpointPolicy};
 use d4s::eval::datasets::{self, QuestionType};
 use d4s::eval::probes::{self, ProbeConfig, ProbeSet, Task};
 use d4s::eval::report::{self, RunConfig, RunWriter};
@@ -58,6 +59,67 @@ pub struct BenchArgs {
     /// Evaluate MQuAKE multi-hop questions (generation; slower).
     #[arg(long)]
     pub multihop: bool,
+    /// Write a checkpoint every k edits (sequential and batch protocols; 0: never), so an
+    /// interrupted run can be continued with --resume.
+    #[arg(long, default_value_t = 25)]
+    pub checkpoint_every: usize,
+    /// Continue the run in --out from its last checkpoint (same command otherwise). Finished
+    /// method folders are kept as they are; folders with no run yet are started.
+    #[arg(long)]
+    pub resume: bool,
+    /// Start over in an --out folder that holds an unfinished run (its checkpoint is discarded).
+    #[arg(long, conflicts_with = "resume")]
+    pub overwrite: bool,
+    /// Stop after this many edits with a checkpoint written (continue later with --resume).
+    #[arg(long)]
+    pub stop_after: Option<usize>,
+}
+
+/// What to do with one method's run folder.
+enum Start {
+    Fresh,
+    Resume(Box<d4s::eval::checkpoint::Checkpoint>),
+    AlreadyDone,
+}
+
+/// Decides, from what the folder holds and the flags, whether to start, continue or skip a run;
+/// refuses to throw away an unfinished run unless told to.
+fn plan_start(dir: &std::path::Path, config: &RunConfig, a: &BenchArgs) -> Result<Start> {
+    let has_run = dir.join("config.json").is_file();
+    let ck = checkpoint::load(dir)
+        .with_context(|| format!("reading the checkpoint in {}", dir.display()))?;
+    if !a.resume {
+        if let (Some(ck), false) = (&ck, a.overwrite) {
+            bail!(
+                "{} holds an unfinished run (checkpoint after {} edits): add --resume to continue \
+                 it, or --overwrite to start over",
+                dir.display(),
+                ck.meta.edits
+            );
+        }
+        return Ok(Start::Fresh);
+    }
+    match ck {
+        Some(ck) => {
+            let diff = checkpoint::identity_differences(&ck.meta.identity, &config.identity());
+            if !diff.is_empty() {
+                bail!(
+                    "cannot resume the run in {}: its {} differ from this command's (start it \
+                     over with --overwrite, or use another --out)",
+                    dir.display(),
+                    diff.join(", ")
+                );
+            }
+            Ok(Start::Resume(Box::new(ck)))
+        }
+        None if !has_run => Ok(Start::Fresh),
+        None if dir.join("summary.json").is_file() => Ok(Start::AlreadyDone),
+        None => bail!(
+            "{} holds a run without a checkpoint (started without checkpoints, or stopped before \
+             the first one): run the command without --resume to start it over",
+            dir.display()
+        ),
+    }
 }
 
 #[derive(Args, Debug)]
@@ -135,6 +197,7 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
         .collect::<Result<_, _>>()?;
     let several = methods.len() > 1;
     let mut run_dirs = Vec::new();
+    let mut stopped = false;
     for method in &methods {
         let hp = a.editor.hparams_for(*method, model)?;
         let mut stats = a.editor.stats()?;
@@ -157,7 +220,18 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
                 .and_then(|t| t.parse().ok())
                 .unwrap_or(1),
             command: command_line.into(),
+            resumed: vec![],
         };
+        let start = plan_start(&dir, &config, a)?;
+        if let Start::AlreadyDone = start {
+            println!(
+                "{}: already complete in {} (kept as it is)",
+                method.label(),
+                dir.display()
+            );
+            run_dirs.push(dir);
+            continue;
+        }
         let pb = ProgressBar::new(cases.len() as u64);
         pb.set_style(
             ProgressStyle::with_template(
@@ -167,7 +241,27 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
             .progress_chars("=> "),
         );
         pb.set_prefix(method.label());
-        let mut writer = RunWriter::create(&dir, &config, Some(pb.clone()))?;
+        let (mut writer, resume) = match start {
+            Start::Resume(ck) => {
+                let writer = RunWriter::resume(&dir, ck.meta.edits, Some(pb.clone()))?;
+                record_resume(&dir, &ck.meta, command_line)?;
+                pb.println(format!(
+                    "{}: continuing {} from its checkpoint after {} of {} edits",
+                    method.label(),
+                    dir.display(),
+                    ck.meta.edits,
+                    cases.len()
+                ));
+                pb.set_position(ck.meta.edits as u64);
+                pb.reset_eta();
+                (writer, Some(*ck))
+            }
+            _ => {
+                checkpoint::remove(&dir)?;
+                (RunWriter::create(&dir, &config, Some(pb.clone()))?, None)
+            }
+        };
+        let checkpoints = a.checkpoint_every > 0 && protocol != Protocol::Single;
         let spec = BenchRun {
             hparams: hp,
             protocol,
@@ -175,12 +269,34 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
             probes: &probe_sets,
             multihop: a.multihop,
             stats: &mut stats,
+            checkpoint: checkpoints.then(|| CheckpointPolicy {
+                dir: dir.clone(),
+                every: a.checkpoint_every,
+            }),
+            identity: config.identity(),
+            resume,
+            stop_after: a.stop_after,
         };
-        let points = bench::run(model, &cases, spec, &mut writer)
+        let outcome = bench::run(model, &cases, spec, &mut writer)
             .with_context(|| format!("{} run", method.label()))?;
         pb.finish_and_clear();
         model.reset_edits();
-        match report::finish_run(&dir, method.name(), &points, &writer.records)? {
+        if !outcome.complete {
+            let done = writer.records.len();
+            report::plot_run(&dir, method.name(), &writer.points, &writer.records)?;
+            println!(
+                "{}: stopped after {done} of {} edits; the checkpoint is in {}. Continue with the \
+                 same command and --resume.",
+                method.label(),
+                cases.len(),
+                checkpoint::path(&dir).display()
+            );
+            stopped = true;
+            run_dirs.push(dir);
+            continue;
+        }
+        checkpoint::remove(&dir)?;
+        match report::finish_run(&dir, method.name(), &writer.points, &writer.records)? {
             Some(s) => println!(
                 "{}: {} edits — efficacy {:.3}, paraphrase {}, specificity {}, {} rejected → {}",
                 method.label(),
@@ -195,10 +311,29 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
         }
         run_dirs.push(dir);
     }
-    if several {
+    if several && !stopped {
         let (md, _) = report::compare(&run_dirs, &a.out)?;
         println!("\n{md}");
     }
+    Ok(())
+}
+
+/// Notes in `config.json` that the run was continued (when, from which point, how).
+fn record_resume(
+    dir: &std::path::Path,
+    ck: &d4s::eval::checkpoint::CheckpointMeta,
+    command_line: &str,
+) -> Result<()> {
+    let (mut config, _, _) = report::load_run(dir)?;
+    config.resumed.push(serde_json::json!({
+        "at": d4s::session::journal::now(),
+        "after_edits": ck.edits,
+        "command": command_line,
+    }));
+    d4s::util::write_atomic(
+        &dir.join("config.json"),
+        serde_json::to_string_pretty(&config)?.as_bytes(),
+    )?;
     Ok(())
 }
 

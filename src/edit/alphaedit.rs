@@ -14,7 +14,7 @@ use std::sync::Arc;
 use faer::Mat;
 
 use super::keys::{request_keys, KeyAverage};
-use super::linalg::{add_outer, solve_general, symmetric_eigen};
+use super::linalg::{add_outer, exact_tensor_from_mat, solve_general, symmetric_eigen};
 use super::spread::{spread_updates, Spread};
 use super::target::{residual_targets, TargetParams};
 use super::templates::{self, ContextTemplates};
@@ -70,8 +70,11 @@ impl AlphaEdit {
             &cx.ctl,
             |c| Self::null_space_projector(c, threshold),
         )?;
-        let d = model.config.d_ff;
-        self.preserved = self.hp.layers.iter().map(|_| Mat::zeros(d, d)).collect();
+        // A restored checkpoint brings its preserved-key sums; the projectors are recomputed.
+        if self.preserved.len() != self.hp.layers.len() {
+            let d = model.config.d_ff;
+            self.preserved = self.hp.layers.iter().map(|_| Mat::zeros(d, d)).collect();
+        }
         Ok(())
     }
 
@@ -88,6 +91,42 @@ impl Editor for AlphaEdit {
 
     fn hparams(&self) -> &HParams {
         &self.hp
+    }
+
+    /// The preserved-key sums `K_p K_pᵀ` (f64, exact); the projectors follow from the statistics.
+    fn snapshot(&self) -> Result<super::EditorSnapshot> {
+        let tensors = self
+            .preserved
+            .iter()
+            .enumerate()
+            .map(|(j, m)| {
+                Ok((
+                    format!("alphaedit.preserved.{j}"),
+                    exact_tensor_from_mat(m.as_ref())?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        Ok(super::EditorSnapshot {
+            tensors,
+            meta: serde_json::json!({ "method": "alphaedit" }),
+        })
+    }
+
+    fn restore_snapshot(&mut self, model: &mut Model, snap: &super::EditorSnapshot) -> Result<()> {
+        if snap.meta.get("method").and_then(|m| m.as_str()) != Some("alphaedit") {
+            return Err(Error::Input(
+                "this snapshot is not an AlphaEdit editor's".into(),
+            ));
+        }
+        let d = model.config.d_ff;
+        self.preserved = if snap.tensors.is_empty() {
+            vec![]
+        } else {
+            (0..self.hp.layers.len())
+                .map(|j| snap.matrix(&format!("alphaedit.preserved.{j}"), d, d))
+                .collect::<Result<_>>()?
+        };
+        Ok(())
     }
 
     fn state_bytes(&self) -> usize {

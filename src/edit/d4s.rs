@@ -20,7 +20,7 @@ use faer::Mat;
 
 use super::hparams::ResidualMode;
 use super::keys::{bare_activations, request_keys, KeyAverage};
-use super::linalg::{solve_spd_right_regularized, tensor_from_mat};
+use super::linalg::{exact_tensor_from_mat, solve_spd_right_regularized, tensor_from_mat};
 use super::target::{residual_targets, TargetParams};
 use super::templates::{self, ContextTemplates};
 use super::{
@@ -138,6 +138,42 @@ impl Editor for D4s {
 
     fn as_d4s_mut(&mut self) -> Option<&mut D4s> {
         Some(self)
+    }
+
+    /// The sums `S_j`, `A_j` (f64, exact) and the edit count.
+    fn snapshot(&self) -> Result<super::EditorSnapshot> {
+        let mut tensors = Vec::new();
+        for (j, (s, a)) in self.s.iter().zip(&self.a).enumerate() {
+            tensors.push((format!("d4s.s.{j}"), exact_tensor_from_mat(s.as_ref())?));
+            tensors.push((format!("d4s.a.{j}"), exact_tensor_from_mat(a.as_ref())?));
+        }
+        Ok(super::EditorSnapshot {
+            tensors,
+            meta: serde_json::json!({ "method": "d4s", "n_edits": self.n_edits }),
+        })
+    }
+
+    fn restore_snapshot(&mut self, model: &mut Model, snap: &super::EditorSnapshot) -> Result<()> {
+        if snap.meta.get("method").and_then(|m| m.as_str()) != Some("d4s") {
+            return Err(Error::Input("this snapshot is not a D4S editor's".into()));
+        }
+        let n_edits = snap.meta["n_edits"]
+            .as_u64()
+            .ok_or_else(|| Error::Input("D4S snapshot without an edit count".into()))?;
+        let (d_out, d_in) = (model.config.d_model, model.config.d_ff);
+        let mut s = Vec::new();
+        let mut a = Vec::new();
+        // An editor that never edited has empty sums; a snapshot of one holds no tensors.
+        if !snap.tensors.is_empty() {
+            for j in 0..self.hp.layers.len() {
+                s.push(snap.matrix(&format!("d4s.s.{j}"), d_out, d_in)?);
+                a.push(snap.matrix(&format!("d4s.a.{j}"), d_in, d_in)?);
+            }
+        }
+        self.s = s;
+        self.a = a;
+        self.n_edits = n_edits as usize;
+        Ok(())
     }
 
     fn state_bytes(&self) -> usize {

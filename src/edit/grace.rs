@@ -257,6 +257,75 @@ impl Editor for Grace {
         self.codebook.bytes()
     }
 
+    /// The codebook (keys, values, radii as f32 tensors; labels) and the position of the random
+    /// stream that initializes new values.
+    fn snapshot(&self) -> Result<super::EditorSnapshot> {
+        let c = &self.codebook;
+        let rows = |v: &[Vec<f32>]| -> Result<Tensor> {
+            let width = v.first().map_or(0, Vec::len);
+            Ok(Tensor::from_vec(
+                v.concat(),
+                (v.len(), width),
+                &candle_core::Device::Cpu,
+            )?)
+        };
+        let tensors = if c.is_empty() {
+            vec![]
+        } else {
+            vec![
+                ("grace.keys".to_string(), rows(&c.keys)?),
+                ("grace.values".to_string(), rows(&c.values)?),
+                (
+                    "grace.radii".to_string(),
+                    Tensor::new(c.radii.as_slice(), &candle_core::Device::Cpu)?,
+                ),
+            ]
+        };
+        Ok(super::EditorSnapshot {
+            tensors,
+            meta: serde_json::json!({
+                "method": "grace",
+                "labels": c.labels,
+                "rng_word_pos": self.rng.get_word_pos().to_string(),
+            }),
+        })
+    }
+
+    fn restore_snapshot(&mut self, model: &mut Model, snap: &super::EditorSnapshot) -> Result<()> {
+        if snap.meta.get("method").and_then(|m| m.as_str()) != Some("grace") {
+            return Err(Error::Input("this snapshot is not a GRACE editor's".into()));
+        }
+        let bad = |what: &str| Error::Input(format!("GRACE snapshot: {what}"));
+        let labels: Vec<String> = serde_json::from_value(snap.meta["labels"].clone())
+            .map_err(|_| bad("labels are missing"))?;
+        let word_pos: u128 = snap.meta["rng_word_pos"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad("the random stream position is missing"))?;
+        let mut codebook = Codebook::default();
+        if !labels.is_empty() {
+            let rows = |name: &str| -> Result<Vec<Vec<f32>>> {
+                Ok(snap.tensor(name)?.to_dtype(DType::F32)?.to_vec2::<f32>()?)
+            };
+            codebook.keys = rows("grace.keys")?;
+            codebook.values = rows("grace.values")?;
+            codebook.radii = snap
+                .tensor("grace.radii")?
+                .to_dtype(DType::F32)?
+                .to_vec1::<f32>()?;
+            let n = labels.len();
+            if codebook.keys.len() != n || codebook.values.len() != n || codebook.radii.len() != n {
+                return Err(bad("its tensors and labels disagree in length"));
+            }
+        }
+        codebook.labels = labels;
+        let mut rng = ChaCha8Rng::seed_from_u64(self.hp.seed);
+        rng.set_word_pos(word_pos);
+        self.codebook = codebook;
+        self.rng = rng;
+        self.install(model)
+    }
+
     fn apply(
         &mut self,
         model: &mut Model,

@@ -26,6 +26,18 @@ pub fn tensor_from_mat(m: MatRef<'_, f64>, device: &Device) -> Result<Tensor> {
     Ok(Tensor::from_vec(v, (r, c), device)?)
 }
 
+/// f64 matrix → `[rows, cols]` f64 CPU tensor, bit for bit (for checkpoints).
+pub fn exact_tensor_from_mat(m: MatRef<'_, f64>) -> Result<Tensor> {
+    let (r, c) = (m.nrows(), m.ncols());
+    let mut v = Vec::with_capacity(r * c);
+    for i in 0..r {
+        for j in 0..c {
+            v.push(m[(i, j)]);
+        }
+    }
+    Ok(Tensor::from_vec(v, (r, c), &Device::Cpu)?)
+}
+
 /// A `[d]` or `[1, d]` tensor → f64 vector.
 pub fn vec_from_tensor(t: &Tensor) -> Result<Vec<f64>> {
     Ok(t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?)

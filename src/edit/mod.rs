@@ -263,6 +263,39 @@ pub struct D4sTerms {
     pub keys: Vec<Vec<Vec<f64>>>,
 }
 
+/// An editor's state across edits, for checkpoints: named tensors (f64 sums keep their exact
+/// bits in f64 tensors) and small exact values in `meta` (integers, strings; no floats, which
+/// JSON would not round-trip bit for bit).
+#[derive(Debug, Clone, Default)]
+pub struct EditorSnapshot {
+    pub tensors: Vec<(String, Tensor)>,
+    pub meta: serde_json::Value,
+}
+
+impl EditorSnapshot {
+    /// The tensor called `name`.
+    pub fn tensor(&self, name: &str) -> Result<&Tensor> {
+        self.tensors
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t)
+            .ok_or_else(|| Error::Input(format!("the editor snapshot has no tensor {name:?}")))
+    }
+
+    /// The f64 matrix called `name`, checked against the expected shape.
+    pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<faer::Mat<f64>> {
+        let t = self.tensor(name)?;
+        if t.dims() != [rows, cols] || t.dtype() != candle_core::DType::F64 {
+            return Err(Error::Input(format!(
+                "snapshot tensor {name:?} is {:?} {:?}, expected [{rows}, {cols}] f64",
+                t.dtype(),
+                t.dims()
+            )));
+        }
+        linalg::mat_from_tensor(t)
+    }
+}
+
 /// How to take a step back.
 #[derive(Debug, Clone)]
 pub enum UndoRecord {
@@ -333,6 +366,25 @@ pub trait Editor: Send {
     /// Bytes of state kept across edits (not counting the model).
     fn state_bytes(&self) -> usize {
         0
+    }
+
+    /// What this editor keeps across edits besides the model's weights, for a checkpoint. Most
+    /// methods keep nothing (their edits live in the weights).
+    fn snapshot(&self) -> Result<EditorSnapshot> {
+        Ok(EditorSnapshot::default())
+    }
+
+    /// Puts back a [`Editor::snapshot`] of an editor with the same hyperparameters, on a model
+    /// whose edited weights are those saved with it.
+    fn restore_snapshot(&mut self, _model: &mut Model, snap: &EditorSnapshot) -> Result<()> {
+        if snap.tensors.is_empty() && snap.meta.is_null() {
+            Ok(())
+        } else {
+            Err(Error::Input(format!(
+                "{} keeps no state across edits, but this snapshot holds some (another method's?)",
+                self.method().label()
+            )))
+        }
     }
 
     /// The D4S editor behind this trait object, if it is one (resume restores its sums).

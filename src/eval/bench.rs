@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use super::checkpoint::{self, Checkpoint, CheckpointMeta, CheckpointPolicy};
 use super::datasets::{EvalCase, MultiHop};
 use super::metrics::{agreement, answer_argmax, target_nll, token_accuracy};
 use super::probes::{ProbeResult, ProbeSet};
@@ -363,6 +364,23 @@ pub struct BenchRun<'a> {
     pub probes: &'a [ProbeSet],
     pub multihop: bool,
     pub stats: &'a mut StatsCache,
+    /// Write checkpoints (sequential and batch protocols).
+    pub checkpoint: Option<CheckpointPolicy>,
+    /// The run's identity, recorded in each checkpoint (what a resume must match).
+    pub identity: serde_json::Value,
+    /// Continue from this checkpoint instead of starting with the unedited model.
+    pub resume: Option<Checkpoint>,
+    /// Stop (after writing a checkpoint) once this many cases are edited.
+    pub stop_after: Option<usize>,
+}
+
+/// What [`run`] did.
+#[derive(Debug, Clone)]
+pub struct BenchOutcome {
+    /// The evaluation points of this call (a resumed run's earlier points are in its folder).
+    pub points: Vec<EvalPoint>,
+    /// False when it stopped early (`stop_after`); the run folder then holds a checkpoint.
+    pub complete: bool,
 }
 
 fn run_probes(model: &Model, probes: &[ProbeSet]) -> Result<BTreeMap<String, ProbeResult>> {
@@ -372,14 +390,59 @@ fn run_probes(model: &Model, probes: &[ProbeSet]) -> Result<BTreeMap<String, Pro
         .collect()
 }
 
+/// Everything a checkpoint holds, taken from the running state.
+fn take_checkpoint(
+    model: &Model,
+    editor: &dyn Editor,
+    progress: (usize, usize, usize),
+    probs: &[f64],
+    wall_seconds: f64,
+    identity: &serde_json::Value,
+) -> Result<Checkpoint> {
+    let (steps, edits, rejected) = progress;
+    let layers = model.touched_layers();
+    let weights = layers
+        .iter()
+        .map(|&l| Ok((l, model.edit_weight(l)?.clone())))
+        .collect::<Result<_>>()?;
+    let snapshot = editor.snapshot()?;
+    Ok(Checkpoint {
+        meta: CheckpointMeta {
+            format: checkpoint::FORMAT,
+            d4s_version: env!("CARGO_PKG_VERSION").into(),
+            written: crate::session::journal::now(),
+            method: editor.method().name().into(),
+            steps,
+            edits,
+            rejected,
+            wall_seconds,
+            layers,
+            editor_meta: snapshot.meta.clone(),
+            identity: identity.clone(),
+        },
+        weights,
+        editor: snapshot,
+        probs: probs.to_vec(),
+    })
+}
+
 /// Runs the protocol over `cases` (all of them), streaming records to `sink`.
 pub fn run(
     model: &mut Model,
     cases: &[EvalCase],
     spec: BenchRun,
     sink: &mut dyn BenchSink,
-) -> Result<Vec<EvalPoint>> {
+) -> Result<BenchOutcome> {
     let t0 = Instant::now();
+    let wall_offset = spec.resume.as_ref().map_or(0.0, |c| c.meta.wall_seconds);
+    let wall = || wall_offset + t0.elapsed().as_secs_f64();
+    if spec.protocol == Protocol::Single && (spec.resume.is_some() || spec.stop_after.is_some()) {
+        return Err(Error::Input(
+            "checkpoints and --resume are for the sequential and batch protocols (single resets \
+             the model after every case)"
+                .into(),
+        ));
+    }
     model.reset_edits();
     let reference = reference(model, cases)?;
     let layers = spec.hparams.layers.clone();
@@ -399,15 +462,9 @@ pub fn run(
             layers: layer_norms(model, &layers)?,
             edit_prob: mean(probs),
             rejected,
-            wall_seconds: t0.elapsed().as_secs_f64(),
+            wall_seconds: wall(),
         })
     };
-    // The unedited model is point 0 (sequential/batch): the baseline of every curve.
-    if spec.protocol != Protocol::Single {
-        let p = point(model, &(0..cases.len()).collect::<Vec<_>>(), 0, &[], 0)?;
-        sink.point(&p)?;
-        points.push(p);
-    }
     let steps: Vec<Vec<usize>> = match spec.protocol {
         Protocol::Single | Protocol::Sequential => (0..cases.len()).map(|i| vec![i]).collect(),
         Protocol::Batch { size } => (0..cases.len())
@@ -419,7 +476,20 @@ pub fn run(
     let mut editor: Box<dyn Editor> = new_editor(spec.hparams.clone());
     let mut done: Vec<usize> = Vec::new();
     let mut single_results: Vec<CaseMetrics> = Vec::new();
-    for step in &steps {
+    let mut first_step = 0;
+    if let Some(ck) = &spec.resume {
+        first_step = resume_from(model, editor.as_mut(), ck, &steps, &spec.hparams)?;
+        done = steps[..first_step].concat();
+        probs = ck.probs.clone();
+        rejected = ck.meta.rejected;
+    } else if spec.protocol != Protocol::Single {
+        // The unedited model is point 0 (sequential/batch): the baseline of every curve.
+        let p = point(model, &(0..cases.len()).collect::<Vec<_>>(), 0, &[], 0)?;
+        sink.point(&p)?;
+        points.push(p);
+    }
+    let mut checkpointed = done.len();
+    for (step_no, step) in steps.iter().enumerate().skip(first_step) {
         sink.progress(done.len(), cases.len(), "editing");
         if spec.protocol == Protocol::Single {
             model.reset_edits();
@@ -488,6 +558,30 @@ pub fn run(
                     sink.point(&p)?;
                     points.push(p);
                 }
+                let stop = spec.stop_after.is_some_and(|s| done.len() >= s);
+                let unfinished = done.len() < cases.len();
+                if let (Some(policy), true) = (&spec.checkpoint, unfinished) {
+                    let every = policy.every.max(1);
+                    if due || stop || done.len() / every > checkpointed / every {
+                        sink.progress(done.len(), cases.len(), "writing a checkpoint");
+                        let ck = take_checkpoint(
+                            model,
+                            editor.as_ref(),
+                            (step_no + 1, done.len(), rejected),
+                            &probs,
+                            wall(),
+                            &spec.identity,
+                        )?;
+                        checkpoint::save(&policy.dir, &ck)?;
+                        checkpointed = done.len();
+                    }
+                }
+                if stop && unfinished {
+                    return Ok(BenchOutcome {
+                        points,
+                        complete: false,
+                    });
+                }
             }
         }
     }
@@ -505,7 +599,42 @@ pub fn run(
     if spec.protocol == Protocol::Single {
         model.reset_edits();
     }
-    Ok(points)
+    Ok(BenchOutcome {
+        points,
+        complete: true,
+    })
+}
+
+/// Puts a checkpoint's weights and editor state in place; returns the first step to run.
+fn resume_from(
+    model: &mut Model,
+    editor: &mut dyn Editor,
+    ck: &Checkpoint,
+    steps: &[Vec<usize>],
+    hparams: &HParams,
+) -> Result<usize> {
+    if ck.meta.method != hparams.method.name() {
+        return Err(Error::Input(format!(
+            "the checkpoint is of a {} run, not {}",
+            ck.meta.method,
+            hparams.method.name()
+        )));
+    }
+    let first = ck.meta.steps;
+    let edits: usize = steps.iter().take(first).map(Vec::len).sum();
+    if first > steps.len() || edits != ck.meta.edits {
+        return Err(Error::Input(format!(
+            "the checkpoint is after {} edits in {first} steps, which does not fit this run's {} \
+             steps",
+            ck.meta.edits,
+            steps.len()
+        )));
+    }
+    for (layer, w) in &ck.weights {
+        model.set_edit_weight(*layer, w.clone())?;
+    }
+    editor.restore_snapshot(model, &ck.editor)?;
+    Ok(first)
 }
 
 /// Case-weighted means of per-case metric sets.

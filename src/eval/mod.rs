@@ -1,6 +1,7 @@
 //! Evaluation: predictions, edit metrics, datasets, downstream probes, norms and plots.
 
 pub mod bench;
+pub mod checkpoint;
 pub mod datasets;
 pub mod deck;
 pub mod metrics;

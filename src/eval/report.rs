@@ -31,6 +31,39 @@ pub struct RunConfig {
     pub seed: u64,
     pub threads: usize,
     pub command: String,
+    /// Each time the run was continued from a checkpoint: when, after how many edits, and the
+    /// command line.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resumed: Vec<serde_json::Value>,
+}
+
+impl RunConfig {
+    /// What a resumed run must share with the original to continue it: the model's weights,
+    /// the method and its hyperparameters, the data file's content and the cases taken from it,
+    /// the protocol, the evaluation schedule, the probes and the statistics. Not the paths
+    /// (a run may be continued from another directory), the thread count or the times.
+    pub fn identity(&self) -> serde_json::Value {
+        let mut data = self.data.clone();
+        if let Some(o) = data.as_object_mut() {
+            o.remove("path");
+        }
+        let mut probe_config = self.probe_config.clone();
+        if let Some(o) = probe_config.as_object_mut() {
+            o.remove("data_dir");
+        }
+        serde_json::json!({
+            "model": self.model.get("sha256"),
+            "method": self.method,
+            "hparams": self.hparams,
+            "data": data,
+            "protocol": self.protocol,
+            "eval_every": self.eval_every,
+            "probes": self.probes,
+            "probe_config": probe_config,
+            "stats": self.stats,
+            "seed": self.seed,
+        })
+    }
 }
 
 /// Streams `metrics.jsonl` and `edits.jsonl` as the run goes (flushed per line, so an interrupted
@@ -79,6 +112,69 @@ impl RunWriter {
             edits: open("edits.jsonl")?,
             points: vec![],
             records: vec![],
+            progress,
+        })
+    }
+}
+
+impl RunWriter {
+    /// Reopens a run folder to continue it after a checkpoint taken after `edits` edits: keeps
+    /// the lines of `metrics.jsonl` up to that point and the first `edits` lines of `edits.jsonl`
+    /// (byte for byte; later lines were written after the checkpoint and will be measured again),
+    /// and appends from there.
+    pub fn resume(
+        dir: &Path,
+        edits: usize,
+        progress: Option<indicatif::ProgressBar>,
+    ) -> Result<Self> {
+        let (_, points, records) = load_run(dir)?;
+        let raw = |name: &str| -> Result<Vec<String>> {
+            let p = dir.join(name);
+            let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+            Ok(text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_string)
+                .collect())
+        };
+        let keep_points: Vec<usize> = (0..points.len())
+            .filter(|&i| points[i].edits <= edits)
+            .collect();
+        if records.len() < edits {
+            return Err(Error::bad_file(
+                dir.join("edits.jsonl"),
+                format!(
+                    "holds {} edits, but the checkpoint is after {edits}",
+                    records.len()
+                ),
+            ));
+        }
+        let metric_lines = raw("metrics.jsonl")?;
+        let edit_lines = raw("edits.jsonl")?;
+        let rewrite = |name: &str, lines: Vec<&String>| -> Result<File> {
+            let mut text = String::new();
+            for l in lines {
+                text.push_str(l);
+                text.push('\n');
+            }
+            let p = dir.join(name);
+            util::write_atomic(&p, text.as_bytes())?;
+            OpenOptions::new()
+                .append(true)
+                .open(&p)
+                .map_err(|e| Error::io(&p, e))
+        };
+        let metrics = rewrite(
+            "metrics.jsonl",
+            keep_points.iter().map(|&i| &metric_lines[i]).collect(),
+        )?;
+        let edits_file = rewrite("edits.jsonl", edit_lines.iter().take(edits).collect())?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            metrics,
+            edits: edits_file,
+            points: keep_points.iter().map(|&i| points[i].clone()).collect(),
+            records: records.into_iter().take(edits).collect(),
             progress,
         })
     }
