@@ -36,8 +36,8 @@ fn ten_sequential_d4s_edits_write_metrics_and_plots() {
         .args(extra);
         cmd
     };
-    // Interrupted after 7 edits (checkpoints after 3 and 6, so 7 is measured again), then
-    // continued: the run folder ends up as one whole run.
+    // Interrupted after 7 edits (checkpoints after 3, 6 and at the stop), then continued: the
+    // run folder ends up as one whole run.
     let stopped = common::run_ok(&mut bench(&["--stop-after", "7"]));
     let said = String::from_utf8_lossy(&stopped.stdout);
     assert!(said.contains("stopped after 7 of 10 edits"), "{said}");
@@ -61,6 +61,10 @@ fn ten_sequential_d4s_edits_write_metrics_and_plots() {
         !run.join("checkpoint").exists(),
         "a finished run keeps no checkpoint"
     );
+    // Resuming a finished run leaves it as it is.
+    let again = common::run_ok(&mut bench(&["--resume"]));
+    let said = String::from_utf8_lossy(&again.stdout);
+    assert!(said.contains("already complete"), "{said}");
     eprintln!("bench of 10 edits took {:.0} s", t0.elapsed().as_secs_f64());
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     let points: Vec<serde_json::Value> = metrics

@@ -113,7 +113,19 @@ fn plan_start(dir: &std::path::Path, config: &RunConfig, a: &BenchArgs) -> Resul
             Ok(Start::Resume(Box::new(ck)))
         }
         None if !has_run => Ok(Start::Fresh),
-        None if dir.join("summary.json").is_file() => Ok(Start::AlreadyDone),
+        None if dir.join("summary.json").is_file() => {
+            let (done, _, _) = report::load_run(dir)?;
+            let diff = checkpoint::identity_differences(&done.identity(), &config.identity());
+            if !diff.is_empty() {
+                bail!(
+                    "{} holds a finished run whose {} differ from this command's (use another \
+                     --out, or run without --resume to replace it)",
+                    dir.display(),
+                    diff.join(", ")
+                );
+            }
+            Ok(Start::AlreadyDone)
+        }
         None => bail!(
             "{} holds a run without a checkpoint (started without checkpoints, or stopped before \
              the first one): run the command without --resume to start it over",

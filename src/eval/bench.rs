@@ -353,6 +353,8 @@ pub trait BenchSink {
     fn point(&mut self, point: &EvalPoint) -> Result<()>;
     /// Called before each edit with (edits done, total) for progress displays.
     fn progress(&mut self, _done: usize, _total: usize, _phase: &str) {}
+    /// Something the user should know that does not stop the run.
+    fn warn(&mut self, _message: &str) {}
 }
 
 /// A run's inputs (besides the model and the cases).
@@ -572,8 +574,19 @@ pub fn run(
                             wall(),
                             &spec.identity,
                         )?;
-                        checkpoint::save(&policy.dir, &ck)?;
+                        // A checkpoint is insurance: failing to write one (a full disk) is
+                        // reported and the run goes on with the previous one in place.
+                        // The next attempt is at the next multiple either way.
                         checkpointed = done.len();
+                        match checkpoint::save(&policy.dir, &ck) {
+                            Ok(()) => {}
+                            Err(e) if stop => return Err(e),
+                            Err(e) => sink.warn(&format!(
+                                "could not write the checkpoint after {} edits ({e}); the run \
+                                 goes on, and the previous checkpoint (if any) stays",
+                                done.len()
+                            )),
+                        }
                     }
                 }
                 if stop && unfinished {

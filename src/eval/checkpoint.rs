@@ -244,6 +244,7 @@ mod tests {
     struct Memory {
         points: Vec<EvalPoint>,
         records: Vec<EditRecord>,
+        warnings: Vec<String>,
     }
 
     impl BenchSink for Memory {
@@ -254,6 +255,9 @@ mod tests {
         fn point(&mut self, point: &EvalPoint) -> Result<()> {
             self.points.push(point.clone());
             Ok(())
+        }
+        fn warn(&mut self, message: &str) {
+            self.warnings.push(message.to_string());
         }
     }
 
@@ -497,6 +501,48 @@ mod tests {
         assert!(err.to_string().contains("not an AlphaEdit"), "{err}");
         let mut plain = crate::edit::new_editor(hparams(Method::Memit));
         assert!(plain.restore_snapshot(&mut model, &ck.editor).is_err());
+    }
+
+    #[test]
+    fn a_checkpoint_that_cannot_be_written_is_reported_and_the_run_goes_on() {
+        let cases = cases();
+        let root = tempfile::tempdir().unwrap();
+        // The run folder's parent is a file: nothing can be written there (as on a full disk).
+        let blocker = root.path().join("blocker");
+        fs::write(&blocker, b"").unwrap();
+        let stats_dir = tempfile::tempdir().unwrap();
+        let mut st = stats(stats_dir.path());
+        let policy = CheckpointPolicy {
+            dir: blocker.join("run"),
+            every: 2,
+        };
+        let mut sink = Memory::default();
+        let mut model = tiny_model(Arch::Llama, 21);
+        let out = bench::run(
+            &mut model,
+            &cases,
+            spec(Method::Memit, &mut st, Some(policy.clone()), None, None),
+            &mut sink,
+        )
+        .unwrap();
+        assert!(out.complete);
+        assert_eq!(sink.records.len(), cases.len());
+        assert_eq!(sink.warnings.len(), 2, "{:?}", sink.warnings);
+        assert!(
+            sink.warnings[0].contains("after 2 edits"),
+            "{:?}",
+            sink.warnings
+        );
+        // When the run was asked to stop, the checkpoint is the point: the failure is an error.
+        let mut model = tiny_model(Arch::Llama, 21);
+        let err = bench::run(
+            &mut model,
+            &cases,
+            spec(Method::Memit, &mut st, Some(policy), None, Some(1)),
+            &mut Memory::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("blocker"), "{err}");
     }
 
     #[test]

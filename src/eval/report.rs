@@ -211,6 +211,13 @@ impl BenchSink for RunWriter {
         Ok(())
     }
 
+    fn warn(&mut self, message: &str) {
+        match &self.progress {
+            Some(pb) => pb.println(format!("warning: {message}")),
+            None => eprintln!("warning: {message}"),
+        }
+    }
+
     fn progress(&mut self, done: usize, _total: usize, phase: &str) {
         if let Some(pb) = &self.progress {
             pb.set_position(done as u64);
@@ -634,4 +641,109 @@ pub fn compare(runs: &[PathBuf], out: &Path) -> Result<(String, Vec<PathBuf>)> {
     util::write_atomic(&out.join("compare.md"), md.as_bytes())?;
     files.push(out.join("compare.md"));
     Ok((md, files))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::bench::CaseMetrics;
+
+    fn config() -> RunConfig {
+        RunConfig {
+            d4s_version: "test".into(),
+            started: "now".into(),
+            model: serde_json::json!({"spec": "x", "sha256": "ab"}),
+            method: "d4s".into(),
+            hparams: serde_json::json!({"layers": [1]}),
+            data: serde_json::json!({"path": "/a/cf.json", "sha256": "cd", "n": 5}),
+            protocol: serde_json::json!({"kind": "sequential"}),
+            eval_every: Some(2),
+            probes: vec![],
+            probe_config: serde_json::json!({"data_dir": "/a", "limit": 10}),
+            stats: serde_json::json!({}),
+            seed: 42,
+            threads: 1,
+            command: "d4s bench".into(),
+            resumed: vec![],
+        }
+    }
+
+    fn point(edits: usize) -> EvalPoint {
+        EvalPoint {
+            edits,
+            metrics: CaseMetrics::default(),
+            probes: Default::default(),
+            layers: vec![],
+            edit_prob: Some(0.1 * edits as f64),
+            rejected: 0,
+            wall_seconds: edits as f64,
+        }
+    }
+
+    fn record(index: usize) -> EditRecord {
+        EditRecord {
+            index,
+            origin: format!("cf#{index}"),
+            prob_initial: Some(0.01),
+            prob_final: Some(0.9),
+            seconds: 1.0,
+            timings: None,
+            rss_bytes: None,
+            rejected: None,
+        }
+    }
+
+    #[test]
+    fn resuming_keeps_the_lines_up_to_the_checkpoint_and_appends_after_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = RunWriter::create(dir.path(), &config(), None).unwrap();
+        for i in 0..5 {
+            if i % 2 == 0 {
+                w.point(&point(i)).unwrap();
+            }
+            w.edit(&record(i)).unwrap();
+        }
+        let before = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+        drop(w);
+        // Checkpoint after 3 edits: the point at 4 and edits 3, 4 came after it.
+        let mut w = RunWriter::resume(dir.path(), 3, None).unwrap();
+        assert_eq!(w.points.iter().map(|p| p.edits).collect::<Vec<_>>(), [0, 2]);
+        assert_eq!(w.records.len(), 3);
+        w.edit(&record(3)).unwrap();
+        w.point(&point(4)).unwrap();
+        let (_, points, records) = load_run(dir.path()).unwrap();
+        assert_eq!(
+            points.iter().map(|p| p.edits).collect::<Vec<_>>(),
+            [0, 2, 4]
+        );
+        assert_eq!(
+            records.iter().map(|r| r.index).collect::<Vec<_>>(),
+            [0, 1, 2, 3]
+        );
+        // The kept lines are the original bytes.
+        let after = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+        let kept: Vec<&str> = before.lines().take(2).collect();
+        assert_eq!(after.lines().take(2).collect::<Vec<_>>(), kept);
+        // A checkpoint after more edits than the folder holds means the folder is not its run.
+        let err = RunWriter::resume(dir.path(), 9, None).err().unwrap();
+        assert!(err.to_string().contains("holds 4 edits"), "{err}");
+    }
+
+    #[test]
+    fn the_identity_ignores_paths_threads_and_times_but_not_settings() {
+        let a = config();
+        let mut b = config();
+        b.data["path"] = "/elsewhere/cf.json".into();
+        b.probe_config["data_dir"] = "/elsewhere".into();
+        b.threads = 2;
+        b.started = "later".into();
+        b.command = "other".into();
+        assert_eq!(a.identity(), b.identity());
+        b.hparams = serde_json::json!({"layers": [2]});
+        b.data["n"] = 6.into();
+        assert_eq!(
+            crate::eval::checkpoint::identity_differences(&a.identity(), &b.identity()),
+            ["data", "hparams"]
+        );
+    }
 }
