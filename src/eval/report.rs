@@ -127,7 +127,6 @@ impl RunWriter {
         edits: usize,
         progress: Option<indicatif::ProgressBar>,
     ) -> Result<Self> {
-        let (_, points, records) = load_run(dir)?;
         let raw = |name: &str| -> Result<Vec<String>> {
             let p = dir.join(name);
             let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
@@ -137,9 +136,48 @@ impl RunWriter {
                 .map(str::to_string)
                 .collect())
         };
-        let keep_points: Vec<usize> = (0..points.len())
-            .filter(|&i| points[i].edits <= edits)
-            .collect();
+        // A line cut short by the interruption can only be the last one, and it was written
+        // after the checkpoint (a point is written before the checkpoint that follows it).
+        let parse_all = |name: &str, lines: &[String]| -> Result<Vec<serde_json::Value>> {
+            let mut out = Vec::new();
+            for (i, l) in lines.iter().enumerate() {
+                match serde_json::from_str(l) {
+                    Ok(v) => out.push(v),
+                    Err(_) if i + 1 == lines.len() => break,
+                    Err(e) => {
+                        return Err(Error::bad_file(
+                            dir.join(name),
+                            format!("line {}: {e}", i + 1),
+                        ))
+                    }
+                }
+            }
+            Ok(out)
+        };
+        let metric_lines = raw("metrics.jsonl")?;
+        let edit_lines = raw("edits.jsonl")?;
+        let mut points: Vec<(usize, EvalPoint)> = Vec::new();
+        for (i, v) in parse_all("metrics.jsonl", &metric_lines)?
+            .into_iter()
+            .enumerate()
+        {
+            let p: EvalPoint = serde_json::from_value(v).map_err(|e| {
+                Error::bad_file(dir.join("metrics.jsonl"), format!("line {}: {e}", i + 1))
+            })?;
+            if p.edits <= edits {
+                points.push((i, p));
+            }
+        }
+        let records: Vec<EditRecord> = parse_all("edits.jsonl", &edit_lines)?
+            .into_iter()
+            .take(edits)
+            .enumerate()
+            .map(|(i, v)| {
+                serde_json::from_value(v).map_err(|e| {
+                    Error::bad_file(dir.join("edits.jsonl"), format!("line {}: {e}", i + 1))
+                })
+            })
+            .collect::<Result<_>>()?;
         if records.len() < edits {
             return Err(Error::bad_file(
                 dir.join("edits.jsonl"),
@@ -149,8 +187,6 @@ impl RunWriter {
                 ),
             ));
         }
-        let metric_lines = raw("metrics.jsonl")?;
-        let edit_lines = raw("edits.jsonl")?;
         let rewrite = |name: &str, lines: Vec<&String>| -> Result<File> {
             let mut text = String::new();
             for l in lines {
@@ -166,15 +202,15 @@ impl RunWriter {
         };
         let metrics = rewrite(
             "metrics.jsonl",
-            keep_points.iter().map(|&i| &metric_lines[i]).collect(),
+            points.iter().map(|(i, _)| &metric_lines[*i]).collect(),
         )?;
         let edits_file = rewrite("edits.jsonl", edit_lines.iter().take(edits).collect())?;
         Ok(Self {
             dir: dir.to_path_buf(),
             metrics,
             edits: edits_file,
-            points: keep_points.iter().map(|&i| points[i].clone()).collect(),
-            records: records.into_iter().take(edits).collect(),
+            points: points.into_iter().map(|(_, p)| p).collect(),
+            records,
             progress,
         })
     }
@@ -705,6 +741,13 @@ mod tests {
         }
         let before = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
         drop(w);
+        // The interruption cut the last edit line short.
+        let mut cut = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("edits.jsonl"))
+            .unwrap();
+        cut.write_all(b"{\"index\":5,\"ori").unwrap();
+        drop(cut);
         // Checkpoint after 3 edits: the point at 4 and edits 3, 4 came after it.
         let mut w = RunWriter::resume(dir.path(), 3, None).unwrap();
         assert_eq!(w.points.iter().map(|p| p.edits).collect::<Vec<_>>(), [0, 2]);
@@ -727,6 +770,12 @@ mod tests {
         // A checkpoint after more edits than the folder holds means the folder is not its run.
         let err = RunWriter::resume(dir.path(), 9, None).err().unwrap();
         assert!(err.to_string().contains("holds 4 edits"), "{err}");
+        // Damage before the end is not an interruption: refused, with the line.
+        let metrics = dir.path().join("metrics.jsonl");
+        let text = std::fs::read_to_string(&metrics).unwrap();
+        std::fs::write(&metrics, format!("{{broken\n{text}")).unwrap();
+        let err = RunWriter::resume(dir.path(), 3, None).err().unwrap();
+        assert!(err.to_string().contains("line 1"), "{err}");
     }
 
     #[test]
