@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{self, Checkpoint, CheckpointMeta, CheckpointPolicy};
 use super::datasets::{EvalCase, MultiHop};
-use super::metrics::{agreement, answer_argmax, target_nll, token_accuracy};
+use super::metrics::{agreement, answer_argmax, fluency, target_nll, token_accuracy};
 use super::probes::{ProbeResult, ProbeSet};
 use crate::edit::{
     new_editor, EditContext, EditControl, EditRequest, Editor, HParams, StatsCache, Timings,
@@ -109,6 +109,10 @@ pub struct CaseMetrics {
     pub prob: BTreeMap<String, f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multihop: Option<f64>,
+    /// Generation metrics (`fluency`: ROME/MEMIT's GE, bits) when the cases have generation
+    /// prompts and the point measures them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub generation: BTreeMap<String, f64>,
     pub cases: usize,
 }
 
@@ -116,13 +120,62 @@ fn mean(v: &[f64]) -> Option<f64> {
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
 
-/// Evaluates cases on the current model. `which` selects cases by index into `cases`.
+/// Tokens of prompt plus sample per generation prompt (spec §4.3, as ROME/MEMIT).
+const GENERATION_TOKENS: usize = 100;
+/// Sampling seed of the fluency generations (fixed, so a point is reproducible).
+const GENERATION_SEED: u64 = 42;
+
+/// ROME/MEMIT generation fluency: for each case, one top-5 sample of 100 tokens in all per
+/// generation prompt, the mean [`fluency`] of those texts (prompt included, as the reference
+/// scores them), averaged over the cases that have generation prompts. `None` when none has.
+pub fn generation_fluency(model: &Model, cases: &[&EvalCase]) -> Result<Option<f64>> {
+    let mut prompts = Vec::new();
+    let mut owner = Vec::new();
+    for (i, c) in cases.iter().enumerate() {
+        for p in &c.generation_prompts {
+            let ids = model.encode(p)?;
+            if ids.is_empty() {
+                continue;
+            }
+            prompts.push(ids);
+            owner.push(i);
+        }
+    }
+    if prompts.is_empty() {
+        return Ok(None);
+    }
+    let mut per_case: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    for (k, (chunk_p, chunk_o)) in prompts.chunks(16).zip(owner.chunks(16)).enumerate() {
+        let longest = chunk_p.iter().map(Vec::len).max().unwrap_or(1);
+        let opts = GenerateOptions {
+            max_tokens: GENERATION_TOKENS.saturating_sub(longest).max(1),
+            temperature: 1.0,
+            top_k: Some(5),
+            seed: GENERATION_SEED.wrapping_add(k as u64),
+            stop_at_eos: false,
+            stop_strings: vec![],
+        };
+        let outs = model.generate_batch_with(chunk_p, &opts, |_, _| true)?;
+        for ((p, o), &i) in chunk_p.iter().zip(outs).zip(chunk_o) {
+            let mut ids = p.clone();
+            ids.extend(o);
+            per_case[i].push(fluency(&model.decode_text(&ids)?));
+        }
+    }
+    let means: Vec<f64> = per_case.iter().filter_map(|v| mean(v)).collect();
+    Ok(mean(&means))
+}
+
+/// Evaluates cases on the current model. `which` selects cases by index into `cases`;
+/// `with_fluency` adds the generation fluency (about a hundred sampled tokens per generation
+/// prompt, so the benchmark measures it only before the first and after the last edit).
 pub fn evaluate(
     model: &Model,
     cases: &[EvalCase],
     reference: &Reference,
     which: &[usize],
     multihop: bool,
+    with_fluency: bool,
 ) -> Result<CaseMetrics> {
     let mut rewrite = Vec::new();
     let mut rephrase = Vec::new();
@@ -224,6 +277,12 @@ pub fn evaluate(
     ] {
         if let Some(x) = mean(v) {
             m.prob.insert(name.into(), x);
+        }
+    }
+    if with_fluency {
+        let selected: Vec<&EvalCase> = which.iter().map(|&ci| &cases[ci]).collect();
+        if let Some(f) = generation_fluency(model, &selected)? {
+            m.generation.insert("fluency".into(), f);
         }
     }
     if multihop {
@@ -455,11 +514,12 @@ pub fn run(
                  which: &[usize],
                  edits: usize,
                  probs: &[f64],
-                 rejected: usize|
+                 rejected: usize,
+                 with_fluency: bool|
      -> Result<EvalPoint> {
         Ok(EvalPoint {
             edits,
-            metrics: evaluate(model, cases, &reference, which, spec.multihop)?,
+            metrics: evaluate(model, cases, &reference, which, spec.multihop, with_fluency)?,
             probes: run_probes(model, spec.probes)?,
             layers: layer_norms(model, &layers)?,
             edit_prob: mean(probs),
@@ -486,7 +546,14 @@ pub fn run(
         rejected = ck.meta.rejected;
     } else if spec.protocol != Protocol::Single {
         // The unedited model is point 0 (sequential/batch): the baseline of every curve.
-        let p = point(model, &(0..cases.len()).collect::<Vec<_>>(), 0, &[], 0)?;
+        let p = point(
+            model,
+            &(0..cases.len()).collect::<Vec<_>>(),
+            0,
+            &[],
+            0,
+            true,
+        )?;
         sink.point(&p)?;
         points.push(p);
     }
@@ -548,7 +615,14 @@ pub fn run(
         match spec.protocol {
             Protocol::Single => {
                 sink.progress(done.len(), cases.len(), "evaluating");
-                single_results.push(evaluate(model, cases, &reference, step, spec.multihop)?);
+                single_results.push(evaluate(
+                    model,
+                    cases,
+                    &reference,
+                    step,
+                    spec.multihop,
+                    true,
+                )?);
             }
             _ => {
                 let due = spec
@@ -556,7 +630,7 @@ pub fn run(
                     .is_some_and(|k| done.len().is_multiple_of(k) && done.len() < cases.len());
                 if due {
                     sink.progress(done.len(), cases.len(), "evaluating all edits so far");
-                    let p = point(model, &done, done.len(), &probs, rejected)?;
+                    let p = point(model, &done, done.len(), &probs, rejected, false)?;
                     sink.point(&p)?;
                     points.push(p);
                 }
@@ -601,11 +675,11 @@ pub fn run(
     sink.progress(cases.len(), cases.len(), "final evaluation");
     let last = if spec.protocol == Protocol::Single {
         // Mean of the per-case results, each measured right after its own edit.
-        let mut p = point(model, &[], cases.len(), &probs, rejected)?;
+        let mut p = point(model, &[], cases.len(), &probs, rejected, false)?;
         p.metrics = merge_means(&single_results);
         p
     } else {
-        point(model, &done, done.len(), &probs, rejected)?
+        point(model, &done, done.len(), &probs, rejected, true)?
     };
     sink.point(&last)?;
     points.push(last);
@@ -667,6 +741,11 @@ fn merge_means(parts: &[CaseMetrics]) -> CaseMetrics {
             e.0 += v * p.cases as f64;
             e.1 += p.cases;
         }
+        for (k, v) in &p.generation {
+            let e = sums.entry((2, k.clone())).or_default();
+            e.0 += v * p.cases as f64;
+            e.1 += p.cases;
+        }
         if let Some(m) = p.multihop {
             mh.0 += m * p.cases as f64;
             mh.1 += p.cases;
@@ -674,11 +753,11 @@ fn merge_means(parts: &[CaseMetrics]) -> CaseMetrics {
     }
     for ((kind, k), (s, n)) in sums {
         let v = s / n.max(1) as f64;
-        if kind == 0 {
-            out.token.insert(k, v);
-        } else {
-            out.prob.insert(k, v);
-        }
+        match kind {
+            0 => out.token.insert(k, v),
+            1 => out.prob.insert(k, v),
+            _ => out.generation.insert(k, v),
+        };
     }
     out.multihop = (mh.1 > 0).then(|| mh.0 / mh.1 as f64);
     out
@@ -690,5 +769,59 @@ pub fn method_dir(out: &std::path::Path, method: &str, several: bool) -> PathBuf
         out.join(method)
     } else {
         out.to_path_buf()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::edit::Method;
+    use crate::eval::testkit::{cases, spec, stats, Memory};
+    use crate::model::config::Arch;
+    use crate::model::random::tiny_model;
+
+    #[test]
+    fn fluency_is_measured_before_the_first_and_after_the_last_edit_when_prompts_exist() {
+        let mut cases = cases();
+        for c in &mut cases[..3] {
+            c.generation_prompts = vec![format!("{} is", c.requests[0].subject)];
+        }
+        let stats_dir = tempfile::tempdir().unwrap();
+        let mut st = stats(stats_dir.path());
+        let mut model = tiny_model(Arch::Llama, 21);
+        let mut sink = Memory::default();
+        run(
+            &mut model,
+            &cases,
+            spec(Method::Memit, &mut st, None, None, None),
+            &mut sink,
+        )
+        .unwrap();
+        let ge: Vec<Option<f64>> = sink
+            .points
+            .iter()
+            .map(|p| p.metrics.generation.get("fluency").copied())
+            .collect();
+        assert_eq!(sink.points.len(), 4, "points 0, 2, 4 and the end");
+        assert!(ge[1].is_none() && ge[2].is_none(), "{ge:?}");
+        for g in [ge[0], ge[3]] {
+            // ~100 byte-level tokens of a random model: varied text, a few bits of entropy.
+            let g = g.expect("fluency at point 0 and at the end");
+            assert!(g > 1.0 && g < 10.0, "{g}");
+        }
+        // Deterministic: the same model and prompts give the same value.
+        let again = generation_fluency(&model, &cases.iter().collect::<Vec<_>>()).unwrap();
+        assert_eq!(again, ge[3]);
+        // Cases without generation prompts have no fluency, and cost nothing.
+        let plain = crate::eval::testkit::cases();
+        assert_eq!(
+            generation_fluency(&model, &plain.iter().collect::<Vec<_>>()).unwrap(),
+            None
+        );
+        // The summary and the compare table carry it.
+        let s = crate::eval::report::summarize("memit", &sink.points, &sink.records).unwrap();
+        assert_eq!(s.fluency, ge[3]);
+        let md = crate::eval::report::table(&[("run".into(), s)]);
+        assert!(md.contains("| GE |"), "{md}");
     }
 }

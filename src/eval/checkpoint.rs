@@ -233,111 +233,12 @@ pub fn identity_differences(a: &serde_json::Value, b: &serde_json::Value) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::edit::{CorpusSpec, EditRequest, HParams, Method, Probe, StatsCache, StatsConfig};
-    use crate::eval::bench::{self, BenchRun, BenchSink, EditRecord, EvalPoint, Protocol};
-    use crate::eval::datasets::EvalCase;
+    use crate::edit::Method;
+    use crate::eval::bench::{self, EditRecord, EvalPoint};
+    use crate::eval::testkit::{cases, hparams, spec, stats, Memory};
     use crate::model::config::Arch;
-    use crate::model::random::{tiny_config, tiny_model};
+    use crate::model::random::tiny_model;
     use crate::model::Model;
-
-    #[derive(Default)]
-    struct Memory {
-        points: Vec<EvalPoint>,
-        records: Vec<EditRecord>,
-        warnings: Vec<String>,
-    }
-
-    impl BenchSink for Memory {
-        fn edit(&mut self, record: &EditRecord) -> Result<()> {
-            self.records.push(record.clone());
-            Ok(())
-        }
-        fn point(&mut self, point: &EvalPoint) -> Result<()> {
-            self.points.push(point.clone());
-            Ok(())
-        }
-        fn warn(&mut self, message: &str) {
-            self.warnings.push(message.to_string());
-        }
-    }
-
-    fn cases() -> Vec<EvalCase> {
-        let facts = [
-            (
-                "Eiffel Tower",
-                "The Eiffel Tower is located in",
-                "Rome",
-                "Paris",
-            ),
-            (
-                "Danielle",
-                "The mother tongue of Danielle is",
-                "English",
-                "French",
-            ),
-            ("Apple", "Apple was founded by", "Bill", "Steve"),
-            ("Louvre", "The Louvre is in the city of", "Tokyo", "Paris"),
-            ("Nokia", "Nokia was founded in", "Spain", "Finland"),
-        ];
-        facts
-            .iter()
-            .enumerate()
-            .map(|(i, (s, p, t, g))| {
-                let mut r = EditRequest::new(s, p, t);
-                r.ground_truth = Some(g.to_string());
-                r.paraphrases = vec![format!("In short, {}", p.to_lowercase())];
-                r.neighbors = vec![Probe {
-                    prompt: "The capital of Italy is".into(),
-                    answer: Some(" Rome".into()),
-                }];
-                EvalCase::single(r, format!("tiny#{i}"))
-            })
-            .collect()
-    }
-
-    fn hparams(method: Method) -> HParams {
-        let mut hp = HParams::defaults(method, &tiny_config(Arch::Llama));
-        hp.layers = match method {
-            Method::Rome | Method::FtL | Method::FtM | Method::Grace => vec![1],
-            _ => vec![0, 1],
-        };
-        hp.context_templates = Some(vec!["{}".into(), "Hello there. {}".into()]);
-        hp.v_num_grad_steps = 4;
-        hp.num_steps = 3;
-        hp.n_iter = 3;
-        hp.mom2_update_weight = 10.0;
-        hp
-    }
-
-    fn stats(dir: &Path) -> StatsCache {
-        let config = StatsConfig {
-            corpus: CorpusSpec::ModelSamples { seed: 3 },
-            tokens: Some(1200),
-            seq_len: 32,
-        };
-        StatsCache::with_dir(config, dir.to_path_buf())
-    }
-
-    fn spec<'a>(
-        method: Method,
-        stats: &'a mut StatsCache,
-        checkpoint: Option<CheckpointPolicy>,
-        resume: Option<Checkpoint>,
-        stop_after: Option<usize>,
-    ) -> BenchRun<'a> {
-        BenchRun {
-            hparams: hparams(method),
-            protocol: Protocol::Sequential,
-            eval_every: Some(2),
-            probes: &[],
-            multihop: false,
-            stats,
-            checkpoint,
-            identity: serde_json::json!({ "method": method.name() }),
-            resume,
-            stop_after,
-        }
-    }
 
     /// The final model's next-token logits on a prompt (GRACE edits live in an adaptor, not in
     /// the weights, so the weights alone would not show it).

@@ -8,6 +8,9 @@
 //! - Probability metrics (ROME/MEMIT CounterFact): `NLL(x, o) = −(1/|o|) Σ log P(o_m | x, o_<m)`;
 //!   efficacy = [NLL(new) < NLL(true)], paraphrase likewise, neighbourhood = [NLL(true) < NLL(new)],
 //!   and magnitudes `exp(−NLL_new) − exp(−NLL_true)`.
+//! - Generation fluency (ROME/MEMIT "GE"): over word tokens of a generated text, the bigram and
+//!   trigram frequency entropies in bits H₂, H₃, combined as mean(2/3·H₂, 4/3·H₃) = (H₂ + 2H₃)/3.
+//!   Repetitive text (the symptom of a damaged model) has low entropy.
 
 use candle_core::D;
 
@@ -175,5 +178,130 @@ mod tests {
         assert!(nll.iter().all(|x| x.is_finite() && *x > 0.0));
         assert_eq!(agreement(&[1, 2, 3, 4], &[1, 2, 0, 4]), 0.75);
         assert!(token_accuracy(&m, &[("Hello".into(), " ".into())]).is_err());
+    }
+}
+
+/// Word tokens in the style of NLTK's `word_tokenize` (Penn Treebank conventions), which the
+/// reference fluency metric counts: words, numbers and punctuation marks are separate tokens, and
+/// the clitics `'s 're 've 'd 'll 'm n't` are split off their word. Not a byte-exact port (NLTK's
+/// tokenizer has many special cases); on ordinary generated English the n-gram counts agree.
+pub fn word_tokens(text: &str) -> Vec<String> {
+    const CLITICS: [&str; 7] = ["n't", "'s", "'re", "'ve", "'d", "'ll", "'m"];
+    let mut out = Vec::new();
+    for chunk in text.split_whitespace() {
+        let mut word = String::new();
+        let mut pieces: Vec<String> = Vec::new();
+        for c in chunk.chars() {
+            // Apostrophes stay inside words (for the clitic split below); other punctuation is
+            // a token of its own.
+            if c.is_alphanumeric() || c == '\'' || c == '’' {
+                word.push(if c == '’' { '\'' } else { c });
+            } else {
+                if !word.is_empty() {
+                    pieces.push(std::mem::take(&mut word));
+                }
+                pieces.push(c.to_string());
+            }
+        }
+        if !word.is_empty() {
+            pieces.push(word);
+        }
+        // Quotes made of apostrophes are tokens of their own.
+        let mut split = Vec::new();
+        for piece in pieces {
+            let inner = piece.trim_matches('\'');
+            if inner.is_empty() || inner.len() == piece.len() {
+                split.push(piece);
+                continue;
+            }
+            let lead = piece.len() - piece.trim_start_matches('\'').len();
+            let trail = piece.len() - piece.trim_end_matches('\'').len();
+            split.extend((0..lead).map(|_| "'".to_string()));
+            split.push(inner.to_string());
+            split.extend((0..trail).map(|_| "'".to_string()));
+        }
+        for piece in split {
+            let lower = piece.to_lowercase();
+            match CLITICS
+                .iter()
+                .find(|c| lower.ends_with(*c) && lower.len() > c.len())
+            {
+                Some(c) => {
+                    let cut = piece.len() - c.len();
+                    out.push(piece[..cut].to_string());
+                    out.push(piece[cut..].to_string());
+                }
+                None => out.push(piece),
+            }
+        }
+    }
+    out
+}
+
+/// Entropy in bits of the frequency distribution of a token sequence's n-grams (0 when it has
+/// fewer than n tokens).
+pub fn ngram_entropy_bits(tokens: &[String], n: usize) -> f64 {
+    if n == 0 || tokens.len() < n {
+        return 0.0;
+    }
+    let mut counts: std::collections::HashMap<&[String], usize> = std::collections::HashMap::new();
+    for g in tokens.windows(n) {
+        *counts.entry(g).or_default() += 1;
+    }
+    let total = (tokens.len() + 1 - n) as f64;
+    // Summed in a fixed order so the value does not depend on the hash map's iteration order.
+    let mut freqs: Vec<usize> = counts.into_values().collect();
+    freqs.sort_unstable();
+    freqs
+        .iter()
+        .map(|&c| {
+            let f = c as f64 / total;
+            -f * f.log2()
+        })
+        .sum()
+}
+
+/// ROME/MEMIT generation fluency of one text: (H₂ + 2·H₃)/3 over its word tokens, in bits.
+pub fn fluency(text: &str) -> f64 {
+    let tokens = word_tokens(text);
+    (2.0 / 3.0 * ngram_entropy_bits(&tokens, 2) + 4.0 / 3.0 * ngram_entropy_bits(&tokens, 3)) / 2.0
+}
+
+#[cfg(test)]
+mod fluency_tests {
+    use super::*;
+
+    #[test]
+    fn word_tokens_split_punctuation_and_clitics() {
+        assert_eq!(
+            word_tokens("The Eiffel Tower isn't in Rome, it's in Paris."),
+            [
+                "The", "Eiffel", "Tower", "is", "n't", "in", "Rome", ",", "it", "'s", "in",
+                "Paris", "."
+            ]
+        );
+        assert_eq!(word_tokens("  (42%)  "), ["(", "42", "%", ")"]);
+        assert_eq!(word_tokens("'Rome' is"), ["'", "Rome", "'", "is"]);
+        assert!(word_tokens("").is_empty());
+    }
+
+    #[test]
+    fn entropies_match_hand_counts() {
+        let t = |s: &str| word_tokens(s);
+        // Four distinct bigrams, each once: log2(4) = 2 bits.
+        assert!((ngram_entropy_bits(&t("a b c d e"), 2) - 2.0).abs() < 1e-12);
+        // "a a a a": one bigram thrice → 0 bits.
+        assert_eq!(ngram_entropy_bits(&t("a a a a"), 2), 0.0);
+        // "a b a b a": bigrams ab ×2, ba ×2 → 1 bit; trigrams aba ×2, bab ×1.
+        let h3 = -(2.0 / 3.0f64) * (2.0 / 3.0f64).log2() - (1.0 / 3.0f64) * (1.0 / 3.0f64).log2();
+        assert!((ngram_entropy_bits(&t("a b a b a"), 2) - 1.0).abs() < 1e-12);
+        assert!((ngram_entropy_bits(&t("a b a b a"), 3) - h3).abs() < 1e-12);
+        assert!((fluency("a b a b a") - (1.0 + 2.0 * h3) / 3.0).abs() < 1e-12);
+        // Too short for trigrams.
+        assert_eq!(ngram_entropy_bits(&t("a b"), 3), 0.0);
+        // Repetition lowers fluency: the symptom it exists to catch.
+        let varied = "the cat sat on the mat while a dog slept by the warm fire";
+        let stuck = "the cat the cat the cat the cat the cat the cat the cat";
+        assert!(fluency(varied) > fluency(stuck) + 1.0);
     }
 }

@@ -9,3 +9,5 @@ pub mod plots;
 pub mod predict;
 pub mod probes;
 pub mod report;
+#[cfg(test)]
+pub(crate) mod testkit;

@@ -277,6 +277,9 @@ pub struct Summary {
     pub ps: Option<f64>,
     pub ns: Option<f64>,
     pub multihop: Option<f64>,
+    /// ROME/MEMIT generation fluency (GE, bits) at the end, when the data has generation prompts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fluency: Option<f64>,
     /// Headline probe value per task at edit 0 and at the end.
     pub probes: Vec<(String, Option<f64>, Option<f64>)>,
     /// ‖W‖₁/n at the end divided by its value before editing, per layer.
@@ -360,6 +363,7 @@ pub fn summarize(method: &str, points: &[EvalPoint], records: &[EditRecord]) -> 
         ps: last.metrics.prob.get("ps").copied(),
         ns: last.metrics.prob.get("ns").copied(),
         multihop: last.metrics.multihop,
+        fluency: last.metrics.generation.get("fluency").copied(),
         probes,
         l1_growth,
         rejected: last.rejected,
@@ -396,7 +400,7 @@ pub fn finish_run(
             .expect("serializable")
             .as_bytes(),
     )?;
-    let mut csv = String::from("method,edits,efficacy,paraphrase,specificity,avg,portability,es,ps,ns,multihop,rejected,seconds_per_edit");
+    let mut csv = String::from("method,edits,efficacy,paraphrase,specificity,avg,portability,es,ps,ns,multihop,fluency,rejected,seconds_per_edit");
     for (task, _, _) in &s.probes {
         csv.push_str(&format!(",{task}_start,{task}_end"));
     }
@@ -406,7 +410,7 @@ pub fn finish_run(
     csv.push('\n');
     let f = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.6}"));
     csv.push_str(&format!(
-        "{},{},{},{},{},{},{},{},{},{},{},{},{}",
+        "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
         s.method,
         s.edits,
         f(s.efficacy),
@@ -418,6 +422,7 @@ pub fn finish_run(
         f(s.ps),
         f(s.ns),
         f(s.multihop),
+        f(s.fluency),
         s.rejected,
         f(s.seconds_per_edit)
     ));
@@ -565,11 +570,18 @@ pub fn table(summaries: &[(String, Summary)]) -> String {
         t.dedup();
         t
     };
+    let with_ge = summaries.iter().any(|(_, s)| s.fluency.is_some());
     let mut md = String::from("| run | method | N | Eff. | Par. | Spe. | Avg. | ES | PS | NS |");
+    if with_ge {
+        md.push_str(" GE |");
+    }
     for t in &tasks {
         md.push_str(&format!(" {t} (0 → N) |"));
     }
     md.push_str(" max ‖W‖₁ growth | s/edit |\n|---|---|---|---|---|---|---|---|---|---|");
+    if with_ge {
+        md.push_str("---|");
+    }
     for _ in &tasks {
         md.push_str("---|");
     }
@@ -587,6 +599,10 @@ pub fn table(summaries: &[(String, Summary)]) -> String {
             opt(s.ps),
             opt(s.ns)
         ));
+        if with_ge {
+            // GE is reported ×100 in the field's tables (bits × 100).
+            md.push_str(&format!(" {} |", opt(s.fluency)));
+        }
         for t in &tasks {
             let cell = s
                 .probes
@@ -603,7 +619,7 @@ pub fn table(summaries: &[(String, Summary)]) -> String {
             s.seconds_per_edit.map_or("–".into(), |x| format!("{x:.1}"))
         ));
     }
-    md.push_str("\nEff./Par./Spe.: EasyEdit token-level rewrite, rephrase and locality accuracy ×100 over all edits on the final model; ES/PS/NS: ROME/MEMIT probability scores ×100; probes: headline metric ×100.\n");
+    md.push_str("\nEff./Par./Spe.: EasyEdit token-level rewrite, rephrase and locality accuracy ×100 over all edits on the final model; ES/PS/NS: ROME/MEMIT probability scores ×100; GE: ROME/MEMIT generation fluency (n-gram entropy, bits) ×100 after the last edit (point 0 of metrics.jsonl holds the unedited model's); probes: headline metric ×100.\n");
     md
 }
 
