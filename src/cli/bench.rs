@@ -1,6 +1,8 @@
 //! `d4s bench` (headless sequential-editing experiments) and `d4s compare`.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -208,6 +210,15 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
         .map(|&t| probes::prepare(t, &probe_cfg, model))
         .collect::<Result<_, _>>()?;
     let several = methods.len() > 1;
+    let checkpointing = a.checkpoint_every > 0 && protocol != Protocol::Single;
+    if a.stop_after.is_some() && !checkpointing {
+        bail!("--stop-after needs checkpoints (a sequential or batch protocol and --checkpoint-every > 0)");
+    }
+    let interrupt = if checkpointing {
+        stop_on_ctrl_c()
+    } else {
+        None
+    };
     let mut run_dirs = Vec::new();
     let mut stopped = false;
     for method in &methods {
@@ -273,7 +284,6 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
                 (RunWriter::create(&dir, &config, Some(pb.clone()))?, None)
             }
         };
-        let checkpoints = a.checkpoint_every > 0 && protocol != Protocol::Single;
         let spec = BenchRun {
             hparams: hp,
             protocol,
@@ -281,13 +291,14 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
             probes: &probe_sets,
             multihop: a.multihop,
             stats: &mut stats,
-            checkpoint: checkpoints.then(|| CheckpointPolicy {
+            checkpoint: checkpointing.then(|| CheckpointPolicy {
                 dir: dir.clone(),
                 every: a.checkpoint_every,
             }),
             identity: config.identity(),
             resume,
             stop_after: a.stop_after,
+            interrupt: interrupt.clone(),
         };
         let outcome = bench::run(model, &cases, spec, &mut writer)
             .with_context(|| format!("{} run", method.label()))?;
@@ -295,6 +306,7 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
         model.reset_edits();
         if !outcome.complete {
             let done = writer.records.len();
+            let interrupted = interrupt.as_ref().is_some_and(|f| f.load(Ordering::SeqCst));
             report::plot_run(&dir, method.name(), &writer.points, &writer.records)?;
             println!(
                 "{}: stopped after {done} of {} edits; the checkpoint is in {}. Continue with the \
@@ -305,6 +317,9 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
             );
             stopped = true;
             run_dirs.push(dir);
+            if interrupted {
+                break;
+            }
             continue;
         }
         checkpoint::remove(&dir)?;
@@ -328,6 +343,36 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
         println!("\n{md}");
     }
     Ok(())
+}
+
+/// Ctrl-C (or SIGTERM) once: finish the current edit, write a checkpoint and stop; twice: quit
+/// at once (the last periodic checkpoint stays). Returns the flag the run watches.
+#[cfg(unix)]
+fn stop_on_ctrl_c() -> Option<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        // The conditional shutdown first: it fires on a signal that finds the flag already set.
+        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&flag)).ok()?;
+        signal_hook::flag::register(sig, Arc::clone(&flag)).ok()?;
+    }
+    // Say so at once; the run itself only looks at the flag between edits.
+    let watched = Arc::clone(&flag);
+    std::thread::spawn(move || loop {
+        if watched.load(Ordering::SeqCst) {
+            eprintln!(
+                "\nstopping after the current edit with a checkpoint (Ctrl-C again quits now)"
+            );
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    });
+    Some(flag)
+}
+
+#[cfg(not(unix))]
+fn stop_on_ctrl_c() -> Option<Arc<AtomicBool>> {
+    None
 }
 
 /// Notes in `config.json` that the run was continued (when, from which point, how).

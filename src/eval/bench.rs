@@ -433,6 +433,8 @@ pub struct BenchRun<'a> {
     pub resume: Option<Checkpoint>,
     /// Stop (after writing a checkpoint) once this many cases are edited.
     pub stop_after: Option<usize>,
+    /// Set from outside (Ctrl-C) to stop the same way after the current step.
+    pub interrupt: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// What [`run`] did.
@@ -634,7 +636,11 @@ pub fn run(
                     sink.point(&p)?;
                     points.push(p);
                 }
-                let stop = spec.stop_after.is_some_and(|s| done.len() >= s);
+                let interrupted = spec
+                    .interrupt
+                    .as_ref()
+                    .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst));
+                let stop = interrupted || spec.stop_after.is_some_and(|s| done.len() >= s);
                 let unfinished = done.len() < cases.len();
                 if let (Some(policy), true) = (&spec.checkpoint, unfinished) {
                     let every = policy.every.max(1);

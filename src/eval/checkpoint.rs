@@ -360,6 +360,32 @@ mod tests {
     }
 
     #[test]
+    fn an_interrupt_stops_after_the_current_edit_with_a_checkpoint() {
+        let cases = cases();
+        let run_dir = tempfile::tempdir().unwrap();
+        let stats_dir = tempfile::tempdir().unwrap();
+        let mut st = stats(stats_dir.path());
+        let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let mut s = spec(
+            Method::D4s,
+            &mut st,
+            Some(CheckpointPolicy {
+                dir: run_dir.path().to_path_buf(),
+                every: 25,
+            }),
+            None,
+            None,
+        );
+        s.interrupt = Some(flag);
+        let mut sink = Memory::default();
+        let mut model = tiny_model(Arch::Llama, 21);
+        let out = bench::run(&mut model, &cases, s, &mut sink).unwrap();
+        assert!(!out.complete);
+        assert_eq!(sink.records.len(), 1);
+        assert_eq!(load(run_dir.path()).unwrap().unwrap().meta.edits, 1);
+    }
+
+    #[test]
     fn a_checkpoint_of_another_method_or_a_misfit_run_is_refused() {
         let cases = cases();
         let run_dir = tempfile::tempdir().unwrap();

@@ -107,5 +107,6 @@ pub fn spec<'a>(
         identity: serde_json::json!({ "method": method.name() }),
         resume,
         stop_after,
+        interrupt: None,
     }
 }
