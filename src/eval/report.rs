@@ -619,7 +619,11 @@ pub fn table(summaries: &[(String, Summary)]) -> String {
             s.seconds_per_edit.map_or("–".into(), |x| format!("{x:.1}"))
         ));
     }
-    md.push_str("\nEff./Par./Spe.: EasyEdit token-level rewrite, rephrase and locality accuracy ×100 over all edits on the final model; ES/PS/NS: ROME/MEMIT probability scores ×100; GE: ROME/MEMIT generation fluency (n-gram entropy, bits) ×100 after the last edit (point 0 of metrics.jsonl holds the unedited model's); probes: headline metric ×100.\n");
+    md.push_str("\nEff./Par./Spe.: EasyEdit token-level rewrite, rephrase and locality accuracy ×100 over all edits on the final model; ES/PS/NS: ROME/MEMIT probability scores ×100; ");
+    if with_ge {
+        md.push_str("GE: ROME/MEMIT generation fluency (n-gram entropy, bits) ×100 after the last edit (point 0 of metrics.jsonl holds the unedited model's); ");
+    }
+    md.push_str("probes: headline metric ×100.\n");
     md
 }
 
@@ -687,7 +691,18 @@ pub fn compare(runs: &[PathBuf], out: &Path) -> Result<(String, Vec<PathBuf>)> {
     files.extend(render(&norm, &out.join("norm_growth"))?);
     let summaries: Vec<(String, Summary)> = loaded
         .iter()
-        .filter_map(|(n, c, p, r)| summarize(&c.method, p, r).map(|s| (n.clone(), s)))
+        .filter_map(|(n, c, p, r)| {
+            let s = summarize(&c.method, p, r)?;
+            // An interrupted or still running run shows where it is, not a finished-looking N.
+            let planned = c.data.get("n").and_then(|v| v.as_u64()).map(|v| v as usize);
+            let name = match planned {
+                Some(total) if s.edits < total => {
+                    format!("{n} (unfinished: {} of {total})", s.edits)
+                }
+                _ => n.clone(),
+            };
+            Some((name, s))
+        })
         .collect();
     let md = table(&summaries);
     util::write_atomic(&out.join("compare.md"), md.as_bytes())?;
@@ -792,6 +807,24 @@ mod tests {
         std::fs::write(&metrics, format!("{{broken\n{text}")).unwrap();
         let err = RunWriter::resume(dir.path(), 3, None).err().unwrap();
         assert!(err.to_string().contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn compare_marks_an_unfinished_run() {
+        let root = tempfile::tempdir().unwrap();
+        let run = root.path().join("d4s-cf");
+        let mut w = RunWriter::create(&run, &config(), None).unwrap();
+        w.point(&point(0)).unwrap();
+        for i in 0..2 {
+            w.edit(&record(i)).unwrap();
+        }
+        w.point(&point(2)).unwrap();
+        let (md, _) = compare(std::slice::from_ref(&run), &root.path().join("cmp")).unwrap();
+        assert!(
+            md.contains("| d4s-cf (unfinished: 2 of 5) | d4s | 2 |"),
+            "{md}"
+        );
+        assert!(!md.contains("GE"), "no fluency, no GE column or note: {md}");
     }
 
     #[test]
