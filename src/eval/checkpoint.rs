@@ -33,6 +33,7 @@ const TENSORS: &str = "tensors.safetensors";
 const WEIGHT_PREFIX: &str = "model.edit_weight.";
 const EDITOR_PREFIX: &str = "editor.";
 const PROBS: &str = "run.edit_probs";
+const TMP_PREFIX: &str = ".checkpoint.tmp-";
 
 /// Where checkpoints of a run go, and how often.
 #[derive(Debug, Clone)]
@@ -87,11 +88,9 @@ fn old_path(run_dir: &Path) -> PathBuf {
 
 /// Writes a checkpoint, replacing the previous one atomically.
 pub fn save(run_dir: &Path, ck: &Checkpoint) -> Result<()> {
-    let tmp = run_dir.join(format!(".checkpoint.tmp-{}", std::process::id()));
+    let tmp = run_dir.join(format!("{TMP_PREFIX}{}", std::process::id()));
+    remove_leftovers(run_dir);
     let written = (|| -> Result<()> {
-        if tmp.exists() {
-            fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        }
         crate::util::ensure_dir(&tmp)?;
         let mut tensors: HashMap<String, Tensor> = HashMap::new();
         for (layer, w) in &ck.weights {
@@ -133,6 +132,19 @@ pub fn save(run_dir: &Path, ck: &Checkpoint) -> Result<()> {
         fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
     }
     Ok(())
+}
+
+/// Half-written checkpoints of processes that died while writing one (any pid, this one's
+/// included): they are never read, only in the way.
+fn remove_leftovers(run_dir: &Path) {
+    let Ok(entries) = fs::read_dir(run_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 fn sync(file: &Path) -> Result<()> {
@@ -496,7 +508,12 @@ mod tests {
             probs: vec![0.25, 1.0 / 3.0],
         };
         save(run_dir.path(), &ck(1)).unwrap();
+        // A process that died while writing left its half-written folder behind.
+        let leftover = run_dir.path().join(".checkpoint.tmp-999999");
+        fs::create_dir_all(&leftover).unwrap();
+        fs::write(leftover.join(TENSORS), b"half").unwrap();
         save(run_dir.path(), &ck(2)).unwrap();
+        assert!(!leftover.exists(), "leftovers are cleaned up");
         let back = load(run_dir.path()).unwrap().unwrap();
         assert_eq!(back.meta, meta(2));
         assert_eq!(back.probs, vec![0.25, 1.0 / 3.0]);
