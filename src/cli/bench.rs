@@ -93,10 +93,11 @@ fn plan_start(dir: &std::path::Path, config: &RunConfig, a: &BenchArgs) -> Resul
     if !a.resume {
         if let (Some(ck), false) = (&ck, a.overwrite) {
             bail!(
-                "{} holds an unfinished run (checkpoint after {} edits): add --resume to continue \
-                 it, or --overwrite to start over",
+                "{} holds an unfinished run (checkpoint after {} of {} edits): add --resume to \
+                 continue it, or --overwrite to start over",
                 dir.display(),
-                ck.meta.edits
+                ck.meta.edits,
+                config.data.get("n").and_then(|n| n.as_u64()).unwrap_or(0)
             );
         }
         return Ok(Start::Fresh);
