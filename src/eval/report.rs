@@ -127,15 +127,7 @@ impl RunWriter {
         edits: usize,
         progress: Option<indicatif::ProgressBar>,
     ) -> Result<Self> {
-        let raw = |name: &str| -> Result<Vec<String>> {
-            let p = dir.join(name);
-            let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-            Ok(text
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(str::to_string)
-                .collect())
-        };
+        let raw = |name: &str| jsonl_lines(dir, name);
         // A line cut short by the interruption can only be the last one, and it was written
         // after the checkpoint (a point is written before the checkpoint that follows it).
         let parse_all = |name: &str, lines: &[String]| -> Result<Vec<serde_json::Value>> {
@@ -526,21 +518,24 @@ pub fn plot_run(
     Ok(files)
 }
 
+/// The non-empty lines of a run folder's JSONL file.
+fn jsonl_lines(dir: &Path, name: &str) -> Result<Vec<String>> {
+    let p = dir.join(name);
+    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+    Ok(text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
 /// Reads a run folder back.
 pub fn load_run(dir: &Path) -> Result<(RunConfig, Vec<EvalPoint>, Vec<EditRecord>)> {
     let cfg_path = dir.join("config.json");
     let cfg: RunConfig =
         serde_json::from_slice(&std::fs::read(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?)
             .map_err(|e| Error::bad_file(&cfg_path, format!("not a d4s run config: {e}")))?;
-    let lines = |name: &str| -> Result<Vec<String>> {
-        let p = dir.join(name);
-        let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-        Ok(text
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(str::to_string)
-            .collect())
-    };
+    let lines = |name: &str| jsonl_lines(dir, name);
     let parse = |name: &str, i: usize, l: &str| {
         Error::bad_file(dir.join(name), format!("line {}: {l}", i + 1))
     };
