@@ -222,9 +222,12 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
     };
     let mut run_dirs = Vec::new();
     let mut stopped = false;
-    for method in &methods {
-        let hp = a.editor.hparams_for(*method, model)?;
-        let mut stats = a.editor.stats()?;
+    // Every method's folder is checked before any run starts, so a refusal (an unfinished run,
+    // other settings) comes now and not after hours of another method's edits.
+    let mut plans = Vec::new();
+    for &method in &methods {
+        let hp = a.editor.hparams_for(method, model)?;
+        let stats = a.editor.stats()?;
         let dir = bench::method_dir(&a.out, method.name(), several);
         let config = RunConfig {
             d4s_version: env!("CARGO_PKG_VERSION").into(),
@@ -247,6 +250,9 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
             resumed: vec![],
         };
         let start = plan_start(&dir, &config, a)?;
+        plans.push((method, hp, stats, dir, config, start));
+    }
+    for (method, hp, mut stats, dir, config, start) in plans {
         if let Start::AlreadyDone = start {
             println!(
                 "{}: already complete in {} (kept as it is)",
