@@ -4,7 +4,6 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::model::generate::GenerateOptions;
 use crate::model::Model;
 
 /// The seed words every reference implementation starts its samples from.
@@ -65,19 +64,7 @@ impl ContextTemplates {
                     prompts.push(ids.clone());
                 }
             }
-            let longest = prompts.iter().map(Vec::len).max().unwrap_or(1);
-            let opts = GenerateOptions {
-                max_tokens: total.saturating_sub(longest).max(1),
-                temperature: 1.0,
-                top_k: Some(5),
-                seed: seed.wrapping_add(k as u64),
-                stop_at_eos: false,
-                stop_strings: vec![],
-            };
-            let outs = model.generate_batch_with(&prompts, &opts, |_, _| true)?;
-            for (p, o) in prompts.iter().zip(outs) {
-                let mut ids = p.clone();
-                ids.extend(o);
+            for ids in model.sample_to_length(&prompts, total, 5, seed.wrapping_add(k as u64))? {
                 let text = model.decode_text(&ids)?.replace(['{', '}'], " ");
                 samples.push(format!("{text}. {{}}"));
             }

@@ -146,20 +146,10 @@ pub fn generation_fluency(model: &Model, cases: &[&EvalCase]) -> Result<Option<f
     }
     let mut per_case: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     for (k, (chunk_p, chunk_o)) in prompts.chunks(16).zip(owner.chunks(16)).enumerate() {
-        let longest = chunk_p.iter().map(Vec::len).max().unwrap_or(1);
-        let opts = GenerateOptions {
-            max_tokens: GENERATION_TOKENS.saturating_sub(longest).max(1),
-            temperature: 1.0,
-            top_k: Some(5),
-            seed: GENERATION_SEED.wrapping_add(k as u64),
-            stop_at_eos: false,
-            stop_strings: vec![],
-        };
-        let outs = model.generate_batch_with(chunk_p, &opts, |_, _| true)?;
-        for ((p, o), &i) in chunk_p.iter().zip(outs).zip(chunk_o) {
-            let mut ids = p.clone();
-            ids.extend(o);
-            per_case[i].push(fluency(&model.decode_text(&ids)?));
+        let seed = GENERATION_SEED.wrapping_add(k as u64);
+        let texts = model.sample_to_length(chunk_p, GENERATION_TOKENS, 5, seed)?;
+        for (ids, &i) in texts.iter().zip(chunk_o) {
+            per_case[i].push(fluency(&model.decode_text(ids)?));
         }
     }
     let means: Vec<f64> = per_case.iter().filter_map(|v| mean(v)).collect();

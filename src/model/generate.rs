@@ -74,6 +74,33 @@ pub fn argmax(xs: &[f32]) -> u32 {
 }
 
 impl Model {
+    /// The reference tools' fixed-length samples (ROME/MEMIT `generate_fast`): each prompt is
+    /// continued with temperature-1 top-k sampling, not stopping at end-of-sequence, until the
+    /// longest prompt of the batch reaches `total_tokens`; returns prompt + sample per row.
+    pub fn sample_to_length(
+        &self,
+        prompts: &[Vec<u32>],
+        total_tokens: usize,
+        top_k: usize,
+        seed: u64,
+    ) -> Result<Vec<Vec<u32>>> {
+        let longest = prompts.iter().map(Vec::len).max().unwrap_or(1);
+        let opts = GenerateOptions {
+            max_tokens: total_tokens.saturating_sub(longest).max(1),
+            temperature: 1.0,
+            top_k: Some(top_k),
+            seed,
+            stop_at_eos: false,
+            stop_strings: vec![],
+        };
+        let outs = self.generate_batch_with(prompts, &opts, |_, _| true)?;
+        Ok(prompts
+            .iter()
+            .zip(outs)
+            .map(|(p, o)| p.iter().copied().chain(o).collect())
+            .collect())
+    }
+
     /// Generates a continuation of each prompt (token ids); returns only the new tokens.
     /// `on_step(row, token)` is called as tokens are chosen; returning `false` stops everything.
     pub fn generate_batch_with(
