@@ -275,13 +275,16 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
             Start::Resume(ck) => {
                 let writer = RunWriter::resume(&dir, ck.meta.edits, Some(pb.clone()))?;
                 record_resume(&dir, &ck.meta, command_line)?;
-                pb.println(format!(
-                    "{}: continuing {} from its checkpoint after {} of {} edits",
-                    method.label(),
-                    dir.display(),
-                    ck.meta.edits,
-                    cases.len()
-                ));
+                d4s::util::say(
+                    &pb,
+                    format!(
+                        "{}: continuing {} from its checkpoint after {} of {} edits",
+                        method.label(),
+                        dir.display(),
+                        ck.meta.edits,
+                        cases.len()
+                    ),
+                );
                 pb.set_position(ck.meta.edits as u64);
                 pb.reset_eta();
                 (writer, Some(*ck))

@@ -134,7 +134,7 @@ pub fn apply_runner_step(
     let pb = progress_bar();
     let label = label.to_string();
     let report = |p: Progress| match p {
-        Progress::Warning(w) => pb.println(format!("warning: {w}")),
+        Progress::Warning(w) => d4s::util::say(&pb, format!("warning: {w}")),
         p => pb.set_message(format!("{label}: {}", describe_progress(&p))),
     };
     let out = runner.apply(

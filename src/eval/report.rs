@@ -224,16 +224,19 @@ impl BenchSink for RunWriter {
                 .get("efficacy")
                 .copied()
                 .unwrap_or(f64::NAN);
-            pb.println(format!(
-                "  after {:>5} edits: efficacy {eff:.3}{}",
-                point.edits,
-                point
-                    .metrics
-                    .token
-                    .get("specificity")
-                    .map(|s| format!(", specificity {s:.3}"))
-                    .unwrap_or_default()
-            ));
+            util::say(
+                pb,
+                format!(
+                    "  after {:>5} edits: efficacy {eff:.3}{}",
+                    point.edits,
+                    point
+                        .metrics
+                        .token
+                        .get("specificity")
+                        .map(|s| format!(", specificity {s:.3}"))
+                        .unwrap_or_default()
+                ),
+            );
         }
         self.points.push(point.clone());
         Ok(())
@@ -241,7 +244,7 @@ impl BenchSink for RunWriter {
 
     fn warn(&mut self, message: &str) {
         match &self.progress {
-            Some(pb) => pb.println(format!("warning: {message}")),
+            Some(pb) => util::say(pb, format!("warning: {message}")),
             None => eprintln!("warning: {message}"),
         }
     }

@@ -154,6 +154,16 @@ pub fn fmt_bytes(b: u64) -> String {
     }
 }
 
+/// A line for the user above a progress bar, or on stderr when the bar is hidden (output is not
+/// a terminal: a log file of a long headless run still records it).
+pub fn say(pb: &indicatif::ProgressBar, line: String) {
+    if pb.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        pb.println(line);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
