@@ -117,7 +117,7 @@ fn plan_start(dir: &std::path::Path, config: &RunConfig, a: &BenchArgs) -> Resul
         }
         None if !has_run => Ok(Start::Fresh),
         None if dir.join("summary.json").is_file() => {
-            let (done, _, _) = report::load_run(dir)?;
+            let done = report::load_config(dir)?;
             let diff = checkpoint::identity_differences(&done.identity(), &config.identity());
             if !diff.is_empty() {
                 bail!(
@@ -391,7 +391,7 @@ fn record_resume(
     ck: &d4s::eval::checkpoint::CheckpointMeta,
     command_line: &str,
 ) -> Result<()> {
-    let (mut config, _, _) = report::load_run(dir)?;
+    let mut config = report::load_config(dir)?;
     config.resumed.push(serde_json::json!({
         "at": d4s::session::journal::now(),
         "after_edits": ck.edits,

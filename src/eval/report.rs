@@ -532,12 +532,16 @@ fn jsonl_lines(dir: &Path, name: &str) -> Result<Vec<String>> {
         .collect())
 }
 
+/// Reads a run folder's `config.json`.
+pub fn load_config(dir: &Path) -> Result<RunConfig> {
+    let cfg_path = dir.join("config.json");
+    serde_json::from_slice(&std::fs::read(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?)
+        .map_err(|e| Error::bad_file(&cfg_path, format!("not a d4s run config: {e}")))
+}
+
 /// Reads a run folder back.
 pub fn load_run(dir: &Path) -> Result<(RunConfig, Vec<EvalPoint>, Vec<EditRecord>)> {
-    let cfg_path = dir.join("config.json");
-    let cfg: RunConfig =
-        serde_json::from_slice(&std::fs::read(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?)
-            .map_err(|e| Error::bad_file(&cfg_path, format!("not a d4s run config: {e}")))?;
+    let cfg = load_config(dir)?;
     let lines = |name: &str| jsonl_lines(dir, name);
     let parse = |name: &str, i: usize, l: &str| {
         Error::bad_file(dir.join(name), format!("line {}: {l}", i + 1))
