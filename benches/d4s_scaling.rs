@@ -41,6 +41,7 @@ fn facts(n: usize) -> Option<Vec<EditRequest>> {
 fn apply(model: &mut Model, stats: &mut StatsCache, d4s: &mut D4s, r: &EditRequest) -> EditOutcome {
     let mut cx = EditContext {
         stats,
+        targets: None,
         ctl: EditControl::default(),
     };
     d4s.apply(model, &mut cx, std::slice::from_ref(r))
@@ -50,6 +51,7 @@ fn apply(model: &mut Model, stats: &mut StatsCache, d4s: &mut D4s, r: &EditReque
 fn undo(model: &mut Model, stats: &mut StatsCache, d4s: &mut D4s, record: &UndoRecord) {
     let mut cx = EditContext {
         stats,
+        targets: None,
         ctl: EditControl::default(),
     };
     d4s.undo(model, &mut cx, record).expect("D4S undo");
@@ -81,6 +83,7 @@ fn main() {
     {
         let mut cx = EditContext {
             stats: &mut stats,
+            targets: None,
             ctl: EditControl::default(),
         };
         long.restore_history(&mut model, &mut cx, &cycled)

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 
 use d4s::edit::{
     new_editor, EditContext, EditControl, EditRequest, HParams, Method, StatsCache, StatsConfig,
+    TargetCache,
 };
 use d4s::eval::metrics::token_accuracy;
 use d4s::eval::predict::top_next;
@@ -28,11 +29,13 @@ fn edit(
     method: Method,
     reqs: &[EditRequest],
     stats: &mut StatsCache,
+    targets: &mut TargetCache,
 ) -> Box<dyn d4s::edit::Editor> {
     let hp = HParams::defaults(method, &model.config);
     let mut editor = new_editor(hp);
     let mut cx = EditContext {
         stats,
+        targets: Some(targets),
         ctl: EditControl::default(),
     };
     editor
@@ -52,6 +55,7 @@ fn four_methods_move_the_eiffel_tower_and_keep_paris() {
     let mut guard = model().lock().unwrap();
     let model = &mut *guard;
     let mut stats = StatsCache::new(StatsConfig::default());
+    let mut targets = TargetCache::new();
     for method in [Method::Rome, Method::Memit, Method::D4s, Method::AlphaEdit] {
         model.reset_edits();
         assert_eq!(
@@ -67,6 +71,7 @@ fn four_methods_move_the_eiffel_tower_and_keep_paris() {
                 "Rome",
             )],
             &mut stats,
+            &mut targets,
         );
         assert_eq!(
             top1(model, "The Eiffel Tower is located in the city of"),
@@ -79,6 +84,8 @@ fn four_methods_move_the_eiffel_tower_and_keep_paris() {
             "{method}"
         );
     }
+    // MEMIT, D4S and AlphaEdit optimize the same target on W0: computed once.
+    assert_eq!((targets.misses(), targets.hits()), (2, 2));
     model.reset_edits();
 }
 
@@ -99,12 +106,14 @@ fn counterfact_first_20_single_edit_rewrite_accuracy() {
             )
         })
         .collect();
-    // Two workers, each with its own copy of the model, share the four methods.
+    // Two workers, each with its own copy of the model, share the four methods. MEMIT, D4S and
+    // AlphaEdit optimize the same targets on W0 (a shared cache computes each once), ROME its
+    // own, so ROME alone is about as much work as the other three together.
     let results: Vec<(Method, f64, Vec<f64>, f64)> = std::thread::scope(|scope| {
         let reqs = &reqs;
         let handles: Vec<_> = [
-            [Method::Rome, Method::D4s],
-            [Method::AlphaEdit, Method::Memit],
+            vec![Method::Rome],
+            vec![Method::D4s, Method::Memit, Method::AlphaEdit],
         ]
         .into_iter()
         .map(|methods| {
@@ -113,14 +122,22 @@ fn counterfact_first_20_single_edit_rewrite_accuracy() {
                     d4s::model::load::load(&d4s::model::ModelSpec::Default, &Default::default())
                         .expect("default model");
                 let mut stats = StatsCache::new(StatsConfig::default());
-                methods
+                let mut targets = TargetCache::new();
+                let later_methods = methods.len() as u64 - 1;
+                let results = methods
                     .into_iter()
                     .map(|method| {
                         let t = std::time::Instant::now();
                         let mut accs = Vec::new();
                         for r in reqs {
                             model.reset_edits();
-                            edit(&mut model, method, std::slice::from_ref(r), &mut stats);
+                            edit(
+                                &mut model,
+                                method,
+                                std::slice::from_ref(r),
+                                &mut stats,
+                                &mut targets,
+                            );
                             accs.extend(
                                 token_accuracy(&model, &[(r.filled_prompt(), r.target.clone())])
                                     .unwrap(),
@@ -129,7 +146,13 @@ fn counterfact_first_20_single_edit_rewrite_accuracy() {
                         let mean = accs.iter().sum::<f64>() / accs.len() as f64;
                         (method, mean, accs, t.elapsed().as_secs_f64())
                     })
-                    .collect::<Vec<_>>()
+                    .collect::<Vec<_>>();
+                assert_eq!(
+                    targets.hits(),
+                    later_methods * reqs.len() as u64,
+                    "every method after the first reuses each record's target"
+                );
+                results
             })
         })
         .collect();

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use d4s::edit::Method;
+use d4s::edit::{Method, TargetCache};
 use d4s::eval::bench::{self, BenchRun, Protocol};
 use d4s::eval::checkpoint::{self, CheckpointPolicy};
 use d4s::eval::datasets::{self, QuestionType};
@@ -88,23 +88,25 @@ enum Start {
 /// refuses to throw away an unfinished run unless told to.
 fn plan_start(dir: &std::path::Path, config: &RunConfig, a: &BenchArgs) -> Result<Start> {
     let has_run = dir.join("config.json").is_file();
-    let ck = checkpoint::load(dir)
+    // The metadata decides; the tensors (141 MiB for D4S on the default model) are read only to
+    // resume, and then now, so a damaged file is reported before any method's run starts.
+    let meta = checkpoint::load_meta(dir)
         .with_context(|| format!("reading the checkpoint in {}", dir.display()))?;
     if !a.resume {
-        if let (Some(ck), false) = (&ck, a.overwrite) {
+        if let (Some((_, meta)), false) = (&meta, a.overwrite) {
             bail!(
                 "{} holds an unfinished run (checkpoint after {} of {} edits): add --resume to \
                  continue it, or --overwrite to start over",
                 dir.display(),
-                ck.meta.edits,
+                meta.edits,
                 config.data.get("n").and_then(|n| n.as_u64()).unwrap_or(0)
             );
         }
         return Ok(Start::Fresh);
     }
-    match ck {
-        Some(ck) => {
-            let diff = checkpoint::identity_differences(&ck.meta.identity, &config.identity());
+    match meta {
+        Some((_, meta)) => {
+            let diff = checkpoint::identity_differences(&meta.identity, &config.identity());
             if !diff.is_empty() {
                 bail!(
                     "cannot resume the run in {}: its {} differ from this command's (start it \
@@ -113,6 +115,9 @@ fn plan_start(dir: &std::path::Path, config: &RunConfig, a: &BenchArgs) -> Resul
                     diff.join(", ")
                 );
             }
+            let ck = checkpoint::load(dir)
+                .with_context(|| format!("reading the checkpoint in {}", dir.display()))?
+                .context("the checkpoint disappeared while it was being read")?;
             Ok(Start::Resume(Box::new(ck)))
         }
         None if !has_run => Ok(Start::Fresh),
@@ -252,6 +257,9 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
         let start = plan_start(&dir, &config, a)?;
         plans.push((method, hp, stats, dir, config, start));
     }
+    // Shared by the methods: on the unedited model MEMIT, D4S and AlphaEdit optimize the same
+    // targets, so under the single-edit protocol only the first of them pays for each record's.
+    let mut targets = TargetCache::new();
     for (method, hp, mut stats, dir, config, start) in plans {
         if let Start::AlreadyDone = start {
             println!(
@@ -301,6 +309,7 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
             probes: &probe_sets,
             multihop: a.multihop,
             stats: &mut stats,
+            targets: Some(&mut targets),
             checkpoint: checkpointing.then(|| CheckpointPolicy {
                 dir: dir.clone(),
                 every: a.checkpoint_every,

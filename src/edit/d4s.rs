@@ -227,7 +227,7 @@ impl Editor for D4s {
                 &templates.flat(),
                 z_layer,
                 &TargetParams::from_hparams(&self.hp),
-                &cx.ctl,
+                cx,
             )?;
             let z: Vec<Vec<f64>> = targets.iter().map(|t| t.sites[0].target()).collect();
             let h0 = bare_activations(model, requests, &[(z_layer, Site::BlockOut)])?.remove(0);

@@ -19,7 +19,8 @@ use rand_chacha::ChaCha8Rng;
 
 use super::keys::activations_at;
 use super::request::target_ids;
-use super::target::{optimize, Lookup, OptimOptions, SiteSpec, TargetParams, TargetProblem};
+use super::target::{Lookup, OptimOptions, SiteSpec, TargetParams, TargetProblem};
+use super::target_cache::optimize_with;
 use super::{
     EditContext, EditOutcome, EditRequest, Editor, HParams, LayerDelta, Method, Phase, Progress,
     Stopwatch, Timings, UndoRecord,
@@ -145,7 +146,7 @@ impl Grace {
     fn edit_one(
         &mut self,
         model: &mut Model,
-        cx: &EditContext,
+        cx: &mut EditContext,
         req: &EditRequest,
     ) -> Result<super::TargetSummary> {
         let layer = self.hp.layers[0];
@@ -220,7 +221,14 @@ impl Grace {
         // Train against the raw layer output (this layer's codebook off).
         let adaptor = model.adaptor(layer).cloned();
         model.set_adaptor(layer, None)?;
-        let res = optimize(model, &problem, &params, OptimOptions::default(), &cx.ctl);
+        let res = optimize_with(
+            cx.targets.as_deref_mut(),
+            model,
+            &problem,
+            &params,
+            OptimOptions::default(),
+            &cx.ctl,
+        );
         model.set_adaptor(layer, adaptor)?;
         let res = res?;
         let value: Vec<f32> = res.sites[0].target().iter().map(|&x| x as f32).collect();

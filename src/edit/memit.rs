@@ -100,7 +100,7 @@ impl Editor for Memit {
             &templates.flat(),
             z_layer,
             &TargetParams::from_hparams(&self.hp),
-            &cx.ctl,
+            cx,
         )?;
         let z: Vec<Vec<f64>> = targets.iter().map(|t| t.sites[0].target()).collect();
         timings.target = timer.lap();

@@ -19,6 +19,7 @@ pub mod rome;
 pub mod spread;
 pub mod stats;
 pub mod target;
+pub mod target_cache;
 pub mod templates;
 
 use std::fmt;
@@ -32,6 +33,7 @@ use serde::{Deserialize, Serialize};
 pub use hparams::HParams;
 pub use request::{EditRequest, Probe};
 pub use stats::{CorpusSpec, StatsCache, StatsConfig};
+pub use target_cache::TargetCache;
 
 use crate::error::{Error, Result};
 use crate::model::{matrix_norms, Model};
@@ -346,6 +348,8 @@ pub struct EditOutcome {
 /// Everything an editor may use besides the model.
 pub struct EditContext<'a> {
     pub stats: &'a mut StatsCache,
+    /// Targets already optimized on the unedited model (`None`: always optimize).
+    pub targets: Option<&'a mut TargetCache>,
     pub ctl: EditControl<'a>,
 }
 

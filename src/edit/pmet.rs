@@ -11,7 +11,8 @@
 
 use super::memit::memit_update;
 use super::spread::{spread_updates, Spread};
-use super::target::{optimize, Lookup, OptimOptions, SiteSpec, TargetParams, TargetProblem};
+use super::target::{Lookup, OptimOptions, SiteSpec, TargetParams, TargetProblem};
+use super::target_cache::optimize_with;
 use super::templates::{self, ContextTemplates};
 use super::{
     commit_updates, undo_weights, EditContext, EditOutcome, EditRequest, Editor, HParams, Method,
@@ -93,7 +94,14 @@ impl Editor for Pmet {
                 sites.clone(),
                 true,
             )?;
-            let res = optimize(model, &problem, &params, OptimOptions::default(), &cx.ctl)?;
+            let res = optimize_with(
+                cx.targets.as_deref_mut(),
+                model,
+                &problem,
+                &params,
+                OptimOptions::default(),
+                &cx.ctl,
+            )?;
             summaries.push(res.summary());
             z_mlp.push(res.sites[1].target());
         }

@@ -10,7 +10,8 @@
 
 use super::keys::{bare_activations, request_keys, to_tensor, KeyAverage};
 use super::linalg::{mat_from_columns, solve_spd_right_regularized};
-use super::target::{optimize, Lookup, OptimOptions, SiteSpec, TargetParams, TargetProblem};
+use super::target::{Lookup, OptimOptions, SiteSpec, TargetParams, TargetProblem};
+use super::target_cache::optimize_with;
 use super::templates::{self, ContextTemplates};
 use super::{
     commit_updates, restore_weights, undo_weights, EditContext, EditOutcome, EditRequest, Editor,
@@ -120,7 +121,8 @@ impl Editor for Rome {
                     }],
                     true,
                 )?;
-                let res = optimize(
+                let res = optimize_with(
+                    cx.targets.as_deref_mut(),
                     model,
                     &problem,
                     &TargetParams::from_hparams(&self.hp),

@@ -551,7 +551,7 @@ pub fn residual_targets(
     contexts: &[String],
     layer: usize,
     params: &TargetParams,
-    ctl: &EditControl,
+    cx: &mut super::EditContext,
 ) -> Result<Vec<TargetResult>> {
     requests
         .iter()
@@ -570,7 +570,14 @@ pub fn residual_targets(
                 }],
                 true,
             )?;
-            optimize(model, &problem, params, OptimOptions::default(), ctl)
+            super::target_cache::optimize_with(
+                cx.targets.as_deref_mut(),
+                model,
+                &problem,
+                params,
+                OptimOptions::default(),
+                &cx.ctl,
+            )
         })
         .collect()
 }

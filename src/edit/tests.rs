@@ -63,6 +63,7 @@ fn apply(
 ) -> Result<EditOutcome> {
     let mut cx = EditContext {
         stats: &mut env.stats,
+        targets: None,
         ctl: EditControl::default(),
     };
     editor.apply(model, &mut cx, reqs)
@@ -205,6 +206,7 @@ fn d4s_state_does_not_grow_with_edits() {
     };
     let mut cx = EditContext {
         stats: &mut env.stats,
+        targets: None,
         ctl: EditControl::default(),
     };
     let ten: Vec<D4sTerms> = (0..10).map(synthetic).collect();
@@ -234,6 +236,7 @@ fn d4s_undo_removes_any_edit_exactly() {
     }
     let mut cx = EditContext {
         stats: &mut env.stats,
+        targets: None,
         ctl: EditControl::default(),
     };
     d4s.undo(&mut model, &mut cx, &records[1]).unwrap();
@@ -255,6 +258,7 @@ fn d4s_undo_removes_any_edit_exactly() {
     // Undoing everything gives back W0.
     let mut cx = EditContext {
         stats: &mut env.stats,
+        targets: None,
         ctl: EditControl::default(),
     };
     for (i, rec) in records.iter().enumerate() {
@@ -281,6 +285,7 @@ fn d4s_undo_removes_any_edit_exactly() {
     }
     let mut cx = EditContext {
         stats: &mut env.stats,
+        targets: None,
         ctl: EditControl::default(),
     };
     d4s.undo(&mut model, &mut cx, &UndoRecord::D4s(terms[0].clone()))
@@ -402,6 +407,7 @@ fn grace_is_invisible_outside_its_radius_and_edits_inside() {
     // Undo empties the codebook and the model is unedited again.
     let mut cx = EditContext {
         stats: &mut env.stats,
+        targets: None,
         ctl: EditControl::default(),
     };
     grace
@@ -447,6 +453,7 @@ fn cancelled_edit_changes_nothing() {
     let mut d4s = d4s::D4s::new(hparams(Method::D4s, Arch::Llama, vec![0, 1]));
     let mut cx = EditContext {
         stats: &mut env.stats,
+        targets: None,
         ctl: EditControl {
             cancel: Some(&cancel),
             progress: None,
@@ -595,6 +602,7 @@ fn every_editor_runs_and_undoes_on_every_architecture() {
             );
             let mut cx = EditContext {
                 stats: &mut env.stats,
+                targets: None,
                 ctl: EditControl::default(),
             };
             // Another method's record is refused, naming the editor, and changes nothing.
@@ -618,4 +626,51 @@ fn every_editor_runs_and_undoes_on_every_architecture() {
             );
         }
     }
+}
+
+/// Single edits from W0 with and without a shared target cache: the same weights bit for bit,
+/// and every method after the first that shares MEMIT's targets finds them in the cache.
+#[test]
+fn a_shared_target_cache_changes_no_weight() {
+    let reqs = requests();
+    let mut env = env();
+    let methods = [Method::Memit, Method::D4s, Method::AlphaEdit, Method::Rome];
+    let mut cache = TargetCache::new();
+    let mut model = tiny_model(Arch::Llama, 21);
+    let mut plain_model = tiny_model(Arch::Llama, 21);
+    for method in methods {
+        for r in &reqs[..2] {
+            let hp = hparams(method, Arch::Llama, vec![0, 1]);
+            let layers = if method == Method::Rome {
+                vec![1]
+            } else {
+                vec![0, 1]
+            };
+            let hp = HParams { layers, ..hp };
+            for (m, cached) in [(&mut model, true), (&mut plain_model, false)] {
+                m.reset_edits();
+                let mut editor = new_editor(hp.clone());
+                let mut cx = EditContext {
+                    stats: &mut env.stats,
+                    targets: cached.then_some(&mut cache),
+                    ctl: EditControl::default(),
+                };
+                editor
+                    .apply(m, &mut cx, std::slice::from_ref(r))
+                    .unwrap_or_else(|e| panic!("{method}: {e}"));
+            }
+            for l in [0, 1] {
+                assert!(
+                    crate::model::same_tensor(
+                        model.edit_weight(l).unwrap(),
+                        plain_model.edit_weight(l).unwrap()
+                    )
+                    .unwrap(),
+                    "{method}: layer {l} differs with the cache"
+                );
+            }
+        }
+    }
+    // MEMIT computes both targets; D4S and AlphaEdit reuse them; ROME optimizes its own site.
+    assert_eq!((cache.misses(), cache.hits()), (4, 4));
 }

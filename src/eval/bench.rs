@@ -25,7 +25,8 @@ use super::datasets::{EvalCase, MultiHop};
 use super::metrics::{agreement, answer_argmax, fluency, target_nll, token_accuracy};
 use super::probes::{ProbeResult, ProbeSet};
 use crate::edit::{
-    new_editor, EditContext, EditControl, EditRequest, Editor, HParams, StatsCache, Timings,
+    new_editor, EditContext, EditControl, EditRequest, Editor, HParams, StatsCache, TargetCache,
+    Timings,
 };
 use crate::error::{Error, Result};
 use crate::model::generate::GenerateOptions;
@@ -415,6 +416,10 @@ pub struct BenchRun<'a> {
     pub probes: &'a [ProbeSet],
     pub multihop: bool,
     pub stats: &'a mut StatsCache,
+    /// Targets of the unedited model shared with the other methods of the command (`None`: always
+    /// optimize). The single-edit protocol starts every record from W0, so each method after the
+    /// first finds MEMIT-style targets here.
+    pub targets: Option<&'a mut TargetCache>,
     /// Write checkpoints (sequential and batch protocols).
     pub checkpoint: Option<CheckpointPolicy>,
     /// The run's identity, recorded in each checkpoint (what a resume must match).
@@ -483,7 +488,7 @@ fn take_checkpoint(
 pub fn run(
     model: &mut Model,
     cases: &[EvalCase],
-    spec: BenchRun,
+    mut spec: BenchRun,
     sink: &mut dyn BenchSink,
 ) -> Result<BenchOutcome> {
     let t0 = Instant::now();
@@ -563,6 +568,7 @@ pub fn run(
         let te = Instant::now();
         let mut cx = EditContext {
             stats: spec.stats,
+            targets: spec.targets.as_deref_mut(),
             ctl: EditControl::default(),
         };
         let outcome = editor.apply(model, &mut cx, &requests);

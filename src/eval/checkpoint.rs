@@ -153,8 +153,9 @@ fn sync(file: &Path) -> Result<()> {
         .map_err(|e| Error::io(file, e))
 }
 
-/// Reads the checkpoint of a run folder: `None` when there is none.
-pub fn load(run_dir: &Path) -> Result<Option<Checkpoint>> {
+/// The folder holding a run's checkpoint (the current one, else the previous one kept by an
+/// interrupted swap) and its metadata, without the tensors: `None` when there is none.
+pub fn load_meta(run_dir: &Path) -> Result<Option<(PathBuf, CheckpointMeta)>> {
     let dir = [path(run_dir), old_path(run_dir)]
         .into_iter()
         .find(|d| d.join(META).is_file());
@@ -174,6 +175,14 @@ pub fn load(run_dir: &Path) -> Result<Option<Checkpoint>> {
             ),
         ));
     }
+    Ok(Some((dir, meta)))
+}
+
+/// Reads the checkpoint of a run folder: `None` when there is none.
+pub fn load(run_dir: &Path) -> Result<Option<Checkpoint>> {
+    let Some((dir, meta)) = load_meta(run_dir)? else {
+        return Ok(None);
+    };
     let tensor_file = dir.join(TENSORS);
     let tensors = candle_core::safetensors::load(&tensor_file, &Device::Cpu).map_err(|e| {
         Error::bad_file(&tensor_file, format!("unreadable checkpoint tensors: {e}"))
@@ -528,7 +537,11 @@ mod tests {
         fs::write(old_path(run_dir.path()).join(TENSORS), b"not safetensors").unwrap();
         let err = load(run_dir.path()).unwrap_err().to_string();
         assert!(err.contains("tensors.safetensors"), "{err}");
+        // The metadata alone is still readable (what deciding between resume and refusal needs).
+        let (dir, only_meta) = load_meta(run_dir.path()).unwrap().unwrap();
+        assert_eq!((dir, only_meta), (old_path(run_dir.path()), meta(2)));
         remove(run_dir.path()).unwrap();
+        assert!(load_meta(run_dir.path()).unwrap().is_none());
         assert!(load(run_dir.path()).unwrap().is_none());
     }
 

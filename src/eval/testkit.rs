@@ -103,6 +103,7 @@ pub fn spec<'a>(
         probes: &[],
         multihop: false,
         stats,
+        targets: None,
         checkpoint,
         identity: serde_json::json!({ "method": method.name() }),
         resume,

@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use super::journal::{self, Event, ModelRecord, Session, SessionMeta};
 use crate::edit::{
     new_editor, EditContext, EditControl, EditOutcome, EditRequest, Editor, HParams, Method,
-    StatsCache, UndoRecord,
+    StatsCache, TargetCache, UndoRecord,
 };
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -23,6 +23,9 @@ pub struct Runner {
     pub model: Model,
     pub editor: Box<dyn Editor>,
     pub stats: StatsCache,
+    /// Targets optimized on the unedited model: trying another method on the same fact after
+    /// an undo, or replaying from W0, reuses them.
+    pub targets: TargetCache,
     pub session: Option<Session>,
     /// Live steps, oldest first.
     pub history: Vec<StepRecord>,
@@ -91,6 +94,7 @@ impl Runner {
             model,
             editor: new_editor(hp),
             stats,
+            targets: TargetCache::new(),
             session: None,
             history: Vec::new(),
             next_step: 1,
@@ -143,6 +147,7 @@ impl Runner {
     ) -> Result<(u64, &EditOutcome)> {
         let mut cx = EditContext {
             stats: &mut self.stats,
+            targets: Some(&mut self.targets),
             ctl,
         };
         match self.editor.apply(&mut self.model, &mut cx, requests) {
@@ -155,6 +160,7 @@ impl Runner {
                             // taken back, so the model and the journal agree.
                             let mut cx = EditContext {
                                 stats: &mut self.stats,
+                                targets: Some(&mut self.targets),
                                 ctl: EditControl::default(),
                             };
                             let undone = self.editor.undo(&mut self.model, &mut cx, &outcome.undo);
@@ -213,6 +219,7 @@ impl Runner {
         let record = self.history[idx].outcome.undo.clone();
         let mut cx = EditContext {
             stats: &mut self.stats,
+            targets: Some(&mut self.targets),
             ctl: EditControl::default(),
         };
         self.editor.undo(&mut self.model, &mut cx, &record)?;
@@ -339,6 +346,7 @@ impl Runner {
             .ok_or_else(|| Error::Model("the D4S editor is not D4S".into()))?;
         let mut cx = EditContext {
             stats: &mut self.stats,
+            targets: Some(&mut self.targets),
             ctl: EditControl::default(),
         };
         d4s.restore_signed_history(&mut self.model, &mut cx, &ops)?;

@@ -1,0 +1,343 @@
+//! Targets of the unedited model, computed once and shared (spec §1.7 optimizations).
+//!
+//! ```text
+//! target(W, problem, params) = a₀ + δ*     δ* = argmin_δ L(δ; W, problem, params)
+//! ```
+//! The optimization is a deterministic function of the model's weights `W`, the problem (rewriting
+//! rows, lookup positions, target ids, sites, KL prompt) and the hyperparameters. On the unedited
+//! model `W0`, MEMIT, D4S and AlphaEdit pose the *same* problem for a fact (same last layer,
+//! context templates and target settings), and the single-edit protocol poses it again for every
+//! method and after every reset. The cache turns those repeats into lookups.
+//!
+//! It answers only while the model is unedited (`!model.is_edited()`): then `W = W0` and a hit is
+//! exactly what [`optimize`] would return, bit for bit. Once a model carries edits, its targets
+//! depend on those edits and are always computed.
+
+use std::collections::{HashMap, VecDeque};
+
+use super::target::{optimize, OptimOptions, TargetParams, TargetProblem, TargetResult};
+use super::{EditControl, Progress};
+use crate::error::Result;
+use crate::model::Model;
+
+/// Bytes the cache may hold by default: ~7,000 targets of the default model (d_model 576), ~500 of
+/// a 7B model (d_model 4096); the oldest are dropped first.
+pub const DEFAULT_BUDGET_BYTES: usize = 64 << 20;
+
+/// Optimized targets of unedited models, by a digest of everything the optimization reads.
+#[derive(Debug)]
+pub struct TargetCache {
+    entries: HashMap<String, TargetResult>,
+    /// Insertion order, for dropping the oldest entries when over budget.
+    order: VecDeque<String>,
+    bytes: usize,
+    budget: usize,
+    hits: u64,
+    misses: u64,
+}
+
+impl Default for TargetCache {
+    fn default() -> Self {
+        Self::with_budget(DEFAULT_BUDGET_BYTES)
+    }
+}
+
+impl TargetCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with_budget(bytes: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            bytes: 0,
+            budget: bytes,
+            hits: 0,
+            misses: 0,
+        }
+    }
+
+    /// Optimizations answered from the cache.
+    pub fn hits(&self) -> u64 {
+        self.hits
+    }
+
+    /// Optimizations run on the unedited model and stored.
+    pub fn misses(&self) -> u64 {
+        self.misses
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// [`optimize`], answered from the cache when the model is unedited and the same problem
+    /// was solved before with the same settings.
+    pub fn optimize(
+        &mut self,
+        model: &Model,
+        problem: &TargetProblem,
+        params: &TargetParams,
+        opts: OptimOptions,
+        ctl: &EditControl,
+    ) -> Result<TargetResult> {
+        // Trajectories are for the exactness tests and can be large; they are never stored.
+        if opts.record_trajectory || model.is_edited()? {
+            return optimize(model, problem, params, opts, ctl);
+        }
+        let key = cache_key(model, problem, params, opts);
+        if let Some(hit) = self.entries.get(&key) {
+            self.hits += 1;
+            // The last step as the optimization reported it, so progress displays end the same.
+            ctl.report(Progress::TargetStep {
+                step: hit.steps_run,
+                of: params.steps,
+                loss: hit.loss_final,
+                prob: hit.prob_final,
+            });
+            return Ok(hit.clone());
+        }
+        let result = optimize(model, problem, params, opts, ctl)?;
+        self.misses += 1;
+        self.insert(key, result.clone());
+        Ok(result)
+    }
+
+    fn insert(&mut self, key: String, result: TargetResult) {
+        let size = result_bytes(&result);
+        if size > self.budget {
+            return;
+        }
+        while self.bytes + size > self.budget {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(r) = self.entries.remove(&old) {
+                self.bytes -= result_bytes(&r);
+            }
+        }
+        self.bytes += size;
+        self.order.push_back(key.clone());
+        self.entries.insert(key, result);
+    }
+}
+
+/// `optimize` through `cache` when there is one.
+pub fn optimize_with(
+    cache: Option<&mut TargetCache>,
+    model: &Model,
+    problem: &TargetProblem,
+    params: &TargetParams,
+    opts: OptimOptions,
+    ctl: &EditControl,
+) -> Result<TargetResult> {
+    match cache {
+        Some(c) => c.optimize(model, problem, params, opts, ctl),
+        None => optimize(model, problem, params, opts, ctl),
+    }
+}
+
+/// A digest of everything the optimization reads besides the (unedited) weights, which the
+/// weight file's sha256, the architecture and the device stand for. `Debug` prints floats in
+/// their shortest round-trip form, so equal text means equal inputs.
+fn cache_key(
+    model: &Model,
+    problem: &TargetProblem,
+    params: &TargetParams,
+    opts: OptimOptions,
+) -> String {
+    let text = format!(
+        "{}\n{:?}\n{:?}\n{problem:?}\n{params:?}\n{opts:?}",
+        model.info.sha256, model.config, model.device
+    );
+    crate::util::sha256_hex(text.as_bytes())
+}
+
+fn result_bytes(r: &TargetResult) -> usize {
+    let floats: usize = r
+        .sites
+        .iter()
+        .map(|s| s.reference.len() + s.delta.len())
+        .sum();
+    floats * std::mem::size_of::<f64>() + 64 + 128
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::edit::request::EditRequest;
+    use crate::edit::target::{Lookup, SiteSpec};
+    use crate::model::config::Arch;
+    use crate::model::random::tiny_model;
+    use crate::model::Site;
+
+    fn problem(model: &Model, target: &str) -> TargetProblem {
+        TargetProblem::for_request(
+            model,
+            &EditRequest::new("Eiffel Tower", "The Eiffel Tower is in", target),
+            &["{}".to_string()],
+            Lookup::SubjectLast,
+            2,
+            vec![SiteSpec {
+                site: Site::MlpOut,
+                reference: Site::BlockOut,
+                init: None,
+                regularized: true,
+            }],
+            true,
+        )
+        .unwrap()
+    }
+
+    fn params() -> TargetParams {
+        TargetParams {
+            steps: 5,
+            lr: 0.5,
+            weight_decay: 1e-3,
+            clamp_norm_factor: Some(4.0),
+            kl_factor: 0.0625,
+            stop_loss: Some(0.05),
+            stop_prob: None,
+            pmet_schedule: false,
+            nll_factor: 1.0,
+        }
+    }
+
+    fn same(a: &TargetResult, b: &TargetResult) -> bool {
+        a.sites.len() == b.sites.len()
+            && a.sites.iter().zip(&b.sites).all(|(x, y)| {
+                x.reference
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .eq(y.reference.iter().map(|v| v.to_bits()))
+                    && x.delta
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .eq(y.delta.iter().map(|v| v.to_bits()))
+            })
+            && a.prob_final.to_bits() == b.prob_final.to_bits()
+            && a.steps_run == b.steps_run
+    }
+
+    #[test]
+    fn a_hit_is_the_computed_target_bit_for_bit() {
+        let model = tiny_model(Arch::Llama, 7);
+        let ctl = EditControl::default();
+        let p = problem(&model, "Rome");
+        let plain = optimize(&model, &p, &params(), OptimOptions::default(), &ctl).unwrap();
+        let mut cache = TargetCache::new();
+        let first = cache
+            .optimize(&model, &p, &params(), OptimOptions::default(), &ctl)
+            .unwrap();
+        let second = cache
+            .optimize(&model, &p, &params(), OptimOptions::default(), &ctl)
+            .unwrap();
+        assert_eq!((cache.misses(), cache.hits()), (1, 1));
+        assert!(same(&plain, &first) && same(&plain, &second));
+    }
+
+    #[test]
+    fn other_problems_settings_and_models_are_computed() {
+        let model = tiny_model(Arch::Llama, 7);
+        let ctl = EditControl::default();
+        let mut cache = TargetCache::new();
+        let p = problem(&model, "Rome");
+        cache
+            .optimize(&model, &p, &params(), OptimOptions::default(), &ctl)
+            .unwrap();
+        // Another target, another learning rate, another model: three misses.
+        cache
+            .optimize(
+                &model,
+                &problem(&model, "Berlin"),
+                &params(),
+                OptimOptions::default(),
+                &ctl,
+            )
+            .unwrap();
+        let mut lr = params();
+        lr.lr = 0.25;
+        cache
+            .optimize(&model, &p, &lr, OptimOptions::default(), &ctl)
+            .unwrap();
+        let other = tiny_model(Arch::Llama, 8);
+        let from_other = cache
+            .optimize(&other, &p, &params(), OptimOptions::default(), &ctl)
+            .unwrap();
+        assert_eq!((cache.misses(), cache.hits()), (4, 0));
+        let plain = optimize(&other, &p, &params(), OptimOptions::default(), &ctl).unwrap();
+        assert!(same(&plain, &from_other));
+    }
+
+    #[test]
+    fn an_edited_model_is_never_answered_from_the_cache() {
+        let mut model = tiny_model(Arch::Llama, 7);
+        let ctl = EditControl::default();
+        let mut cache = TargetCache::new();
+        let p = problem(&model, "Rome");
+        cache
+            .optimize(&model, &p, &params(), OptimOptions::default(), &ctl)
+            .unwrap();
+        let w = model.edit_weight(1).unwrap().clone();
+        model.set_edit_weight(1, (&w * 1.5).unwrap()).unwrap();
+        let edited = cache
+            .optimize(&model, &p, &params(), OptimOptions::default(), &ctl)
+            .unwrap();
+        let plain = optimize(&model, &p, &params(), OptimOptions::default(), &ctl).unwrap();
+        assert!(same(&plain, &edited));
+        assert_eq!(cache.hits(), 0);
+        // Back at W0 (an undo puts the same matrix back), the stored target answers again.
+        model.set_edit_weight(1, w).unwrap();
+        cache
+            .optimize(&model, &p, &params(), OptimOptions::default(), &ctl)
+            .unwrap();
+        assert_eq!(cache.hits(), 1);
+    }
+
+    #[test]
+    fn the_budget_drops_the_oldest_targets() {
+        let model = tiny_model(Arch::Llama, 7);
+        let ctl = EditControl::default();
+        let p = problem(&model, "Rome");
+        let one =
+            result_bytes(&optimize(&model, &p, &params(), OptimOptions::default(), &ctl).unwrap());
+        let mut cache = TargetCache::with_budget(2 * one);
+        for target in ["Rome", "Berlin", "Madrid"] {
+            cache
+                .optimize(
+                    &model,
+                    &problem(&model, target),
+                    &params(),
+                    OptimOptions::default(),
+                    &ctl,
+                )
+                .unwrap();
+        }
+        assert_eq!(cache.len(), 2);
+        cache
+            .optimize(
+                &model,
+                &problem(&model, "Rome"),
+                &params(),
+                OptimOptions::default(),
+                &ctl,
+            )
+            .unwrap();
+        assert_eq!(cache.hits(), 0, "Rome was the oldest and was dropped");
+        cache
+            .optimize(
+                &model,
+                &problem(&model, "Madrid"),
+                &params(),
+                OptimOptions::default(),
+                &ctl,
+            )
+            .unwrap();
+        assert_eq!(cache.hits(), 1);
+    }
+}
