@@ -357,6 +357,13 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
         }
         run_dirs.push(dir);
     }
+    if targets.hits() > 0 {
+        println!(
+            "{} target optimizations on the unedited model were reused from an earlier method \
+             (MEMIT, D4S and AlphaEdit pose the same ones; the results are bit-identical)",
+            targets.hits()
+        );
+    }
     if several && !stopped {
         let (md, _) = report::compare(&run_dirs, &a.out)?;
         println!("\n{md}");
