@@ -395,6 +395,14 @@ pub struct EditRecord {
     pub rss_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejected: Option<String>,
+    /// Target optimizations of this edit answered by the shared cache (an earlier method of the
+    /// same command solved them on the unedited model): its `seconds` exclude their cost.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub targets_reused: usize,
+}
+
+pub(crate) fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Everything a run produces, streamed to the caller as it happens.
@@ -566,6 +574,7 @@ pub fn run(
             .flat_map(|&i| cases[i].requests.iter().cloned())
             .collect();
         let te = Instant::now();
+        let hits_before = spec.targets.as_ref().map_or(0, |t| t.hits());
         let mut cx = EditContext {
             stats: spec.stats,
             targets: spec.targets.as_deref_mut(),
@@ -573,6 +582,7 @@ pub fn run(
         };
         let outcome = editor.apply(model, &mut cx, &requests);
         let seconds = te.elapsed().as_secs_f64();
+        let reused = spec.targets.as_ref().map_or(0, |t| t.hits()) - hits_before;
         let rss_bytes = crate::util::resident_memory();
         match &outcome {
             Ok(o) => {
@@ -589,6 +599,7 @@ pub fn run(
                         timings: Some(timings.clone()),
                         rss_bytes,
                         rejected: None,
+                        targets_reused: reused as usize / step.len(),
                     })?;
                 }
             }
@@ -605,6 +616,7 @@ pub fn run(
                         timings: None,
                         rss_bytes,
                         rejected: Some(e.to_string()),
+                        targets_reused: 0,
                     })?;
                 }
             }

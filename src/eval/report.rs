@@ -281,6 +281,10 @@ pub struct Summary {
     pub l1_growth: Vec<(usize, f64)>,
     pub rejected: usize,
     pub seconds_per_edit: Option<f64>,
+    /// Edits whose targets came from an earlier method of the same command (their seconds
+    /// exclude the target optimization).
+    #[serde(default, skip_serializing_if = "super::bench::is_zero")]
+    pub edits_with_reused_targets: usize,
     /// Median of each phase over the accepted edits (a typical edit: the first one also gathers
     /// the key statistics once).
     #[serde(default)]
@@ -364,6 +368,7 @@ pub fn summarize(method: &str, points: &[EvalPoint], records: &[EditRecord]) -> 
         rejected: last.rejected,
         seconds_per_edit: (!times.is_empty())
             .then(|| times.iter().sum::<f64>() / times.len() as f64),
+        edits_with_reused_targets: records.iter().filter(|r| r.targets_reused > 0).count(),
         median_timings: median_timings(
             &records
                 .iter()
@@ -616,8 +621,13 @@ pub fn table(summaries: &[(String, Summary)]) -> String {
             md.push_str(&format!(" {cell} |"));
         }
         let g = s.l1_growth.iter().map(|(_, g)| *g).fold(f64::NAN, f64::max);
+        let reused = if s.edits_with_reused_targets > 0 {
+            "*"
+        } else {
+            ""
+        };
         md.push_str(&format!(
-            " ×{g:.4} | {} |\n",
+            " ×{g:.4} | {}{reused} |\n",
             s.seconds_per_edit.map_or("–".into(), |x| format!("{x:.1}"))
         ));
     }
@@ -626,6 +636,19 @@ pub fn table(summaries: &[(String, Summary)]) -> String {
         md.push_str("GE: ROME/MEMIT generation fluency (n-gram entropy, bits) ×100 after the last edit (point 0 of metrics.jsonl holds the unedited model's); ");
     }
     md.push_str("probes: headline metric ×100.\n");
+    let reused: Vec<String> = summaries
+        .iter()
+        .filter(|(_, s)| s.edits_with_reused_targets > 0)
+        .map(|(n, s)| format!("{n} ({} of {} edits)", s.edits_with_reused_targets, s.edits))
+        .collect();
+    if !reused.is_empty() {
+        md.push_str(&format!(
+            "\n*: these runs reused target vectors that an earlier method of the same command had \
+             optimized on the unedited model (identical results), so their s/edit leaves that \
+             optimization out: {}.\n",
+            reused.join(", ")
+        ));
+    }
     md
 }
 
@@ -759,6 +782,7 @@ mod tests {
             timings: None,
             rss_bytes: None,
             rejected: None,
+            targets_reused: 0,
         }
     }
 
@@ -827,6 +851,36 @@ mod tests {
             "{md}"
         );
         assert!(!md.contains("GE"), "no fluency, no GE column or note: {md}");
+    }
+
+    #[test]
+    fn compare_marks_the_time_of_runs_that_reused_targets() {
+        let root = tempfile::tempdir().unwrap();
+        let mut runs = Vec::new();
+        for (name, reused) in [("memit", 0), ("d4s", 1)] {
+            let run = root.path().join(name);
+            let mut w = RunWriter::create(&run, &config(), None).unwrap();
+            for i in 0..5 {
+                w.edit(&EditRecord {
+                    targets_reused: if i < 3 { reused } else { 0 },
+                    ..record(i)
+                })
+                .unwrap();
+            }
+            w.point(&point(5)).unwrap();
+            runs.push(run);
+        }
+        let (md, _) = compare(&runs, &root.path().join("cmp")).unwrap();
+        assert!(md.contains("| 1.0 |\n"), "MEMIT's time is unmarked: {md}");
+        assert!(md.contains("| 1.0* |\n"), "{md}");
+        assert!(md.contains("d4s (3 of 5 edits)"), "{md}");
+        let line = std::fs::read_to_string(runs[1].join("edits.jsonl")).unwrap();
+        assert!(line
+            .lines()
+            .next()
+            .unwrap()
+            .contains("\"targets_reused\":1"));
+        assert!(!line.lines().last().unwrap().contains("targets_reused"));
     }
 
     #[test]
