@@ -158,6 +158,8 @@ fn cache_key(
     crate::util::sha256_hex(text.as_bytes())
 }
 
+/// What an entry holds: its vectors, plus a rough allowance for the scalars, the 64-character key
+/// (stored twice: map and order) and the allocations' headers.
 fn result_bytes(r: &TargetResult) -> usize {
     let floats: usize = r
         .sites
