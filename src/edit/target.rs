@@ -132,6 +132,30 @@ impl TargetProblem {
         })
     }
 
+    /// The MEMIT-style problem: δ added to the MLP output of block `layer` at the subject's last
+    /// token, `a₀` the block output there (so the target is `z = h₀ + δ`), with the KL prompt.
+    pub fn residual(
+        model: &Model,
+        request: &EditRequest,
+        contexts: &[String],
+        layer: usize,
+    ) -> Result<Self> {
+        Self::for_request(
+            model,
+            request,
+            contexts,
+            Lookup::SubjectLast,
+            layer,
+            vec![SiteSpec {
+                site: Site::MlpOut,
+                reference: Site::BlockOut,
+                init: None,
+                regularized: true,
+            }],
+            true,
+        )
+    }
+
     /// `(row, absolute position)` of every scored logit: the last prompt token and each target
     /// token but the last, in every rewriting row.
     fn scored_positions(&self) -> Vec<(usize, usize)> {
@@ -556,20 +580,7 @@ pub fn residual_targets(
     requests
         .iter()
         .map(|r| {
-            let problem = TargetProblem::for_request(
-                model,
-                r,
-                contexts,
-                Lookup::SubjectLast,
-                layer,
-                vec![SiteSpec {
-                    site: Site::MlpOut,
-                    reference: Site::BlockOut,
-                    init: None,
-                    regularized: true,
-                }],
-                true,
-            )?;
+            let problem = TargetProblem::residual(model, r, contexts, layer)?;
             super::target_cache::optimize_with(
                 cx.targets.as_deref_mut(),
                 model,

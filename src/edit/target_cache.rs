@@ -173,25 +173,15 @@ fn result_bytes(r: &TargetResult) -> usize {
 mod tests {
     use super::*;
     use crate::edit::request::EditRequest;
-    use crate::edit::target::{Lookup, SiteSpec};
     use crate::model::config::Arch;
     use crate::model::random::tiny_model;
-    use crate::model::Site;
 
     fn problem(model: &Model, target: &str) -> TargetProblem {
-        TargetProblem::for_request(
+        TargetProblem::residual(
             model,
             &EditRequest::new("Eiffel Tower", "The Eiffel Tower is in", target),
             &["{}".to_string()],
-            Lookup::SubjectLast,
             2,
-            vec![SiteSpec {
-                site: Site::MlpOut,
-                reference: Site::BlockOut,
-                init: None,
-                regularized: true,
-            }],
-            true,
         )
         .unwrap()
     }
