@@ -94,10 +94,17 @@ fn ten_sequential_d4s_edits_write_metrics_and_plots() {
         assert!(e["timings"]["target"].as_f64().unwrap() > 0.0, "{e}");
         assert!(e["timings"]["solve"].as_f64().unwrap() > 0.0, "{e}");
         assert!(e["rss_bytes"].as_u64().unwrap() > 100 << 20, "{e}");
+        // Counterfactual targets are unlikely for the unedited model: perplexity well above 1.
+        assert!(e["target_ppl"].as_f64().unwrap() > 2.0, "{e}");
+        assert!(e["target_tokens"].as_f64().unwrap() >= 1.0, "{e}");
     }
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["edits"], 10);
+    assert!(
+        summary["targets"]["ppl"].as_f64().unwrap() > 2.0,
+        "{summary}"
+    );
     let median = &summary["median_timings"];
     assert!(
         median["total"].as_f64().unwrap() >= median["target"].as_f64().unwrap(),

@@ -24,6 +24,7 @@ use super::checkpoint::{self, Checkpoint, CheckpointMeta, CheckpointPolicy};
 use super::datasets::{EvalCase, MultiHop};
 use super::metrics::{agreement, answer_argmax, fluency, target_nll, token_accuracy};
 use super::probes::{ProbeResult, ProbeSet};
+use crate::edit::request::target_ids;
 use crate::edit::{
     new_editor, EditContext, EditControl, EditRequest, Editor, HParams, StatsCache, TargetCache,
     Timings,
@@ -70,6 +71,25 @@ impl std::str::FromStr for Protocol {
 pub struct Reference {
     /// Per case, per request, per neighbour: argmax tokens at the answer positions.
     pub locality: Vec<Vec<Vec<Vec<u32>>>>,
+    /// Per case: how hard its edit target is for the unedited model (the D4S paper's §3.3
+    /// "perplexity of the editing objective").
+    pub targets: Vec<TargetDifficulty>,
+}
+
+/// The perplexity of a case's new target(s) after the bare prompt on the unedited model:
+/// `exp` of the mean per-token negative log-likelihood (token-level concatenation, as
+/// ROME/MEMIT score CounterFact), averaged over the case's requests in log space.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TargetDifficulty {
+    pub nll: f64,
+    /// Target tokens (mean over the case's requests).
+    pub tokens: f64,
+}
+
+impl TargetDifficulty {
+    pub fn ppl(&self) -> f64 {
+        self.nll.exp()
+    }
 }
 
 /// Records the locality references of every case on the unedited model.
@@ -89,7 +109,9 @@ pub fn reference(model: &mut Model, cases: &[EvalCase]) -> Result<Reference> {
         }
         shape.push(per_req);
     }
-    let argmax = model.with_unedited(|m| answer_argmax(m, &items))?;
+    let (argmax, targets) = model.with_unedited(|m| -> Result<_> {
+        Ok((answer_argmax(m, &items)?, target_difficulty(m, cases)?))
+    })?;
     let mut it = argmax.into_iter().map(|(p, _)| p);
     let locality = shape
         .iter()
@@ -100,7 +122,35 @@ pub fn reference(model: &mut Model, cases: &[EvalCase]) -> Result<Reference> {
                 .collect()
         })
         .collect();
-    Ok(Reference { locality })
+    Ok(Reference { locality, targets })
+}
+
+/// [`TargetDifficulty`] of every case on `model` (the caller passes the unedited one).
+fn target_difficulty(model: &Model, cases: &[EvalCase]) -> Result<Vec<TargetDifficulty>> {
+    let items: Vec<(String, String)> = cases
+        .iter()
+        .flat_map(|c| c.requests.iter())
+        .map(|r| (r.filled_prompt(), r.target.clone()))
+        .collect();
+    let nll = target_nll(model, &items)?;
+    let mut at = 0;
+    cases
+        .iter()
+        .map(|c| {
+            let n = c.requests.len();
+            let mut tokens = 0;
+            for r in &c.requests {
+                tokens += target_ids(model, &r.target)?.len();
+            }
+            let nll_sum: f64 = nll[at..at + n].iter().sum();
+            at += n;
+            let n = n.max(1) as f64;
+            Ok(TargetDifficulty {
+                nll: nll_sum / n,
+                tokens: tokens as f64 / n,
+            })
+        })
+        .collect()
 }
 
 /// Mean metrics over a set of cases.
@@ -399,6 +449,13 @@ pub struct EditRecord {
     /// same command solved them on the unedited model): its `seconds` exclude their cost.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub targets_reused: usize,
+    /// Perplexity of the case's new target after its prompt on the unedited model
+    /// ([`TargetDifficulty`]), and its length in tokens: what the D4S paper (§3.3) relates the
+    /// damage of editing to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_ppl: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_tokens: Option<f64>,
 }
 
 pub(crate) fn is_zero(n: &usize) -> bool {
@@ -600,6 +657,8 @@ pub fn run(
                         rss_bytes,
                         rejected: None,
                         targets_reused: reused as usize / step.len(),
+                        target_ppl: Some(reference.targets[i].ppl()),
+                        target_tokens: Some(reference.targets[i].tokens),
                     })?;
                 }
             }
@@ -617,6 +676,8 @@ pub fn run(
                         rss_bytes,
                         rejected: Some(e.to_string()),
                         targets_reused: 0,
+                        target_ppl: Some(reference.targets[i].ppl()),
+                        target_tokens: Some(reference.targets[i].tokens),
                     })?;
                 }
             }
@@ -793,6 +854,46 @@ mod tests {
     use crate::eval::testkit::{cases, spec, stats, Memory};
     use crate::model::config::Arch;
     use crate::model::random::tiny_model;
+
+    #[test]
+    fn every_edit_records_its_target_perplexity_on_the_unedited_model() {
+        let cases = cases();
+        let stats_dir = tempfile::tempdir().unwrap();
+        let mut st = stats(stats_dir.path());
+        let mut model = tiny_model(Arch::Llama, 21);
+        let items: Vec<(String, String)> = cases
+            .iter()
+            .map(|c| (c.requests[0].filled_prompt(), c.requests[0].target.clone()))
+            .collect();
+        let nll_w0 = target_nll(&model, &items).unwrap();
+        let mut sink = Memory::default();
+        run(
+            &mut model,
+            &cases,
+            spec(Method::Memit, &mut st, None, None, None),
+            &mut sink,
+        )
+        .unwrap();
+        // The sequential run leaves the model edited, which scores every target differently:
+        // the recorded values are the unedited model's, not the edited one's.
+        let nll_edited = target_nll(&model, &items).unwrap();
+        assert!(
+            nll_edited.iter().zip(&nll_w0).all(|(e, w)| e != w),
+            "{nll_edited:?} {nll_w0:?}"
+        );
+        assert_eq!(sink.records.len(), cases.len());
+        for r in &sink.records {
+            assert_eq!(r.target_ppl, Some(nll_w0[r.index].exp()), "{r:?}");
+            let tokens = target_ids(&model, &cases[r.index].requests[0].target)
+                .unwrap()
+                .len();
+            assert_eq!(r.target_tokens, Some(tokens as f64));
+        }
+        let s = crate::eval::report::summarize("memit", &sink.points, &sink.records).unwrap();
+        let t = s.targets.expect("target summary");
+        let geometric = (nll_w0.iter().sum::<f64>() / nll_w0.len() as f64).exp();
+        assert!((t.ppl - geometric).abs() <= 1e-9 * geometric, "{t:?}");
+    }
 
     #[test]
     fn fluency_is_measured_before_the_first_and_after_the_last_edit_when_prompts_exist() {

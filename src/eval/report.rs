@@ -293,6 +293,34 @@ pub struct Summary {
     #[serde(default)]
     pub peak_rss_bytes: Option<u64>,
     pub wall_seconds: f64,
+    /// How hard the edited targets were for the unedited model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets: Option<TargetSummary>,
+}
+
+/// The edit targets' difficulty over a run (`target_ppl` / `target_tokens` of `edits.jsonl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetSummary {
+    /// Geometric mean of the targets' perplexities (exp of their mean per-token NLL).
+    pub ppl: f64,
+    pub ppl_median: f64,
+    /// Mean target length in tokens.
+    pub tokens: f64,
+}
+
+fn target_summary(records: &[EditRecord]) -> Option<TargetSummary> {
+    let mut ppl: Vec<f64> = records.iter().filter_map(|r| r.target_ppl).collect();
+    let tokens: Vec<f64> = records.iter().filter_map(|r| r.target_tokens).collect();
+    if ppl.is_empty() || tokens.is_empty() {
+        return None;
+    }
+    let mean_ln = ppl.iter().map(|p| p.ln()).sum::<f64>() / ppl.len() as f64;
+    ppl.sort_by(f64::total_cmp);
+    Some(TargetSummary {
+        ppl: mean_ln.exp(),
+        ppl_median: ppl[ppl.len() / 2],
+        tokens: tokens.iter().sum::<f64>() / tokens.len() as f64,
+    })
 }
 
 /// The median of each timed phase.
@@ -377,6 +405,7 @@ pub fn summarize(method: &str, points: &[EvalPoint], records: &[EditRecord]) -> 
         ),
         peak_rss_bytes: records.iter().filter_map(|r| r.rss_bytes).max(),
         wall_seconds: last.wall_seconds,
+        targets: target_summary(records),
     })
 }
 
@@ -400,7 +429,7 @@ pub fn finish_run(
             .expect("serializable")
             .as_bytes(),
     )?;
-    let mut csv = String::from("method,edits,efficacy,paraphrase,specificity,avg,portability,es,ps,ns,multihop,fluency,rejected,seconds_per_edit");
+    let mut csv = String::from("method,edits,efficacy,paraphrase,specificity,avg,portability,es,ps,ns,multihop,fluency,rejected,seconds_per_edit,target_ppl,target_tokens");
     for (task, _, _) in &s.probes {
         csv.push_str(&format!(",{task}_start,{task}_end"));
     }
@@ -410,7 +439,7 @@ pub fn finish_run(
     csv.push('\n');
     let f = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.6}"));
     csv.push_str(&format!(
-        "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+        "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
         s.method,
         s.edits,
         f(s.efficacy),
@@ -424,7 +453,9 @@ pub fn finish_run(
         f(s.multihop),
         f(s.fluency),
         s.rejected,
-        f(s.seconds_per_edit)
+        f(s.seconds_per_edit),
+        f(s.targets.as_ref().map(|t| t.ppl)),
+        f(s.targets.as_ref().map(|t| t.tokens))
     ));
     for (_, a, b) in &s.probes {
         csv.push_str(&format!(",{},{}", f(*a), f(*b)));
@@ -578,6 +609,7 @@ pub fn table(summaries: &[(String, Summary)]) -> String {
         t
     };
     let with_ge = summaries.iter().any(|(_, s)| s.fluency.is_some());
+    let with_ppl = summaries.iter().any(|(_, s)| s.targets.is_some());
     let mut md = String::from("| run | method | N | Eff. | Par. | Spe. | Avg. | ES | PS | NS |");
     if with_ge {
         md.push_str(" GE |");
@@ -585,11 +617,17 @@ pub fn table(summaries: &[(String, Summary)]) -> String {
     for t in &tasks {
         md.push_str(&format!(" {t} (0 → N) |"));
     }
+    if with_ppl {
+        md.push_str(" target PPL |");
+    }
     md.push_str(" max ‖W‖₁ growth | s/edit |\n|---|---|---|---|---|---|---|---|---|---|");
     if with_ge {
         md.push_str("---|");
     }
     for _ in &tasks {
+        md.push_str("---|");
+    }
+    if with_ppl {
         md.push_str("---|");
     }
     md.push_str("---|---|\n");
@@ -620,6 +658,12 @@ pub fn table(summaries: &[(String, Summary)]) -> String {
                 });
             md.push_str(&format!(" {cell} |"));
         }
+        if with_ppl {
+            let cell = s.targets.as_ref().map_or("–".to_string(), |t| {
+                format!("{:.1} ({:.1} tok)", t.ppl, t.tokens)
+            });
+            md.push_str(&format!(" {cell} |"));
+        }
         let g = s.l1_growth.iter().map(|(_, g)| *g).fold(f64::NAN, f64::max);
         let reused = if s.edits_with_reused_targets > 0 {
             "*"
@@ -635,7 +679,11 @@ pub fn table(summaries: &[(String, Summary)]) -> String {
     if with_ge {
         md.push_str("GE: ROME/MEMIT generation fluency (n-gram entropy, bits) ×100 after the last edit (point 0 of metrics.jsonl holds the unedited model's); ");
     }
-    md.push_str("probes: headline metric ×100.\n");
+    md.push_str("probes: headline metric ×100");
+    if with_ppl {
+        md.push_str("; target PPL: geometric mean over the edits of the new target's perplexity after its prompt on the unedited model, and the mean target length in tokens");
+    }
+    md.push_str(".\n");
     let reused: Vec<String> = summaries
         .iter()
         .filter(|(_, s)| s.edits_with_reused_targets > 0)
@@ -783,6 +831,8 @@ mod tests {
             rss_bytes: None,
             rejected: None,
             targets_reused: 0,
+            target_ppl: None,
+            target_tokens: None,
         }
     }
 
@@ -833,6 +883,31 @@ mod tests {
         std::fs::write(&metrics, format!("{{broken\n{text}")).unwrap();
         let err = RunWriter::resume(dir.path(), 3, None).err().unwrap();
         assert!(err.to_string().contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn the_summary_and_the_table_carry_the_targets_perplexity() {
+        let records: Vec<EditRecord> = [(2.0, 1.0), (8.0, 3.0), (4.0, 2.0)]
+            .into_iter()
+            .enumerate()
+            .map(|(i, (ppl, tokens))| EditRecord {
+                target_ppl: Some(ppl),
+                target_tokens: Some(tokens),
+                ..record(i)
+            })
+            .collect();
+        let s = summarize("d4s", &[point(0), point(3)], &records).unwrap();
+        let t = s.targets.clone().unwrap();
+        // Geometric mean: (2 · 8 · 4)^(1/3) = 4.
+        assert!((t.ppl - 4.0).abs() < 1e-12, "{t:?}");
+        assert_eq!((t.ppl_median, t.tokens), (4.0, 2.0));
+        let md = table(&[("run".into(), s)]);
+        assert!(md.contains("| target PPL |"), "{md}");
+        assert!(md.contains("| 4.0 (2.0 tok) |"), "{md}");
+        // Runs recorded before the field existed have no column.
+        let old = summarize("d4s", &[point(0), point(1)], &[record(0)]).unwrap();
+        assert!(old.targets.is_none());
+        assert!(!table(&[("old".into(), old)]).contains("target PPL"));
     }
 
     #[test]
