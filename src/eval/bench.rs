@@ -855,25 +855,31 @@ mod tests {
     use crate::model::config::Arch;
     use crate::model::random::tiny_model;
 
-    #[test]
-    fn every_edit_records_its_target_perplexity_on_the_unedited_model() {
-        let cases = cases();
+    /// A sequential MEMIT run over `cases` on a tiny model: the edited model and what it wrote.
+    fn memit_run(cases: &[EvalCase]) -> (Model, Memory) {
         let stats_dir = tempfile::tempdir().unwrap();
         let mut st = stats(stats_dir.path());
         let mut model = tiny_model(Arch::Llama, 21);
-        let items: Vec<(String, String)> = cases
-            .iter()
-            .map(|c| (c.requests[0].filled_prompt(), c.requests[0].target.clone()))
-            .collect();
-        let nll_w0 = target_nll(&model, &items).unwrap();
         let mut sink = Memory::default();
         run(
             &mut model,
-            &cases,
+            cases,
             spec(Method::Memit, &mut st, None, None, None),
             &mut sink,
         )
         .unwrap();
+        (model, sink)
+    }
+
+    #[test]
+    fn every_edit_records_its_target_perplexity_on_the_unedited_model() {
+        let cases = cases();
+        let items: Vec<(String, String)> = cases
+            .iter()
+            .map(|c| (c.requests[0].filled_prompt(), c.requests[0].target.clone()))
+            .collect();
+        let nll_w0 = target_nll(&tiny_model(Arch::Llama, 21), &items).unwrap();
+        let (model, sink) = memit_run(&cases);
         // The sequential run leaves the model edited, which scores every target differently:
         // the recorded values are the unedited model's, not the edited one's.
         let nll_edited = target_nll(&model, &items).unwrap();
@@ -901,17 +907,7 @@ mod tests {
         for c in &mut cases[..3] {
             c.generation_prompts = vec![format!("{} is", c.requests[0].subject)];
         }
-        let stats_dir = tempfile::tempdir().unwrap();
-        let mut st = stats(stats_dir.path());
-        let mut model = tiny_model(Arch::Llama, 21);
-        let mut sink = Memory::default();
-        run(
-            &mut model,
-            &cases,
-            spec(Method::Memit, &mut st, None, None, None),
-            &mut sink,
-        )
-        .unwrap();
+        let (model, sink) = memit_run(&cases);
         let ge: Vec<Option<f64>> = sink
             .points
             .iter()
