@@ -295,12 +295,12 @@ pub struct Summary {
     pub wall_seconds: f64,
     /// How hard the edited targets were for the unedited model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub targets: Option<TargetSummary>,
+    pub targets: Option<TargetDifficultySummary>,
 }
 
 /// The edit targets' difficulty over a run (`target_ppl` / `target_tokens` of `edits.jsonl`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TargetSummary {
+pub struct TargetDifficultySummary {
     /// Geometric mean of the targets' perplexities (exp of their mean per-token NLL).
     pub ppl: f64,
     pub ppl_median: f64,
@@ -308,7 +308,7 @@ pub struct TargetSummary {
     pub tokens: f64,
 }
 
-fn target_summary(records: &[EditRecord]) -> Option<TargetSummary> {
+fn target_difficulty_summary(records: &[EditRecord]) -> Option<TargetDifficultySummary> {
     let mut ppl: Vec<f64> = records.iter().filter_map(|r| r.target_ppl).collect();
     let tokens: Vec<f64> = records.iter().filter_map(|r| r.target_tokens).collect();
     if ppl.is_empty() || tokens.is_empty() {
@@ -316,7 +316,7 @@ fn target_summary(records: &[EditRecord]) -> Option<TargetSummary> {
     }
     let mean_ln = ppl.iter().map(|p| p.ln()).sum::<f64>() / ppl.len() as f64;
     ppl.sort_by(f64::total_cmp);
-    Some(TargetSummary {
+    Some(TargetDifficultySummary {
         ppl: mean_ln.exp(),
         ppl_median: ppl[ppl.len() / 2],
         tokens: tokens.iter().sum::<f64>() / tokens.len() as f64,
@@ -405,7 +405,7 @@ pub fn summarize(method: &str, points: &[EvalPoint], records: &[EditRecord]) -> 
         ),
         peak_rss_bytes: records.iter().filter_map(|r| r.rss_bytes).max(),
         wall_seconds: last.wall_seconds,
-        targets: target_summary(records),
+        targets: target_difficulty_summary(records),
     })
 }
 
