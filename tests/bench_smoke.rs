@@ -97,12 +97,24 @@ fn ten_sequential_d4s_edits_write_metrics_and_plots() {
         // Counterfactual targets are unlikely for the unedited model: perplexity well above 1.
         assert!(e["target_ppl"].as_f64().unwrap() > 2.0, "{e}");
         assert!(e["target_tokens"].as_f64().unwrap() >= 1.0, "{e}");
+        assert!(
+            !e["target_new"][0].as_str().unwrap().trim().is_empty(),
+            "{e}"
+        );
     }
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["edits"], 10);
     assert!(
         summary["targets"]["ppl"].as_f64().unwrap() > 2.0,
+        "{summary}"
+    );
+    // Diversity of the 10 targets: at least two different ones, entropy within [0, log2 10].
+    let distinct = summary["targets"]["distinct"].as_u64().unwrap();
+    let entropy = summary["targets"]["entropy_bits"].as_f64().unwrap();
+    assert!((2..=10).contains(&distinct), "{summary}");
+    assert!(
+        entropy > 0.0 && entropy <= 10f64.log2() + 1e-12,
         "{summary}"
     );
     let median = &summary["median_timings"];

@@ -456,6 +456,10 @@ pub struct EditRecord {
     pub target_ppl: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_tokens: Option<f64>,
+    /// The new target of each of the case's requests: what the run's target *diversity* (how
+    /// many distinct answers the edits write, the paper's other MQD factor) is computed from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub target_new: Vec<String>,
 }
 
 pub(crate) fn is_zero(n: &usize) -> bool {
@@ -659,6 +663,7 @@ pub fn run(
                         targets_reused: reused as usize / step.len(),
                         target_ppl: Some(reference.targets[i].ppl()),
                         target_tokens: Some(reference.targets[i].tokens),
+                        target_new: cases[i].new_targets(),
                     })?;
                 }
             }
@@ -678,6 +683,7 @@ pub fn run(
                         targets_reused: 0,
                         target_ppl: Some(reference.targets[i].ppl()),
                         target_tokens: Some(reference.targets[i].tokens),
+                        target_new: cases[i].new_targets(),
                     })?;
                 }
             }
@@ -894,6 +900,7 @@ mod tests {
                 .unwrap()
                 .len();
             assert_eq!(r.target_tokens, Some(tokens as f64));
+            assert_eq!(r.target_new, [cases[r.index].requests[0].target.clone()]);
         }
         let s = crate::eval::report::summarize("memit", &sink.points, &sink.records).unwrap();
         let t = s.targets.expect("target summary");

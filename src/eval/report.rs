@@ -2,6 +2,7 @@
 //! and plots; and `d4s compare` over several run folders (overlaid curves + a Markdown table like
 //! the paper's).
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -306,6 +307,14 @@ pub struct TargetDifficultySummary {
     pub ppl_median: f64,
     /// Mean target length in tokens.
     pub tokens: f64,
+    /// How many different target strings the edits wrote (`target_new` of `edits.jsonl`; absent
+    /// for runs recorded before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distinct: Option<usize>,
+    /// Shannon entropy of the targets' empirical distribution, in bits: at most 1 for
+    /// True/False answers, 2 for a/b/c/d, log2(edits) when every target differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entropy_bits: Option<f64>,
 }
 
 fn target_difficulty_summary(records: &[EditRecord]) -> Option<TargetDifficultySummary> {
@@ -316,11 +325,36 @@ fn target_difficulty_summary(records: &[EditRecord]) -> Option<TargetDifficultyS
     }
     let mean_ln = ppl.iter().map(|p| p.ln()).sum::<f64>() / ppl.len() as f64;
     ppl.sort_by(f64::total_cmp);
+    let diversity = target_diversity(records);
     Some(TargetDifficultySummary {
         ppl: mean_ln.exp(),
         ppl_median: ppl[ppl.len() / 2],
         tokens: tokens.iter().sum::<f64>() / tokens.len() as f64,
+        distinct: diversity.map(|d| d.0),
+        entropy_bits: diversity.map(|d| d.1),
     })
+}
+
+/// The number of distinct new targets over the run's edit requests and the entropy (bits) of
+/// their frequencies; `None` when the records carry no targets. Targets compare as written,
+/// after trimming the leading space some data sets keep.
+fn target_diversity(records: &[EditRecord]) -> Option<(usize, f64)> {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for t in records.iter().flat_map(|r| r.target_new.iter()) {
+        *counts.entry(t.trim()).or_default() += 1;
+    }
+    let total: usize = counts.values().sum();
+    if total == 0 {
+        return None;
+    }
+    let entropy = counts
+        .values()
+        .map(|&c| {
+            let p = c as f64 / total as f64;
+            -p * p.log2()
+        })
+        .sum::<f64>();
+    Some((counts.len(), entropy.max(0.0)))
 }
 
 /// The median of each timed phase.
@@ -429,7 +463,7 @@ pub fn finish_run(
             .expect("serializable")
             .as_bytes(),
     )?;
-    let mut csv = String::from("method,edits,efficacy,paraphrase,specificity,avg,portability,es,ps,ns,multihop,fluency,rejected,seconds_per_edit,target_ppl,target_tokens");
+    let mut csv = String::from("method,edits,efficacy,paraphrase,specificity,avg,portability,es,ps,ns,multihop,fluency,rejected,seconds_per_edit,target_ppl,target_tokens,target_distinct,target_entropy_bits");
     for (task, _, _) in &s.probes {
         csv.push_str(&format!(",{task}_start,{task}_end"));
     }
@@ -439,7 +473,7 @@ pub fn finish_run(
     csv.push('\n');
     let f = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.6}"));
     csv.push_str(&format!(
-        "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+        "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
         s.method,
         s.edits,
         f(s.efficacy),
@@ -455,7 +489,12 @@ pub fn finish_run(
         s.rejected,
         f(s.seconds_per_edit),
         f(s.targets.as_ref().map(|t| t.ppl)),
-        f(s.targets.as_ref().map(|t| t.tokens))
+        f(s.targets.as_ref().map(|t| t.tokens)),
+        s.targets
+            .as_ref()
+            .and_then(|t| t.distinct)
+            .map_or(String::new(), |d| d.to_string()),
+        f(s.targets.as_ref().and_then(|t| t.entropy_bits))
     ));
     for (_, a, b) in &s.probes {
         csv.push_str(&format!(",{},{}", f(*a), f(*b)));
@@ -660,7 +699,11 @@ pub fn table(summaries: &[(String, Summary)]) -> String {
         }
         if with_ppl {
             let cell = s.targets.as_ref().map_or("–".to_string(), |t| {
-                format!("{:.1} ({:.1} tok)", t.ppl, t.tokens)
+                let diversity = match (t.distinct, t.entropy_bits) {
+                    (Some(d), Some(h)) => format!("; {d} distinct, H {h:.2} bits"),
+                    _ => String::new(),
+                };
+                format!("{:.1} ({:.1} tok{diversity})", t.ppl, t.tokens)
             });
             md.push_str(&format!(" {cell} |"));
         }
@@ -681,7 +724,7 @@ pub fn table(summaries: &[(String, Summary)]) -> String {
     }
     md.push_str("probes: headline metric ×100");
     if with_ppl {
-        md.push_str("; target PPL: geometric mean over the edits of the new target's perplexity after its prompt on the unedited model, and the mean target length in tokens");
+        md.push_str("; target PPL: geometric mean over the edits of the new target's perplexity after its prompt on the unedited model, the mean target length in tokens, and the targets' diversity: how many different targets the edits wrote and the entropy of their frequencies");
     }
     md.push_str(".\n");
     let reused: Vec<String> = summaries
@@ -833,6 +876,7 @@ mod tests {
             targets_reused: 0,
             target_ppl: None,
             target_tokens: None,
+            target_new: vec![],
         }
     }
 
@@ -886,24 +930,58 @@ mod tests {
     }
 
     #[test]
-    fn the_summary_and_the_table_carry_the_targets_perplexity() {
-        let records: Vec<EditRecord> = [(2.0, 1.0), (8.0, 3.0), (4.0, 2.0)]
-            .into_iter()
-            .enumerate()
-            .map(|(i, (ppl, tokens))| EditRecord {
-                target_ppl: Some(ppl),
-                target_tokens: Some(tokens),
-                ..record(i)
-            })
-            .collect();
+    fn the_summary_and_the_table_carry_the_targets_perplexity_and_diversity() {
+        let records: Vec<EditRecord> =
+            [(2.0, 1.0, " Rome"), (8.0, 3.0, "Paris"), (4.0, 2.0, "Rome")]
+                .into_iter()
+                .enumerate()
+                .map(|(i, (ppl, tokens, target))| EditRecord {
+                    target_ppl: Some(ppl),
+                    target_tokens: Some(tokens),
+                    target_new: vec![target.to_string()],
+                    ..record(i)
+                })
+                .collect();
         let s = summarize("d4s", &[point(0), point(3)], &records).unwrap();
         let t = s.targets.clone().unwrap();
         // Geometric mean: (2 · 8 · 4)^(1/3) = 4.
         assert!((t.ppl - 4.0).abs() < 1e-12, "{t:?}");
         assert_eq!((t.ppl_median, t.tokens), (4.0, 2.0));
+        // " Rome" and "Rome" are one target: frequencies 2/3, 1/3.
+        let h = -(2.0f64 / 3.0 * (2.0f64 / 3.0).log2() + 1.0 / 3.0 * (1.0f64 / 3.0).log2());
+        assert_eq!(t.distinct, Some(2));
+        assert!((t.entropy_bits.unwrap() - h).abs() < 1e-12, "{t:?}");
         let md = table(&[("run".into(), s)]);
         assert!(md.contains("| target PPL |"), "{md}");
-        assert!(md.contains("| 4.0 (2.0 tok) |"), "{md}");
+        assert!(
+            md.contains("| 4.0 (2.0 tok; 2 distinct, H 0.92 bits) |"),
+            "{md}"
+        );
+        // One target for every edit: no diversity at all (TF-like runs approach this).
+        let same: Vec<EditRecord> = (0..4)
+            .map(|i| EditRecord {
+                target_ppl: Some(3.0),
+                target_tokens: Some(1.0),
+                target_new: vec![" True".into()],
+                ..record(i)
+            })
+            .collect();
+        let t = summarize("d4s", &[point(0), point(4)], &same)
+            .unwrap()
+            .targets
+            .unwrap();
+        assert_eq!((t.distinct, t.entropy_bits), (Some(1), Some(0.0)));
+        // Runs recorded before `target_new` existed keep the perplexity and have no diversity.
+        let no_targets: Vec<EditRecord> = records
+            .iter()
+            .map(|r| EditRecord {
+                target_new: vec![],
+                ..r.clone()
+            })
+            .collect();
+        let s = summarize("d4s", &[point(0), point(3)], &no_targets).unwrap();
+        assert_eq!(s.targets.as_ref().unwrap().distinct, None);
+        assert!(table(&[("run".into(), s)]).contains("| 4.0 (2.0 tok) |"));
         // Runs recorded before the field existed have no column.
         let old = summarize("d4s", &[point(0), point(1)], &[record(0)]).unwrap();
         assert!(old.targets.is_none());

@@ -79,6 +79,11 @@ impl EvalCase {
             origin: origin.into(),
         }
     }
+
+    /// The new target of each edit request, in order.
+    pub fn new_targets(&self) -> Vec<String> {
+        self.requests.iter().map(|r| r.target.clone()).collect()
+    }
 }
 
 /// The file formats [`load`] reads.
