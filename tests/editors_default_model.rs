@@ -113,7 +113,10 @@ fn counterfact_single_edit_rewrite_accuracy_rome_10_others_20() {
     let results: Vec<(Method, f64, Vec<f64>, f64)> = std::thread::scope(|scope| {
         let handles: Vec<_> = [
             (vec![Method::Rome], &reqs[..10]),
-            (vec![Method::D4s, Method::Memit, Method::AlphaEdit], &reqs[..]),
+            (
+                vec![Method::D4s, Method::Memit, Method::AlphaEdit],
+                &reqs[..],
+            ),
         ]
         .into_iter()
         .map(|(methods, reqs)| {
