@@ -336,9 +336,13 @@ fn target_difficulty_summary(records: &[EditRecord]) -> Option<TargetDifficultyS
 }
 
 /// The number of distinct new targets over the run's edit requests and the entropy (bits) of
-/// their frequencies; `None` when the records carry no targets. Targets compare as written,
-/// after trimming the leading space some data sets keep.
+/// their frequencies; `None` unless every record carries its targets (a run resumed from one
+/// recorded before `target_new` existed would otherwise count only its later part). Targets
+/// compare as written, after trimming the leading space some data sets keep.
 fn target_diversity(records: &[EditRecord]) -> Option<(usize, f64)> {
+    if records.iter().any(|r| r.target_new.is_empty()) {
+        return None;
+    }
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for t in records.iter().flat_map(|r| r.target_new.iter()) {
         *counts.entry(t.trim()).or_default() += 1;
@@ -981,6 +985,17 @@ mod tests {
             .collect();
         let s = summarize("d4s", &[point(0), point(3)], &no_targets).unwrap();
         assert_eq!(s.targets.as_ref().unwrap().distinct, None);
+        // Nor does a run only partly recorded with them (resumed across versions).
+        let partly = [
+            no_targets[0].clone(),
+            records[1].clone(),
+            records[2].clone(),
+        ];
+        let t = summarize("d4s", &[point(0), point(3)], &partly)
+            .unwrap()
+            .targets
+            .unwrap();
+        assert_eq!((t.distinct, t.entropy_bits), (None, None));
         assert!(table(&[("run".into(), s)]).contains("| 4.0 (2.0 tok) |"));
         // Runs recorded before the field existed have no column.
         let old = summarize("d4s", &[point(0), point(1)], &[record(0)]).unwrap();
