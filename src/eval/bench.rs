@@ -645,6 +645,21 @@ pub fn run(
         let seconds = te.elapsed().as_secs_f64();
         let reused = spec.targets.as_ref().map_or(0, |t| t.hits()) - hits_before;
         let rss_bytes = crate::util::resident_memory();
+        // What a record says about case `i` whatever the outcome; each arm adds its own.
+        let case_record = |i: usize| EditRecord {
+            index: i,
+            origin: cases[i].origin.clone(),
+            prob_initial: None,
+            prob_final: None,
+            seconds: 0.0,
+            timings: None,
+            rss_bytes,
+            rejected: None,
+            targets_reused: 0,
+            target_ppl: Some(reference.targets[i].ppl()),
+            target_tokens: Some(reference.targets[i].tokens),
+            target_new: cases[i].new_targets(),
+        };
         match &outcome {
             Ok(o) => {
                 let timings = o.timings.per_request(step.len());
@@ -652,18 +667,12 @@ pub fn run(
                     let t = o.targets.get(k.min(o.targets.len().saturating_sub(1)));
                     probs.extend(t.map(|t| t.prob_final));
                     sink.edit(&EditRecord {
-                        index: i,
-                        origin: cases[i].origin.clone(),
                         prob_initial: t.map(|t| t.prob_initial),
                         prob_final: t.map(|t| t.prob_final),
                         seconds: seconds / step.len() as f64,
                         timings: Some(timings.clone()),
-                        rss_bytes,
-                        rejected: None,
                         targets_reused: reused as usize / step.len(),
-                        target_ppl: Some(reference.targets[i].ppl()),
-                        target_tokens: Some(reference.targets[i].tokens),
-                        target_new: cases[i].new_targets(),
+                        ..case_record(i)
                     })?;
                 }
             }
@@ -672,18 +681,9 @@ pub fn run(
                 rejected += step.len();
                 for &i in step {
                     sink.edit(&EditRecord {
-                        index: i,
-                        origin: cases[i].origin.clone(),
-                        prob_initial: None,
-                        prob_final: None,
                         seconds,
-                        timings: None,
-                        rss_bytes,
                         rejected: Some(e.to_string()),
-                        targets_reused: 0,
-                        target_ppl: Some(reference.targets[i].ppl()),
-                        target_tokens: Some(reference.targets[i].tokens),
-                        target_new: cases[i].new_targets(),
+                        ..case_record(i)
                     })?;
                 }
             }
