@@ -102,6 +102,32 @@ fn ten_sequential_d4s_edits_write_metrics_and_plots() {
             "{e}"
         );
     }
+    // Each edited case's outcome at the end, consistent with the final point's means (one
+    // rewrite prompt per CounterFact case).
+    let outcomes: Vec<serde_json::Value> = std::fs::read_to_string(run.join("cases.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(outcomes.len(), 10);
+    let efficacy = outcomes
+        .iter()
+        .map(|o| o["token"]["efficacy"].as_f64().unwrap())
+        .sum::<f64>()
+        / 10.0;
+    let final_efficacy = last["metrics"]["token"]["efficacy"].as_f64().unwrap();
+    assert!(
+        (efficacy - final_efficacy).abs() < 1e-9,
+        "{efficacy} {last}"
+    );
+    for o in &outcomes {
+        assert!(
+            !o["requests"][0]["target"].as_str().unwrap().is_empty(),
+            "{o}"
+        );
+        let unchanged = o["token"]["specificity"].as_f64().unwrap() == 1.0;
+        assert_eq!(o.get("changed_neighbours").is_none(), unchanged, "{o}");
+    }
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["edits"], 10);

@@ -207,6 +207,104 @@ pub fn generation_fluency(model: &Model, cases: &[&EvalCase]) -> Result<Option<f
     Ok(mean(&means))
 }
 
+/// How one edited case stands at an evaluation point: a line of `cases.jsonl`, written for the
+/// final point of a run so a user can see *which* edits held, which were lost, and what the
+/// neighbours whose answers moved now predict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaseOutcome {
+    pub index: usize,
+    pub origin: String,
+    /// The case's edit requests (prompt with the subject filled in, new target).
+    pub requests: Vec<RequestText>,
+    /// This case's token metrics (means over its own items; same names as `metrics.jsonl`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub token: BTreeMap<String, f64>,
+    /// This case's probability metrics (es / ps / ns and magnitudes).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub prob: BTreeMap<String, f64>,
+    /// Neighbour (locality) prompts whose predicted answer tokens differ from the unedited
+    /// model's, with both predictions decoded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed_neighbours: Vec<NeighbourChange>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestText {
+    pub prompt: String,
+    pub target: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NeighbourChange {
+    pub prompt: String,
+    /// The answer the data gives for the neighbour.
+    pub answer: String,
+    /// The unedited model's argmax tokens at the answer positions (teacher forcing), decoded.
+    pub before: String,
+    /// The edited model's, decoded.
+    pub after: String,
+}
+
+/// What [`evaluate`] measures: the means over all items (`metrics.jsonl`) and each case's own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    pub metrics: CaseMetrics,
+    pub cases: Vec<CaseOutcome>,
+}
+
+/// Per-item values of one metric with the case (position in `which`) each belongs to: the
+/// overall mean is over items, as the field reports it; a case's own value is over its items.
+#[derive(Default)]
+struct ItemValues {
+    values: Vec<f64>,
+    owners: Vec<usize>,
+}
+
+impl ItemValues {
+    fn push(&mut self, owner: usize, v: f64) {
+        self.values.push(v);
+        self.owners.push(owner);
+    }
+
+    fn extend(&mut self, owners: &[usize], values: Vec<f64>) {
+        self.owners.extend_from_slice(owners);
+        self.values.extend(values);
+    }
+
+    fn case_means(&self, n_cases: usize) -> Vec<Option<f64>> {
+        let mut sums = vec![(0.0, 0usize); n_cases];
+        for (&o, &v) in self.owners.iter().zip(&self.values) {
+            sums[o].0 += v;
+            sums[o].1 += 1;
+        }
+        sums.into_iter()
+            .map(|(s, k)| (k > 0).then(|| s / k as f64))
+            .collect()
+    }
+}
+
+/// Writes each metric's mean over all items into `total` and each case's mean over its own items
+/// into the case's map.
+fn record_means(
+    all: &BTreeMap<&str, ItemValues>,
+    total: &mut BTreeMap<String, f64>,
+    outcomes: &mut [CaseOutcome],
+    field: fn(&mut CaseOutcome) -> &mut BTreeMap<String, f64>,
+) {
+    for (name, items) in all {
+        let Some(v) = mean(&items.values) else {
+            continue;
+        };
+        total.insert((*name).into(), v);
+        let per_case = items.case_means(outcomes.len());
+        for (o, v) in outcomes.iter_mut().zip(per_case) {
+            if let Some(v) = v {
+                field(o).insert((*name).into(), v);
+            }
+        }
+    }
+}
+
 /// Evaluates cases on the current model. `which` selects cases by index into `cases`;
 /// `with_fluency` adds the generation fluency (about a hundred sampled tokens per generation
 /// prompt, so the benchmark measures it only before the first and after the last edit).
@@ -217,23 +315,24 @@ pub fn evaluate(
     which: &[usize],
     multihop: bool,
     with_fluency: bool,
-) -> Result<CaseMetrics> {
-    let mut rewrite = Vec::new();
-    let mut rephrase = Vec::new();
-    let mut portability = Vec::new();
-    let mut spec_items = Vec::new();
+) -> Result<Evaluation> {
+    // Items to score, each with its owner: the case's position in `which`.
+    let (mut rewrite, mut rewrite_of) = (Vec::new(), Vec::new());
+    let (mut rephrase, mut rephrase_of) = (Vec::new(), Vec::new());
+    let (mut portability, mut portability_of) = (Vec::new(), Vec::new());
+    let (mut spec_items, mut spec_of) = (Vec::new(), Vec::new());
     let mut spec_refs: Vec<&Vec<u32>> = Vec::new();
-    let (mut es, mut em, mut ps, mut pm, mut ns, mut nm) =
-        (vec![], vec![], vec![], vec![], vec![], vec![]);
     let mut nll_items: Vec<(String, String)> = Vec::new();
-    // (kind, case-level index range into nll_items) for the probability metrics.
+    // (kind, owner, index into nll_items of the (new, true) pair) for the probability metrics.
     let mut nll_jobs: Vec<(u8, usize, usize)> = Vec::new();
-    for &ci in which {
+    for (owner, &ci) in which.iter().enumerate() {
         let c = &cases[ci];
         for (ri, r) in c.requests.iter().enumerate() {
             rewrite.push((r.filled_prompt(), r.target.clone()));
+            rewrite_of.push(owner);
             for p in &r.paraphrases {
                 rephrase.push((p.clone(), r.target.clone()));
+                rephrase_of.push(owner);
             }
             let answered: Vec<_> = r
                 .neighbors
@@ -242,84 +341,98 @@ pub fn evaluate(
                 .collect();
             for (k, item) in answered.iter().enumerate() {
                 spec_items.push(item.clone());
+                spec_of.push(owner);
                 spec_refs.push(&reference.locality[ci][ri][k]);
             }
             if let Some(truth) = &r.ground_truth {
                 // efficacy: new vs true on the prompt; paraphrase: the same on each paraphrase;
                 // neighbourhood: the neighbour's own answer vs the new target.
-                let start = nll_items.len();
-                nll_items.push((r.filled_prompt(), r.target.clone()));
-                nll_items.push((r.filled_prompt(), truth.clone()));
-                nll_jobs.push((0, start, 2));
+                let mut pair = |kind: u8, prompt: &String, other: &String| {
+                    nll_jobs.push((kind, owner, nll_items.len()));
+                    nll_items.push((prompt.clone(), r.target.clone()));
+                    nll_items.push((prompt.clone(), other.clone()));
+                };
+                pair(0, &r.filled_prompt(), truth);
                 for p in &r.paraphrases {
-                    let s = nll_items.len();
-                    nll_items.push((p.clone(), r.target.clone()));
-                    nll_items.push((p.clone(), truth.clone()));
-                    nll_jobs.push((1, s, 2));
+                    pair(1, p, truth);
                 }
                 for (prompt, ans) in &answered {
-                    let s = nll_items.len();
-                    nll_items.push((prompt.clone(), r.target.clone()));
-                    nll_items.push((prompt.clone(), ans.clone()));
-                    nll_jobs.push((2, s, 2));
+                    pair(2, prompt, ans);
                 }
             }
         }
+        portability_of.extend(std::iter::repeat_n(owner, c.portability.len()));
         portability.extend(c.portability.iter().cloned());
+    }
+    let mut token: BTreeMap<&str, ItemValues> = BTreeMap::new();
+    token
+        .entry("efficacy")
+        .or_default()
+        .extend(&rewrite_of, token_accuracy(model, &rewrite)?);
+    token
+        .entry("paraphrase")
+        .or_default()
+        .extend(&rephrase_of, token_accuracy(model, &rephrase)?);
+    let post = answer_argmax(model, &spec_items)?;
+    let mut changed: Vec<Vec<NeighbourChange>> = vec![Vec::new(); which.len()];
+    let specificity = token.entry("specificity").or_default();
+    for (k, ((after, _), pre)) in post.iter().zip(&spec_refs).enumerate() {
+        let agree = agreement(pre, after);
+        specificity.push(spec_of[k], agree);
+        if agree < 1.0 {
+            changed[spec_of[k]].push(NeighbourChange {
+                prompt: spec_items[k].0.clone(),
+                answer: spec_items[k].1.clone(),
+                before: model.decode_text(pre)?,
+                after: model.decode_text(after)?,
+            });
+        }
+    }
+    token
+        .entry("portability")
+        .or_default()
+        .extend(&portability_of, token_accuracy(model, &portability)?);
+    let nll = target_nll(model, &nll_items)?;
+    let mut prob: BTreeMap<&str, ItemValues> = BTreeMap::new();
+    for &(kind, owner, s) in &nll_jobs {
+        let (new, truth) = (nll[s], nll[s + 1]);
+        let (p_new, p_true) = ((-new).exp(), (-truth).exp());
+        // Efficacy and paraphrase ask for the new target; the neighbourhood for the old answer.
+        let (score, magnitude, names) = match kind {
+            0 => (new < truth, p_new - p_true, ["es", "em"]),
+            1 => (new < truth, p_new - p_true, ["ps", "pm"]),
+            _ => (truth < new, p_true - p_new, ["ns", "nm"]),
+        };
+        prob.entry(names[0])
+            .or_default()
+            .push(owner, f64::from(score));
+        prob.entry(names[1]).or_default().push(owner, magnitude);
     }
     let mut m = CaseMetrics {
         cases: which.len(),
         ..Default::default()
     };
-    if let Some(v) = mean(&token_accuracy(model, &rewrite)?) {
-        m.token.insert("efficacy".into(), v);
-    }
-    if let Some(v) = mean(&token_accuracy(model, &rephrase)?) {
-        m.token.insert("paraphrase".into(), v);
-    }
-    let post = answer_argmax(model, &spec_items)?;
-    let spec: Vec<f64> = post
+    let mut outcomes: Vec<CaseOutcome> = which
         .iter()
-        .zip(&spec_refs)
-        .map(|((p, _), pre)| agreement(pre, p))
+        .zip(changed)
+        .map(|(&ci, changed_neighbours)| CaseOutcome {
+            index: ci,
+            origin: cases[ci].origin.clone(),
+            requests: cases[ci]
+                .requests
+                .iter()
+                .map(|r| RequestText {
+                    prompt: r.filled_prompt(),
+                    target: r.target.clone(),
+                })
+                .collect(),
+            token: BTreeMap::new(),
+            prob: BTreeMap::new(),
+            changed_neighbours,
+        })
         .collect();
-    if let Some(v) = mean(&spec) {
-        m.token.insert("specificity".into(), v);
-    }
-    if let Some(v) = mean(&token_accuracy(model, &portability)?) {
-        m.token.insert("portability".into(), v);
-    }
-    let nll = target_nll(model, &nll_items)?;
-    for (kind, s, _) in &nll_jobs {
-        let (new, truth) = (nll[*s], nll[s + 1]);
-        let (p_new, p_true) = ((-new).exp(), (-truth).exp());
-        match kind {
-            0 => {
-                es.push(f64::from(new < truth));
-                em.push(p_new - p_true);
-            }
-            1 => {
-                ps.push(f64::from(new < truth));
-                pm.push(p_new - p_true);
-            }
-            _ => {
-                ns.push(f64::from(truth < new));
-                nm.push(p_true - p_new);
-            }
-        }
-    }
-    for (name, v) in [
-        ("es", &es),
-        ("em", &em),
-        ("ps", &ps),
-        ("pm", &pm),
-        ("ns", &ns),
-        ("nm", &nm),
-    ] {
-        if let Some(x) = mean(v) {
-            m.prob.insert(name.into(), x);
-        }
-    }
+    record_means(&token, &mut m.token, &mut outcomes, |o| &mut o.token);
+    record_means(&prob, &mut m.prob, &mut outcomes, |o| &mut o.prob);
     if with_fluency {
         let selected: Vec<&EvalCase> = which.iter().map(|&ci| &cases[ci]).collect();
         if let Some(f) = generation_fluency(model, &selected)? {
@@ -335,7 +448,10 @@ pub fn evaluate(
             m.multihop = Some(multihop_accuracy(model, &mh)?);
         }
     }
-    Ok(m)
+    Ok(Evaluation {
+        metrics: m,
+        cases: outcomes,
+    })
 }
 
 /// A short few-shot preamble for multi-hop questions (written for d4s; MQuAKE's own 16-shot
@@ -474,6 +590,10 @@ pub trait BenchSink {
     fn progress(&mut self, _done: usize, _total: usize, _phase: &str) {}
     /// Something the user should know that does not stop the run.
     fn warn(&mut self, _message: &str) {}
+    /// Each case's outcome at the final point (called once, just before that point).
+    fn cases(&mut self, _cases: &[CaseOutcome]) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A run's inputs (besides the model and the cases).
@@ -582,16 +702,18 @@ pub fn run(
                  probs: &[f64],
                  rejected: usize,
                  with_fluency: bool|
-     -> Result<EvalPoint> {
-        Ok(EvalPoint {
+     -> Result<(EvalPoint, Vec<CaseOutcome>)> {
+        let eval = evaluate(model, cases, &reference, which, spec.multihop, with_fluency)?;
+        let point = EvalPoint {
             edits,
-            metrics: evaluate(model, cases, &reference, which, spec.multihop, with_fluency)?,
+            metrics: eval.metrics,
             probes: run_probes(model, spec.probes)?,
             layers: layer_norms(model, &layers)?,
             edit_prob: mean(probs),
             rejected,
             wall_seconds: wall(),
-        })
+        };
+        Ok((point, eval.cases))
     };
     let steps: Vec<Vec<usize>> = match spec.protocol {
         Protocol::Single | Protocol::Sequential => (0..cases.len()).map(|i| vec![i]).collect(),
@@ -603,7 +725,7 @@ pub fn run(
     };
     let mut editor: Box<dyn Editor> = new_editor(spec.hparams.clone());
     let mut done: Vec<usize> = Vec::new();
-    let mut single_results: Vec<CaseMetrics> = Vec::new();
+    let mut single_results: Vec<Evaluation> = Vec::new();
     let mut first_step = 0;
     if let Some(ck) = &spec.resume {
         first_step = resume_from(model, editor.as_mut(), ck, &steps, &spec.hparams)?;
@@ -612,7 +734,7 @@ pub fn run(
         rejected = ck.meta.rejected;
     } else if spec.protocol != Protocol::Single {
         // The unedited model is point 0 (sequential/batch): the baseline of every curve.
-        let p = point(
+        let (p, _) = point(
             model,
             &(0..cases.len()).collect::<Vec<_>>(),
             0,
@@ -707,7 +829,7 @@ pub fn run(
                     .is_some_and(|k| done.len().is_multiple_of(k) && done.len() < cases.len());
                 if due {
                     sink.progress(done.len(), cases.len(), "evaluating all edits so far");
-                    let p = point(model, &done, done.len(), &probs, rejected, false)?;
+                    let (p, _) = point(model, &done, done.len(), &probs, rejected, false)?;
                     sink.point(&p)?;
                     points.push(p);
                 }
@@ -754,14 +876,17 @@ pub fn run(
         }
     }
     sink.progress(cases.len(), cases.len(), "final evaluation");
-    let last = if spec.protocol == Protocol::Single {
+    let (last, outcomes) = if spec.protocol == Protocol::Single {
         // Mean of the per-case results, each measured right after its own edit.
-        let mut p = point(model, &[], cases.len(), &probs, rejected, false)?;
-        p.metrics = merge_means(&single_results);
-        p
+        let (mut p, _) = point(model, &[], cases.len(), &probs, rejected, false)?;
+        let metrics: Vec<CaseMetrics> = single_results.iter().map(|e| e.metrics.clone()).collect();
+        p.metrics = merge_means(&metrics);
+        let outcomes = single_results.into_iter().flat_map(|e| e.cases).collect();
+        (p, outcomes)
     } else {
         point(model, &done, done.len(), &probs, rejected, true)?
     };
+    sink.cases(&outcomes)?;
     sink.point(&last)?;
     points.push(last);
     if spec.protocol == Protocol::Single {
@@ -906,6 +1031,76 @@ mod tests {
         let t = s.targets.expect("target summary");
         let geometric = (nll_w0.iter().sum::<f64>() / nll_w0.len() as f64).exp();
         assert!((t.ppl - geometric).abs() <= 1e-9 * geometric, "{t:?}");
+    }
+
+    #[test]
+    fn each_case_outcome_at_the_end_adds_up_to_the_final_point() {
+        let cases = cases();
+        let (model, sink) = memit_run(&cases);
+        let last = &sink.points.last().unwrap().metrics;
+        assert_eq!(sink.cases.len(), cases.len());
+        for (i, o) in sink.cases.iter().enumerate() {
+            assert_eq!((o.index, o.origin.as_str()), (i, cases[i].origin.as_str()));
+            assert_eq!(o.requests[0].target, cases[i].requests[0].target);
+            assert_eq!(o.requests[0].prompt, cases[i].requests[0].filled_prompt());
+            for name in ["es", "ps", "ns"] {
+                assert!([0.0, 1.0].contains(&o.prob[name]), "{o:?}");
+            }
+            // A neighbour is listed as changed exactly when its predictions moved.
+            let spe = o.token["specificity"];
+            assert_eq!(o.changed_neighbours.is_empty(), spe == 1.0, "{o:?}");
+            for n in &o.changed_neighbours {
+                assert_ne!(n.before, n.after, "{n:?}");
+                assert_eq!(n.answer, " Rome");
+            }
+        }
+        // Five sequential edits move the shared neighbour's prediction somewhere.
+        assert!(sink.cases.iter().any(|o| !o.changed_neighbours.is_empty()));
+        // One item of each kind per case: the point's means are the means of the cases'.
+        for (name, metrics) in [
+            ("efficacy", &last.token),
+            ("paraphrase", &last.token),
+            ("specificity", &last.token),
+            ("es", &last.prob),
+            ("nm", &last.prob),
+        ] {
+            let per_case = sink.cases.iter().map(|o| {
+                let m = if metrics == &last.token {
+                    &o.token
+                } else {
+                    &o.prob
+                };
+                m[name]
+            });
+            let mean = per_case.sum::<f64>() / cases.len() as f64;
+            assert!(
+                (mean - metrics[name]).abs() < 1e-12,
+                "{name}: {mean} {metrics:?}"
+            );
+        }
+        // The outcomes are a pure function of the model and the references, for any selection
+        // of cases in any order; the unedited model changes no neighbour.
+        let mut model_w0 = tiny_model(Arch::Llama, 21);
+        let reference_w0 = reference(&mut model_w0, &cases).unwrap();
+        let again = evaluate(
+            &model,
+            &cases,
+            &reference_w0,
+            &[0, 1, 2, 3, 4],
+            false,
+            false,
+        )
+        .unwrap();
+        assert_eq!(again.cases, sink.cases);
+        let unedited = evaluate(&model_w0, &cases, &reference_w0, &[4, 1], false, false).unwrap();
+        assert_eq!(
+            unedited.cases.iter().map(|o| o.index).collect::<Vec<_>>(),
+            [4, 1]
+        );
+        assert!(unedited
+            .cases
+            .iter()
+            .all(|o| o.changed_neighbours.is_empty() && o.token["specificity"] == 1.0));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::bench::{BenchSink, EditRecord, EvalPoint};
+use super::bench::{BenchSink, CaseOutcome, EditRecord, EvalPoint};
 use super::plots::{render, LineChart, Series};
 use crate::edit::Timings;
 use crate::error::{Error, Result};
@@ -67,6 +67,9 @@ impl RunConfig {
     }
 }
 
+/// Each edited case's outcome at the end of a run ([`CaseOutcome`]).
+pub const CASES_FILE: &str = "cases.jsonl";
+
 /// Streams `metrics.jsonl` and `edits.jsonl` as the run goes (flushed per line, so an interrupted
 /// run keeps what it measured).
 pub struct RunWriter {
@@ -107,6 +110,8 @@ impl RunWriter {
                 .open(dir.join(name))
                 .map_err(|e| Error::io(dir.join(name), e))
         };
+        // A finished earlier run's per-case outcomes would pass for this run's.
+        util::remove_if_exists(&dir.join(CASES_FILE))?;
         Ok(Self {
             dir: dir.to_path_buf(),
             metrics: open("metrics.jsonl")?,
@@ -241,6 +246,15 @@ impl BenchSink for RunWriter {
         }
         self.points.push(point.clone());
         Ok(())
+    }
+
+    fn cases(&mut self, cases: &[CaseOutcome]) -> Result<()> {
+        let mut text = String::new();
+        for c in cases {
+            text.push_str(&serde_json::to_string(c).expect("serializable"));
+            text.push('\n');
+        }
+        util::write_atomic(&self.dir.join(CASES_FILE), text.as_bytes())
     }
 
     fn warn(&mut self, message: &str) {
@@ -931,6 +945,36 @@ mod tests {
         std::fs::write(&metrics, format!("{{broken\n{text}")).unwrap();
         let err = RunWriter::resume(dir.path(), 3, None).err().unwrap();
         assert!(err.to_string().contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn the_case_outcomes_are_written_whole_and_a_new_run_drops_the_old_ones() {
+        use crate::eval::bench::RequestText;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CASES_FILE);
+        let mut w = RunWriter::create(dir.path(), &config(), None).unwrap();
+        let outcome = |index: usize| CaseOutcome {
+            index,
+            origin: format!("tiny#{index}"),
+            requests: vec![RequestText {
+                prompt: "The Eiffel Tower is in".into(),
+                target: "Rome".into(),
+            }],
+            token: [("efficacy".to_string(), 1.0)].into(),
+            prob: BTreeMap::new(),
+            changed_neighbours: vec![],
+        };
+        w.cases(&[outcome(0), outcome(1)]).unwrap();
+        let lines: Vec<CaseOutcome> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines, [outcome(0), outcome(1)]);
+        // Starting over in the folder must not leave the finished run's outcomes behind.
+        drop(w);
+        RunWriter::create(dir.path(), &config(), None).unwrap();
+        assert!(!path.exists());
     }
 
     #[test]

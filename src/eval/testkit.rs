@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::edit::{CorpusSpec, EditRequest, HParams, Method, Probe, StatsCache, StatsConfig};
 use crate::error::Result;
-use crate::eval::bench::{BenchRun, BenchSink, EditRecord, EvalPoint, Protocol};
+use crate::eval::bench::{BenchRun, BenchSink, CaseOutcome, EditRecord, EvalPoint, Protocol};
 use crate::eval::checkpoint::{Checkpoint, CheckpointPolicy};
 use crate::eval::datasets::EvalCase;
 use crate::model::config::Arch;
@@ -16,6 +16,8 @@ pub struct Memory {
     pub points: Vec<EvalPoint>,
     pub records: Vec<EditRecord>,
     pub warnings: Vec<String>,
+    /// The outcomes of the final point, per case.
+    pub cases: Vec<CaseOutcome>,
 }
 
 impl BenchSink for Memory {
@@ -29,6 +31,10 @@ impl BenchSink for Memory {
     }
     fn warn(&mut self, message: &str) {
         self.warnings.push(message.to_string());
+    }
+    fn cases(&mut self, cases: &[CaseOutcome]) -> Result<()> {
+        self.cases = cases.to_vec();
+        Ok(())
     }
 }
 
