@@ -239,7 +239,8 @@ pub struct NeighbourChange {
     pub prompt: String,
     /// The answer the data gives for the neighbour.
     pub answer: String,
-    /// The unedited model's argmax tokens at the answer positions (teacher forcing), decoded.
+    /// The unedited model's argmax tokens at the answer positions (teacher forcing), decoded
+    /// with special tokens shown (an end-of-text prediction reads `<|endoftext|>`, not "").
     pub before: String,
     /// The edited model's, decoded.
     pub after: String,
@@ -383,8 +384,8 @@ pub fn evaluate(
             changed[spec_of[k]].push(NeighbourChange {
                 prompt: spec_items[k].0.clone(),
                 answer: spec_items[k].1.clone(),
-                before: model.decode_text(pre)?,
-                after: model.decode_text(after)?,
+                before: model.decode(pre)?,
+                after: model.decode(after)?,
             });
         }
     }
