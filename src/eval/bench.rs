@@ -880,8 +880,7 @@ pub fn run(
     let (last, outcomes) = if spec.protocol == Protocol::Single {
         // Mean of the per-case results, each measured right after its own edit.
         let (mut p, _) = point(model, &[], cases.len(), &probs, rejected, false)?;
-        let metrics: Vec<CaseMetrics> = single_results.iter().map(|e| e.metrics.clone()).collect();
-        p.metrics = merge_means(&metrics);
+        p.metrics = merge_means(single_results.iter().map(|e| &e.metrics));
         let outcomes = single_results.into_iter().flat_map(|e| e.cases).collect();
         (p, outcomes)
     } else {
@@ -932,7 +931,7 @@ fn resume_from(
 }
 
 /// Case-weighted means of per-case metric sets.
-fn merge_means(parts: &[CaseMetrics]) -> CaseMetrics {
+fn merge_means<'a>(parts: impl IntoIterator<Item = &'a CaseMetrics>) -> CaseMetrics {
     let mut out = CaseMetrics::default();
     let mut sums: BTreeMap<(u8, String), (f64, usize)> = BTreeMap::new();
     let mut mh = (0.0, 0);
