@@ -1104,6 +1104,37 @@ mod tests {
     }
 
     #[test]
+    fn the_single_protocol_reports_each_case_right_after_its_own_edit() {
+        let cases = cases();
+        let stats_dir = tempfile::tempdir().unwrap();
+        let mut st = stats(stats_dir.path());
+        let mut model = tiny_model(Arch::Llama, 21);
+        let mut sink = Memory::default();
+        let mut run_spec = spec(Method::Memit, &mut st, None, None, None);
+        run_spec.protocol = Protocol::Single;
+        run(&mut model, &cases, run_spec, &mut sink).unwrap();
+        // One point, at the end; the model is reset after the run.
+        assert_eq!(sink.points.len(), 1);
+        assert_eq!(model.touched_layers(), Vec::<usize>::new());
+        let last = &sink.points[0].metrics;
+        assert_eq!(last.cases, cases.len());
+        assert_eq!(
+            sink.cases.iter().map(|o| o.index).collect::<Vec<_>>(),
+            (0..cases.len()).collect::<Vec<_>>()
+        );
+        // Each case is one item of each kind: the merged means are the cases' means.
+        for name in ["efficacy", "specificity"] {
+            let mean = sink.cases.iter().map(|o| o.token[name]).sum::<f64>() / cases.len() as f64;
+            assert!(
+                (mean - last.token[name]).abs() < 1e-12,
+                "{name}: {mean} {last:?}"
+            );
+        }
+        let es = sink.cases.iter().map(|o| o.prob["es"]).sum::<f64>() / cases.len() as f64;
+        assert!((es - last.prob["es"]).abs() < 1e-12, "{es} {last:?}");
+    }
+
+    #[test]
     fn fluency_is_measured_before_the_first_and_after_the_last_edit_when_prompts_exist() {
         let mut cases = cases();
         for c in &mut cases[..3] {
