@@ -79,7 +79,11 @@ pub struct RunWriter {
     pub points: Vec<EvalPoint>,
     pub records: Vec<EditRecord>,
     progress: Option<indicatif::ProgressBar>,
+    heartbeat: util::Heartbeat,
 }
+
+/// How often a headless run (its bar hidden) writes a progress line to its log.
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(300);
 
 fn append(f: &mut File, path: &Path, v: &impl Serialize) -> Result<()> {
     let mut line = serde_json::to_string(v).expect("serializable");
@@ -119,6 +123,7 @@ impl RunWriter {
             points: vec![],
             records: vec![],
             progress,
+            heartbeat: util::Heartbeat::new(HEARTBEAT),
         })
     }
 }
@@ -210,6 +215,7 @@ impl RunWriter {
             points: points.into_iter().map(|(_, p)| p).collect(),
             records,
             progress,
+            heartbeat: util::Heartbeat::new(HEARTBEAT),
         })
     }
 }
@@ -268,6 +274,9 @@ impl BenchSink for RunWriter {
         if let Some(pb) = &self.progress {
             pb.set_position(done as u64);
             pb.set_message(phase.to_string());
+            if pb.is_hidden() && self.heartbeat.due(std::time::Instant::now()) {
+                eprintln!("{}", util::progress_line(pb, "edits"));
+            }
         }
     }
 }

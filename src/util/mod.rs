@@ -3,7 +3,7 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
@@ -172,9 +172,92 @@ pub fn say(pb: &indicatif::ProgressBar, line: String) {
     }
 }
 
+/// Progress for a log file. A hidden bar (stderr is not a terminal: a long run under `nohup`)
+/// draws nothing between the lines given to [`say`], so a log would show no sign of life for
+/// hours; a heartbeat lets one plain progress line through at most every `every`.
+#[derive(Debug)]
+pub struct Heartbeat {
+    every: Duration,
+    last: Option<Instant>,
+}
+
+impl Heartbeat {
+    pub fn new(every: Duration) -> Self {
+        Self { every, last: None }
+    }
+
+    /// Whether a line is due at `now`: the first call starts the clock, and a line is due once
+    /// `every` has passed since the start or the last line.
+    pub fn due(&mut self, now: Instant) -> bool {
+        let last = *self.last.get_or_insert(now);
+        let due = now.saturating_duration_since(last) >= self.every;
+        if due {
+            self.last = Some(now);
+        }
+        due
+    }
+}
+
+/// One line of a bar's state, for a log: `ROME: 125/1000 edits, 19 minutes elapsed, ETA 2 hours
+/// (target)`.
+pub fn progress_line(pb: &indicatif::ProgressBar, unit: &str) -> String {
+    use indicatif::HumanDuration;
+    let prefix = pb.prefix();
+    let prefix = prefix.trim();
+    let message = pb.message();
+    format!(
+        "{}{}/{} {unit}, {} elapsed, ETA {}{}",
+        if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}: ")
+        },
+        pb.position(),
+        pb.length().map_or("?".to_string(), |l| l.to_string()),
+        HumanDuration(pb.elapsed()),
+        HumanDuration(pb.eta()),
+        if message.is_empty() {
+            String::new()
+        } else {
+            format!(" ({message})")
+        }
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_heartbeat_lets_one_line_through_per_interval() {
+        let mut beat = Heartbeat::new(Duration::from_secs(300));
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert!(!beat.due(t0), "the first call only starts the clock");
+        assert!(!beat.due(at(299)));
+        assert!(beat.due(at(300)));
+        assert!(!beat.due(at(301)), "the interval counts from the last line");
+        assert!(!beat.due(at(599)));
+        assert!(beat.due(at(600)));
+        // A call that finds several intervals gone by gives one line, not one per interval.
+        assert!(beat.due(at(2000)));
+        assert!(!beat.due(at(2001)));
+    }
+
+    #[test]
+    fn a_progress_line_names_the_run_its_position_and_the_phase() {
+        let pb = indicatif::ProgressBar::hidden();
+        pb.set_length(1000);
+        pb.set_position(125);
+        pb.set_prefix("      ROME");
+        pb.set_message("target");
+        let line = progress_line(&pb, "edits");
+        assert!(line.starts_with("ROME: 125/1000 edits, "), "{line}");
+        assert!(line.contains(" elapsed, ETA "), "{line}");
+        assert!(line.ends_with(" (target)"), "{line}");
+        let bare = indicatif::ProgressBar::hidden();
+        assert!(progress_line(&bare, "edits").starts_with("0/? edits, "));
+    }
 
     #[test]
     fn atomic_write_replaces_and_leaves_no_temp() {
