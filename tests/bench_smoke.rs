@@ -38,9 +38,16 @@ fn ten_sequential_d4s_edits_write_metrics_and_plots() {
     };
     // Interrupted after 7 edits (checkpoints after 3, 6 and at the stop), then continued: the
     // run folder ends up as one whole run.
-    let stopped = common::run_ok(&mut bench(&["--stop-after", "7"]));
+    // Its stderr is a pipe, so the progress bar is hidden and the heartbeat (every edit here)
+    // keeps the log informed.
+    let stopped = common::run_ok(&mut bench(&["--stop-after", "7", "--progress-every", "0"]));
     let said = String::from_utf8_lossy(&stopped.stdout);
     assert!(said.contains("stopped after 7 of 10 edits"), "{said}");
+    let logged = String::from_utf8_lossy(&stopped.stderr);
+    assert!(
+        logged.contains("D4S: 6/10 edits, ") && logged.contains(" elapsed, ETA "),
+        "{logged}"
+    );
     assert!(run.join("checkpoint/checkpoint.json").is_file());
     assert!(!run.join("summary.json").exists());
     let ck: serde_json::Value =

@@ -75,6 +75,10 @@ pub struct BenchArgs {
     /// Stop after this many edits with a checkpoint written (continue later with --resume).
     #[arg(long)]
     pub stop_after: Option<usize>,
+    /// When stderr is not a terminal (a run under nohup), write a progress line with the ETA to
+    /// it at most every this many seconds (the terminal's progress bar replaces it otherwise).
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub progress_every: u64,
 }
 
 /// What to do with one method's run folder.
@@ -302,6 +306,7 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
                 (RunWriter::create(&dir, &config, Some(pb.clone()))?, None)
             }
         };
+        writer.set_heartbeat(std::time::Duration::from_secs(a.progress_every));
         let spec = BenchRun {
             hparams: hp,
             protocol,

@@ -82,7 +82,7 @@ pub struct RunWriter {
     heartbeat: util::Heartbeat,
 }
 
-/// How often a headless run (its bar hidden) writes a progress line to its log.
+/// How often a headless run (its bar hidden) writes a progress line to its log, unless set.
 const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(300);
 
 fn append(f: &mut File, path: &Path, v: &impl Serialize) -> Result<()> {
@@ -217,6 +217,13 @@ impl RunWriter {
             progress,
             heartbeat: util::Heartbeat::new(HEARTBEAT),
         })
+    }
+}
+
+impl RunWriter {
+    /// How often a headless run (its bar hidden) writes a progress line (default 5 minutes).
+    pub fn set_heartbeat(&mut self, every: std::time::Duration) {
+        self.heartbeat = util::Heartbeat::new(every);
     }
 }
 
