@@ -77,7 +77,7 @@ pub struct BenchArgs {
     pub stop_after: Option<usize>,
     /// When stderr is not a terminal (a run under nohup), write a progress line with the ETA to
     /// it at most every this many seconds (the terminal's progress bar replaces it otherwise).
-    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    #[arg(long, default_value_t = d4s::eval::report::HEARTBEAT_SECS, value_name = "SECONDS")]
     pub progress_every: u64,
 }
 

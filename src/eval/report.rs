@@ -82,8 +82,9 @@ pub struct RunWriter {
     heartbeat: util::Heartbeat,
 }
 
-/// How often a headless run (its bar hidden) writes a progress line to its log, unless set.
-const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(300);
+/// How often, in seconds, a headless run (its bar hidden) writes a progress line to its log,
+/// unless [`RunWriter::set_heartbeat`] says otherwise (`d4s bench --progress-every`).
+pub const HEARTBEAT_SECS: u64 = 300;
 
 fn append(f: &mut File, path: &Path, v: &impl Serialize) -> Result<()> {
     let mut line = serde_json::to_string(v).expect("serializable");
@@ -123,7 +124,7 @@ impl RunWriter {
             points: vec![],
             records: vec![],
             progress,
-            heartbeat: util::Heartbeat::new(HEARTBEAT),
+            heartbeat: util::Heartbeat::new(std::time::Duration::from_secs(HEARTBEAT_SECS)),
         })
     }
 }
@@ -215,13 +216,11 @@ impl RunWriter {
             points: points.into_iter().map(|(_, p)| p).collect(),
             records,
             progress,
-            heartbeat: util::Heartbeat::new(HEARTBEAT),
+            heartbeat: util::Heartbeat::new(std::time::Duration::from_secs(HEARTBEAT_SECS)),
         })
     }
-}
 
-impl RunWriter {
-    /// How often a headless run (its bar hidden) writes a progress line (default 5 minutes).
+    /// How often a headless run (its bar hidden) writes a progress line.
     pub fn set_heartbeat(&mut self, every: std::time::Duration) {
         self.heartbeat = util::Heartbeat::new(every);
     }
