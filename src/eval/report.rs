@@ -281,7 +281,7 @@ impl BenchSink for RunWriter {
             pb.set_position(done as u64);
             pb.set_message(phase.to_string());
             if pb.is_hidden() && self.heartbeat.due(std::time::Instant::now()) {
-                eprintln!("{}", util::progress_line(pb, "edits"));
+                util::say(pb, util::progress_line(pb, "edits"));
             }
         }
     }
