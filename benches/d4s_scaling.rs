@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use d4s::edit::d4s::D4s;
 use d4s::edit::{
-    D4sTerms, EditContext, EditControl, EditOutcome, EditRequest, Editor, HParams, Method,
+    EditContext, EditControl, EditOutcome, EditRequest, EditTerms, Editor, HParams, Method,
     StatsCache, StatsConfig, Timings, UndoRecord,
 };
 use d4s::eval::datasets;
@@ -71,15 +71,15 @@ fn main() {
     let hp = HParams::defaults(Method::D4s, &model.config);
 
     let mut short = D4s::new(hp.clone());
-    let mut history: Vec<D4sTerms> = Vec::new();
+    let mut history: Vec<EditTerms> = Vec::new();
     for r in &reqs[..SHORT] {
         match apply(&mut model, &mut stats, &mut short, r).undo {
-            UndoRecord::D4s(t) => history.push(t),
+            UndoRecord::Terms(t) => history.push(t),
             other => panic!("D4S returned {other:?}"),
         }
     }
     let mut long = D4s::new(hp);
-    let cycled: Vec<D4sTerms> = history.iter().cycle().take(LONG).cloned().collect();
+    let cycled: Vec<EditTerms> = history.iter().cycle().take(LONG).cloned().collect();
     {
         let mut cx = EditContext {
             stats: &mut stats,

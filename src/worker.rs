@@ -18,15 +18,18 @@ use std::time::{Duration, Instant};
 
 use candle_core::Tensor;
 
-use crate::edit::{EditControl, EditRequest, HParams, Method, Phase, Progress};
+use crate::edit::{EditControl, EditRequest, HParams, Method, Progress};
 use crate::error::{Error, Result};
-use crate::eval::metrics::{agreement, answer_argmax, token_accuracy};
+use crate::eval::bench::records::TokenMetrics;
+use crate::eval::bench::{evaluate, layer_norms, EvalOptions, LayerNorms, Reference};
+use crate::eval::datasets::EvalCase;
 use crate::eval::predict::{top_next, Prediction};
+use crate::eval::probes::ProbeResult;
 use crate::model::Model;
 use crate::session::Runner;
 
-/// Runs the downstream probes on the model: `(task, headline value, chance level)` per task.
-pub type ProbeRunner = Box<dyn FnMut(&Model) -> Result<Vec<(String, f64, f64)>> + Send>;
+/// Runs the downstream probes on the model: one result per task, as the benchmark records them.
+pub type ProbeRunner = Box<dyn FnMut(&Model) -> Result<Vec<ProbeResult>> + Send>;
 
 /// What the UI asks for.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,7 +50,8 @@ pub enum Command {
     Pause(bool),
     /// Export the edited weights' ΔW into the session directory.
     Save,
-    /// Replay a journaled session into this model (live).
+    /// Read a journaled session's applied edits; the UI queues them when the `Deck` event
+    /// arrives, so they replay into this model like any other edits.
     OpenSession(PathBuf),
     /// Drop queued edits that have not started.
     ClearQueue,
@@ -57,31 +61,12 @@ pub enum Command {
     Quit,
 }
 
-/// Metrics of one edit, EasyEdit token-level (spec §4.1).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct EditMetrics {
-    pub efficacy: f64,
-    pub paraphrase: Option<f64>,
-    pub specificity: Option<f64>,
-}
-
-/// One point of the sequential-editing curve: all live edits evaluated on the current model.
+/// One point of the sequential-editing curve: all live edits evaluated on the current model
+/// (the benchmark's evaluation, so the same numbers).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CurvePoint {
     pub edits: usize,
-    pub efficacy: f64,
-    pub paraphrase: Option<f64>,
-    pub specificity: Option<f64>,
-}
-
-/// Per-layer norms after an edit (means over the matrix entries, as the paper plots them).
-#[derive(Debug, Clone, PartialEq)]
-pub struct LayerNorm {
-    pub layer: usize,
-    pub weight_l1: f64,
-    pub delta_l1: f64,
-    /// ‖W0‖₁/n of the unedited matrix (the baseline of the growth factor).
-    pub original_l1: f64,
+    pub metrics: TokenMetrics,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -89,7 +74,8 @@ pub struct Landed {
     pub id: u64,
     pub step: u64,
     pub method: Method,
-    pub metrics: EditMetrics,
+    /// The edit's own metrics on the model right after it landed.
+    pub metrics: TokenMetrics,
     pub before: Vec<Prediction>,
     pub after: Vec<Prediction>,
     pub layer_deltas: Vec<(usize, f64)>,
@@ -112,12 +98,10 @@ pub enum Event {
     Started {
         id: u64,
     },
+    /// Where the edit in flight is (warnings come as `Log` lines instead).
     Progress {
         id: u64,
-        phase: String,
-        step: Option<(usize, usize)>,
-        loss: Option<f64>,
-        prob: Option<f64>,
+        progress: Progress,
     },
     Landed(Box<Landed>),
     Rejected {
@@ -134,12 +118,16 @@ pub enum Event {
     },
     Norms {
         edits: usize,
-        layers: Vec<LayerNorm>,
+        layers: Vec<LayerNorms>,
     },
+    /// All live edits are being re-evaluated.
+    Evaluating,
     Curve(CurvePoint),
+    /// The probes started running.
+    ProbesStarted,
     Probes {
         edits: usize,
-        results: Vec<(String, f64, f64)>,
+        results: Vec<ProbeResult>,
     },
     ProbesUnavailable(String),
     MethodChanged {
@@ -163,7 +151,6 @@ pub struct WorkerHandle {
     pub events: Receiver<Event>,
     /// Set to cancel the edit in flight (checked at every optimization step).
     pub cancel: Arc<AtomicBool>,
-    pub busy: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -189,20 +176,49 @@ pub fn curve_due(edits: usize, every: usize) -> bool {
     edits <= 20 || (edits <= 100 && edits.is_multiple_of(5)) || edits.is_multiple_of(20)
 }
 
-struct Live {
-    id: u64,
-    request: EditRequest,
-    /// Argmax tokens of each neighbour's answer on the unedited model (locality reference).
-    pre: Vec<Vec<u32>>,
+/// The landed edits still in effect, as evaluation cases with their unedited-model references.
+#[derive(Default)]
+struct LiveEdits {
+    ids: Vec<u64>,
+    cases: Vec<EvalCase>,
+    reference: Reference,
+}
+
+impl LiveEdits {
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    fn push(&mut self, id: u64, case: EvalCase, reference: Reference) {
+        self.ids.push(id);
+        self.cases.push(case);
+        self.reference.append(reference);
+    }
+
+    fn pop(&mut self) -> Option<(u64, EvalCase)> {
+        self.reference.pop();
+        Some((self.ids.pop()?, self.cases.pop()?))
+    }
+
+    /// The token metrics of the live edits `which` (indices) on the model as it is now.
+    fn metrics(&self, model: &Model, which: &[usize]) -> Result<TokenMetrics> {
+        let e = evaluate(
+            model,
+            &self.cases,
+            &self.reference,
+            which,
+            EvalOptions::default(),
+        )?;
+        Ok(e.metrics.token)
+    }
 }
 
 struct Worker {
     runner: Runner,
     events: Sender<Event>,
     cancel: Arc<AtomicBool>,
-    busy: Arc<AtomicBool>,
     queue: VecDeque<(u64, EditRequest)>,
-    live: Vec<Live>,
+    live: LiveEdits,
     paused: bool,
     eval_every: usize,
     probes: Option<ProbeRunner>,
@@ -225,8 +241,7 @@ pub fn spawn(runner: Runner, opts: WorkerOptions) -> WorkerHandle {
     let (ctx, crx) = mpsc::channel::<Command>();
     let (etx, erx) = mpsc::channel::<Event>();
     let cancel = Arc::new(AtomicBool::new(false));
-    let busy = Arc::new(AtomicBool::new(false));
-    let (c2, b2) = (cancel.clone(), busy.clone());
+    let c2 = cancel.clone();
     let thread = std::thread::Builder::new()
         .name("d4s-worker".into())
         .spawn(move || {
@@ -245,9 +260,8 @@ pub fn spawn(runner: Runner, opts: WorkerOptions) -> WorkerHandle {
                 runner,
                 events: etx,
                 cancel: c2,
-                busy: b2,
                 queue: VecDeque::new(),
-                live: Vec::new(),
+                live: LiveEdits::default(),
                 paused: false,
                 eval_every: opts.eval_every,
                 probes: opts.probes,
@@ -260,7 +274,6 @@ pub fn spawn(runner: Runner, opts: WorkerOptions) -> WorkerHandle {
         commands: ctx,
         events: erx,
         cancel,
-        busy,
         thread: Some(thread),
     }
 }
@@ -308,7 +321,6 @@ impl Worker {
     fn guarded(&mut self, f: impl FnOnce(&mut Self)) {
         let snapshot = self.snapshot();
         let r = catch_unwind(AssertUnwindSafe(|| f(self)));
-        self.busy.store(false, Ordering::Relaxed);
         if let Err(p) = r {
             let msg = panic_message(p.as_ref());
             for (l, w) in snapshot {
@@ -402,43 +414,20 @@ impl Worker {
 
     fn progress_event(id: u64, p: &Progress) -> Event {
         match p {
-            Progress::Phase(ph) => Event::Progress {
-                id,
-                phase: phase_name(*ph).into(),
-                step: None,
-                loss: None,
-                prob: None,
-            },
-            Progress::TargetStep {
-                step,
-                of,
-                loss,
-                prob,
-            } => Event::Progress {
-                id,
-                phase: "target".into(),
-                step: Some((step + 1, *of)),
-                loss: Some(*loss),
-                prob: Some(*prob),
-            },
-            Progress::Tokens { done, total } => Event::Progress {
-                id,
-                phase: "statistics (once per model)".into(),
-                step: Some((*done, *total)),
-                loss: None,
-                prob: None,
-            },
             Progress::Warning(w) => Event::Log(format!("warning: {w}")),
+            progress => Event::Progress {
+                id,
+                progress: progress.clone(),
+            },
         }
     }
 
     fn edit(&mut self, id: u64, mut request: EditRequest) {
         self.cancel.store(false, Ordering::Relaxed);
-        self.busy.store(true, Ordering::Relaxed);
         self.emit(Event::Started { id });
         let t0 = Instant::now();
         let prepared = self.prepare(&mut request);
-        let (pre, before) = match prepared {
+        let (reference, before) = match prepared {
             Ok(x) => x,
             Err(e) => {
                 self.emit(Event::Rejected {
@@ -470,11 +459,20 @@ impl Worker {
             });
         match applied {
             Ok((step, method, layer_deltas, t)) => {
-                let metrics = self.metrics(&request, &pre).unwrap_or_default();
-                let after = top_next(&self.runner.model, &[request.filled_prompt()], 3)
+                let prompt = request.filled_prompt();
+                self.live.push(
+                    id,
+                    EvalCase::single(request, format!("tui#{id}")),
+                    reference,
+                );
+                let newest = self.live.len() - 1;
+                let metrics = self
+                    .live
+                    .metrics(&self.runner.model, &[newest])
+                    .unwrap_or_default();
+                let after = top_next(&self.runner.model, &[prompt], 3)
                     .map(|mut v| v.remove(0))
                     .unwrap_or_default();
-                self.live.push(Live { id, request, pre });
                 self.emit(Event::Landed(Box::new(Landed {
                     id,
                     step,
@@ -505,10 +503,11 @@ impl Worker {
         }
     }
 
-    /// Locality references on the unedited model and the prompt's current top predictions.
-    fn prepare(&mut self, request: &mut EditRequest) -> Result<(Vec<Vec<u32>>, Vec<Prediction>)> {
+    /// The request's locality references on the unedited model and the prompt's current top
+    /// predictions. A neighbour typed without an answer keeps whatever the unedited model says
+    /// next.
+    fn prepare(&mut self, request: &mut EditRequest) -> Result<(Reference, Vec<Prediction>)> {
         request.validate()?;
-        // A neighbour typed without an answer keeps whatever the unedited model says next.
         let unanswered: Vec<String> = request
             .neighbors
             .iter()
@@ -530,87 +529,23 @@ impl Worker {
                 n.answer = (!t.is_empty()).then(|| t.to_string());
             }
         }
-        let neighbors: Vec<(String, String)> = request
-            .neighbors
-            .iter()
-            .filter_map(|n| n.answer.clone().map(|a| (n.prompt.clone(), a)))
-            .collect();
-        let pre = if neighbors.is_empty() {
-            vec![]
-        } else {
-            self.runner
-                .model
-                .with_unedited(|m| answer_argmax(m, &neighbors))?
-                .into_iter()
-                .map(|(p, _)| p)
-                .collect()
-        };
+        let case = EvalCase::single(request.clone(), "");
+        let reference = Reference::of(&mut self.runner.model, std::slice::from_ref(&case))?;
         let before = top_next(&self.runner.model, &[request.filled_prompt()], 3)?.remove(0);
-        Ok((pre, before))
-    }
-
-    fn metrics(&self, request: &EditRequest, pre: &[Vec<u32>]) -> Result<EditMetrics> {
-        let m = &self.runner.model;
-        let efficacy = token_accuracy(m, &[(request.filled_prompt(), request.target.clone())])?[0];
-        let paraphrase = if request.paraphrases.is_empty() {
-            None
-        } else {
-            let items: Vec<(String, String)> = request
-                .paraphrases
-                .iter()
-                .map(|p| (p.clone(), request.target.clone()))
-                .collect();
-            let a = token_accuracy(m, &items)?;
-            Some(a.iter().sum::<f64>() / a.len() as f64)
-        };
-        let neighbors: Vec<(String, String)> = request
-            .neighbors
-            .iter()
-            .filter_map(|n| n.answer.clone().map(|a| (n.prompt.clone(), a)))
-            .collect();
-        let specificity = if neighbors.is_empty() {
-            None
-        } else {
-            let post = answer_argmax(m, &neighbors)?;
-            let s: f64 = pre
-                .iter()
-                .zip(&post)
-                .map(|(p, (q, _))| agreement(p, q))
-                .sum();
-            Some(s / neighbors.len() as f64)
-        };
-        Ok(EditMetrics {
-            efficacy,
-            paraphrase,
-            specificity,
-        })
+        Ok((reference, before))
     }
 
     fn norms(&self) {
         let m = &self.runner.model;
         let mut layers = m.touched_layers();
         layers.retain(|&l| l < m.n_layers());
-        let norms: Vec<LayerNorm> = layers
-            .iter()
-            .filter_map(|&l| {
-                let w = m.edit_weight(l).ok()?;
-                let w0 = m.original_edit_weight(l).ok()?;
-                let n = w.elem_count() as f64;
-                let (l1, _) = crate::model::matrix_norms(w).ok()?;
-                let (d1, _) = crate::model::matrix_norms(&(w - w0).ok()?).ok()?;
-                let (o1, _) = crate::model::matrix_norms(w0).ok()?;
-                Some(LayerNorm {
-                    layer: l,
-                    weight_l1: l1 / n,
-                    delta_l1: d1 / n,
-                    original_l1: o1 / n,
-                })
-            })
-            .collect();
-        self.emit(Event::Norms {
-            edits: self.live.len(),
-            layers: norms,
-        });
+        match layer_norms(m, &layers) {
+            Ok(layers) => self.emit(Event::Norms {
+                edits: self.live.len(),
+                layers,
+            }),
+            Err(e) => self.emit(Event::Error(format!("norms: {e}"))),
+        }
     }
 
     /// Re-evaluates all live edits (the sequential protocol's "evaluate everything so far").
@@ -619,26 +554,10 @@ impl Worker {
         if n == 0 || !(forced || curve_due(n, self.eval_every)) {
             return;
         }
-        let r = (|| -> Result<CurvePoint> {
-            let mut eff = Vec::new();
-            let mut par = Vec::new();
-            let mut spe = Vec::new();
-            for l in &self.live {
-                let m = self.metrics(&l.request, &l.pre)?;
-                eff.push(m.efficacy);
-                par.extend(m.paraphrase);
-                spe.extend(m.specificity);
-            }
-            let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
-            Ok(CurvePoint {
-                edits: n,
-                efficacy: mean(&eff).unwrap_or(0.0),
-                paraphrase: mean(&par),
-                specificity: mean(&spe),
-            })
-        })();
-        match r {
-            Ok(p) => self.emit(Event::Curve(p)),
+        self.emit(Event::Evaluating);
+        let all: Vec<usize> = (0..n).collect();
+        match self.live.metrics(&self.runner.model, &all) {
+            Ok(metrics) => self.emit(Event::Curve(CurvePoint { edits: n, metrics })),
             Err(e) => self.emit(Event::Error(format!("evaluation failed: {e}"))),
         }
     }
@@ -650,8 +569,7 @@ impl Worker {
             ));
             return;
         };
-        self.busy.store(true, Ordering::Relaxed);
-        self.emit(Event::Log("running probes…".into()));
+        self.emit(Event::ProbesStarted);
         let outcome = run(&self.runner.model);
         self.probes = Some(run);
         match outcome {
@@ -659,7 +577,7 @@ impl Worker {
                 if let Some(s) = &mut self.runner.session {
                     let json: serde_json::Value = results
                         .iter()
-                        .map(|(t, v, _)| (t.clone(), serde_json::json!(v)))
+                        .map(|r| (r.task.clone(), serde_json::json!(r.headline().1)))
                         .collect::<serde_json::Map<_, _>>()
                         .into();
                     if let Err(e) = s.record_probes(self.live.len() as u64, json) {
@@ -679,10 +597,11 @@ impl Worker {
         match self.runner.undo(None) {
             Ok(step) => {
                 let undone = self.live.pop();
-                let id = undone.as_ref().map_or(0, |l| l.id);
+                let id = undone.as_ref().map_or(0, |(id, _)| *id);
                 let after = undone
-                    .and_then(|l| {
-                        top_next(&self.runner.model, &[l.request.filled_prompt()], 3).ok()
+                    .and_then(|(_, case)| {
+                        let prompt = case.requests[0].filled_prompt();
+                        top_next(&self.runner.model, &[prompt], 3).ok()
                     })
                     .map(|mut v| v.remove(0))
                     .unwrap_or_default();
@@ -709,8 +628,9 @@ impl Worker {
         }
     }
 
+    /// Reads a session's applied edits (in order) and hands them to the UI to queue.
     fn open(&mut self, dir: PathBuf) {
-        let r = (|| -> Result<usize> {
+        let r = (|| -> Result<Vec<EditRequest>> {
             let loaded = crate::session::journal::read_journal(&dir.join("journal.jsonl"))?;
             let meta = crate::session::journal::read_meta(&dir)?;
             if meta.model.sha256 != self.runner.model.info.sha256 {
@@ -720,36 +640,26 @@ impl Worker {
                     meta.model.name
                 )));
             }
-            let mut n = 0;
-            let mut id = 1_000_000;
-            for e in &loaded.events {
-                if let crate::session::Event::Applied { requests, .. } = e {
-                    for r in requests {
-                        id += 1;
-                        self.queue.push_back((id, r.clone()));
-                        n += 1;
-                    }
-                }
-            }
-            Ok(n)
+            Ok(loaded
+                .events
+                .iter()
+                .filter_map(|e| match e {
+                    crate::session::Event::Applied { requests, .. } => Some(requests.clone()),
+                    _ => None,
+                })
+                .flatten()
+                .collect())
         })();
         match r {
-            Ok(n) => self.emit(Event::Log(format!(
-                "replaying {n} edits from {}",
-                dir.display()
-            ))),
+            Ok(requests) => self.emit(Event::Deck {
+                source: format!("session {}", dir.display()),
+                requests,
+                skipped: 0,
+            }),
             Err(e) => self.emit(Event::Error(format!("open session: {e}"))),
         }
     }
 }
 
-fn phase_name(p: Phase) -> &'static str {
-    match p {
-        Phase::Statistics => "statistics (once per model)",
-        Phase::Templates => "templates",
-        Phase::Target => "target",
-        Phase::Keys => "keys",
-        Phase::Solve => "solving",
-        Phase::Apply => "applying",
-    }
-}
+#[cfg(test)]
+mod tests;

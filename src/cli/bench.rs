@@ -9,11 +9,12 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use d4s::edit::{Method, TargetCache};
-use d4s::eval::bench::{self, BenchRun, Protocol};
-use d4s::eval::checkpoint::{self, CheckpointPolicy};
+use d4s::eval::bench::checkpoint::{self, CheckpointPolicy};
+use d4s::eval::bench::records::{self, DataRecord, Resumed, StatsRecord};
+use d4s::eval::bench::{self, summary, table, BenchRun, Protocol};
+use d4s::eval::bench::{writer::RunWriter, RunConfig};
 use d4s::eval::datasets::{self, QuestionType};
 use d4s::eval::probes::{self, ProbeConfig, ProbeSet, Task};
-use d4s::eval::report::{self, RunConfig, RunWriter};
 use d4s::model::Model;
 
 use super::edit::EditorArgs;
@@ -77,14 +78,14 @@ pub struct BenchArgs {
     pub stop_after: Option<usize>,
     /// When stderr is not a terminal (a run under nohup), write a progress line with the ETA to
     /// it at most every this many seconds (the terminal's progress bar replaces it otherwise).
-    #[arg(long, default_value_t = d4s::eval::report::HEARTBEAT_SECS, value_name = "SECONDS")]
+    #[arg(long, default_value_t = d4s::eval::bench::writer::HEARTBEAT_SECS, value_name = "SECONDS")]
     pub progress_every: u64,
 }
 
 /// What to do with one method's run folder.
 enum Start {
     Fresh,
-    Resume(Box<d4s::eval::checkpoint::Checkpoint>),
+    Resume(Box<checkpoint::Checkpoint>),
     AlreadyDone,
 }
 
@@ -103,7 +104,7 @@ fn plan_start(dir: &std::path::Path, config: &RunConfig, a: &BenchArgs) -> Resul
                  continue it, or --overwrite to start over",
                 dir.display(),
                 meta.edits,
-                config.data.get("n").and_then(|n| n.as_u64()).unwrap_or(0)
+                config.planned_edits()
             );
         }
         return Ok(Start::Fresh);
@@ -126,7 +127,7 @@ fn plan_start(dir: &std::path::Path, config: &RunConfig, a: &BenchArgs) -> Resul
         }
         None if !has_run => Ok(Start::Fresh),
         None if dir.join("summary.json").is_file() => {
-            let done = report::load_config(dir)?;
+            let done = records::load_config(dir)?;
             let diff = checkpoint::identity_differences(&done.identity(), &config.identity());
             if !diff.is_empty() {
                 bail!(
@@ -240,16 +241,26 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
         let dir = bench::method_dir(&a.out, method.name(), several);
         let config = RunConfig {
             d4s_version: env!("CARGO_PKG_VERSION").into(),
-            started: d4s::session::journal::now(),
-            model: serde_json::json!({"spec": model.info.spec.to_string_spec(), "name": model.info.name, "sha256": model.info.sha256}),
+            started: d4s::util::now(),
+            model: model.info.record(),
             method: method.name().into(),
             hparams: serde_json::to_value(&hp)?,
-            data: serde_json::json!({"path": path, "sha256": loaded.sha256, "kind": loaded.kind.name(), "n": cases.len(), "skipped": loaded.skipped.len(), "mqd": a.mqd}),
-            protocol: serde_json::to_value(protocol)?,
+            data: DataRecord {
+                path: path.clone(),
+                sha256: loaded.sha256.clone(),
+                kind: loaded.kind.name().into(),
+                n: cases.len(),
+                skipped: loaded.skipped.len(),
+                mqd: a.mqd.clone(),
+            },
+            protocol,
             eval_every: a.eval_every,
             probes: tasks.iter().map(|t| t.name().to_string()).collect(),
-            probe_config: serde_json::to_value(&probe_cfg)?,
-            stats: serde_json::json!({"config": stats.config, "corpus_id": stats.corpus_id()?}),
+            probe_config: probe_cfg.clone(),
+            stats: StatsRecord {
+                config: stats.config.clone(),
+                corpus_id: stats.corpus_id()?,
+            },
             seed: hp.seed,
             threads: std::env::var("RAYON_NUM_THREADS")
                 .ok()
@@ -331,7 +342,7 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
         if !outcome.complete {
             let done = writer.records.len();
             let interrupted = interrupt.as_ref().is_some_and(|f| f.load(Ordering::SeqCst));
-            report::plot_run(&dir, method.name(), &writer.points, &writer.records)?;
+            summary::plot_run(&dir, method.name(), &writer.points, &writer.records)?;
             println!(
                 "{}: stopped after {done} of {} edits; the checkpoint is in {}. Continue with the \
                  same command and --resume.",
@@ -347,7 +358,7 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
             continue;
         }
         checkpoint::remove(&dir)?;
-        match report::finish_run(&dir, method.name(), &writer.points, &writer.records)? {
+        match summary::finish_run(&dir, method.name(), &writer.points, &writer.records)? {
             Some(s) => println!(
                 "{}: {} edits — efficacy {:.3}, paraphrase {}, specificity {}, {} rejected → {}",
                 method.label(),
@@ -370,7 +381,7 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
         );
     }
     if several && !stopped {
-        let (md, _) = report::compare(&run_dirs, &a.out)?;
+        let (md, _) = table::compare(&run_dirs, &a.out)?;
         println!("\n{md}");
     }
     Ok(())
@@ -409,15 +420,15 @@ fn stop_on_ctrl_c() -> Option<Arc<AtomicBool>> {
 /// Notes in `config.json` that the run was continued (when, from which point, how).
 fn record_resume(
     dir: &std::path::Path,
-    ck: &d4s::eval::checkpoint::CheckpointMeta,
+    ck: &checkpoint::CheckpointMeta,
     command_line: &str,
 ) -> Result<()> {
-    let mut config = report::load_config(dir)?;
-    config.resumed.push(serde_json::json!({
-        "at": d4s::session::journal::now(),
-        "after_edits": ck.edits,
-        "command": command_line,
-    }));
+    let mut config = records::load_config(dir)?;
+    config.resumed.push(Resumed {
+        at: d4s::util::now(),
+        after_edits: ck.edits,
+        command: command_line.into(),
+    });
     d4s::util::write_atomic(
         &dir.join("config.json"),
         serde_json::to_string_pretty(&config)?.as_bytes(),
@@ -438,7 +449,7 @@ pub fn compare(a: &CompareArgs) -> Result<()> {
             .map(|p| p.join("compare"))
             .unwrap_or_else(|| PathBuf::from("compare"))
     });
-    let (md, files) = report::compare(&a.runs, &out)?;
+    let (md, files) = table::compare(&a.runs, &out)?;
     println!("{md}");
     println!(
         "wrote {}",

@@ -54,13 +54,7 @@ pub fn worker_probes(
             );
         }
         let sets = prepared.as_ref().expect("prepared above");
-        sets.iter()
-            .map(|s| {
-                let r = s.run(model, None)?;
-                let (_, v) = r.headline();
-                Ok((r.task.clone(), v, r.chance()))
-            })
-            .collect()
+        sets.iter().map(|s| s.run(model, None)).collect()
     });
     (Some(runner), None)
 }

@@ -112,7 +112,12 @@ impl Editor for AlphaEdit {
         })
     }
 
-    fn restore_snapshot(&mut self, model: &mut Model, snap: &super::EditorSnapshot) -> Result<()> {
+    fn restore(
+        &mut self,
+        model: &mut Model,
+        _cx: &mut EditContext,
+        snap: &super::EditorSnapshot,
+    ) -> Result<()> {
         if snap.meta.get("method").and_then(|m| m.as_str()) != Some("alphaedit") {
             return Err(Error::Input(
                 "this snapshot is not an AlphaEdit editor's".into(),
@@ -159,7 +164,12 @@ impl Editor for AlphaEdit {
         self.ensure_state(model, cx)?;
         timings.statistics = timer.lap();
         cx.ctl.report(Progress::Phase(Phase::Templates));
-        let templates = templates::ensure(&mut self.templates, model, &self.hp)?;
+        let templates = templates::ensure(
+            &mut self.templates,
+            model,
+            &self.hp,
+            &mut cx.stats.templates,
+        )?;
         timings.templates = timer.lap();
         cx.ctl.report(Progress::Phase(Phase::Target));
         let targets = residual_targets(

@@ -24,8 +24,8 @@ use super::linalg::{exact_tensor_from_mat, solve_spd_right_regularized, tensor_f
 use super::target::{residual_targets, TargetParams};
 use super::templates::{self, ContextTemplates};
 use super::{
-    commit_updates, restore_weights, D4sTerms, EditContext, EditOutcome, EditRequest, Editor,
-    HParams, Method, Phase, Progress, Stopwatch, Timings, UndoRecord,
+    commit_updates, restore_weights, EditContext, EditOutcome, EditRequest, EditTerms, Editor,
+    HParams, Method, Phase, Progress, Stopwatch, Timings, UndoReach, UndoRecord,
 };
 use crate::error::{Error, Result};
 use crate::model::{Model, Site};
@@ -104,7 +104,7 @@ impl D4s {
     }
 
     /// Adds (`sign = 1`) or removes (`sign = −1`) an edit's terms from the sums.
-    pub(crate) fn accumulate(&mut self, terms: &D4sTerms, sign: f64) {
+    pub(crate) fn accumulate(&mut self, terms: &EditTerms, sign: f64) {
         for (r_per_layer, k_per_layer) in terms.residuals.iter().zip(&terms.keys) {
             for j in 0..self.hp.layers.len() {
                 let (r, k) = (&r_per_layer[j], &k_per_layer[j]);
@@ -118,7 +118,7 @@ impl D4s {
 /// `S + Σ r kᵀ` and `A + Σ k kᵀ` over a step's requests, for layer `j`, accumulated one outer
 /// product at a time exactly as [`D4s::accumulate`] does, so a session rebuilt from recorded
 /// terms reproduces the same sums bit for bit.
-fn with_step(s: &Mat<f64>, a: &Mat<f64>, terms: &D4sTerms, j: usize) -> (Mat<f64>, Mat<f64>) {
+fn with_step(s: &Mat<f64>, a: &Mat<f64>, terms: &EditTerms, j: usize) -> (Mat<f64>, Mat<f64>) {
     let (mut s, mut a) = (s.clone(), a.clone());
     for (r, k) in terms.residuals.iter().zip(&terms.keys) {
         super::linalg::add_outer(&mut s, 1.0, &r[j], &k[j]);
@@ -136,8 +136,8 @@ impl Editor for D4s {
         &self.hp
     }
 
-    fn as_d4s_mut(&mut self) -> Option<&mut D4s> {
-        Some(self)
+    fn undo_reach(&self) -> UndoReach {
+        UndoReach::AnyStep
     }
 
     /// The sums `S_j`, `A_j` (f64, exact) and the edit count.
@@ -153,13 +153,21 @@ impl Editor for D4s {
         })
     }
 
-    fn restore_snapshot(&mut self, model: &mut Model, snap: &super::EditorSnapshot) -> Result<()> {
+    /// The sums of a checkpoint or of a journal ([`Editor::fold_terms`]); the weights follow
+    /// from them, computed as the edits computed them.
+    fn restore(
+        &mut self,
+        model: &mut Model,
+        cx: &mut EditContext,
+        snap: &super::EditorSnapshot,
+    ) -> Result<()> {
         if snap.meta.get("method").and_then(|m| m.as_str()) != Some("d4s") {
             return Err(Error::Input("this snapshot is not a D4S editor's".into()));
         }
         let n_edits = snap.meta["n_edits"]
             .as_u64()
             .ok_or_else(|| Error::Input("D4S snapshot without an edit count".into()))?;
+        self.hp.validate(&model.config)?;
         let (d_out, d_in) = (model.config.d_model, model.config.d_ff);
         let mut s = Vec::new();
         let mut a = Vec::new();
@@ -173,7 +181,44 @@ impl Editor for D4s {
         self.s = s;
         self.a = a;
         self.n_edits = n_edits as usize;
-        Ok(())
+        if self.s.is_empty() {
+            return Ok(());
+        }
+        self.commit_sums(model, cx)
+    }
+
+    fn fold_terms(
+        &self,
+        model: &Model,
+        ops: &[super::SignedTerms],
+    ) -> Result<Option<super::EditorSnapshot>> {
+        if ops
+            .iter()
+            .any(|(t, _)| t.keys.iter().any(|k| k.len() != self.hp.layers.len()))
+        {
+            return Err(Error::Input(
+                "a recorded D4S edit was made with different layers".into(),
+            ));
+        }
+        let mut folded = D4s {
+            hp: self.hp.clone(),
+            templates: None,
+            s: self.s.clone(),
+            a: self.a.clone(),
+            n_edits: self.n_edits,
+        };
+        folded.init_state(model);
+        // One outer product at a time in journal order, as the edits and undos added them, so
+        // the sums come out bit-identical to the original run's.
+        for (t, sign) in ops {
+            folded.accumulate(t, *sign);
+            if *sign > 0.0 {
+                folded.n_edits += t.keys.len();
+            } else {
+                folded.n_edits = folded.n_edits.saturating_sub(t.keys.len());
+            }
+        }
+        folded.snapshot().map(Some)
     }
 
     fn state_bytes(&self) -> usize {
@@ -199,7 +244,12 @@ impl Editor for D4s {
         let covs = cx.stats.second_moments(model, &layers, &cx.ctl)?;
         timings.statistics = timer.lap();
         cx.ctl.report(Progress::Phase(Phase::Templates));
-        let templates = templates::ensure(&mut self.templates, model, &self.hp)?;
+        let templates = templates::ensure(
+            &mut self.templates,
+            model,
+            &self.hp,
+            &mut cx.stats.templates,
+        )?;
         timings.templates = timer.lap();
 
         // Re-base the edited layers on W0 for the whole computation.
@@ -216,7 +266,7 @@ impl Editor for D4s {
         type Computed = (
             Vec<(usize, Tensor)>,
             Vec<(Mat<f64>, Mat<f64>)>,
-            D4sTerms,
+            EditTerms,
             Vec<super::TargetSummary>,
         );
         let computed = (|| -> Result<Computed> {
@@ -232,7 +282,7 @@ impl Editor for D4s {
             let z: Vec<Vec<f64>> = targets.iter().map(|t| t.sites[0].target()).collect();
             let h0 = bare_activations(model, requests, &[(z_layer, Site::BlockOut)])?.remove(0);
             timings.target += timer.lap();
-            let mut terms = D4sTerms {
+            let mut terms = EditTerms {
                 residuals: vec![Vec::new(); requests.len()],
                 keys: vec![Vec::new(); requests.len()],
             };
@@ -298,12 +348,12 @@ impl Editor for D4s {
             targets: summaries,
             timings,
             weights_sha256: sha,
-            undo: UndoRecord::D4s(terms),
+            undo: UndoRecord::Terms(terms),
         })
     }
 
     fn undo(&mut self, model: &mut Model, cx: &mut EditContext, record: &UndoRecord) -> Result<()> {
-        let UndoRecord::D4s(terms) = record else {
+        let UndoRecord::Terms(terms) = record else {
             return Err(Error::Input(
                 "this undo record does not belong to D4S".into(),
             ));
@@ -314,20 +364,9 @@ impl Editor for D4s {
             ));
         }
         self.init_state(model);
-        let covs = cx
-            .stats
-            .second_moments(model, &self.hp.layers.clone(), &cx.ctl)?;
         self.accumulate(terms, -1.0);
-        let weights: Result<Vec<(usize, Tensor)>> = (0..self.hp.layers.len())
-            .map(|j| {
-                Ok((
-                    self.hp.layers[j],
-                    self.weight_for(model, j, &self.s[j], &self.a[j], &covs[j], &cx.ctl)?,
-                ))
-            })
-            .collect();
-        match weights.and_then(|w| commit_updates(model, w, self.hp.max_update_ratio)) {
-            Ok(_) => {
+        match self.commit_sums(model, cx) {
+            Ok(()) => {
                 self.n_edits = self.n_edits.saturating_sub(terms.keys.len());
                 Ok(())
             }
@@ -340,43 +379,8 @@ impl Editor for D4s {
 }
 
 impl D4s {
-    /// Re-enters recorded edits into the sums without recomputing them (resume from a journal),
-    /// then sets the weights.
-    pub fn restore_history(
-        &mut self,
-        model: &mut Model,
-        cx: &mut EditContext,
-        history: &[D4sTerms],
-    ) -> Result<()> {
-        let ops: Vec<(D4sTerms, f64)> = history.iter().map(|t| (t.clone(), 1.0)).collect();
-        self.restore_signed_history(model, cx, &ops)
-    }
-
-    /// Like [`D4s::restore_history`], with a sign per entry: `+1` for an applied edit, `−1` for
-    /// an undo, in journal order (so the sums come out bit-identical to the original run).
-    pub fn restore_signed_history(
-        &mut self,
-        model: &mut Model,
-        cx: &mut EditContext,
-        ops: &[(D4sTerms, f64)],
-    ) -> Result<()> {
-        self.hp.validate(&model.config)?;
-        self.init_state(model);
-        for (t, _) in ops {
-            if t.keys.iter().any(|k| k.len() != self.hp.layers.len()) {
-                return Err(Error::Input(
-                    "a recorded D4S edit was made with different layers".into(),
-                ));
-            }
-        }
-        for (t, sign) in ops {
-            self.accumulate(t, *sign);
-            if *sign > 0.0 {
-                self.n_edits += t.keys.len();
-            } else {
-                self.n_edits = self.n_edits.saturating_sub(t.keys.len());
-            }
-        }
+    /// Sets every edited layer to the weights the current sums give.
+    fn commit_sums(&self, model: &mut Model, cx: &mut EditContext) -> Result<()> {
         let covs = cx
             .stats
             .second_moments(model, &self.hp.layers.clone(), &cx.ctl)?;
@@ -390,5 +394,18 @@ impl D4s {
             .collect::<Result<Vec<_>>>()?;
         commit_updates(model, weights, self.hp.max_update_ratio)?;
         Ok(())
+    }
+
+    /// Re-enters recorded edits into the sums without recomputing them (a journal's), then sets
+    /// the weights: [`Editor::fold_terms`] and [`Editor::restore`] in one call.
+    pub fn restore_history(
+        &mut self,
+        model: &mut Model,
+        cx: &mut EditContext,
+        history: &[EditTerms],
+    ) -> Result<()> {
+        let ops: Vec<super::SignedTerms> = history.iter().map(|t| (t.clone(), 1.0)).collect();
+        let snap = self.fold_terms(model, &ops)?.expect("D4S folds its terms");
+        self.restore(model, cx, &snap)
     }
 }

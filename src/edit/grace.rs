@@ -19,7 +19,9 @@ use rand_chacha::ChaCha8Rng;
 
 use super::keys::activations_at;
 use super::request::target_ids;
-use super::target::{Lookup, OptimOptions, SiteSpec, TargetParams, TargetProblem};
+use super::target::{
+    KlPrompt, Lookup, NllSchedule, OptimOptions, SiteSpec, TargetParams, TargetProblem,
+};
 use super::target_cache::optimize_with;
 use super::{
     EditContext, EditOutcome, EditRequest, Editor, HParams, LayerDelta, Method, Phase, Progress,
@@ -205,7 +207,7 @@ impl Grace {
                 init: Some(init),
                 regularized: false,
             }],
-            false,
+            KlPrompt::Omitted,
         )?;
         let params = TargetParams {
             steps: self.hp.n_iter,
@@ -215,7 +217,7 @@ impl Grace {
             kl_factor: 0.0,
             stop_loss: None,
             stop_prob: self.hp.v_prob_threshold,
-            pmet_schedule: false,
+            schedule: NllSchedule::Constant,
             nll_factor: 1.0,
         };
         // Train against the raw layer output (this layer's codebook off).
@@ -299,7 +301,12 @@ impl Editor for Grace {
         })
     }
 
-    fn restore_snapshot(&mut self, model: &mut Model, snap: &super::EditorSnapshot) -> Result<()> {
+    fn restore(
+        &mut self,
+        model: &mut Model,
+        _cx: &mut EditContext,
+        snap: &super::EditorSnapshot,
+    ) -> Result<()> {
         if snap.meta.get("method").and_then(|m| m.as_str()) != Some("grace") {
             return Err(Error::Input("this snapshot is not a GRACE editor's".into()));
         }

@@ -90,7 +90,12 @@ impl Editor for Memit {
         let covs = cx.stats.second_moments(model, &layers, &cx.ctl)?;
         timings.statistics = timer.lap();
         cx.ctl.report(Progress::Phase(Phase::Templates));
-        let templates = templates::ensure(&mut self.templates, model, &self.hp)?;
+        let templates = templates::ensure(
+            &mut self.templates,
+            model,
+            &self.hp,
+            &mut cx.stats.templates,
+        )?;
         timings.templates = timer.lap();
 
         cx.ctl.report(Progress::Phase(Phase::Target));

@@ -255,9 +255,11 @@ impl Timings {
     }
 }
 
-/// The per-edit outer-product terms of D4S, enough to remove the edit again exactly.
+/// The per-edit terms of an editor whose state is a sum over its edits (D4S's outer products
+/// `r kᵀ` and `k kᵀ`): enough to remove the edit again exactly, and what a session journals so
+/// that the state is rebuilt without recomputing any edit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct D4sTerms {
+pub struct EditTerms {
     /// Residuals `r = z − h` at the last edited layer, per request (outer) and edited layer
     /// (inner; the same vector in every layer unless `d4s_residual_mode = per_layer`).
     pub residuals: Vec<Vec<Vec<f64>>>,
@@ -304,7 +306,7 @@ pub enum UndoRecord {
     /// Put these (pre-edit) weights back.
     Weights(Vec<(usize, Tensor)>),
     /// Subtract this step's terms from the running sums (exact).
-    D4s(D4sTerms),
+    Terms(EditTerms),
     /// Restore weights and remove the step's keys from the preserved-key sum.
     AlphaEdit {
         weights: Vec<(usize, Tensor)>,
@@ -314,14 +316,34 @@ pub enum UndoRecord {
     Grace(grace::Codebook),
 }
 
+/// Which steps an editor's undo takes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UndoReach {
+    /// Any live step, exactly (the state is a sum of per-edit terms).
+    AnyStep,
+    /// Only the most recent step (its pre-edit weights are put back).
+    LatestStep,
+}
+
+/// `+1` for an applied edit's terms, `−1` for an undone one's, in journal order.
+pub type SignedTerms = (EditTerms, f64);
+
 impl UndoRecord {
+    /// The step's terms, when the editor's state is a sum of them (what a journal records).
+    pub fn terms(&self) -> Option<&EditTerms> {
+        match self {
+            UndoRecord::Terms(t) => Some(t),
+            _ => None,
+        }
+    }
+
     /// Bytes held by the record.
     pub fn bytes(&self) -> usize {
         let weights =
             |w: &[(usize, Tensor)]| w.iter().map(|(_, t)| t.elem_count() * 4).sum::<usize>();
         match self {
             UndoRecord::Weights(w) => weights(w),
-            UndoRecord::D4s(t) => {
+            UndoRecord::Terms(t) => {
                 8 * (t.residuals.iter().flatten().map(Vec::len).sum::<usize>()
                     + t.keys.iter().flatten().map(Vec::len).sum::<usize>())
             }
@@ -378,9 +400,16 @@ pub trait Editor: Send {
         Ok(EditorSnapshot::default())
     }
 
-    /// Puts back a [`Editor::snapshot`] of an editor with the same hyperparameters, on a model
-    /// whose edited weights are those saved with it.
-    fn restore_snapshot(&mut self, _model: &mut Model, snap: &EditorSnapshot) -> Result<()> {
+    /// The one way editor state is put back: a [`Editor::snapshot`] of an editor with the same
+    /// hyperparameters (a checkpoint's), or one [`Editor::fold_terms`] made from a journal. The
+    /// model's edited weights are those that went with the state; an editor whose weights follow
+    /// from its state (D4S) sets them from it, bit for bit what the edits had set.
+    fn restore(
+        &mut self,
+        _model: &mut Model,
+        _cx: &mut EditContext,
+        snap: &EditorSnapshot,
+    ) -> Result<()> {
         if snap.tensors.is_empty() && snap.meta.is_null() {
             Ok(())
         } else {
@@ -391,9 +420,16 @@ pub trait Editor: Send {
         }
     }
 
-    /// The D4S editor behind this trait object, if it is one (resume restores its sums).
-    fn as_d4s_mut(&mut self) -> Option<&mut d4s::D4s> {
-        None
+    /// Which steps [`Editor::undo`] takes back.
+    fn undo_reach(&self) -> UndoReach {
+        UndoReach::LatestStep
+    }
+
+    /// This editor's state with journaled terms added to it (applied `+1`, undone `−1`, in
+    /// journal order), for an editor whose state is a sum of per-edit terms; `None` for the
+    /// others, whose journaled edits are replayed instead.
+    fn fold_terms(&self, _model: &Model, _ops: &[SignedTerms]) -> Result<Option<EditorSnapshot>> {
+        Ok(None)
     }
 }
 

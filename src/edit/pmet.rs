@@ -11,7 +11,9 @@
 
 use super::memit::memit_update;
 use super::spread::{spread_updates, Spread};
-use super::target::{Lookup, OptimOptions, SiteSpec, TargetParams, TargetProblem};
+use super::target::{
+    KlPrompt, Lookup, NllSchedule, OptimOptions, SiteSpec, TargetParams, TargetProblem,
+};
 use super::target_cache::optimize_with;
 use super::templates::{self, ContextTemplates};
 use super::{
@@ -61,12 +63,17 @@ impl Editor for Pmet {
         let covs = cx.stats.second_moments(model, &layers, &cx.ctl)?;
         timings.statistics = timer.lap();
         cx.ctl.report(Progress::Phase(Phase::Templates));
-        let templates = templates::ensure(&mut self.templates, model, &self.hp)?;
+        let templates = templates::ensure(
+            &mut self.templates,
+            model,
+            &self.hp,
+            &mut cx.stats.templates,
+        )?;
         timings.templates = timer.lap();
 
         cx.ctl.report(Progress::Phase(Phase::Target));
         let mut params = TargetParams::from_hparams(&self.hp);
-        params.pmet_schedule = true;
+        params.schedule = NllSchedule::Pmet;
         params.nll_factor = self.hp.nll_loss_factor;
         let sites = vec![
             SiteSpec {
@@ -92,7 +99,7 @@ impl Editor for Pmet {
                 Lookup::SubjectLast,
                 z_layer,
                 sites.clone(),
-                true,
+                KlPrompt::SubjectIsA,
             )?;
             let res = optimize_with(
                 cx.targets.as_deref_mut(),

@@ -109,6 +109,15 @@ impl EditRequest {
         self.template().replacen("{}", &self.subject, 1)
     }
 
+    /// The neighbour prompts that have an answer to keep, as `(prompt, answer)`: the locality
+    /// items (a neighbour without an answer has nothing to compare).
+    pub fn answered_neighbours(&self) -> Vec<(String, String)> {
+        self.neighbors
+            .iter()
+            .filter_map(|n| n.answer.clone().map(|a| (n.prompt.clone(), a)))
+            .collect()
+    }
+
     /// A short one-line description for logs.
     pub fn describe(&self) -> String {
         format!("{} → {}", self.filled_prompt(), self.target.trim())

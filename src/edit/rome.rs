@@ -10,7 +10,7 @@
 
 use super::keys::{bare_activations, request_keys, to_tensor, KeyAverage};
 use super::linalg::{mat_from_columns, solve_spd_right_regularized};
-use super::target::{Lookup, OptimOptions, SiteSpec, TargetParams, TargetProblem};
+use super::target::{KlPrompt, Lookup, OptimOptions, SiteSpec, TargetParams, TargetProblem};
 use super::target_cache::optimize_with;
 use super::templates::{self, ContextTemplates};
 use super::{
@@ -67,7 +67,13 @@ impl Editor for Rome {
         };
         timings.statistics = timer.lap();
         cx.ctl.report(Progress::Phase(Phase::Templates));
-        let contexts = templates::ensure(&mut self.templates, model, &self.hp)?.flat();
+        let contexts = templates::ensure(
+            &mut self.templates,
+            model,
+            &self.hp,
+            &mut cx.stats.templates,
+        )?
+        .flat();
         timings.templates = timer.lap();
         let before: Vec<_> = vec![(layer, model.edit_weight(layer)?.clone())];
         let mut summaries = Vec::new();
@@ -119,7 +125,7 @@ impl Editor for Rome {
                         init: None,
                         regularized: true,
                     }],
-                    true,
+                    KlPrompt::SubjectIsA,
                 )?;
                 let res = optimize_with(
                     cx.targets.as_deref_mut(),

@@ -94,7 +94,8 @@ impl StatsConfig {
     }
 }
 
-/// Per-layer second moments, in memory and on disk.
+/// What editors compute once from an unedited model and reuse: per-layer second moments (in
+/// memory and on disk), matrices derived from them, and sampled context templates.
 pub struct StatsCache {
     pub config: StatsConfig,
     dir: PathBuf,
@@ -103,6 +104,9 @@ pub struct StatsCache {
     /// (statistics key, layer, derivation tag): an eigendecomposition per layer costs seconds,
     /// which every new editor of the same model would otherwise pay again.
     derived: HashMap<(String, usize, String), Arc<Mat<f64>>>,
+    /// Context templates sampled from the unedited model, shared by every editor of it (the
+    /// single-edit protocol makes a new editor for every case).
+    pub templates: super::templates::TemplateCache,
 }
 
 /// What identifies a model's statistics in memory: model, corpus (its id) and token budget.
@@ -125,6 +129,7 @@ impl StatsCache {
             dir,
             mem: HashMap::new(),
             derived: HashMap::new(),
+            templates: Default::default(),
         }
     }
 

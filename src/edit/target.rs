@@ -40,11 +40,28 @@ pub struct TargetParams {
     pub stop_loss: Option<f64>,
     /// Optional extra early stop: the mean target probability exceeds this.
     pub stop_prob: Option<f64>,
-    /// PMET's schedule: once every target token is the argmax, weight the NLL by 0.1 and stop
-    /// when the KL term is ≤ 0.01.
-    pub pmet_schedule: bool,
+    /// How the NLL term's weight moves during the optimization.
+    pub schedule: NllSchedule,
     /// Weight of the NLL term (PMET's `nll_loss_factor`; 1 elsewhere).
     pub nll_factor: f64,
+}
+
+/// How the NLL term's weight moves during a target optimization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NllSchedule {
+    /// The same weight throughout (ROME, MEMIT and the methods built on them).
+    Constant,
+    /// PMET's: once every target token is the argmax, weight the NLL by 0.1 and stop when the
+    /// KL term is ≤ 0.01.
+    Pmet,
+}
+
+/// Whether a target problem keeps the subject's "{subject} is a" distribution close to the
+/// unedited model's (the KL term that guards the subject's other facts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KlPrompt {
+    SubjectIsA,
+    Omitted,
 }
 
 /// Where the lookup token is in each prompt.
@@ -83,8 +100,7 @@ pub struct TargetProblem {
 }
 
 impl TargetProblem {
-    /// Rewriting prompts from context templates (`"<ctx>. {}"`), plus the KL prompt when
-    /// `with_kl`.
+    /// Rewriting prompts from context templates (`"<ctx>. {}"`), plus the KL prompt if asked.
     pub fn for_request(
         model: &Model,
         request: &EditRequest,
@@ -92,7 +108,7 @@ impl TargetProblem {
         lookup: Lookup,
         layer: usize,
         sites: Vec<SiteSpec>,
-        with_kl: bool,
+        kl: KlPrompt,
     ) -> Result<Self> {
         let target = target_ids(model, &request.target)?;
         let template = request.template();
@@ -109,11 +125,12 @@ impl TargetProblem {
             rows.push(ids);
             idx.push(i);
         }
-        let kl_row = if with_kl {
-            let p = tokenize_with_subject(model, "{}", "{} is a", &request.subject)?;
-            Some((p.ids, p.subject_last))
-        } else {
-            None
+        let kl_row = match kl {
+            KlPrompt::SubjectIsA => {
+                let p = tokenize_with_subject(model, "{}", "{} is a", &request.subject)?;
+                Some((p.ids, p.subject_last))
+            }
+            KlPrompt::Omitted => None,
         };
         let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
         if longest > model.config.max_positions {
@@ -152,7 +169,7 @@ impl TargetProblem {
                 init: None,
                 regularized: true,
             }],
-            true,
+            KlPrompt::SubjectIsA,
         )
     }
 
@@ -411,7 +428,7 @@ pub fn optimize(
         {
             break;
         }
-        if params.pmet_schedule {
+        if params.schedule == NllSchedule::Pmet {
             let all_argmax = targets_are_argmax(&logits.narrow(0, 0, n_scored)?, &targets)?;
             if all_argmax {
                 nll_factor = 0.1 * params.nll_factor;
@@ -550,7 +567,7 @@ impl TargetParams {
             kl_factor: hp.kl_factor,
             stop_loss: Some(0.05),
             stop_prob: hp.v_prob_threshold,
-            pmet_schedule: false,
+            schedule: NllSchedule::Constant,
             nll_factor: 1.0,
         }
     }

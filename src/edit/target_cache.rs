@@ -173,6 +173,7 @@ fn result_bytes(r: &TargetResult) -> usize {
 mod tests {
     use super::*;
     use crate::edit::request::EditRequest;
+    use crate::edit::target::NllSchedule;
     use crate::model::config::Arch;
     use crate::model::random::tiny_model;
 
@@ -195,7 +196,7 @@ mod tests {
             kl_factor: 0.0625,
             stop_loss: Some(0.05),
             stop_prob: None,
-            pmet_schedule: false,
+            schedule: NllSchedule::Constant,
             nll_factor: 1.0,
         }
     }

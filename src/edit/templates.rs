@@ -77,17 +77,20 @@ impl ContextTemplates {
     }
 }
 
-/// Sampled templates of this process, by (model sha256, length parameters, seed): sampling is
-/// deterministic, so every editor of the same model and settings shares one sample.
-static SAMPLED: std::sync::Mutex<Vec<(String, ContextTemplates)>> =
-    std::sync::Mutex::new(Vec::new());
+/// Sampled templates by (model sha256, length parameters, seed): sampling is deterministic, so
+/// every editor of the same model and settings shares one sample.
+#[derive(Debug, Clone, Default)]
+pub struct TemplateCache {
+    sampled: Vec<(String, ContextTemplates)>,
+}
 
 /// The templates an editor uses: the fixed list from the hyperparameters, else samples from the
-/// *unedited* model (computed once per process and kept in `slot`).
+/// *unedited* model (computed once per cache and kept in `slot`).
 pub fn ensure(
     slot: &mut Option<ContextTemplates>,
     model: &mut Model,
     hp: &super::HParams,
+    cache: &mut TemplateCache,
 ) -> Result<ContextTemplates> {
     if let Some(t) = slot {
         return Ok(t.clone());
@@ -102,9 +105,8 @@ pub fn ensure(
                 .collect();
             let seed = hp.seed;
             let key = format!("{}/{params:?}/{seed}", model.info.sha256);
-            let cached = SAMPLED
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
+            let cached = cache
+                .sampled
                 .iter()
                 .find(|(k, _)| *k == key)
                 .map(|(_, t)| t.clone());
@@ -113,10 +115,7 @@ pub fn ensure(
                 None => {
                     let t =
                         model.with_unedited(|m| ContextTemplates::generate(m, &params, seed))?;
-                    SAMPLED
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push((key, t.clone()));
+                    cache.sampled.push((key, t.clone()));
                     t
                 }
             }

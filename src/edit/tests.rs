@@ -6,7 +6,9 @@ use candle_core::Tensor;
 use faer::Mat;
 
 use super::linalg::{mat_from_columns, mat_from_tensor};
-use super::target::{optimize, Lookup, OptimOptions, SiteSpec, TargetParams, TargetProblem};
+use super::target::{
+    optimize, KlPrompt, Lookup, NllSchedule, OptimOptions, SiteSpec, TargetParams, TargetProblem,
+};
 use super::*;
 use crate::model::config::Arch;
 use crate::model::random::tiny_model;
@@ -188,7 +190,7 @@ fn d4s_state_does_not_grow_with_edits() {
     let mut model = tiny_model(Arch::Gpt2, 13);
     let mut env = env();
     let mut d4s = d4s::D4s::new(hparams(Method::D4s, Arch::Gpt2, vec![0, 1]));
-    let synthetic = |i: usize| D4sTerms {
+    let synthetic = |i: usize| EditTerms {
         residuals: vec![(0..2)
             .map(|j| {
                 (0..64)
@@ -209,10 +211,10 @@ fn d4s_state_does_not_grow_with_edits() {
         targets: None,
         ctl: EditControl::default(),
     };
-    let ten: Vec<D4sTerms> = (0..10).map(synthetic).collect();
+    let ten: Vec<EditTerms> = (0..10).map(synthetic).collect();
     d4s.restore_history(&mut model, &mut cx, &ten).unwrap();
     let after_10 = d4s.state_bytes();
-    let more: Vec<D4sTerms> = (10..1000).map(synthetic).collect();
+    let more: Vec<EditTerms> = (10..1000).map(synthetic).collect();
     d4s.restore_history(&mut model, &mut cx, &more).unwrap();
     assert_eq!(d4s.n_edits(), 1000);
     assert_eq!(d4s.state_bytes(), after_10);
@@ -279,7 +281,7 @@ fn d4s_undo_removes_any_edit_exactly() {
             .unwrap()
             .undo
         {
-            UndoRecord::D4s(t) => terms.push(t),
+            UndoRecord::Terms(t) => terms.push(t),
             _ => unreachable!(),
         }
     }
@@ -288,7 +290,7 @@ fn d4s_undo_removes_any_edit_exactly() {
         targets: None,
         ctl: EditControl::default(),
     };
-    d4s.undo(&mut model, &mut cx, &UndoRecord::D4s(terms[0].clone()))
+    d4s.undo(&mut model, &mut cx, &UndoRecord::Terms(terms[0].clone()))
         .unwrap();
     let mut rebuilt_model = tiny_model(Arch::Gptj, 15);
     let mut rebuilt = d4s::D4s::new(hparams(Method::D4s, Arch::Gptj, vec![0, 1]));
@@ -483,7 +485,7 @@ fn target_speedups_are_exact() {
                     regularized: true,
                 }],
                 Lookup::SubjectLast,
-                true,
+                KlPrompt::SubjectIsA,
             ),
             (
                 vec![
@@ -501,7 +503,7 @@ fn target_speedups_are_exact() {
                     },
                 ],
                 Lookup::SubjectLast,
-                true,
+                KlPrompt::SubjectIsA,
             ),
             (
                 vec![SiteSpec {
@@ -511,7 +513,7 @@ fn target_speedups_are_exact() {
                     regularized: false,
                 }],
                 Lookup::PromptLast,
-                false,
+                KlPrompt::Omitted,
             ),
         ];
         for (sites, lookup, kl) in cases {
@@ -534,7 +536,7 @@ fn target_speedups_are_exact() {
                     kl_factor: 0.5,
                     stop_loss: None,
                     stop_prob: None,
-                    pmet_schedule: false,
+                    schedule: NllSchedule::Constant,
                     nll_factor: 1.0,
                 };
                 let run = |prefix_cache| {
@@ -607,7 +609,7 @@ fn every_editor_runs_and_undoes_on_every_architecture() {
             };
             // Another method's record is refused, naming the editor, and changes nothing.
             let foreign = match out.undo {
-                UndoRecord::Weights(_) => UndoRecord::D4s(D4sTerms {
+                UndoRecord::Weights(_) => UndoRecord::Terms(EditTerms {
                     residuals: vec![],
                     keys: vec![],
                 }),

@@ -17,7 +17,7 @@ use candle_core::D;
 use crate::edit::request::target_ids;
 use crate::error::{Error, Result};
 use crate::model::generate::target_logprobs;
-use crate::model::{Forward, Input, Logits, Model};
+use crate::model::{Logits, Model};
 
 /// Rows per forward pass.
 const CHUNK: usize = 32;
@@ -69,14 +69,8 @@ pub fn answer_argmax(
             .enumerate()
             .flat_map(|(r, s)| (s.answer_from - 1..s.ids.len() - 1).map(move |p| (r, p)))
             .collect();
-        let res = model.forward(
-            Input::Tokens(&rows),
-            &Forward {
-                logits: Logits::At(at),
-                ..Default::default()
-            },
-        )?;
-        let am = res.logits()?.argmax(D::Minus1)?.to_vec1::<u32>()?;
+        let logits = model.logits(&rows, Logits::At(at))?;
+        let am = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
         let mut k = 0;
         for s in chunk {
             let n = s.ids.len() - s.answer_from;
@@ -131,14 +125,8 @@ pub fn target_nll(model: &Model, items: &[(String, String)]) -> Result<Vec<f64>>
             }
             rows.push(ids);
         }
-        let res = model.forward(
-            Input::Tokens(&rows),
-            &Forward {
-                logits: Logits::At(at),
-                ..Default::default()
-            },
-        )?;
-        let lp = target_logprobs(res.logits()?, &targets)?.to_vec1::<f32>()?;
+        let logits = model.logits(&rows, Logits::At(at))?;
+        let lp = target_logprobs(&logits, &targets)?.to_vec1::<f32>()?;
         let mut k = 0;
         for (_, tgt) in chunk {
             let n = tgt.len();

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::model::generate::GenerateOptions;
 use crate::model::layers::softmax_last;
-use crate::model::{Forward, Input, Logits, Model};
+use crate::model::{Logits, Model};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Prediction {
@@ -26,14 +26,8 @@ pub fn top_next(model: &Model, prompts: &[String], k: usize) -> Result<Vec<Vec<P
         .enumerate()
         .map(|(r, ids)| (r, ids.len().saturating_sub(1)))
         .collect();
-    let out = model.forward(
-        Input::Tokens(&rows),
-        &Forward {
-            logits: Logits::At(at),
-            ..Default::default()
-        },
-    )?;
-    let probs = softmax_last(out.logits()?, false)?;
+    let logits = model.logits(&rows, Logits::At(at))?;
+    let probs = softmax_last(&logits, false)?;
     let (vals, idx) = {
         let sorted = probs
             .arg_sort_last_dim(false)?

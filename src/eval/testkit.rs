@@ -5,11 +5,16 @@ use std::path::Path;
 
 use crate::edit::{CorpusSpec, EditRequest, HParams, Method, Probe, StatsCache, StatsConfig};
 use crate::error::Result;
-use crate::eval::bench::{BenchRun, BenchSink, CaseOutcome, EditRecord, EvalPoint, Protocol};
-use crate::eval::checkpoint::{Checkpoint, CheckpointPolicy};
+use crate::eval::bench::checkpoint::{Checkpoint, CheckpointPolicy};
+use crate::eval::bench::records::{DataRecord, StatsRecord};
+use crate::eval::bench::{
+    BenchRun, BenchSink, CaseMetrics, CaseOutcome, EditRecord, EvalPoint, Protocol, RunConfig,
+};
 use crate::eval::datasets::EvalCase;
+use crate::eval::probes::ProbeConfig;
 use crate::model::config::Arch;
 use crate::model::random::tiny_config;
+use crate::model::ModelRecord;
 
 #[derive(Default)]
 pub struct Memory {
@@ -115,5 +120,79 @@ pub fn spec<'a>(
         resume,
         stop_after,
         interrupt: None,
+    }
+}
+
+/// A run config of a sequential D4S run over 5 cases (for the run-folder tests).
+pub fn run_config() -> RunConfig {
+    RunConfig {
+        d4s_version: "test".into(),
+        started: "now".into(),
+        model: ModelRecord {
+            spec: "x".into(),
+            name: "x".into(),
+            sha256: "ab".into(),
+        },
+        method: "d4s".into(),
+        hparams: serde_json::json!({"layers": [1]}),
+        data: DataRecord {
+            path: "/a/cf.json".into(),
+            sha256: "cd".into(),
+            kind: "counterfact".into(),
+            n: 5,
+            skipped: 0,
+            mqd: None,
+        },
+        protocol: Protocol::Sequential,
+        eval_every: Some(2),
+        probes: vec![],
+        probe_config: ProbeConfig {
+            data_dir: "/a".into(),
+            limit: Some(10),
+            ..Default::default()
+        },
+        stats: StatsRecord {
+            config: StatsConfig {
+                corpus: CorpusSpec::ModelSamples { seed: 3 },
+                tokens: Some(1200),
+                seq_len: 32,
+            },
+            corpus_id: "samples".into(),
+        },
+        seed: 42,
+        threads: 1,
+        command: "d4s bench".into(),
+        resumed: vec![],
+    }
+}
+
+/// A point after `edits` edits with no metrics.
+pub fn point(edits: usize) -> EvalPoint {
+    EvalPoint {
+        edits,
+        metrics: CaseMetrics::default(),
+        probes: Default::default(),
+        layers: vec![],
+        edit_prob: Some(0.1 * edits as f64),
+        rejected: 0,
+        wall_seconds: edits as f64,
+    }
+}
+
+/// An applied edit's record.
+pub fn record(index: usize) -> EditRecord {
+    EditRecord {
+        index,
+        origin: format!("cf#{index}"),
+        prob_initial: Some(0.01),
+        prob_final: Some(0.9),
+        seconds: 1.0,
+        timings: None,
+        rss_bytes: None,
+        rejected: None,
+        targets_reused: 0,
+        target_ppl: None,
+        target_tokens: None,
+        target_new: vec![],
     }
 }

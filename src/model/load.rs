@@ -144,6 +144,25 @@ pub struct ModelInfo {
     pub load_seconds: f64,
 }
 
+/// Which model a session or a run was recorded on: enough to find it again and to refuse another.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelRecord {
+    /// As given to `--model` (`default`, a path or a Hub id).
+    pub spec: String,
+    pub name: String,
+    pub sha256: String,
+}
+
+impl ModelInfo {
+    pub fn record(&self) -> ModelRecord {
+        ModelRecord {
+            spec: self.spec.to_string_spec(),
+            name: self.name.clone(),
+            sha256: self.sha256.clone(),
+        }
+    }
+}
+
 /// Everything [`load`] needs besides the spec.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {

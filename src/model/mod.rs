@@ -32,7 +32,7 @@ use candle_core::{DType, Device, IndexOp, Tensor};
 
 pub use block::{Block, MlpAdaptor};
 pub use config::{Arch, ModelConfig};
-pub use load::{ModelInfo, ModelSpec};
+pub use load::{ModelInfo, ModelRecord, ModelSpec};
 
 use crate::error::{Error, Result};
 use layers::{Linear, Norm, Rope};
@@ -369,6 +369,20 @@ impl Model {
     }
 
     /// Runs a forward pass; see the module docs.
+    /// The logits of a batch of token rows at the positions `which` selects: a plain forward
+    /// with no hooks, captures or cache, as the metrics and probes score text.
+    pub fn logits(&self, rows: &[Vec<u32>], which: Logits) -> Result<Tensor> {
+        let out = self.forward(
+            Input::Tokens(rows),
+            &Forward {
+                logits: which,
+                ..Default::default()
+            },
+        )?;
+        out.logits
+            .ok_or_else(|| Error::Model("forward did not compute logits".into()))
+    }
+
     pub fn forward(&self, input: Input, fwd: &Forward) -> Result<ForwardOut> {
         let n_layers = self.config.n_layers;
         let end = fwd.end_layer.unwrap_or(n_layers);

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::edit::{
-    D4sTerms, EditOutcome, EditRequest, HParams, LayerDelta, Method, StatsConfig, TargetSummary,
+    EditOutcome, EditRequest, EditTerms, HParams, LayerDelta, Method, StatsConfig, TargetSummary,
     Timings,
 };
 use crate::error::{Error, Result};
@@ -25,13 +25,7 @@ const META_FILE: &str = "session.json";
 const JOURNAL_FILE: &str = "journal.jsonl";
 const TERMS_FILE: &str = "terms.bin";
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelRecord {
-    /// As given to `--model` (`default`, a path or a Hub id).
-    pub spec: String,
-    pub name: String,
-    pub sha256: String,
-}
+pub use crate::model::ModelRecord;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionMeta {
@@ -126,9 +120,7 @@ impl Event {
     }
 }
 
-pub fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
+pub use crate::util::now;
 
 /// An open session, appending to its journal.
 pub struct Session {
@@ -287,15 +279,16 @@ impl Session {
         Ok(())
     }
 
-    /// Journals an applied step (and its D4S terms); returns the step number.
+    /// Journals an applied step (and its terms, for an editor whose state is a sum of them);
+    /// returns the step number.
     pub fn record_applied(
         &mut self,
         requests: &[EditRequest],
         outcome: &EditOutcome,
     ) -> Result<u64> {
-        let terms = match &outcome.undo {
-            crate::edit::UndoRecord::D4s(t) => Some(self.write_terms(t)?),
-            _ => None,
+        let terms = match outcome.undo.terms() {
+            Some(t) => Some(self.write_terms(t)?),
+            None => None,
         };
         let step = self.next_step;
         let ev = Event::Applied {
@@ -393,7 +386,7 @@ impl Session {
         Ok(())
     }
 
-    fn write_terms(&mut self, t: &D4sTerms) -> Result<TermsRef> {
+    fn write_terms(&mut self, t: &EditTerms) -> Result<TermsRef> {
         let bytes = encode_terms(t);
         let path = self.dir.join(TERMS_FILE);
         let offset = self
@@ -409,12 +402,12 @@ impl Session {
     }
 
     /// Reads back an edit's D4S terms, checking their hash.
-    pub fn read_terms(&mut self, r: &TermsRef) -> Result<D4sTerms> {
+    pub fn read_terms(&mut self, r: &TermsRef) -> Result<EditTerms> {
         read_terms_at(&self.dir.join(TERMS_FILE), r)
     }
 }
 
-pub fn read_terms_at(path: &Path, r: &TermsRef) -> Result<D4sTerms> {
+pub fn read_terms_at(path: &Path, r: &TermsRef) -> Result<EditTerms> {
     let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
     f.seek(SeekFrom::Start(r.offset))
         .map_err(|e| Error::io(path, e))?;
@@ -444,7 +437,7 @@ pub fn read_terms_at(path: &Path, r: &TermsRef) -> Result<D4sTerms> {
 
 /// `[n_requests, n_layers, d_out, d_in]` as u32, then per request: residuals (n_layers × d_out)
 /// and keys (n_layers × d_in) as little-endian f64.
-fn encode_terms(t: &D4sTerms) -> Vec<u8> {
+fn encode_terms(t: &EditTerms) -> Vec<u8> {
     let n = t.keys.len();
     let layers = t.keys.first().map_or(0, Vec::len);
     let d_out = t
@@ -467,7 +460,7 @@ fn encode_terms(t: &D4sTerms) -> Vec<u8> {
     out
 }
 
-fn decode_terms(b: &[u8]) -> Option<D4sTerms> {
+fn decode_terms(b: &[u8]) -> Option<EditTerms> {
     let u = |i: usize| -> Option<usize> {
         Some(u32::from_le_bytes(b.get(4 * i..4 * i + 4)?.try_into().ok()?) as usize)
     };
@@ -490,7 +483,7 @@ fn decode_terms(b: &[u8]) -> Option<D4sTerms> {
         pos += 8 * len;
         v
     };
-    let mut t = D4sTerms {
+    let mut t = EditTerms {
         residuals: Vec::with_capacity(n),
         keys: Vec::with_capacity(n),
     };
@@ -672,7 +665,7 @@ mod tests {
     fn terms_round_trip_and_corruption_is_caught() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Session::create(dir.path(), meta("t")).unwrap();
-        let t = D4sTerms {
+        let t = EditTerms {
             residuals: vec![vec![vec![1.5, -2.0], vec![0.25, 3.0]]],
             keys: vec![vec![
                 vec![1.0, 2.0, 3.0],

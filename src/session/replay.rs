@@ -4,10 +4,10 @@
 
 use sha2::{Digest, Sha256};
 
-use super::journal::{self, Event, ModelRecord, Session, SessionMeta};
+use super::journal::{self, Event, Session, SessionMeta};
 use crate::edit::{
     new_editor, EditContext, EditControl, EditOutcome, EditRequest, Editor, HParams, Method,
-    StatsCache, TargetCache, UndoRecord,
+    SignedTerms, StatsCache, TargetCache, UndoReach, UndoRecord,
 };
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -111,12 +111,8 @@ impl Runner {
             format_version: journal::FORMAT_VERSION,
             d4s_version: env!("CARGO_PKG_VERSION").to_string(),
             name: name.to_string(),
-            created: journal::now(),
-            model: ModelRecord {
-                spec: self.model.info.spec.to_string_spec(),
-                name: self.model.info.name.clone(),
-                sha256: self.model.info.sha256.clone(),
-            },
+            created: crate::util::now(),
+            model: self.model.info.record(),
             method: self.editor.method(),
             hparams: self.editor.hparams().clone(),
             stats: self.stats.config.clone(),
@@ -209,8 +205,8 @@ impl Runner {
                 .position(|r| r.step == s)
                 .ok_or_else(|| Error::Input(format!("step {s} is not live")))?,
         };
-        let exact_anywhere = matches!(self.history[idx].outcome.undo, UndoRecord::D4s(_));
-        if !exact_anywhere && idx + 1 != self.history.len() {
+        let reach = self.editor.undo_reach();
+        if reach == UndoReach::LatestStep && idx + 1 != self.history.len() {
             return Err(Error::Input(format!(
                 "{} can only undo its most recent step; only D4S removes an older edit exactly",
                 self.editor.method().label()
@@ -276,22 +272,42 @@ impl Runner {
         Ok(report)
     }
 
-    /// Restores the state of a journal without recomputing D4S edits: their recorded terms enter
-    /// the running sums in the original order (undos subtract at their place), which reproduces
-    /// the sums bit for bit. Other methods are replayed.
+    /// Restores the state of a journal. When every applied step carries its terms (the editor's
+    /// state is a sum of them, as D4S's is) and the editor folds them, the recorded terms go back
+    /// in the original order (undos subtract at their place), which reproduces the state bit for
+    /// bit without recomputing any edit; otherwise the journal is replayed.
     pub fn restore(&mut self, events: &[Event]) -> Result<ReplayReport> {
-        let Some(session) = &mut self.session else {
+        if self.session.is_none() {
             return Err(Error::Input("restore needs an open session".into()));
-        };
-        let switches = events.iter().any(|e| matches!(e, Event::Method { .. }));
-        if self.editor.method() != Method::D4s || switches {
-            let mut detached = self.session.take();
-            let r = self.replay(events, None, true, |_, _| {});
-            self.session = detached.take();
-            return r;
         }
-        let mut report = ReplayReport::default();
-        let mut ops: Vec<(crate::edit::D4sTerms, f64)> = Vec::new();
+        let switches = events.iter().any(|e| matches!(e, Event::Method { .. }));
+        let every_step_has_terms = events
+            .iter()
+            .all(|e| !matches!(e, Event::Applied { terms: None, .. }));
+        if !switches && every_step_has_terms {
+            let recorded = self.recorded_history(events)?;
+            if let Some(snap) = self.editor.fold_terms(&self.model, &recorded.ops)? {
+                let mut cx = EditContext {
+                    stats: &mut self.stats,
+                    targets: Some(&mut self.targets),
+                    ctl: EditControl::default(),
+                };
+                self.editor.restore(&mut self.model, &mut cx, &snap)?;
+                self.history = recorded.live;
+                return Ok(recorded.report);
+            }
+        }
+        let mut detached = self.session.take();
+        let r = self.replay(events, None, true, |_, _| {});
+        self.session = detached.take();
+        r
+    }
+
+    /// The journal's recorded terms in order (applied `+1`, undone `−1`) and the steps still
+    /// live at its end.
+    fn recorded_history(&mut self, events: &[Event]) -> Result<RecordedHistory> {
+        let session = self.session.as_mut().expect("checked by the caller");
+        let mut recorded = RecordedHistory::default();
         let mut by_step = std::collections::HashMap::new();
         for e in events {
             match e {
@@ -307,7 +323,7 @@ impl Runner {
                     ..
                 } => {
                     let t = session.read_terms(r)?;
-                    ops.push((t.clone(), 1.0));
+                    recorded.ops.push((t.clone(), 1.0));
                     by_step.insert(*step, t.clone());
                     let outcome = EditOutcome {
                         method: *method,
@@ -315,41 +331,34 @@ impl Runner {
                         targets: targets.clone(),
                         timings: timings.clone(),
                         weights_sha256: weights_sha256.clone(),
-                        undo: UndoRecord::D4s(t),
+                        undo: UndoRecord::Terms(t),
                     };
-                    self.history.push(StepRecord {
+                    recorded.live.push(StepRecord {
                         step: *step,
                         requests: requests.clone(),
                         outcome,
                     });
-                    report.steps += 1;
-                }
-                Event::Applied { step, .. } => {
-                    return Err(Error::Input(format!(
-                        "step {step} of this D4S journal has no recorded terms"
-                    )))
+                    recorded.report.steps += 1;
                 }
                 Event::Undo { step, .. } => {
                     let t = by_step
                         .get(step)
                         .ok_or_else(|| Error::Input(format!("undo of unknown step {step}")))?;
-                    ops.push((t.clone(), -1.0));
-                    self.history.retain(|h| h.step != *step);
-                    report.undos += 1;
+                    recorded.ops.push((t.clone(), -1.0));
+                    recorded.live.retain(|h| h.step != *step);
+                    recorded.report.undos += 1;
                 }
                 _ => {}
             }
         }
-        let d4s = self
-            .editor
-            .as_d4s_mut()
-            .ok_or_else(|| Error::Model("the D4S editor is not D4S".into()))?;
-        let mut cx = EditContext {
-            stats: &mut self.stats,
-            targets: Some(&mut self.targets),
-            ctl: EditControl::default(),
-        };
-        d4s.restore_signed_history(&mut self.model, &mut cx, &ops)?;
-        Ok(report)
+        Ok(recorded)
     }
+}
+
+/// What a journal's recorded terms say: the signed terms in order, the live steps, the counts.
+#[derive(Default)]
+struct RecordedHistory {
+    ops: Vec<SignedTerms>,
+    live: Vec<StepRecord>,
+    report: ReplayReport,
 }

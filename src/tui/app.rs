@@ -3,9 +3,11 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crate::edit::{EditRequest, Method, Probe};
+use crate::edit::{EditRequest, Method, Probe, Progress};
+use crate::eval::bench::records::TokenMetrics;
 use crate::eval::predict::Prediction;
-use crate::worker::{CurvePoint, EditMetrics};
+use crate::eval::probes::ProbeResult;
+use crate::worker::CurvePoint;
 
 /// Panes that take focus (Tab cycles them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,8 +32,8 @@ impl Pane {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Status {
     Queued,
-    /// Running; the phase (and step) as the worker reports it.
-    Running(String),
+    /// Running; where the edit is, once the worker has said.
+    Running(Option<Progress>),
     Done,
     Rejected(String),
     Undone,
@@ -51,6 +53,21 @@ impl Status {
     }
 }
 
+/// What the worker is doing, as its events last said.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Activity {
+    Starting,
+    Idle,
+    /// An edit is in flight, at this point of it.
+    Editing(Option<Progress>),
+    /// Every live edit is being re-evaluated.
+    Evaluating,
+    /// The downstream probes are running.
+    Probing,
+    /// A bug was caught; the model was restored.
+    Recovered,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueItem {
     pub id: u64,
@@ -58,7 +75,7 @@ pub struct QueueItem {
     pub method: Method,
     pub status: Status,
     pub step: Option<u64>,
-    pub metrics: Option<EditMetrics>,
+    pub metrics: Option<TokenMetrics>,
     pub seconds: Option<f64>,
     pub before: Vec<Prediction>,
     pub after: Vec<Prediction>,
@@ -126,13 +143,14 @@ pub struct App {
     pub input_error: Option<String>,
     pub curve: Vec<CurvePoint>,
     pub norms: BTreeMap<usize, LayerHistory>,
-    pub probes: Vec<(String, f64, f64)>,
-    pub probes_baseline: Vec<(String, f64, f64)>,
+    pub probes: Vec<ProbeResult>,
+    /// The first probe results of the session, and after how many edits they were taken.
+    pub probes_baseline: Option<(usize, Vec<ProbeResult>)>,
     pub probes_note: Option<String>,
     pub log: Vec<String>,
     pub log_scroll: usize,
     pub paused: bool,
-    pub worker_state: String,
+    pub activity: Activity,
     pub last_error: Option<String>,
     pub overlay: Overlay,
     pub should_quit: bool,
@@ -158,12 +176,12 @@ impl Default for App {
             curve: vec![],
             norms: BTreeMap::new(),
             probes: vec![],
-            probes_baseline: vec![],
+            probes_baseline: None,
             probes_note: None,
             log: vec![],
             log_scroll: 0,
             paused: false,
-            worker_state: "starting".into(),
+            activity: Activity::Starting,
             last_error: None,
             overlay: Overlay::None,
             should_quit: false,

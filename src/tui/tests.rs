@@ -7,9 +7,12 @@ use ratatui::Terminal;
 use super::app::{App, Overlay, Pane, Status};
 use super::update::{update, Effect, Msg};
 use super::view::view;
-use crate::edit::{EditRequest, Method};
+use crate::edit::{EditRequest, Method, Progress};
+use crate::eval::bench::records::TokenMetrics;
+use crate::eval::bench::LayerNorms;
 use crate::eval::predict::Prediction;
-use crate::worker::{Command, CurvePoint, EditMetrics, Event, Landed, LayerNorm};
+use crate::eval::probes::ProbeResult;
+use crate::worker::{Command, CurvePoint, Event, Landed};
 
 fn key(c: KeyCode) -> Msg {
     Msg::Key(KeyEvent::new(c, KeyModifiers::NONE))
@@ -57,6 +60,36 @@ fn pred(t: &str, p: f64) -> Prediction {
     }
 }
 
+fn metrics(efficacy: f64, paraphrase: f64, specificity: f64) -> TokenMetrics {
+    TokenMetrics {
+        efficacy: Some(efficacy),
+        paraphrase: Some(paraphrase),
+        specificity: Some(specificity),
+        portability: None,
+    }
+}
+
+fn norms(layer: usize, l1: f64, delta: f64, w0: f64) -> LayerNorms {
+    LayerNorms {
+        layer,
+        l1_mean: l1,
+        fro: 0.0,
+        delta_l1_mean: delta,
+        delta_fro: 0.0,
+        w0_l1_mean: Some(w0),
+    }
+}
+
+fn arc_easy(acc_norm: f64) -> ProbeResult {
+    ProbeResult {
+        task: "arc_easy".into(),
+        metrics: [("acc_norm".to_string(), acc_norm)].into(),
+        n: 100,
+        seconds: 1.0,
+        shots: 0,
+    }
+}
+
 /// An app that has seen one edit land, norms, a curve and probes.
 fn busy_app() -> App {
     let mut app = App::default();
@@ -75,11 +108,7 @@ fn busy_app() -> App {
             id: 1,
             step: 1,
             method: Method::D4s,
-            metrics: EditMetrics {
-                efficacy: 1.0,
-                paraphrase: Some(0.5),
-                specificity: Some(1.0),
-            },
+            metrics: metrics(1.0, 0.5, 1.0),
             before: vec![pred(" Paris", 0.7)],
             after: vec![pred(" Rome", 0.98)],
             layer_deltas: vec![(4, 0.77), (8, 3.3)],
@@ -93,18 +122,8 @@ fn busy_app() -> App {
         Msg::Worker(Event::Norms {
             edits: 1,
             layers: vec![
-                LayerNorm {
-                    layer: 4,
-                    weight_l1: 0.14399,
-                    delta_l1: 4.9e-4,
-                    original_l1: 0.14390,
-                },
-                LayerNorm {
-                    layer: 8,
-                    weight_l1: 0.15008,
-                    delta_l1: 1.9e-3,
-                    original_l1: 0.1497,
-                },
+                norms(4, 0.14399, 4.9e-4, 0.14390),
+                norms(8, 0.15008, 1.9e-3, 0.1497),
             ],
         }),
     );
@@ -112,23 +131,21 @@ fn busy_app() -> App {
         &mut app,
         Msg::Worker(Event::Curve(CurvePoint {
             edits: 1,
-            efficacy: 1.0,
-            paraphrase: Some(0.5),
-            specificity: Some(1.0),
+            metrics: metrics(1.0, 0.5, 1.0),
         })),
     );
     update(
         &mut app,
         Msg::Worker(Event::Probes {
             edits: 0,
-            results: vec![("arc_easy".into(), 0.42, 0.25)],
+            results: vec![arc_easy(0.42)],
         }),
     );
     update(
         &mut app,
         Msg::Worker(Event::Probes {
             edits: 1,
-            results: vec![("arc_easy".into(), 0.40, 0.25)],
+            results: vec![arc_easy(0.40)],
         }),
     );
     app
@@ -301,11 +318,15 @@ fn every_worker_event_is_handled() {
         Event::Log("hello".into()),
         Event::Progress {
             id: 1,
-            phase: "target".into(),
-            step: Some((3, 25)),
-            loss: Some(1.5),
-            prob: Some(0.2),
+            progress: Progress::TargetStep {
+                step: 3,
+                of: 25,
+                loss: 1.5,
+                prob: 0.2,
+            },
         },
+        Event::Evaluating,
+        Event::ProbesStarted,
         Event::Rejected {
             id: 1,
             error: "edit rejected: NaN".into(),

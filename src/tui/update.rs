@@ -4,7 +4,7 @@
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use super::app::{
-    fields_to_request, parse_quick, App, Overlay, Pane, PromptKind, QueueItem, Status,
+    fields_to_request, parse_quick, Activity, App, Overlay, Pane, PromptKind, QueueItem, Status,
 };
 use crate::edit::{EditRequest, Method};
 use crate::worker::{Command, Event};
@@ -14,7 +14,6 @@ pub enum Msg {
     Key(KeyEvent),
     Worker(Event),
     Resize,
-    Tick,
 }
 
 /// What the loop must do after an update.
@@ -31,7 +30,7 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
         Msg::Key(k) if k.kind == KeyEventKind::Press || k.kind == KeyEventKind::Repeat => {
             key(app, k)
         }
-        Msg::Key(_) | Msg::Resize | Msg::Tick => vec![],
+        Msg::Key(_) | Msg::Resize => vec![],
         Msg::Worker(e) => worker_event(app, e),
     }
 }
@@ -334,35 +333,22 @@ fn worker_event(app: &mut App, e: Event) -> Vec<Effect> {
             }
             app.session = session;
             app.ready = true;
-            app.worker_state = "idle".into();
+            app.activity = Activity::Idle;
             app.push_log("ready: type a fact below (subject | prompt | target), or press l to load the demo deck");
         }
         Event::Log(line) => app.push_log(line),
         Event::Started { id } => {
             if let Some(q) = app.item_mut(id) {
-                q.status = Status::Running("starting".into());
+                q.status = Status::Running(None);
                 let d = q.request.describe();
                 app.push_log(format!("editing: {d}"));
             }
-            app.worker_state = "editing".into();
+            app.activity = Activity::Editing(None);
         }
-        Event::Progress {
-            id,
-            phase,
-            step,
-            loss,
-            prob,
-        } => {
-            let mut text = phase.clone();
-            if let Some((s, of)) = step {
-                text.push_str(&format!(" {s}/{of}"));
-            }
-            if let (Some(l), Some(p)) = (loss, prob) {
-                text.push_str(&format!(" loss {l:.2} p {p:.2}"));
-            }
-            app.worker_state = text.clone();
+        Event::Progress { id, progress } => {
+            app.activity = Activity::Editing(Some(progress.clone()));
             if let Some(q) = app.item_mut(id) {
-                q.status = Status::Running(text);
+                q.status = Status::Running(Some(progress));
             }
         }
         Event::Landed(l) => {
@@ -370,7 +356,7 @@ fn worker_event(app: &mut App, e: Event) -> Vec<Effect> {
                 q.status = Status::Done;
                 q.step = Some(l.step);
                 q.method = l.method;
-                q.metrics = Some(l.metrics.clone());
+                q.metrics = Some(l.metrics);
                 q.seconds = Some(l.seconds);
                 q.before = l.before.clone();
                 q.after = l.after.clone();
@@ -380,10 +366,11 @@ fn worker_event(app: &mut App, e: Event) -> Vec<Effect> {
                 let d = q.request.describe();
                 app.push_log(format!(
                     "landed in {:.1}s: {d} (top-1 now {top:?}, efficacy {:.2})",
-                    l.seconds, l.metrics.efficacy
+                    l.seconds,
+                    l.metrics.efficacy.unwrap_or(f64::NAN)
                 ));
             }
-            app.worker_state = "idle".into();
+            app.activity = Activity::Idle;
         }
         Event::Rejected { id, error } => {
             if let Some(q) = app.item_mut(id) {
@@ -391,14 +378,14 @@ fn worker_event(app: &mut App, e: Event) -> Vec<Effect> {
             }
             app.push_log(format!("rejected: {error}"));
             app.last_error = Some(error);
-            app.worker_state = "idle".into();
+            app.activity = Activity::Idle;
         }
         Event::Cancelled { id } => {
             if let Some(q) = app.item_mut(id) {
                 q.status = Status::Cancelled;
             }
             app.push_log(format!("cancelled edit #{id}"));
-            app.worker_state = "idle".into();
+            app.activity = Activity::Idle;
         }
         Event::Undone { id, step, after } => {
             if let Some(q) = app.item_mut(id) {
@@ -411,31 +398,39 @@ fn worker_event(app: &mut App, e: Event) -> Vec<Effect> {
         Event::Norms { edits, layers } => {
             for l in layers {
                 let h = app.norms.entry(l.layer).or_default();
-                if h.weight.is_empty() && edits > 0 {
+                if let (true, true, Some(w0)) = (h.weight.is_empty(), edits > 0, l.w0_l1_mean) {
                     // The first report comes after one edit; start the line at the unedited value.
-                    h.weight.push(l.original_l1);
+                    h.weight.push(w0);
                     h.delta.push(0.0);
                 }
-                h.weight.push(l.weight_l1);
-                h.delta.push(l.delta_l1);
+                h.weight.push(l.l1_mean);
+                h.delta.push(l.delta_l1_mean);
                 if h.weight.len() > 400 {
                     h.weight.remove(1);
                     h.delta.remove(1);
                 }
             }
         }
+        Event::Evaluating => app.activity = Activity::Evaluating,
         Event::Curve(p) => {
             app.curve.retain(|c| c.edits < p.edits);
             app.curve.push(p);
+            if app.activity == Activity::Evaluating {
+                app.activity = Activity::Idle;
+            }
+        }
+        Event::ProbesStarted => {
+            app.activity = Activity::Probing;
+            app.push_log("running probes…");
         }
         Event::Probes { edits, results } => {
-            if app.probes_baseline.is_empty() || edits == 0 {
-                app.probes_baseline = results.clone();
+            if app.probes_baseline.is_none() || edits == 0 {
+                app.probes_baseline = Some((edits, results.clone()));
             }
             app.probes = results;
             app.probes_note = None;
             app.push_log(format!("probes after {edits} edits"));
-            app.worker_state = "idle".into();
+            app.activity = Activity::Idle;
         }
         Event::ProbesUnavailable(why) => app.probes_note = Some(why),
         Event::MethodChanged { method, layers } => {
@@ -450,7 +445,7 @@ fn worker_event(app: &mut App, e: Event) -> Vec<Effect> {
                 "resumed"
             });
         }
-        Event::Idle => app.worker_state = "idle".into(),
+        Event::Idle => app.activity = Activity::Idle,
         Event::Deck {
             source,
             requests,
@@ -474,7 +469,7 @@ fn worker_event(app: &mut App, e: Event) -> Vec<Effect> {
         Event::Panicked(e) => {
             app.push_log(format!("worker panic: {e}"));
             app.last_error = Some(e);
-            app.worker_state = "recovered".into();
+            app.activity = Activity::Recovered;
         }
     }
     vec![]

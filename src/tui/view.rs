@@ -13,8 +13,9 @@ use ratatui::widgets::{
 };
 use ratatui::Frame;
 
-use super::app::{layers_label, App, Overlay, Pane, PromptKind, Status, FORM_LABELS};
-use crate::edit::Method;
+use super::app::{layers_label, Activity, App, Overlay, Pane, PromptKind, Status, FORM_LABELS};
+use crate::edit::{Method, Phase, Progress};
+use crate::eval::bench::records::TokenMetric;
 
 const ACCENT: Color = Color::Cyan;
 
@@ -94,7 +95,7 @@ fn status_bar(f: &mut Frame, app: &App, r: Rect) {
             if app.paused {
                 "paused".to_string()
             } else {
-                app.worker_state.clone()
+                activity_label(&app.activity)
             },
             Style::default().fg(if app.paused {
                 Color::Magenta
@@ -176,10 +177,10 @@ fn queue(f: &mut Frame, app: &App, r: Rect) {
             let top = q.after.first().map(|p| p.token.trim().to_string());
             let tail = match (&q.status, &q.metrics) {
                 (Status::Done, Some(m)) => {
-                    format!(" → {} eff {:.2}", top.unwrap_or_default(), m.efficacy)
+                    format!(" → {} eff {}", top.unwrap_or_default(), two(m.efficacy))
                 }
                 (Status::Undone, _) => format!(" → {} (undone)", top.unwrap_or_default()),
-                (Status::Running(p), _) => format!(" {p}"),
+                (Status::Running(p), _) => format!(" {}", progress_label(p.as_ref())),
                 (Status::Rejected(_), _) => " rejected".into(),
                 _ => format!(" {}", q.status.label()),
             };
@@ -237,12 +238,11 @@ fn detail(f: &mut Frame, app: &App, r: Rect) {
             lines.push(Line::from(format!("after:  {}", preds(&q.after))));
         }
         if let Some(m) = &q.metrics {
-            let opt = |x: Option<f64>| x.map_or("–".to_string(), |v| format!("{v:.2}"));
             lines.push(Line::from(format!(
-                "efficacy {:.2}  paraphrase {}  specificity {}  {}",
-                m.efficacy,
-                opt(m.paraphrase),
-                opt(m.specificity),
+                "efficacy {}  paraphrase {}  specificity {}  {}",
+                two(m.efficacy),
+                two(m.paraphrase),
+                two(m.specificity),
                 q.seconds.map(|s| format!("{s:.1}s")).unwrap_or_default()
             )));
         }
@@ -272,15 +272,15 @@ fn detail(f: &mut Frame, app: &App, r: Rect) {
 }
 
 fn chart(f: &mut Frame, app: &App, r: Rect) {
-    let series = |get: fn(&crate::worker::CurvePoint) -> Option<f64>| -> Vec<(f64, f64)> {
+    let series = |metric: TokenMetric| -> Vec<(f64, f64)> {
         app.curve
             .iter()
-            .filter_map(|p| get(p).map(|v| (p.edits as f64, v)))
+            .filter_map(|p| metric.get(&p.metrics).map(|v| (p.edits as f64, v)))
             .collect()
     };
-    let eff = series(|p| Some(p.efficacy));
-    let par = series(|p| p.paraphrase);
-    let spe = series(|p| p.specificity);
+    let eff = series(TokenMetric::Efficacy);
+    let par = series(TokenMetric::Paraphrase);
+    let spe = series(TokenMetric::Specificity);
     let max_x = app.curve.last().map_or(1.0, |p| p.edits as f64).max(1.0);
     let mut datasets = vec![Dataset::default()
         .name("efficacy")
@@ -310,12 +310,14 @@ fn chart(f: &mut Frame, app: &App, r: Rect) {
     }
     let title = match app.curve.last() {
         Some(p) => format!(
-            "Metrics vs edits — eff {:.2}{}{}",
-            p.efficacy,
-            p.paraphrase
+            "Metrics vs edits — eff {}{}{}",
+            two(p.metrics.efficacy),
+            p.metrics
+                .paraphrase
                 .map(|v| format!(" par {v:.2}"))
                 .unwrap_or_default(),
-            p.specificity
+            p.metrics
+                .specificity
                 .map(|v| format!(" spe {v:.2}"))
                 .unwrap_or_default()
         ),
@@ -391,15 +393,15 @@ fn probes(f: &mut Frame, app: &App, r: Rect) {
     } else if app.probes.is_empty() {
         lines.push(Line::from("press p to run the downstream probes"));
     }
+    let baseline = app.probes_baseline.as_ref();
     let spans: Vec<Span> = app
         .probes
         .iter()
-        .map(|(task, v, _chance)| {
-            let base = app
-                .probes_baseline
-                .iter()
-                .find(|b| &b.0 == task)
-                .map(|b| b.1);
+        .map(|result| {
+            let v = result.headline().1;
+            let base = baseline
+                .and_then(|(_, b)| b.iter().find(|b| b.task == result.task))
+                .map(|b| b.headline().1);
             let d = base.map(|b| v - b).unwrap_or(0.0);
             let color = if d < -0.02 {
                 Color::Red
@@ -409,7 +411,7 @@ fn probes(f: &mut Frame, app: &App, r: Rect) {
                 Color::Reset
             };
             Span::styled(
-                format!("{task} {v:.2} ({d:+.2})  "),
+                format!("{} {v:.2} ({d:+.2})  ", result.task),
                 Style::default().fg(color),
             )
         })
@@ -602,5 +604,54 @@ fn overlay(f: &mut Frame, app: &App, area: Rect) {
                 r,
             );
         }
+    }
+}
+
+/// A metric with two decimals, or a dash where it was not measured.
+fn two(v: Option<f64>) -> String {
+    v.map_or("–".to_string(), |v| format!("{v:.2}"))
+}
+
+/// Where an edit in flight is, in words.
+fn progress_label(p: Option<&Progress>) -> String {
+    match p {
+        None => "starting".into(),
+        Some(Progress::Phase(phase)) => phase_label(*phase).into(),
+        Some(Progress::TargetStep {
+            step,
+            of,
+            loss,
+            prob,
+        }) => format!("target {}/{of} loss {loss:.2} p {prob:.2}", step + 1),
+        Some(Progress::Tokens { done, total }) => {
+            format!("statistics (once per model) {done}/{total}")
+        }
+        Some(Progress::Warning(w)) => format!("warning: {w}"),
+    }
+}
+
+fn phase_label(p: Phase) -> &'static str {
+    match p {
+        Phase::Statistics => "statistics (once per model)",
+        Phase::Templates => "templates",
+        Phase::Target => "target",
+        Phase::Keys => "keys",
+        Phase::Solve => "solving",
+        Phase::Apply => "applying",
+    }
+}
+
+/// The worker's activity for the status bar.
+fn activity_label(a: &Activity) -> String {
+    match a {
+        Activity::Starting => "starting".into(),
+        Activity::Idle => "idle".into(),
+        Activity::Editing(p) => match p {
+            None => "editing".into(),
+            Some(p) => progress_label(Some(p)),
+        },
+        Activity::Evaluating => "evaluating all edits".into(),
+        Activity::Probing => "running probes".into(),
+        Activity::Recovered => "recovered".into(),
     }
 }

@@ -20,6 +20,11 @@ pub fn d4s_home() -> PathBuf {
 }
 
 /// Creates a directory (and parents), naming it in the error.
+/// The current time as RFC 3339 UTC with milliseconds: how journals and run folders stamp events.
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 pub fn ensure_dir(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
 }

@@ -534,16 +534,11 @@ mod tests {
     /// Reference: `context + continuation` as one row, summing log-probs position by position.
     fn plain_ll(model: &Model, ctx: &[u32], cont: &[u32]) -> f64 {
         let row: Vec<u32> = ctx.iter().chain(cont).copied().collect();
-        let out = model
-            .forward(
-                Input::Tokens(std::slice::from_ref(&row)),
-                &Forward {
-                    logits: Logits::All,
-                    ..Default::default()
-                },
-            )
+        let logits = model
+            .logits(std::slice::from_ref(&row), Logits::All)
+            .unwrap()
+            .squeeze(0)
             .unwrap();
-        let logits = out.logits().unwrap().squeeze(0).unwrap();
         let lsm = crate::model::layers::log_softmax_last(&logits)
             .unwrap()
             .to_vec2::<f32>()

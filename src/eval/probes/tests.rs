@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use super::*;
 use crate::model::random::tiny_model;
-use crate::model::{Arch, Forward, Input, Logits};
+use crate::model::{Arch, Logits};
 
 fn fixture_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/probes/data")
@@ -33,16 +33,10 @@ fn plain_ll(model: &Model, ctx: &[u32], cont: &[u32], room: usize) -> f64 {
         .chain(cont)
         .copied()
         .collect();
-    let out = model
-        .forward(
-            Input::Tokens(std::slice::from_ref(&row)),
-            &Forward {
-                logits: Logits::All,
-                ..Default::default()
-            },
-        )
+    let logits = model
+        .logits(std::slice::from_ref(&row), Logits::All)
         .unwrap();
-    let lsm = crate::model::layers::log_softmax_last(&out.logits().unwrap().squeeze(0).unwrap())
+    let lsm = crate::model::layers::log_softmax_last(&logits.squeeze(0).unwrap())
         .unwrap()
         .to_vec2::<f32>()
         .unwrap();

@@ -256,7 +256,7 @@ mod tests {
     use super::*;
     use crate::edit::Method;
     use crate::eval::bench::{self, EditRecord, EvalPoint};
-    use crate::eval::testkit::{cases, hparams, spec, stats, Memory};
+    use crate::eval::testkit::{cases, hparams, run_config, spec, stats, Memory};
     use crate::model::config::Arch;
     use crate::model::random::tiny_model;
     use crate::model::Model;
@@ -444,11 +444,16 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("does not fit"), "{err}");
         // The snapshot of one editor is refused by another.
+        let mut cx = crate::edit::EditContext {
+            stats: &mut st,
+            targets: None,
+            ctl: Default::default(),
+        };
         let mut other = crate::edit::new_editor(hparams(Method::AlphaEdit));
-        let err = other.restore_snapshot(&mut model, &ck.editor).unwrap_err();
+        let err = other.restore(&mut model, &mut cx, &ck.editor).unwrap_err();
         assert!(err.to_string().contains("not an AlphaEdit"), "{err}");
         let mut plain = crate::edit::new_editor(hparams(Method::Memit));
-        assert!(plain.restore_snapshot(&mut model, &ck.editor).is_err());
+        assert!(plain.restore(&mut model, &mut cx, &ck.editor).is_err());
     }
 
     #[test]
@@ -551,5 +556,23 @@ mod tests {
         let b = serde_json::json!({"method": "d4s", "data": {"n": 20}, "probes": []});
         assert_eq!(identity_differences(&a, &b), vec!["data", "probes", "seed"]);
         assert!(identity_differences(&a, &a).is_empty());
+    }
+
+    #[test]
+    fn the_identity_ignores_paths_threads_and_times_but_not_settings() {
+        let a = run_config();
+        let mut b = run_config();
+        b.data.path = "/elsewhere/cf.json".into();
+        b.probe_config.data_dir = "/elsewhere".into();
+        b.threads = 2;
+        b.started = "later".into();
+        b.command = "other".into();
+        assert_eq!(a.identity(), b.identity());
+        b.hparams = serde_json::json!({"layers": [2]});
+        b.data.n = 6;
+        assert_eq!(
+            identity_differences(&a.identity(), &b.identity()),
+            ["data", "hparams"]
+        );
     }
 }

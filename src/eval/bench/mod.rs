@@ -1,0 +1,79 @@
+//! The headless benchmark (spec §4.5), laid out along its data flow:
+//!
+//! - [`records`]: the run-folder format (`config.json`, `metrics.jsonl`, `edits.jsonl`,
+//!   `cases.jsonl`) with typed metrics;
+//! - [`evaluate`]: the one evaluation of edited cases, shared with the TUI's worker;
+//! - [`run`]: the protocols, streaming records to a [`BenchSink`];
+//! - [`checkpoint`]: the state a long run survives an interruption with;
+//! - [`writer`]: the sink that writes a run folder (and continues one);
+//! - [`summary`]: a finished run's final numbers and plots;
+//! - [`table`]: `summary.csv`, the Markdown table and `d4s compare`.
+//!
+//! Protocols (named types, not flags):
+//! - `Single`: each case is edited into a fresh copy of the model, evaluated, and reset.
+//! - `Batch { size }`: cases are edited `size` at a time (`size = n`: one batch edit).
+//! - `Sequential`: one case after another with no reset; every `eval_every` edits *all* edits so
+//!   far are evaluated on the current model (the forgetting curve), and always after the last one
+//!   (the paper's protocol: evaluate all N edits on the final model).
+
+pub mod checkpoint;
+pub mod evaluate;
+pub mod records;
+pub mod run;
+pub mod summary;
+pub mod table;
+pub mod writer;
+
+use serde::{Deserialize, Serialize};
+
+pub use evaluate::{evaluate, layer_norms, EvalOptions, Evaluation, Reference};
+pub use records::{
+    CaseMetrics, CaseOutcome, EditRecord, EvalPoint, LayerNorms, Metric, ProbMetric, RunConfig,
+    TokenMetric,
+};
+pub use run::{run, BenchOutcome, BenchRun, BenchSink};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Protocol {
+    Single,
+    Batch { size: usize },
+    Sequential,
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let s = s.trim().to_ascii_lowercase();
+        if s == "single" {
+            return Ok(Protocol::Single);
+        }
+        if s == "sequential" || s == "seq" {
+            return Ok(Protocol::Sequential);
+        }
+        if let Some(k) = s.strip_prefix("batch") {
+            let k = k.trim_start_matches([':', '=']);
+            let size = if k.is_empty() {
+                usize::MAX
+            } else {
+                k.parse()
+                    .map_err(|_| Error::Input(format!("protocol {s:?}: bad batch size")))?
+            };
+            return Ok(Protocol::Batch { size: size.max(1) });
+        }
+        Err(Error::Input(format!(
+            "unknown protocol {s:?} (single, batch[:k], sequential)"
+        )))
+    }
+}
+
+/// Where a run's files go.
+pub fn method_dir(out: &std::path::Path, method: &str, several: bool) -> std::path::PathBuf {
+    if several {
+        out.join(method)
+    } else {
+        out.to_path_buf()
+    }
+}

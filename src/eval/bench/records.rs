@@ -1,0 +1,622 @@
+//! The run-folder format: what `d4s bench` writes and `d4s compare` reads back.
+//!
+//! ```text
+//! config.json     RunConfig: what produced the run (model, method, hyperparameters, data, …)
+//! metrics.jsonl   one EvalPoint per evaluation point
+//! edits.jsonl     one EditRecord per edited case
+//! cases.jsonl     one CaseOutcome per edited case, at the end of the run
+//! ```
+//!
+//! Metrics are typed structs whose serde names are the names the files have always used
+//! (`token.efficacy`, `prob.es`, `generation.fluency`, …), so folders written by earlier versions
+//! load unchanged. Field order follows the alphabetical order the earlier maps wrote in, so a
+//! point round-trips to the same bytes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::Protocol;
+use crate::edit::Timings;
+use crate::error::{Error, Result};
+use crate::eval::probes::ProbeResult;
+use crate::model::ModelRecord;
+
+/// Each edited case's outcome at the end of a run ([`CaseOutcome`]).
+pub const CASES_FILE: &str = "cases.jsonl";
+pub const METRICS_FILE: &str = "metrics.jsonl";
+pub const EDITS_FILE: &str = "edits.jsonl";
+pub const CONFIG_FILE: &str = "config.json";
+
+fn none(v: &Option<f64>) -> bool {
+    v.is_none()
+}
+
+/// EasyEdit's token-level metrics: teacher-forced argmax accuracy on the new target (efficacy,
+/// paraphrase, portability) and agreement with the unedited model's predictions (specificity,
+/// EasyEdit's "locality").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct TokenMetrics {
+    #[serde(default, skip_serializing_if = "none")]
+    pub efficacy: Option<f64>,
+    #[serde(default, skip_serializing_if = "none")]
+    pub paraphrase: Option<f64>,
+    #[serde(default, skip_serializing_if = "none")]
+    pub portability: Option<f64>,
+    #[serde(default, skip_serializing_if = "none")]
+    pub specificity: Option<f64>,
+}
+
+/// ROME/MEMIT's CounterFact probability comparisons: the share of prompts where the new target
+/// beats the true one (efficacy ES, paraphrase PS) or the neighbour keeps its answer (NS), and
+/// the mean probability margins (EM, PM, NM).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProbMetrics {
+    #[serde(default, skip_serializing_if = "none")]
+    pub em: Option<f64>,
+    #[serde(default, skip_serializing_if = "none")]
+    pub es: Option<f64>,
+    #[serde(default, skip_serializing_if = "none")]
+    pub nm: Option<f64>,
+    #[serde(default, skip_serializing_if = "none")]
+    pub ns: Option<f64>,
+    #[serde(default, skip_serializing_if = "none")]
+    pub pm: Option<f64>,
+    #[serde(default, skip_serializing_if = "none")]
+    pub ps: Option<f64>,
+}
+
+/// Free-generation metrics: ROME/MEMIT's fluency GE (n-gram entropy of sampled text, bits).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct GenerationMetrics {
+    #[serde(default, skip_serializing_if = "none")]
+    pub fluency: Option<f64>,
+}
+
+impl TokenMetrics {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl ProbMetrics {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl GenerationMetrics {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// One token-level metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TokenMetric {
+    Efficacy,
+    Paraphrase,
+    Specificity,
+    Portability,
+}
+
+impl TokenMetric {
+    pub const ALL: [TokenMetric; 4] = [
+        TokenMetric::Efficacy,
+        TokenMetric::Paraphrase,
+        TokenMetric::Specificity,
+        TokenMetric::Portability,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TokenMetric::Efficacy => "efficacy",
+            TokenMetric::Paraphrase => "paraphrase",
+            TokenMetric::Specificity => "specificity",
+            TokenMetric::Portability => "portability",
+        }
+    }
+
+    pub fn get(self, m: &TokenMetrics) -> Option<f64> {
+        match self {
+            TokenMetric::Efficacy => m.efficacy,
+            TokenMetric::Paraphrase => m.paraphrase,
+            TokenMetric::Specificity => m.specificity,
+            TokenMetric::Portability => m.portability,
+        }
+    }
+
+    pub fn slot(self, m: &mut TokenMetrics) -> &mut Option<f64> {
+        match self {
+            TokenMetric::Efficacy => &mut m.efficacy,
+            TokenMetric::Paraphrase => &mut m.paraphrase,
+            TokenMetric::Specificity => &mut m.specificity,
+            TokenMetric::Portability => &mut m.portability,
+        }
+    }
+}
+
+/// One probability metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ProbMetric {
+    Es,
+    Em,
+    Ps,
+    Pm,
+    Ns,
+    Nm,
+}
+
+impl ProbMetric {
+    pub fn name(self) -> &'static str {
+        match self {
+            ProbMetric::Es => "es",
+            ProbMetric::Em => "em",
+            ProbMetric::Ps => "ps",
+            ProbMetric::Pm => "pm",
+            ProbMetric::Ns => "ns",
+            ProbMetric::Nm => "nm",
+        }
+    }
+
+    pub fn get(self, m: &ProbMetrics) -> Option<f64> {
+        match self {
+            ProbMetric::Es => m.es,
+            ProbMetric::Em => m.em,
+            ProbMetric::Ps => m.ps,
+            ProbMetric::Pm => m.pm,
+            ProbMetric::Ns => m.ns,
+            ProbMetric::Nm => m.nm,
+        }
+    }
+
+    pub fn slot(self, m: &mut ProbMetrics) -> &mut Option<f64> {
+        match self {
+            ProbMetric::Es => &mut m.es,
+            ProbMetric::Em => &mut m.em,
+            ProbMetric::Ps => &mut m.ps,
+            ProbMetric::Pm => &mut m.pm,
+            ProbMetric::Ns => &mut m.ns,
+            ProbMetric::Nm => &mut m.nm,
+        }
+    }
+}
+
+/// Any metric of an evaluation point, for the consumers that pick one (plots, tables, the TUI).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Metric {
+    Token(TokenMetric),
+    Prob(ProbMetric),
+    Fluency,
+    Multihop,
+}
+
+impl Metric {
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Token(m) => m.name(),
+            Metric::Prob(m) => m.name(),
+            Metric::Fluency => "fluency",
+            Metric::Multihop => "multihop",
+        }
+    }
+
+    pub fn of(self, m: &CaseMetrics) -> Option<f64> {
+        match self {
+            Metric::Token(t) => t.get(&m.token),
+            Metric::Prob(p) => p.get(&m.prob),
+            Metric::Fluency => m.generation.fluency,
+            Metric::Multihop => m.multihop,
+        }
+    }
+
+    fn slot(self, m: &mut CaseMetrics) -> &mut Option<f64> {
+        match self {
+            Metric::Token(t) => t.slot(&mut m.token),
+            Metric::Prob(p) => p.slot(&mut m.prob),
+            Metric::Fluency => &mut m.generation.fluency,
+            Metric::Multihop => &mut m.multihop,
+        }
+    }
+
+    /// Every metric, in the order tables list them.
+    pub const ALL: [Metric; 12] = [
+        Metric::Token(TokenMetric::Efficacy),
+        Metric::Token(TokenMetric::Paraphrase),
+        Metric::Token(TokenMetric::Specificity),
+        Metric::Token(TokenMetric::Portability),
+        Metric::Prob(ProbMetric::Es),
+        Metric::Prob(ProbMetric::Em),
+        Metric::Prob(ProbMetric::Ps),
+        Metric::Prob(ProbMetric::Pm),
+        Metric::Prob(ProbMetric::Ns),
+        Metric::Prob(ProbMetric::Nm),
+        Metric::Fluency,
+        Metric::Multihop,
+    ];
+}
+
+/// Mean metrics over a set of cases.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CaseMetrics {
+    pub token: TokenMetrics,
+    pub prob: ProbMetrics,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multihop: Option<f64>,
+    /// Measured only where the cases have generation prompts and the point samples them.
+    #[serde(default, skip_serializing_if = "GenerationMetrics::is_empty")]
+    pub generation: GenerationMetrics,
+    pub cases: usize,
+}
+
+impl CaseMetrics {
+    /// Case-weighted means of per-case metric sets (the single protocol's final point: each
+    /// part measured right after its own edit).
+    pub fn merge<'a>(parts: impl IntoIterator<Item = &'a CaseMetrics>) -> CaseMetrics {
+        let mut sums: BTreeMap<Metric, (f64, usize)> = BTreeMap::new();
+        let mut out = CaseMetrics::default();
+        for p in parts {
+            out.cases += p.cases;
+            for metric in Metric::ALL {
+                if let Some(v) = metric.of(p) {
+                    let e = sums.entry(metric).or_default();
+                    e.0 += v * p.cases as f64;
+                    e.1 += p.cases;
+                }
+            }
+        }
+        for (metric, (s, n)) in sums {
+            *metric.slot(&mut out) = Some(s / n.max(1) as f64);
+        }
+        out
+    }
+}
+
+/// How one edited case stands at an evaluation point: a line of `cases.jsonl`, written for the
+/// final point of a run so a user can see *which* edits held, which were lost, and what the
+/// neighbours whose answers moved now predict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaseOutcome {
+    pub index: usize,
+    pub origin: String,
+    /// The case's edit requests (prompt with the subject filled in, new target).
+    pub requests: Vec<RequestText>,
+    /// This case's token metrics (means over its own items; same names as `metrics.jsonl`).
+    #[serde(default, skip_serializing_if = "TokenMetrics::is_empty")]
+    pub token: TokenMetrics,
+    /// This case's probability metrics (es / ps / ns and magnitudes).
+    #[serde(default, skip_serializing_if = "ProbMetrics::is_empty")]
+    pub prob: ProbMetrics,
+    /// Neighbour (locality) prompts whose predicted answer tokens differ from the unedited
+    /// model's, with both predictions decoded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed_neighbours: Vec<NeighbourChange>,
+}
+
+impl CaseOutcome {
+    /// The case's own value of a per-edit metric (`None` for the run-level ones: fluency and
+    /// multi-hop accuracy are measured over cases, not per case).
+    pub fn value(&self, metric: Metric) -> Option<f64> {
+        match metric {
+            Metric::Token(t) => t.get(&self.token),
+            Metric::Prob(p) => p.get(&self.prob),
+            Metric::Fluency | Metric::Multihop => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestText {
+    pub prompt: String,
+    pub target: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NeighbourChange {
+    pub prompt: String,
+    /// The answer the data gives for the neighbour.
+    pub answer: String,
+    /// The unedited model's argmax tokens at the answer positions (teacher forcing), decoded
+    /// with special tokens shown (an end-of-text prediction reads `<|endoftext|>`, not "").
+    pub before: String,
+    /// The edited model's, decoded.
+    pub after: String,
+}
+
+/// Norms of one edited matrix at an evaluation point (means over the entries, as the paper
+/// plots them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerNorms {
+    pub layer: usize,
+    /// ‖W‖₁ / numel (the paper's "L1-norm of the editing layer").
+    pub l1_mean: f64,
+    pub fro: f64,
+    /// ‖W − W0‖₁ / numel and ‖W − W0‖_F.
+    pub delta_l1_mean: f64,
+    pub delta_fro: f64,
+    /// ‖W0‖₁ / numel of the unedited matrix: the baseline of the growth factor (absent in runs
+    /// of earlier versions, whose point 0 holds it).
+    #[serde(default, skip_serializing_if = "none")]
+    pub w0_l1_mean: Option<f64>,
+}
+
+impl LayerNorms {
+    /// ‖W‖₁ / ‖W0‖₁, when the baseline is known.
+    pub fn growth(&self) -> Option<f64> {
+        self.w0_l1_mean.map(|b| self.l1_mean / b.max(1e-30))
+    }
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalPoint {
+    pub edits: usize,
+    pub metrics: CaseMetrics,
+    pub probes: BTreeMap<String, ProbeResult>,
+    pub layers: Vec<LayerNorms>,
+    /// Mean final target probability of the edits so far (the paper's "edit probability").
+    pub edit_prob: Option<f64>,
+    pub rejected: usize,
+    pub wall_seconds: f64,
+}
+
+/// One line of `edits.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EditRecord {
+    pub index: usize,
+    pub origin: String,
+    pub prob_initial: Option<f64>,
+    pub prob_final: Option<f64>,
+    pub seconds: f64,
+    /// Where the step's time went (statistics, templates, target, keys, solve), per request of
+    /// the step; absent for rejected edits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timings: Option<Timings>,
+    /// Resident memory of the process right after the edit, in bytes (Linux).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<String>,
+    /// Target optimizations of this edit answered by the shared cache (an earlier method of the
+    /// same command solved them on the unedited model): its `seconds` exclude their cost.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub targets_reused: usize,
+    /// Perplexity of the case's new target after its prompt on the unedited model
+    /// ([`super::evaluate::TargetDifficulty`]), and its length in tokens: what the D4S paper
+    /// (§3.3) relates the damage of editing to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_ppl: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_tokens: Option<f64>,
+    /// The new target of each of the case's requests: what the run's target *diversity* (how
+    /// many distinct answers the edits write, the paper's other MQD factor) is computed from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub target_new: Vec<String>,
+}
+
+pub(crate) fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// The data a run edits: the file, its content hash and what was taken from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataRecord {
+    pub path: std::path::PathBuf,
+    pub sha256: String,
+    #[serde(default)]
+    pub kind: String,
+    /// Cases taken from the file.
+    pub n: usize,
+    #[serde(default)]
+    pub skipped: usize,
+    /// The paper's question type built from the facts (`tf`, `mc`, `dg`), if any.
+    pub mqd: Option<String>,
+}
+
+/// The key statistics a run used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatsRecord {
+    pub config: crate::edit::StatsConfig,
+    pub corpus_id: String,
+}
+
+/// What produced a run (written first, as `config.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    pub d4s_version: String,
+    pub started: String,
+    pub model: ModelRecord,
+    pub method: String,
+    /// Kept as written: hyperparameters gain fields across versions, and an older run's must
+    /// still load (and must compare equal to itself when resumed).
+    pub hparams: serde_json::Value,
+    pub data: DataRecord,
+    pub protocol: Protocol,
+    pub eval_every: Option<usize>,
+    pub probes: Vec<String>,
+    pub probe_config: crate::eval::probes::ProbeConfig,
+    pub stats: StatsRecord,
+    pub seed: u64,
+    pub threads: usize,
+    pub command: String,
+    /// Each time the run was continued from a checkpoint: when, after how many edits, and the
+    /// command line.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resumed: Vec<Resumed>,
+}
+
+/// A line of [`RunConfig::resumed`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resumed {
+    pub at: String,
+    pub after_edits: usize,
+    pub command: String,
+}
+
+impl RunConfig {
+    /// What a resumed run must share with the original to continue it: the model's weights,
+    /// the method and its hyperparameters, the data file's content and the cases taken from it,
+    /// the protocol, the evaluation schedule, the probes and the statistics. Not the paths
+    /// (a run may be continued from another directory), the thread count or the times.
+    pub fn identity(&self) -> serde_json::Value {
+        let mut data = serde_json::to_value(&self.data).expect("serializable");
+        if let Some(o) = data.as_object_mut() {
+            o.remove("path");
+        }
+        let mut probe_config = serde_json::to_value(&self.probe_config).expect("serializable");
+        if let Some(o) = probe_config.as_object_mut() {
+            o.remove("data_dir");
+        }
+        serde_json::json!({
+            "model": self.model.sha256,
+            "method": self.method,
+            "hparams": self.hparams,
+            "data": data,
+            "protocol": self.protocol,
+            "eval_every": self.eval_every,
+            "probes": self.probes,
+            "probe_config": probe_config,
+            "stats": self.stats,
+            "seed": self.seed,
+        })
+    }
+
+    /// The cases the run plans to edit.
+    pub fn planned_edits(&self) -> usize {
+        self.data.n
+    }
+}
+
+/// The non-empty lines of a run folder's JSONL file.
+pub(crate) fn jsonl_lines(dir: &Path, name: &str) -> Result<Vec<String>> {
+    let p = dir.join(name);
+    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+    Ok(text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+/// Reads a run folder's `config.json`.
+pub fn load_config(dir: &Path) -> Result<RunConfig> {
+    let cfg_path = dir.join(CONFIG_FILE);
+    serde_json::from_slice(&std::fs::read(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?)
+        .map_err(|e| Error::bad_file(&cfg_path, format!("not a d4s run config: {e}")))
+}
+
+/// Parses every line of a run folder's JSONL file as `T`, naming the line of the first bad one.
+fn parse_lines<T: serde::de::DeserializeOwned>(dir: &Path, name: &str) -> Result<Vec<T>> {
+    jsonl_lines(dir, name)?
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .map_err(|e| Error::bad_file(dir.join(name), format!("line {}: {e}", i + 1)))
+        })
+        .collect()
+}
+
+/// A run folder read back.
+pub struct LoadedRun {
+    pub config: RunConfig,
+    pub points: Vec<EvalPoint>,
+    pub records: Vec<EditRecord>,
+}
+
+/// Reads a run folder back.
+pub fn load_run(dir: &Path) -> Result<LoadedRun> {
+    Ok(LoadedRun {
+        config: load_config(dir)?,
+        points: parse_lines(dir, METRICS_FILE)?,
+        records: parse_lines(dir, EDITS_FILE)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run folder written by d4s 0.1.0 before the metrics were typed (`d4s bench --method
+    /// ft-l --data counterfact --n 2 --eval-every 1 --probes arc_easy --probe-items 5` on the
+    /// default model, commit 5dbb259).
+    const EARLIER: [(&str, &str); 4] = [
+        (CONFIG_FILE, include_str!("testdata/config-v0.1.0.json")),
+        (METRICS_FILE, include_str!("testdata/metrics-v0.1.0.jsonl")),
+        (EDITS_FILE, include_str!("testdata/edits-v0.1.0.jsonl")),
+        (CASES_FILE, include_str!("testdata/cases-v0.1.0.jsonl")),
+    ];
+
+    /// Each line parsed as `T` and written again: the same bytes.
+    fn round_trips<T: Serialize + serde::de::DeserializeOwned>(text: &str) -> Vec<T> {
+        text.lines()
+            .filter(|l| !l.is_empty())
+            .map(|line| {
+                let v: T = serde_json::from_str(line).unwrap();
+                assert_eq!(serde_json::to_string(&v).unwrap(), line);
+                v
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_run_folder_written_before_the_typed_records_loads_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in EARLIER {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let run = load_run(dir.path()).unwrap();
+        assert_eq!(run.points.len(), 3);
+        assert_eq!(run.records.len(), 2);
+        let first = &run.points[0].metrics;
+        assert_eq!(first.token.efficacy, Some(0.0));
+        assert_eq!(first.token.specificity, Some(1.0));
+        assert_eq!(first.prob.es, Some(0.5));
+        assert_eq!(first.token.portability, None);
+        assert_eq!(
+            Metric::Prob(ProbMetric::Ns).of(first),
+            first.prob.ns,
+            "the typed accessor reads the same field"
+        );
+        assert_eq!(run.points[2].layers[0].w0_l1_mean, None);
+        assert_eq!(run.config.model.sha256.len(), 64);
+        assert_eq!(run.config.protocol, Protocol::Sequential);
+        assert_eq!(run.config.planned_edits(), 2);
+        round_trips::<EvalPoint>(EARLIER[1].1);
+        round_trips::<EditRecord>(EARLIER[2].1);
+        let cases = round_trips::<CaseOutcome>(EARLIER[3].1);
+        assert_eq!(cases.len(), 2);
+        // The identity a resume compares is the one the earlier version computed from the
+        // same JSON: the data's hash without its path, the probes' settings without the folder.
+        let raw: serde_json::Value = serde_json::from_str(EARLIER[0].1).unwrap();
+        let id = run.config.identity();
+        assert_eq!(id["data"]["sha256"], raw["data"]["sha256"]);
+        assert!(id["data"].get("path").is_none());
+        assert!(id["probe_config"].get("data_dir").is_none());
+        assert_eq!(id["hparams"], raw["hparams"]);
+        assert_eq!(id["stats"], raw["stats"]);
+    }
+
+    #[test]
+    fn merged_means_weigh_each_part_by_its_cases() {
+        let part = |cases: usize, eff: f64, es: Option<f64>| CaseMetrics {
+            token: TokenMetrics {
+                efficacy: Some(eff),
+                ..Default::default()
+            },
+            prob: ProbMetrics {
+                es,
+                ..Default::default()
+            },
+            cases,
+            ..Default::default()
+        };
+        let m = CaseMetrics::merge(&[part(1, 1.0, Some(1.0)), part(3, 0.0, None)]);
+        assert_eq!(m.cases, 4);
+        assert_eq!(m.token.efficacy, Some(0.25));
+        // A metric only one part has is that part's.
+        assert_eq!(m.prob.es, Some(1.0));
+        assert_eq!(m.token.paraphrase, None);
+    }
+}

@@ -1,0 +1,444 @@
+//! The protocols: a stream of edits from a dataset, evaluation points, and every record streamed
+//! to a [`BenchSink`] as it happens. The single-edit protocol and the stream protocols (sequential
+//! and batch) are separate functions over shared pieces: an edit step, an evaluation point.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use super::checkpoint::{self, Checkpoint, CheckpointMeta, CheckpointPolicy};
+use super::evaluate::{
+    evaluate, layer_norms, mean, target_difficulty, EvalOptions, Evaluation, Reference,
+    TargetDifficulty,
+};
+use super::records::{CaseMetrics, CaseOutcome, EditRecord, EvalPoint};
+use super::Protocol;
+use crate::edit::{
+    new_editor, EditContext, EditControl, EditRequest, Editor, HParams, StatsCache, TargetCache,
+};
+use crate::error::{Error, Result};
+use crate::eval::datasets::EvalCase;
+use crate::eval::probes::{ProbeResult, ProbeSet};
+use crate::model::Model;
+
+/// Everything a run produces, streamed to the caller as it happens.
+pub trait BenchSink {
+    fn edit(&mut self, record: &EditRecord) -> Result<()>;
+    fn point(&mut self, point: &EvalPoint) -> Result<()>;
+    /// Called before each edit with (edits done, total) for progress displays.
+    fn progress(&mut self, _done: usize, _total: usize, _phase: &str) {}
+    /// Something the user should know that does not stop the run.
+    fn warn(&mut self, _message: &str) {}
+    /// Each case's outcome at the final point (called once, just before that point).
+    fn cases(&mut self, _cases: &[CaseOutcome]) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A run's inputs (besides the model and the cases).
+pub struct BenchRun<'a> {
+    pub hparams: HParams,
+    pub protocol: Protocol,
+    /// Evaluate every k edits (sequential); `None` = only at the end.
+    pub eval_every: Option<usize>,
+    pub probes: &'a [ProbeSet],
+    pub multihop: bool,
+    pub stats: &'a mut StatsCache,
+    /// Targets of the unedited model shared with the other methods of the command (`None`: always
+    /// optimize). The single-edit protocol starts every record from W0, so each method after the
+    /// first finds MEMIT-style targets here.
+    pub targets: Option<&'a mut TargetCache>,
+    /// Write checkpoints (sequential and batch protocols).
+    pub checkpoint: Option<CheckpointPolicy>,
+    /// The run's identity, recorded in each checkpoint (what a resume must match).
+    pub identity: serde_json::Value,
+    /// Continue from this checkpoint instead of starting with the unedited model.
+    pub resume: Option<Checkpoint>,
+    /// Stop (after writing a checkpoint) once this many cases are edited.
+    pub stop_after: Option<usize>,
+    /// Set from outside (Ctrl-C) to stop the same way after the current step.
+    pub interrupt: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+}
+
+/// What [`run`] did.
+#[derive(Debug, Clone)]
+pub struct BenchOutcome {
+    /// The evaluation points of this call (a resumed run's earlier points are in its folder).
+    pub points: Vec<EvalPoint>,
+    /// False when it stopped early (`stop_after`); the run folder then holds a checkpoint.
+    pub complete: bool,
+}
+
+/// Runs the protocol over `cases` (all of them), streaming records to `sink`.
+pub fn run(
+    model: &mut Model,
+    cases: &[EvalCase],
+    spec: BenchRun,
+    sink: &mut dyn BenchSink,
+) -> Result<BenchOutcome> {
+    match spec.protocol {
+        Protocol::Single => run_single(model, cases, spec, sink),
+        Protocol::Sequential | Protocol::Batch { .. } => run_stream(model, cases, spec, sink),
+    }
+}
+
+/// What a run knows about its cases before the first edit, and its clock.
+struct Run<'c, 'a> {
+    cases: &'c [EvalCase],
+    spec: BenchRun<'a>,
+    reference: Reference,
+    difficulty: Vec<TargetDifficulty>,
+    started: Instant,
+    /// Wall time of the run before this process took it over (a resumed run's).
+    wall_offset: f64,
+    /// Final target probabilities of the applied edits so far, and the rejected edits.
+    probs: Vec<f64>,
+    rejected: usize,
+}
+
+impl<'c, 'a> Run<'c, 'a> {
+    fn start(model: &mut Model, cases: &'c [EvalCase], spec: BenchRun<'a>) -> Result<Self> {
+        model.reset_edits();
+        let reference = Reference::of(model, cases)?;
+        let difficulty = model.with_unedited(|m| target_difficulty(m, cases))?;
+        let wall_offset = spec.resume.as_ref().map_or(0.0, |c| c.meta.wall_seconds);
+        Ok(Self {
+            cases,
+            spec,
+            reference,
+            difficulty,
+            started: Instant::now(),
+            wall_offset,
+            probs: Vec::new(),
+            rejected: 0,
+        })
+    }
+
+    fn wall(&self) -> f64 {
+        self.wall_offset + self.started.elapsed().as_secs_f64()
+    }
+
+    fn evaluate(&self, model: &Model, which: &[usize], fluency: bool) -> Result<Evaluation> {
+        let options = EvalOptions {
+            multihop: self.spec.multihop,
+            fluency,
+        };
+        evaluate(model, self.cases, &self.reference, which, options)
+    }
+
+    /// An evaluation point after `edits` edits, with the cases `which` evaluated.
+    fn point(
+        &self,
+        model: &Model,
+        which: &[usize],
+        edits: usize,
+        fluency: bool,
+    ) -> Result<(EvalPoint, Vec<CaseOutcome>)> {
+        let eval = self.evaluate(model, which, fluency)?;
+        let point = self.point_with(model, eval.metrics, edits)?;
+        Ok((point, eval.cases))
+    }
+
+    fn point_with(&self, model: &Model, metrics: CaseMetrics, edits: usize) -> Result<EvalPoint> {
+        Ok(EvalPoint {
+            edits,
+            metrics,
+            probes: run_probes(model, self.spec.probes)?,
+            layers: layer_norms(model, &self.spec.hparams.layers)?,
+            edit_prob: mean(&self.probs),
+            rejected: self.rejected,
+            wall_seconds: self.wall(),
+        })
+    }
+
+    /// Edits the cases of one step and records the outcome of each (landed or refused).
+    fn edit_step(
+        &mut self,
+        model: &mut Model,
+        editor: &mut dyn Editor,
+        step: &[usize],
+        sink: &mut dyn BenchSink,
+    ) -> Result<()> {
+        let requests: Vec<EditRequest> = step
+            .iter()
+            .flat_map(|&i| self.cases[i].requests.iter().cloned())
+            .collect();
+        let te = Instant::now();
+        let hits_before = self.spec.targets.as_ref().map_or(0, |t| t.hits());
+        let mut cx = EditContext {
+            stats: self.spec.stats,
+            targets: self.spec.targets.as_deref_mut(),
+            ctl: EditControl::default(),
+        };
+        let outcome = editor.apply(model, &mut cx, &requests);
+        let seconds = te.elapsed().as_secs_f64();
+        let reused = self.spec.targets.as_ref().map_or(0, |t| t.hits()) - hits_before;
+        let rss_bytes = crate::util::resident_memory();
+        // What a record says about case `i` whatever the outcome; each arm adds its own.
+        let case_record = |i: usize| EditRecord {
+            index: i,
+            origin: self.cases[i].origin.clone(),
+            prob_initial: None,
+            prob_final: None,
+            seconds: 0.0,
+            timings: None,
+            rss_bytes,
+            rejected: None,
+            targets_reused: 0,
+            target_ppl: Some(self.difficulty[i].ppl()),
+            target_tokens: Some(self.difficulty[i].tokens),
+            target_new: self.cases[i].new_targets(),
+        };
+        match &outcome {
+            Ok(o) => {
+                let timings = o.timings.per_request(step.len());
+                let mut probs = Vec::new();
+                for (k, &i) in step.iter().enumerate() {
+                    let t = o.targets.get(k.min(o.targets.len().saturating_sub(1)));
+                    probs.extend(t.map(|t| t.prob_final));
+                    sink.edit(&EditRecord {
+                        prob_initial: t.map(|t| t.prob_initial),
+                        prob_final: t.map(|t| t.prob_final),
+                        seconds: seconds / step.len() as f64,
+                        timings: Some(timings.clone()),
+                        targets_reused: reused as usize / step.len(),
+                        ..case_record(i)
+                    })?;
+                }
+                self.probs.extend(probs);
+            }
+            Err(Error::Cancelled) => return Err(Error::Cancelled),
+            Err(e) => {
+                for &i in step {
+                    sink.edit(&EditRecord {
+                        seconds,
+                        rejected: Some(e.to_string()),
+                        ..case_record(i)
+                    })?;
+                }
+                self.rejected += step.len();
+            }
+        }
+        Ok(())
+    }
+
+    fn interrupted(&self) -> bool {
+        self.spec
+            .interrupt
+            .as_ref()
+            .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
+fn run_probes(model: &Model, probes: &[ProbeSet]) -> Result<BTreeMap<String, ProbeResult>> {
+    probes
+        .iter()
+        .map(|p| p.run(model, None).map(|r| (p.task().name().to_string(), r)))
+        .collect()
+}
+
+/// The single-edit protocol: each case edited into the unedited model, evaluated right after
+/// its own edit, and the model reset; one final point holds the means of those evaluations.
+fn run_single(
+    model: &mut Model,
+    cases: &[EvalCase],
+    spec: BenchRun,
+    sink: &mut dyn BenchSink,
+) -> Result<BenchOutcome> {
+    if spec.resume.is_some() || spec.stop_after.is_some() {
+        return Err(Error::Input(
+            "checkpoints and --resume are for the sequential and batch protocols (single resets \
+             the model after every case)"
+                .into(),
+        ));
+    }
+    let mut run = Run::start(model, cases, spec)?;
+    let mut evaluations: Vec<Evaluation> = Vec::new();
+    for i in 0..cases.len() {
+        sink.progress(i, cases.len(), "editing");
+        model.reset_edits();
+        let mut editor = new_editor(run.spec.hparams.clone());
+        run.edit_step(model, editor.as_mut(), &[i], sink)?;
+        sink.progress(i + 1, cases.len(), "evaluating");
+        evaluations.push(run.evaluate(model, &[i], true)?);
+    }
+    sink.progress(cases.len(), cases.len(), "final evaluation");
+    let metrics = CaseMetrics::merge(evaluations.iter().map(|e| &e.metrics));
+    let last = run.point_with(model, metrics, cases.len())?;
+    let outcomes: Vec<CaseOutcome> = evaluations.into_iter().flat_map(|e| e.cases).collect();
+    sink.cases(&outcomes)?;
+    sink.point(&last)?;
+    model.reset_edits();
+    Ok(BenchOutcome {
+        points: vec![last],
+        complete: true,
+    })
+}
+
+/// The steps of a stream protocol: one case each (sequential) or `size` at a time (batch).
+fn stream_steps(protocol: Protocol, n: usize) -> Vec<Vec<usize>> {
+    match protocol {
+        Protocol::Batch { size } => (0..n)
+            .collect::<Vec<_>>()
+            .chunks(size.min(n).max(1))
+            .map(<[usize]>::to_vec)
+            .collect(),
+        Protocol::Single | Protocol::Sequential => (0..n).map(|i| vec![i]).collect(),
+    }
+}
+
+/// The sequential and batch protocols: edits accumulate in one model; every `eval_every` edits
+/// all edits so far are evaluated, checkpoints are written as the policy says, and the final
+/// point evaluates every edit on the final model.
+fn run_stream(
+    model: &mut Model,
+    cases: &[EvalCase],
+    spec: BenchRun,
+    sink: &mut dyn BenchSink,
+) -> Result<BenchOutcome> {
+    let steps = stream_steps(spec.protocol, cases.len());
+    let mut run = Run::start(model, cases, spec)?;
+    let mut editor: Box<dyn Editor> = new_editor(run.spec.hparams.clone());
+    let mut points = Vec::new();
+    let mut first_step = 0;
+    if let Some(ck) = run.spec.resume.take() {
+        first_step = resume_from(model, editor.as_mut(), &mut run, &ck, &steps)?;
+        run.probs = ck.probs;
+        run.rejected = ck.meta.rejected;
+    } else {
+        // The unedited model is point 0: the baseline of every curve.
+        let all: Vec<usize> = (0..cases.len()).collect();
+        let (p, _) = run.point(model, &all, 0, true)?;
+        sink.point(&p)?;
+        points.push(p);
+    }
+    let mut done: Vec<usize> = steps[..first_step].concat();
+    let mut checkpointed = done.len();
+    for (step_no, step) in steps.iter().enumerate().skip(first_step) {
+        sink.progress(done.len(), cases.len(), "editing");
+        run.edit_step(model, editor.as_mut(), step, sink)?;
+        done.extend(step.iter().copied());
+        let unfinished = done.len() < cases.len();
+        let due = unfinished
+            && run
+                .spec
+                .eval_every
+                .is_some_and(|k| done.len().is_multiple_of(k));
+        if due {
+            sink.progress(done.len(), cases.len(), "evaluating all edits so far");
+            let (p, _) = run.point(model, &done, done.len(), false)?;
+            sink.point(&p)?;
+            points.push(p);
+        }
+        let stop = run.interrupted() || run.spec.stop_after.is_some_and(|s| done.len() >= s);
+        if let (Some(policy), true) = (run.spec.checkpoint.clone(), unfinished) {
+            let every = policy.every.max(1);
+            if due || stop || done.len() / every > checkpointed / every {
+                sink.progress(done.len(), cases.len(), "writing a checkpoint");
+                checkpointed = done.len();
+                let ck = take_checkpoint(model, editor.as_ref(), &run, step_no + 1, done.len())?;
+                // A checkpoint is insurance: failing to write one (a full disk) is reported and
+                // the run goes on with the previous one in place. The next attempt is at the
+                // next multiple either way.
+                match checkpoint::save(&policy.dir, &ck) {
+                    Ok(()) => {}
+                    Err(e) if stop => return Err(e),
+                    Err(e) => sink.warn(&format!(
+                        "could not write the checkpoint after {} edits ({e}); the run goes on, \
+                         and the previous checkpoint (if any) stays",
+                        done.len()
+                    )),
+                }
+            }
+        }
+        if stop && unfinished {
+            return Ok(BenchOutcome {
+                points,
+                complete: false,
+            });
+        }
+    }
+    sink.progress(cases.len(), cases.len(), "final evaluation");
+    let (last, outcomes) = run.point(model, &done, done.len(), true)?;
+    sink.cases(&outcomes)?;
+    sink.point(&last)?;
+    points.push(last);
+    Ok(BenchOutcome {
+        points,
+        complete: true,
+    })
+}
+
+/// Everything a checkpoint holds, taken from the running state after `steps` steps.
+fn take_checkpoint(
+    model: &Model,
+    editor: &dyn Editor,
+    run: &Run,
+    steps: usize,
+    edits: usize,
+) -> Result<Checkpoint> {
+    let layers = model.touched_layers();
+    let weights = layers
+        .iter()
+        .map(|&l| Ok((l, model.edit_weight(l)?.clone())))
+        .collect::<Result<_>>()?;
+    let snapshot = editor.snapshot()?;
+    Ok(Checkpoint {
+        meta: CheckpointMeta {
+            format: checkpoint::FORMAT,
+            d4s_version: env!("CARGO_PKG_VERSION").into(),
+            written: crate::util::now(),
+            method: editor.method().name().into(),
+            steps,
+            edits,
+            rejected: run.rejected,
+            wall_seconds: run.wall(),
+            layers,
+            editor_meta: snapshot.meta.clone(),
+            identity: run.spec.identity.clone(),
+        },
+        weights,
+        editor: snapshot,
+        probs: run.probs.clone(),
+    })
+}
+
+/// Puts a checkpoint's weights and editor state in place; returns the first step to run.
+fn resume_from(
+    model: &mut Model,
+    editor: &mut dyn Editor,
+    run: &mut Run,
+    ck: &Checkpoint,
+    steps: &[Vec<usize>],
+) -> Result<usize> {
+    let method = run.spec.hparams.method;
+    if ck.meta.method != method.name() {
+        return Err(Error::Input(format!(
+            "the checkpoint is of a {} run, not {}",
+            ck.meta.method,
+            method.name()
+        )));
+    }
+    let first = ck.meta.steps;
+    let edits: usize = steps.iter().take(first).map(Vec::len).sum();
+    if first > steps.len() || edits != ck.meta.edits {
+        return Err(Error::Input(format!(
+            "the checkpoint is after {} edits in {first} steps, which does not fit this run's {} \
+             steps",
+            ck.meta.edits,
+            steps.len()
+        )));
+    }
+    for (layer, w) in &ck.weights {
+        model.set_edit_weight(*layer, w.clone())?;
+    }
+    let mut cx = EditContext {
+        stats: run.spec.stats,
+        targets: None,
+        ctl: EditControl::default(),
+    };
+    editor.restore(model, &mut cx, &ck.editor)?;
+    Ok(first)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,179 @@
+//! The protocols on a tiny random model.
+
+use super::*;
+use crate::edit::request::target_ids;
+use crate::edit::Method;
+use crate::eval::bench::evaluate::{evaluate, generation_fluency, EvalOptions, Reference};
+use crate::eval::bench::records::{Metric, ProbMetric, TokenMetric};
+use crate::eval::metrics::target_nll;
+use crate::eval::testkit::{cases, spec, stats, Memory};
+use crate::model::config::Arch;
+use crate::model::random::tiny_model;
+
+/// A sequential MEMIT run over `cases` on a tiny model: the edited model and what it wrote.
+fn memit_run(cases: &[EvalCase]) -> (Model, Memory) {
+    let stats_dir = tempfile::tempdir().unwrap();
+    let mut st = stats(stats_dir.path());
+    let mut model = tiny_model(Arch::Llama, 21);
+    let mut sink = Memory::default();
+    run(
+        &mut model,
+        cases,
+        spec(Method::Memit, &mut st, None, None, None),
+        &mut sink,
+    )
+    .unwrap();
+    (model, sink)
+}
+
+#[test]
+fn every_edit_records_its_target_perplexity_on_the_unedited_model() {
+    let cases = cases();
+    let items: Vec<(String, String)> = cases
+        .iter()
+        .map(|c| (c.requests[0].filled_prompt(), c.requests[0].target.clone()))
+        .collect();
+    let nll_w0 = target_nll(&tiny_model(Arch::Llama, 21), &items).unwrap();
+    let (model, sink) = memit_run(&cases);
+    // The sequential run leaves the model edited, which scores every target differently:
+    // the recorded values are the unedited model's, not the edited one's.
+    let nll_edited = target_nll(&model, &items).unwrap();
+    assert!(
+        nll_edited.iter().zip(&nll_w0).all(|(e, w)| e != w),
+        "{nll_edited:?} {nll_w0:?}"
+    );
+    assert_eq!(sink.records.len(), cases.len());
+    for r in &sink.records {
+        assert_eq!(r.target_ppl, Some(nll_w0[r.index].exp()), "{r:?}");
+        let tokens = target_ids(&model, &cases[r.index].requests[0].target)
+            .unwrap()
+            .len();
+        assert_eq!(r.target_tokens, Some(tokens as f64));
+        assert_eq!(r.target_new, [cases[r.index].requests[0].target.clone()]);
+    }
+    let s = crate::eval::bench::summary::summarize("memit", &sink.points, &sink.records).unwrap();
+    let t = s.targets.expect("target summary");
+    let geometric = (nll_w0.iter().sum::<f64>() / nll_w0.len() as f64).exp();
+    assert!((t.ppl - geometric).abs() <= 1e-9 * geometric, "{t:?}");
+}
+
+#[test]
+fn each_case_outcome_at_the_end_adds_up_to_the_final_point() {
+    let cases = cases();
+    let (model, sink) = memit_run(&cases);
+    let last = &sink.points.last().unwrap().metrics;
+    assert_eq!(sink.cases.len(), cases.len());
+    for (i, o) in sink.cases.iter().enumerate() {
+        assert_eq!((o.index, o.origin.as_str()), (i, cases[i].origin.as_str()));
+        assert_eq!(o.requests[0].target, cases[i].requests[0].target);
+        assert_eq!(o.requests[0].prompt, cases[i].requests[0].filled_prompt());
+        for score in [o.prob.es, o.prob.ps, o.prob.ns] {
+            assert!([0.0, 1.0].contains(&score.unwrap()), "{o:?}");
+        }
+        // A neighbour is listed as changed exactly when its predictions moved.
+        let spe = o.token.specificity.unwrap();
+        assert_eq!(o.changed_neighbours.is_empty(), spe == 1.0, "{o:?}");
+        for n in &o.changed_neighbours {
+            assert_ne!(n.before, n.after, "{n:?}");
+            assert_eq!(n.answer, " Rome");
+        }
+    }
+    // Five sequential edits move the shared neighbour's prediction somewhere.
+    assert!(sink.cases.iter().any(|o| !o.changed_neighbours.is_empty()));
+    // One item of each kind per case: the point's means are the means of the cases'.
+    for metric in [
+        Metric::Token(TokenMetric::Efficacy),
+        Metric::Token(TokenMetric::Paraphrase),
+        Metric::Token(TokenMetric::Specificity),
+        Metric::Prob(ProbMetric::Es),
+        Metric::Prob(ProbMetric::Nm),
+    ] {
+        let per_case = sink.cases.iter().map(|o| o.value(metric).unwrap());
+        let mean = per_case.sum::<f64>() / cases.len() as f64;
+        let total = metric.of(last).unwrap();
+        assert!((mean - total).abs() < 1e-12, "{metric:?}: {mean} {last:?}");
+    }
+    // The outcomes are a pure function of the model and the references, for any selection
+    // of cases in any order; the unedited model changes no neighbour.
+    let mut model_w0 = tiny_model(Arch::Llama, 21);
+    let reference_w0 = Reference::of(&mut model_w0, &cases).unwrap();
+    let plain = EvalOptions::default();
+    let again = evaluate(&model, &cases, &reference_w0, &[0, 1, 2, 3, 4], plain).unwrap();
+    assert_eq!(again.cases, sink.cases);
+    let unedited = evaluate(&model_w0, &cases, &reference_w0, &[4, 1], plain).unwrap();
+    assert_eq!(
+        unedited.cases.iter().map(|o| o.index).collect::<Vec<_>>(),
+        [4, 1]
+    );
+    assert!(unedited
+        .cases
+        .iter()
+        .all(|o| o.changed_neighbours.is_empty() && o.token.specificity == Some(1.0)));
+}
+
+#[test]
+fn the_single_protocol_reports_each_case_right_after_its_own_edit() {
+    let cases = cases();
+    let stats_dir = tempfile::tempdir().unwrap();
+    let mut st = stats(stats_dir.path());
+    let mut model = tiny_model(Arch::Llama, 21);
+    let mut sink = Memory::default();
+    let mut run_spec = spec(Method::Memit, &mut st, None, None, None);
+    run_spec.protocol = Protocol::Single;
+    run(&mut model, &cases, run_spec, &mut sink).unwrap();
+    // One point, at the end; the model is reset after the run.
+    assert_eq!(sink.points.len(), 1);
+    assert_eq!(model.touched_layers(), Vec::<usize>::new());
+    let last = &sink.points[0].metrics;
+    assert_eq!(last.cases, cases.len());
+    assert_eq!(
+        sink.cases.iter().map(|o| o.index).collect::<Vec<_>>(),
+        (0..cases.len()).collect::<Vec<_>>()
+    );
+    // Each case is one item of each kind: the merged means are the cases' means.
+    for metric in [
+        Metric::Token(TokenMetric::Efficacy),
+        Metric::Token(TokenMetric::Specificity),
+        Metric::Prob(ProbMetric::Es),
+    ] {
+        let per_case = sink.cases.iter().map(|o| o.value(metric).unwrap());
+        let mean = per_case.sum::<f64>() / cases.len() as f64;
+        let total = metric.of(last).unwrap();
+        assert!((mean - total).abs() < 1e-12, "{metric:?}: {mean} {last:?}");
+    }
+}
+
+#[test]
+fn fluency_is_measured_before_the_first_and_after_the_last_edit_when_prompts_exist() {
+    let mut cases = cases();
+    for c in &mut cases[..3] {
+        c.generation_prompts = vec![format!("{} is", c.requests[0].subject)];
+    }
+    let (model, sink) = memit_run(&cases);
+    let ge: Vec<Option<f64>> = sink
+        .points
+        .iter()
+        .map(|p| p.metrics.generation.fluency)
+        .collect();
+    assert_eq!(sink.points.len(), 4, "points 0, 2, 4 and the end");
+    assert!(ge[1].is_none() && ge[2].is_none(), "{ge:?}");
+    for g in [ge[0], ge[3]] {
+        // ~100 byte-level tokens of a random model: varied text, a few bits of entropy.
+        let g = g.expect("fluency at point 0 and at the end");
+        assert!(g > 1.0 && g < 10.0, "{g}");
+    }
+    // Deterministic: the same model and prompts give the same value.
+    let again = generation_fluency(&model, &cases.iter().collect::<Vec<_>>()).unwrap();
+    assert_eq!(again, ge[3]);
+    // Cases without generation prompts have no fluency, and cost nothing.
+    let plain = crate::eval::testkit::cases();
+    assert_eq!(
+        generation_fluency(&model, &plain.iter().collect::<Vec<_>>()).unwrap(),
+        None
+    );
+    // The summary and the compare table carry it.
+    let s = crate::eval::bench::summary::summarize("memit", &sink.points, &sink.records).unwrap();
+    assert_eq!(s.fluency, ge[3]);
+    let md = crate::eval::bench::table::markdown(&[("run".into(), s)]);
+    assert!(md.contains("| GE |"), "{md}");
+}

@@ -1,0 +1,430 @@
+//! A run's final numbers as the paper's tables give them (`summary.json`), and its plots.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::evaluate::mean;
+use super::records::{is_zero, EditRecord, EvalPoint, TokenMetric};
+use crate::edit::Timings;
+use crate::error::Result;
+use crate::eval::plots::{render, LineChart, Series};
+use crate::util;
+
+/// The final numbers of a run, as in the paper's tables.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub method: String,
+    pub edits: usize,
+    pub efficacy: Option<f64>,
+    pub paraphrase: Option<f64>,
+    pub specificity: Option<f64>,
+    /// Mean of efficacy, paraphrase and specificity (the D4S tables' "Avg").
+    pub avg: Option<f64>,
+    pub portability: Option<f64>,
+    pub es: Option<f64>,
+    pub ps: Option<f64>,
+    pub ns: Option<f64>,
+    pub multihop: Option<f64>,
+    /// ROME/MEMIT generation fluency (GE, bits) at the end, when the data has generation prompts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fluency: Option<f64>,
+    /// Headline probe value per task at the first point and at the end.
+    pub probes: Vec<ProbeChange>,
+    /// ‖W‖₁/n at the end divided by its value before editing, per layer.
+    pub l1_growth: Vec<LayerGrowth>,
+    pub rejected: usize,
+    pub seconds_per_edit: Option<f64>,
+    /// Edits whose targets came from an earlier method of the same command (their seconds
+    /// exclude the target optimization).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub edits_with_reused_targets: usize,
+    /// Median of each phase over the accepted edits (a typical edit: the first one also gathers
+    /// the key statistics once).
+    #[serde(default)]
+    pub median_timings: Option<Timings>,
+    /// Largest resident memory seen after an edit, in bytes.
+    #[serde(default)]
+    pub peak_rss_bytes: Option<u64>,
+    pub wall_seconds: f64,
+    /// How hard the edited targets were for the unedited model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets: Option<TargetDifficultySummary>,
+}
+
+/// A probe's headline value at a run's first and last points.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeChange {
+    pub task: String,
+    pub start: Option<f64>,
+    pub end: Option<f64>,
+}
+
+/// How much an edited layer's ‖W‖₁ grew over a run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LayerGrowth {
+    pub layer: usize,
+    /// ‖W‖₁ at the end / ‖W0‖₁.
+    pub growth: f64,
+}
+
+impl Summary {
+    /// The largest growth over the edited layers (NaN when none was measured).
+    pub fn max_growth(&self) -> f64 {
+        self.l1_growth
+            .iter()
+            .map(|g| g.growth)
+            .fold(f64::NAN, f64::max)
+    }
+}
+
+/// The edit targets' difficulty over a run (`target_ppl` / `target_tokens` of `edits.jsonl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetDifficultySummary {
+    /// Geometric mean of the targets' perplexities (exp of their mean per-token NLL).
+    pub ppl: f64,
+    pub ppl_median: f64,
+    /// Mean target length in tokens.
+    pub tokens: f64,
+    /// How many different target strings the edits wrote (`target_new` of `edits.jsonl`; absent
+    /// for runs recorded before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distinct: Option<usize>,
+    /// Shannon entropy of the targets' empirical distribution, in bits: at most 1 for
+    /// True/False answers, 2 for a/b/c/d, log2(edits) when every target differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entropy_bits: Option<f64>,
+}
+
+fn target_difficulty_summary(records: &[EditRecord]) -> Option<TargetDifficultySummary> {
+    let mut ppl: Vec<f64> = records.iter().filter_map(|r| r.target_ppl).collect();
+    let tokens: Vec<f64> = records.iter().filter_map(|r| r.target_tokens).collect();
+    if ppl.is_empty() || tokens.is_empty() {
+        return None;
+    }
+    let mean_ln = ppl.iter().map(|p| p.ln()).sum::<f64>() / ppl.len() as f64;
+    ppl.sort_by(f64::total_cmp);
+    let diversity = target_diversity(records);
+    Some(TargetDifficultySummary {
+        ppl: mean_ln.exp(),
+        ppl_median: ppl[ppl.len() / 2],
+        tokens: tokens.iter().sum::<f64>() / tokens.len() as f64,
+        distinct: diversity.map(|d| d.0),
+        entropy_bits: diversity.map(|d| d.1),
+    })
+}
+
+/// The number of distinct new targets over the run's edit requests and the entropy (bits) of
+/// their frequencies; `None` unless every record carries its targets (a run resumed from one
+/// recorded before `target_new` existed would otherwise count only its later part). Targets
+/// compare as written, after trimming the leading space some data sets keep.
+fn target_diversity(records: &[EditRecord]) -> Option<(usize, f64)> {
+    if records.iter().any(|r| r.target_new.is_empty()) {
+        return None;
+    }
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for t in records.iter().flat_map(|r| r.target_new.iter()) {
+        *counts.entry(t.trim()).or_default() += 1;
+    }
+    let total: usize = counts.values().sum();
+    if total == 0 {
+        return None;
+    }
+    let entropy = counts
+        .values()
+        .map(|&c| {
+            let p = c as f64 / total as f64;
+            -p * p.log2()
+        })
+        .sum::<f64>();
+    Some((counts.len(), entropy.max(0.0)))
+}
+
+/// The median of each timed phase.
+fn median_timings(all: &[&Timings]) -> Option<Timings> {
+    if all.is_empty() {
+        return None;
+    }
+    let med = |f: fn(&Timings) -> f64| {
+        let mut xs: Vec<f64> = all.iter().map(|t| f(t)).collect();
+        xs.sort_by(f64::total_cmp);
+        xs[xs.len() / 2]
+    };
+    Some(Timings {
+        statistics: med(|t| t.statistics),
+        templates: med(|t| t.templates),
+        target: med(|t| t.target),
+        keys: med(|t| t.keys),
+        solve: med(|t| t.solve),
+        total: med(|t| t.total),
+    })
+}
+
+pub fn summarize(method: &str, points: &[EvalPoint], records: &[EditRecord]) -> Option<Summary> {
+    let last = points.last()?;
+    let first = points.first()?;
+    let t = &last.metrics.token;
+    let three: Vec<f64> = [t.efficacy, t.paraphrase, t.specificity]
+        .into_iter()
+        .flatten()
+        .collect();
+    let probes = last
+        .probes
+        .keys()
+        .map(|k| {
+            let h = |p: &EvalPoint| p.probes.get(k).map(|r| r.headline().1);
+            ProbeChange {
+                task: k.clone(),
+                start: h(first),
+                end: h(last),
+            }
+        })
+        .collect();
+    let times: Vec<f64> = records
+        .iter()
+        .filter(|r| r.rejected.is_none())
+        .map(|r| r.seconds)
+        .collect();
+    Some(Summary {
+        method: method.to_string(),
+        edits: last.edits,
+        efficacy: t.efficacy,
+        paraphrase: t.paraphrase,
+        specificity: t.specificity,
+        avg: (three.len() == 3).then(|| three.iter().sum::<f64>() / 3.0),
+        portability: t.portability,
+        es: last.metrics.prob.es,
+        ps: last.metrics.prob.ps,
+        ns: last.metrics.prob.ns,
+        multihop: last.metrics.multihop,
+        fluency: last.metrics.generation.fluency,
+        probes,
+        l1_growth: l1_growth(first, last),
+        rejected: last.rejected,
+        seconds_per_edit: mean(&times),
+        edits_with_reused_targets: records.iter().filter(|r| r.targets_reused > 0).count(),
+        median_timings: median_timings(
+            &records
+                .iter()
+                .filter_map(|r| r.timings.as_ref())
+                .collect::<Vec<_>>(),
+        ),
+        peak_rss_bytes: records.iter().filter_map(|r| r.rss_bytes).max(),
+        wall_seconds: last.wall_seconds,
+        targets: target_difficulty_summary(records),
+    })
+}
+
+/// ‖W‖₁ at `last` over ‖W0‖₁, per layer: the recorded baseline where the point has it, else the
+/// first point's norm when that is the unedited model (runs of earlier versions).
+fn l1_growth(first: &EvalPoint, last: &EvalPoint) -> Vec<LayerGrowth> {
+    last.layers
+        .iter()
+        .filter_map(|l| {
+            let growth = l.growth().or_else(|| {
+                let l0 = first.layers.iter().find(|x| x.layer == l.layer)?;
+                // A single-protocol run's only point is after the edits: no baseline then.
+                let base = if first.edits == 0 {
+                    l0.l1_mean
+                } else {
+                    l.l1_mean
+                };
+                Some(l.l1_mean / base.max(1e-30))
+            })?;
+            Some(LayerGrowth {
+                layer: l.layer,
+                growth,
+            })
+        })
+        .collect()
+}
+/// Writes `summary.json`, `summary.csv` and the plots of one run.
+pub fn finish_run(
+    dir: &Path,
+    method: &str,
+    points: &[EvalPoint],
+    records: &[EditRecord],
+) -> Result<Option<Summary>> {
+    let Some(s) = summarize(method, points, records) else {
+        return Ok(None);
+    };
+    util::write_atomic(
+        &dir.join("summary.json"),
+        serde_json::to_string_pretty(&s)
+            .expect("serializable")
+            .as_bytes(),
+    )?;
+    util::write_atomic(&dir.join("summary.csv"), super::table::csv(&s)?.as_bytes())?;
+    plot_run(dir, method, points, records)?;
+    Ok(Some(s))
+}
+
+pub(crate) fn series(
+    label: &str,
+    points: &[EvalPoint],
+    get: impl Fn(&EvalPoint) -> Option<f64>,
+) -> Series {
+    Series {
+        label: label.to_string(),
+        points: points
+            .iter()
+            .filter_map(|p| get(p).map(|v| (p.edits as f64, v)))
+            .collect(),
+    }
+}
+
+/// metrics.{svg,png}, norms.{svg,png}, probes.{svg,png}, edit_prob.{svg,png}.
+pub fn plot_run(
+    dir: &Path,
+    method: &str,
+    points: &[EvalPoint],
+    records: &[EditRecord],
+) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let metrics = LineChart {
+        title: format!("{method}: edit metrics vs number of edits"),
+        x_label: "edits".into(),
+        y_label: "score".into(),
+        series: TokenMetric::ALL
+            .iter()
+            .map(|&m| series(m.name(), points, |p| m.get(&p.metrics.token)))
+            .filter(|s| !s.points.is_empty())
+            .collect(),
+        y_range: Some((0.0, 1.0)),
+        log_y: false,
+    };
+    files.extend(render(&metrics, &dir.join("metrics"))?);
+    let layers: Vec<usize> = points
+        .last()
+        .map(|p| p.layers.iter().map(|l| l.layer).collect())
+        .unwrap_or_default();
+    let norms = LineChart {
+        title: format!("{method}: ‖W‖₁/n of each edited layer vs number of edits"),
+        x_label: "edits".into(),
+        y_label: "mean |w|".into(),
+        series: layers
+            .iter()
+            .map(|&l| {
+                series(&format!("layer {l}"), points, |p| {
+                    p.layers.iter().find(|x| x.layer == l).map(|x| x.l1_mean)
+                })
+            })
+            .collect(),
+        y_range: None,
+        log_y: false,
+    };
+    files.extend(render(&norms, &dir.join("norms"))?);
+    let tasks: Vec<String> = points
+        .last()
+        .map(|p| p.probes.keys().cloned().collect())
+        .unwrap_or_default();
+    if !tasks.is_empty() {
+        let probes = LineChart {
+            title: format!("{method}: downstream probes vs number of edits"),
+            x_label: "edits".into(),
+            y_label: "headline metric".into(),
+            series: tasks
+                .iter()
+                .map(|t| series(t, points, |p| p.probes.get(t).map(|r| r.headline().1)))
+                .collect(),
+            y_range: Some((0.0, 1.0)),
+            log_y: false,
+        };
+        files.extend(render(&probes, &dir.join("probes"))?);
+    }
+    let prob = LineChart {
+        title: format!("{method}: target probability reached by each edit"),
+        x_label: "edit".into(),
+        y_label: "p(target) after optimization".into(),
+        series: vec![Series {
+            label: "edit probability".into(),
+            points: records
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| r.prob_final.map(|p| ((i + 1) as f64, p)))
+                .collect(),
+        }],
+        y_range: Some((0.0, 1.0)),
+        log_y: false,
+    };
+    files.extend(render(&prob, &dir.join("edit_prob"))?);
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::bench::table::markdown;
+    use crate::eval::testkit::{point, record};
+
+    #[test]
+    fn the_summary_and_the_table_carry_the_targets_perplexity_and_diversity() {
+        let records: Vec<EditRecord> =
+            [(2.0, 1.0, " Rome"), (8.0, 3.0, "Paris"), (4.0, 2.0, "Rome")]
+                .into_iter()
+                .enumerate()
+                .map(|(i, (ppl, tokens, target))| EditRecord {
+                    target_ppl: Some(ppl),
+                    target_tokens: Some(tokens),
+                    target_new: vec![target.to_string()],
+                    ..record(i)
+                })
+                .collect();
+        let s = summarize("d4s", &[point(0), point(3)], &records).unwrap();
+        let t = s.targets.clone().unwrap();
+        // Geometric mean: (2 · 8 · 4)^(1/3) = 4.
+        assert!((t.ppl - 4.0).abs() < 1e-12, "{t:?}");
+        assert_eq!((t.ppl_median, t.tokens), (4.0, 2.0));
+        // " Rome" and "Rome" are one target: frequencies 2/3, 1/3.
+        let h = -(2.0f64 / 3.0 * (2.0f64 / 3.0).log2() + 1.0 / 3.0 * (1.0f64 / 3.0).log2());
+        assert_eq!(t.distinct, Some(2));
+        assert!((t.entropy_bits.unwrap() - h).abs() < 1e-12, "{t:?}");
+        let md = markdown(&[("run".into(), s)]);
+        assert!(md.contains("| target PPL |"), "{md}");
+        assert!(
+            md.contains("| 4.0 (2.0 tok; 2 distinct, H 0.92 bits) |"),
+            "{md}"
+        );
+        // One target for every edit: no diversity at all (TF-like runs approach this).
+        let same: Vec<EditRecord> = (0..4)
+            .map(|i| EditRecord {
+                target_ppl: Some(3.0),
+                target_tokens: Some(1.0),
+                target_new: vec![" True".into()],
+                ..record(i)
+            })
+            .collect();
+        let t = summarize("d4s", &[point(0), point(4)], &same)
+            .unwrap()
+            .targets
+            .unwrap();
+        assert_eq!((t.distinct, t.entropy_bits), (Some(1), Some(0.0)));
+        // Runs recorded before `target_new` existed keep the perplexity and have no diversity.
+        let no_targets: Vec<EditRecord> = records
+            .iter()
+            .map(|r| EditRecord {
+                target_new: vec![],
+                ..r.clone()
+            })
+            .collect();
+        let s = summarize("d4s", &[point(0), point(3)], &no_targets).unwrap();
+        assert_eq!(s.targets.as_ref().unwrap().distinct, None);
+        // Nor does a run only partly recorded with them (resumed across versions).
+        let partly = [
+            no_targets[0].clone(),
+            records[1].clone(),
+            records[2].clone(),
+        ];
+        let t = summarize("d4s", &[point(0), point(3)], &partly)
+            .unwrap()
+            .targets
+            .unwrap();
+        assert_eq!((t.distinct, t.entropy_bits), (None, None));
+        assert!(markdown(&[("run".into(), s)]).contains("| 4.0 (2.0 tok) |"));
+        // Runs recorded before the field existed have no column.
+        let old = summarize("d4s", &[point(0), point(1)], &[record(0)]).unwrap();
+        assert!(old.targets.is_none());
+        assert!(!markdown(&[("old".into(), old)]).contains("target PPL"));
+    }
+}

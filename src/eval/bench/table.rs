@@ -1,0 +1,332 @@
+//! Tables: `summary.csv` (through the `csv` crate, so the header and the row cannot drift
+//! apart), the Markdown table of several runs, and `d4s compare` (that table plus overlaid
+//! curves).
+
+use std::path::{Path, PathBuf};
+
+use super::records::{load_run, TokenMetric};
+use super::summary::{series, summarize, Summary};
+use crate::error::{Error, Result};
+use crate::eval::plots::{render, LineChart};
+use crate::util;
+
+/// `summary.csv`: one header line and one row.
+pub fn csv(s: &Summary) -> Result<String> {
+    let f = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.6}"));
+    let targets = s.targets.as_ref();
+    let mut columns: Vec<(String, String)> = vec![
+        ("method".into(), s.method.clone()),
+        ("edits".into(), s.edits.to_string()),
+        ("efficacy".into(), f(s.efficacy)),
+        ("paraphrase".into(), f(s.paraphrase)),
+        ("specificity".into(), f(s.specificity)),
+        ("avg".into(), f(s.avg)),
+        ("portability".into(), f(s.portability)),
+        ("es".into(), f(s.es)),
+        ("ps".into(), f(s.ps)),
+        ("ns".into(), f(s.ns)),
+        ("multihop".into(), f(s.multihop)),
+        ("fluency".into(), f(s.fluency)),
+        ("rejected".into(), s.rejected.to_string()),
+        ("seconds_per_edit".into(), f(s.seconds_per_edit)),
+        ("target_ppl".into(), f(targets.map(|t| t.ppl))),
+        ("target_tokens".into(), f(targets.map(|t| t.tokens))),
+        (
+            "target_distinct".into(),
+            targets
+                .and_then(|t| t.distinct)
+                .map_or(String::new(), |d| d.to_string()),
+        ),
+        (
+            "target_entropy_bits".into(),
+            f(targets.and_then(|t| t.entropy_bits)),
+        ),
+    ];
+    for p in &s.probes {
+        columns.push((format!("{}_start", p.task), f(p.start)));
+        columns.push((format!("{}_end", p.task), f(p.end)));
+    }
+    for g in &s.l1_growth {
+        columns.push((
+            format!("l1_growth_L{}", g.layer),
+            format!("{:.6}", g.growth),
+        ));
+    }
+    let mut w = ::csv::Writer::from_writer(Vec::new());
+    let failed = |e: ::csv::Error| Error::Input(format!("summary.csv: {e}"));
+    w.write_record(columns.iter().map(|(h, _)| h))
+        .map_err(failed)?;
+    w.write_record(columns.iter().map(|(_, v)| v))
+        .map_err(failed)?;
+    let bytes = w
+        .into_inner()
+        .map_err(|e| Error::Input(format!("summary.csv: {e}")))?;
+    Ok(String::from_utf8(bytes).expect("the fields are UTF-8"))
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".to_string(), |x| format!("{:.1}", 100.0 * x))
+}
+
+/// The side-by-side table of several runs (Markdown).
+pub fn markdown(summaries: &[(String, Summary)]) -> String {
+    let tasks: Vec<String> = {
+        let mut t: Vec<String> = summaries
+            .iter()
+            .flat_map(|(_, s)| s.probes.iter().map(|p| p.task.clone()))
+            .collect();
+        t.sort();
+        t.dedup();
+        t
+    };
+    let with_ge = summaries.iter().any(|(_, s)| s.fluency.is_some());
+    let with_ppl = summaries.iter().any(|(_, s)| s.targets.is_some());
+    let mut md = String::from("| run | method | N | Eff. | Par. | Spe. | Avg. | ES | PS | NS |");
+    if with_ge {
+        md.push_str(" GE |");
+    }
+    for t in &tasks {
+        md.push_str(&format!(" {t} (0 → N) |"));
+    }
+    if with_ppl {
+        md.push_str(" target PPL |");
+    }
+    md.push_str(" max ‖W‖₁ growth | s/edit |\n|---|---|---|---|---|---|---|---|---|---|");
+    if with_ge {
+        md.push_str("---|");
+    }
+    for _ in &tasks {
+        md.push_str("---|");
+    }
+    if with_ppl {
+        md.push_str("---|");
+    }
+    md.push_str("---|---|\n");
+    for (name, s) in summaries {
+        md.push_str(&format!(
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            s.method,
+            s.edits,
+            opt(s.efficacy),
+            opt(s.paraphrase),
+            opt(s.specificity),
+            opt(s.avg),
+            opt(s.es),
+            opt(s.ps),
+            opt(s.ns)
+        ));
+        if with_ge {
+            // GE is reported ×100 in the field's tables (bits × 100).
+            md.push_str(&format!(" {} |", opt(s.fluency)));
+        }
+        for t in &tasks {
+            let cell = s
+                .probes
+                .iter()
+                .find(|p| &p.task == t)
+                .map_or("–".to_string(), |p| {
+                    format!("{} → {}", opt(p.start), opt(p.end))
+                });
+            md.push_str(&format!(" {cell} |"));
+        }
+        if with_ppl {
+            let cell = s.targets.as_ref().map_or("–".to_string(), |t| {
+                let diversity = match (t.distinct, t.entropy_bits) {
+                    (Some(d), Some(h)) => format!("; {d} distinct, H {h:.2} bits"),
+                    _ => String::new(),
+                };
+                format!("{:.1} ({:.1} tok{diversity})", t.ppl, t.tokens)
+            });
+            md.push_str(&format!(" {cell} |"));
+        }
+        let g = s.max_growth();
+        let reused = if s.edits_with_reused_targets > 0 {
+            "*"
+        } else {
+            ""
+        };
+        md.push_str(&format!(
+            " ×{g:.4} | {}{reused} |\n",
+            s.seconds_per_edit.map_or("–".into(), |x| format!("{x:.1}"))
+        ));
+    }
+    md.push_str("\nEff./Par./Spe.: EasyEdit token-level rewrite, rephrase and locality accuracy ×100 over all edits on the final model; ES/PS/NS: ROME/MEMIT probability scores ×100; ");
+    if with_ge {
+        md.push_str("GE: ROME/MEMIT generation fluency (n-gram entropy, bits) ×100 after the last edit (point 0 of metrics.jsonl holds the unedited model's); ");
+    }
+    md.push_str("probes: headline metric ×100");
+    if with_ppl {
+        md.push_str("; target PPL: geometric mean over the edits of the new target's perplexity after its prompt on the unedited model, the mean target length in tokens, and the targets' diversity: how many different targets the edits wrote and the entropy of their frequencies");
+    }
+    md.push_str(".\n");
+    let reused: Vec<String> = summaries
+        .iter()
+        .filter(|(_, s)| s.edits_with_reused_targets > 0)
+        .map(|(n, s)| format!("{n} ({} of {} edits)", s.edits_with_reused_targets, s.edits))
+        .collect();
+    if !reused.is_empty() {
+        md.push_str(&format!(
+            "\n*: these runs reused target vectors that an earlier method of the same command had \
+             optimized on the unedited model (identical results), so their s/edit leaves that \
+             optimization out: {}.\n",
+            reused.join(", ")
+        ));
+    }
+    md
+}
+
+/// `d4s compare`: overlays the runs' curves and writes `compare.md`.
+pub fn compare(runs: &[PathBuf], out: &Path) -> Result<(String, Vec<PathBuf>)> {
+    util::ensure_dir(out)?;
+    let mut loaded = Vec::new();
+    for r in runs {
+        let run = load_run(r)?;
+        let name = r
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| run.config.method.clone());
+        loaded.push((name, run));
+    }
+    let mut files = Vec::new();
+    for (metric, title) in [
+        (TokenMetric::Efficacy, "Efficacy vs number of edits"),
+        (TokenMetric::Paraphrase, "Paraphrase vs number of edits"),
+        (TokenMetric::Specificity, "Specificity vs number of edits"),
+    ] {
+        let chart = LineChart {
+            title: title.into(),
+            x_label: "edits".into(),
+            y_label: metric.name().into(),
+            series: loaded
+                .iter()
+                .map(|(n, r)| series(n, &r.points, |pt| metric.get(&pt.metrics.token)))
+                .collect(),
+            y_range: Some((0.0, 1.0)),
+            log_y: false,
+        };
+        files.extend(render(&chart, &out.join(metric.name()))?);
+    }
+    let norm = LineChart {
+        title: "Largest ‖W‖₁/n growth across edited layers vs number of edits".into(),
+        x_label: "edits".into(),
+        y_label: "‖W‖₁ / ‖W0‖₁".into(),
+        series: loaded
+            .iter()
+            .map(|(n, r)| {
+                let p = &r.points;
+                let base: Vec<(usize, f64)> = p
+                    .first()
+                    .map(|f| f.layers.iter().map(|l| (l.layer, l.l1_mean)).collect())
+                    .unwrap_or_default();
+                series(n, p, |pt| {
+                    pt.layers
+                        .iter()
+                        .filter_map(|l| {
+                            l.growth().or_else(|| {
+                                base.iter()
+                                    .find(|b| b.0 == l.layer)
+                                    .map(|b| l.l1_mean / b.1.max(1e-30))
+                            })
+                        })
+                        .reduce(f64::max)
+                })
+            })
+            .collect(),
+        y_range: None,
+        log_y: false,
+    };
+    files.extend(render(&norm, &out.join("norm_growth"))?);
+    let summaries: Vec<(String, Summary)> = loaded
+        .iter()
+        .filter_map(|(n, r)| {
+            let s = summarize(&r.config.method, &r.points, &r.records)?;
+            // An interrupted or still running run shows where it is, not a finished-looking N.
+            let planned = r.config.planned_edits();
+            let name = if s.edits < planned {
+                format!("{n} (unfinished: {} of {planned})", s.edits)
+            } else {
+                n.clone()
+            };
+            Some((name, s))
+        })
+        .collect();
+    let md = markdown(&summaries);
+    util::write_atomic(&out.join("compare.md"), md.as_bytes())?;
+    files.push(out.join("compare.md"));
+    Ok((md, files))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::bench::records::EditRecord;
+    use crate::eval::bench::run::BenchSink;
+    use crate::eval::bench::writer::RunWriter;
+    use crate::eval::testkit::{point, record, run_config};
+
+    #[test]
+    fn the_csv_header_and_row_have_the_same_columns() {
+        let mut s = summarize("d4s", &[point(0), point(3)], &[record(0)]).unwrap();
+        s.probes.push(crate::eval::bench::summary::ProbeChange {
+            task: "arc_easy".into(),
+            start: Some(0.5),
+            end: None,
+        });
+        let text = csv(&s).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].starts_with("method,edits,efficacy,"), "{text}");
+        assert!(lines[0].ends_with(",arc_easy_start,arc_easy_end"), "{text}");
+        assert_eq!(lines[0].split(',').count(), lines[1].split(',').count());
+        assert!(lines[1].starts_with("d4s,3,"), "{text}");
+        assert!(lines[1].ends_with(",0.500000,"), "{text}");
+    }
+
+    #[test]
+    fn compare_marks_an_unfinished_run() {
+        let root = tempfile::tempdir().unwrap();
+        let run = root.path().join("d4s-cf");
+        let mut w = RunWriter::create(&run, &run_config(), None).unwrap();
+        w.point(&point(0)).unwrap();
+        for i in 0..2 {
+            w.edit(&record(i)).unwrap();
+        }
+        w.point(&point(2)).unwrap();
+        let (md, _) = compare(std::slice::from_ref(&run), &root.path().join("cmp")).unwrap();
+        assert!(
+            md.contains("| d4s-cf (unfinished: 2 of 5) | d4s | 2 |"),
+            "{md}"
+        );
+        assert!(!md.contains("GE"), "no fluency, no GE column or note: {md}");
+    }
+
+    #[test]
+    fn compare_marks_the_time_of_runs_that_reused_targets() {
+        let root = tempfile::tempdir().unwrap();
+        let mut runs = Vec::new();
+        for (name, reused) in [("memit", 0), ("d4s", 1)] {
+            let run = root.path().join(name);
+            let mut w = RunWriter::create(&run, &run_config(), None).unwrap();
+            for i in 0..5 {
+                w.edit(&EditRecord {
+                    targets_reused: if i < 3 { reused } else { 0 },
+                    ..record(i)
+                })
+                .unwrap();
+            }
+            w.point(&point(5)).unwrap();
+            runs.push(run);
+        }
+        let (md, _) = compare(&runs, &root.path().join("cmp")).unwrap();
+        assert!(md.contains("| 1.0 |\n"), "MEMIT's time is unmarked: {md}");
+        assert!(md.contains("| 1.0* |\n"), "{md}");
+        assert!(md.contains("d4s (3 of 5 edits)"), "{md}");
+        let line = std::fs::read_to_string(runs[1].join("edits.jsonl")).unwrap();
+        assert!(line
+            .lines()
+            .next()
+            .unwrap()
+            .contains("\"targets_reused\":1"));
+        assert!(!line.lines().last().unwrap().contains("targets_reused"));
+    }
+}

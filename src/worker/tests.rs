@@ -1,0 +1,138 @@
+//! The worker against the benchmark: the numbers the TUI shows are the benchmark's.
+
+use std::time::Duration;
+
+use super::*;
+use crate::edit::Method;
+use crate::eval::bench::{self, Protocol};
+use crate::eval::testkit::{cases, hparams, spec, stats, Memory};
+use crate::model::config::Arch;
+use crate::model::random::tiny_model;
+
+/// Events until `done` says so (or a minute passes: a hung worker fails the test).
+fn collect_until(events: &Receiver<Event>, mut done: impl FnMut(&Event) -> bool) -> Vec<Event> {
+    let mut seen = Vec::new();
+    loop {
+        let e = events
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the worker answers");
+        let stop = done(&e);
+        seen.push(e);
+        if stop {
+            return seen;
+        }
+    }
+}
+
+#[test]
+fn the_worker_reports_the_benchmarks_numbers_for_the_same_edits() {
+    let cases = cases();
+    let stats_dir = tempfile::tempdir().unwrap();
+    // The benchmark: MEMIT, one case after another, every edit evaluated on the final model.
+    let mut st = stats(stats_dir.path());
+    let mut model = tiny_model(Arch::Llama, 21);
+    let mut sink = Memory::default();
+    let mut run = spec(Method::Memit, &mut st, None, None, None);
+    run.protocol = Protocol::Sequential;
+    run.eval_every = None;
+    bench::run(&mut model, &cases, run, &mut sink).unwrap();
+    let final_point = sink.points.last().unwrap().metrics.clone();
+
+    // The worker: the same model, method and statistics; the same facts, typed one by one.
+    let runner = Runner::new(
+        tiny_model(Arch::Llama, 21),
+        hparams(Method::Memit),
+        stats(stats_dir.path()),
+    );
+    let handle = spawn(
+        runner,
+        WorkerOptions {
+            eval_every: 1,
+            probes: None,
+            probes_unavailable: None,
+            data_dir: None,
+        },
+    );
+    for (i, c) in cases.iter().enumerate() {
+        handle.send(Command::Edit {
+            id: i as u64 + 1,
+            request: c.requests[0].clone(),
+        });
+    }
+    let n = cases.len();
+    let events = collect_until(
+        &handle.events,
+        |e| matches!(e, Event::Curve(p) if p.edits == n),
+    );
+    handle.join();
+    let landed: Vec<&Landed> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Landed(l) => Some(l.as_ref()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(landed.len(), n, "{events:?}");
+    let Some(Event::Curve(last)) = events.last() else {
+        unreachable!()
+    };
+    // All edits so far on the final model: the benchmark's final point.
+    assert_eq!(last.metrics, final_point.token);
+    // The last edit, measured right after it landed (on the final model): its case's outcome.
+    assert_eq!(landed[n - 1].metrics, sink.cases[n - 1].token);
+    // The norms the TUI plots are the benchmark's for the same layers.
+    let norms = events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            Event::Norms { edits, layers } if *edits == n => Some(layers.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let bench_norms = &sink.points.last().unwrap().layers;
+    assert_eq!(&norms, bench_norms);
+}
+
+#[test]
+fn a_session_opened_in_the_tui_comes_back_as_a_deck_of_its_applied_edits() {
+    let cases = cases();
+    let stats_dir = tempfile::tempdir().unwrap();
+    let sessions = tempfile::tempdir().unwrap();
+    let mut recorded = Runner::new(
+        tiny_model(Arch::Llama, 21),
+        hparams(Method::Rome),
+        stats(stats_dir.path()),
+    );
+    recorded.start_session(sessions.path(), "s").unwrap();
+    for c in &cases[..2] {
+        recorded
+            .apply(&c.requests, crate::edit::EditControl::default())
+            .unwrap();
+    }
+    let dir = recorded.session.as_ref().unwrap().dir.clone();
+    let handle = spawn(
+        Runner::new(
+            tiny_model(Arch::Llama, 21),
+            hparams(Method::Rome),
+            stats(stats_dir.path()),
+        ),
+        WorkerOptions {
+            eval_every: 0,
+            probes: None,
+            probes_unavailable: None,
+            data_dir: None,
+        },
+    );
+    handle.send(Command::OpenSession(dir));
+    let events = collect_until(&handle.events, |e| {
+        matches!(e, Event::Deck { .. } | Event::Error(_))
+    });
+    handle.join();
+    let Some(Event::Deck { requests, .. }) = events.last() else {
+        panic!("{events:?}")
+    };
+    assert_eq!(
+        requests,
+        &[cases[0].requests[0].clone(), cases[1].requests[0].clone()]
+    );
+}
