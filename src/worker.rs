@@ -13,160 +13,21 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use candle_core::Tensor;
 
-use crate::edit::{EditControl, EditRequest, HParams, Method, Progress};
+use crate::edit::{EditControl, EditRequest, HParams, Progress};
 use crate::error::{Error, Result};
 use crate::eval::bench::records::TokenMetrics;
-use crate::eval::bench::{evaluate, layer_norms, EvalOptions, LayerNorms, Reference};
+use crate::eval::bench::{evaluate, layer_norms, EvalOptions, Reference};
 use crate::eval::datasets::EvalCase;
 use crate::eval::predict::{top_next, Prediction};
-use crate::eval::probes::ProbeResult;
 use crate::model::Model;
 use crate::session::Runner;
 
-/// Runs the downstream probes on the model: one result per task, as the benchmark records them.
-pub type ProbeRunner = Box<dyn FnMut(&Model) -> Result<Vec<ProbeResult>> + Send>;
-
-/// What the UI asks for.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Command {
-    /// Queue an edit; `id` is the UI's queue id.
-    Edit {
-        id: u64,
-        request: EditRequest,
-    },
-    /// Take back the most recent landed edit.
-    Undo,
-    /// Use this method (with its defaults) for the next edits.
-    SetMethod(Method),
-    /// Run the downstream probes now.
-    RunProbes,
-    /// Re-evaluate every landed edit now.
-    Evaluate,
-    Pause(bool),
-    /// Export the edited weights' ΔW into the session directory.
-    Save,
-    /// Read a journaled session's applied edits; the UI queues them when the `Deck` event
-    /// arrives, so they replay into this model like any other edits.
-    OpenSession(PathBuf),
-    /// Drop queued edits that have not started.
-    ClearQueue,
-    /// Read a deck of facts (`demo`, `counterfact:N`, `zsre:N`, or a JSONL path); the UI queues
-    /// them when the `Deck` event arrives.
-    LoadDeck(String),
-    Quit,
-}
-
-/// One point of the sequential-editing curve: all live edits evaluated on the current model
-/// (the benchmark's evaluation, so the same numbers).
-#[derive(Debug, Clone, PartialEq)]
-pub struct CurvePoint {
-    pub edits: usize,
-    pub metrics: TokenMetrics,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Landed {
-    pub id: u64,
-    pub step: u64,
-    pub method: Method,
-    /// The edit's own metrics on the model right after it landed.
-    pub metrics: TokenMetrics,
-    pub before: Vec<Prediction>,
-    pub after: Vec<Prediction>,
-    pub layer_deltas: Vec<(usize, f64)>,
-    pub prob_initial: f64,
-    pub prob_final: f64,
-    pub seconds: f64,
-}
-
-/// What the worker reports.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    Ready {
-        model: String,
-        method: Method,
-        layers: Vec<usize>,
-        device: String,
-        session: Option<PathBuf>,
-    },
-    Log(String),
-    Started {
-        id: u64,
-    },
-    /// Where the edit in flight is (warnings come as `Log` lines instead).
-    Progress {
-        id: u64,
-        progress: Progress,
-    },
-    Landed(Box<Landed>),
-    Rejected {
-        id: u64,
-        error: String,
-    },
-    Cancelled {
-        id: u64,
-    },
-    Undone {
-        id: u64,
-        step: u64,
-        after: Vec<Prediction>,
-    },
-    Norms {
-        edits: usize,
-        layers: Vec<LayerNorms>,
-    },
-    /// All live edits are being re-evaluated.
-    Evaluating,
-    Curve(CurvePoint),
-    /// The probes started running.
-    ProbesStarted,
-    Probes {
-        edits: usize,
-        results: Vec<ProbeResult>,
-    },
-    ProbesUnavailable(String),
-    MethodChanged {
-        method: Method,
-        layers: Vec<usize>,
-    },
-    Deck {
-        source: String,
-        requests: Vec<EditRequest>,
-        skipped: usize,
-    },
-    Paused(bool),
-    Idle,
-    Error(String),
-    Panicked(String),
-}
-
-/// Handle held by the UI.
-pub struct WorkerHandle {
-    pub commands: Sender<Command>,
-    pub events: Receiver<Event>,
-    /// Set to cancel the edit in flight (checked at every optimization step).
-    pub cancel: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl WorkerHandle {
-    pub fn send(&self, c: Command) {
-        // A dead worker has already reported why; nothing to do here.
-        let _ = self.commands.send(c);
-    }
-
-    pub fn join(mut self) {
-        let _ = self.commands.send(Command::Quit);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
+mod protocol;
+pub use protocol::{Command, CurvePoint, Event, Landed, ProbeRunner, WorkerHandle, WorkerOptions};
 
 /// Evaluation cadence of the all-edits curve: every edit at first, then sparser.
 pub fn curve_due(edits: usize, every: usize) -> bool {
@@ -223,17 +84,6 @@ struct Worker {
     eval_every: usize,
     probes: Option<ProbeRunner>,
     data_dir: Option<PathBuf>,
-}
-
-/// Options of the worker.
-pub struct WorkerOptions {
-    /// 0 = automatic cadence.
-    pub eval_every: usize,
-    /// Computes probe results `(task, metric value, chance)`; `None` = no probes configured.
-    pub probes: Option<ProbeRunner>,
-    pub probes_unavailable: Option<String>,
-    /// Where `counterfact:N` / `zsre:N` decks are read from.
-    pub data_dir: Option<PathBuf>,
 }
 
 /// Starts the worker thread with a runner (model + editor + optional session).

@@ -17,7 +17,7 @@ use super::keys::{request_keys, KeyAverage};
 use super::linalg::{add_outer, exact_tensor_from_mat, solve_general, symmetric_eigen};
 use super::spread::{spread_updates, Spread};
 use super::target::{residual_targets, TargetParams};
-use super::templates::{self, ContextTemplates};
+use super::templates::ContextTemplates;
 use super::{
     commit_updates, restore_weights, EditContext, EditOutcome, EditRequest, Editor, HParams,
     Method, Phase, Progress, Stopwatch, Timings, UndoRecord,
@@ -118,11 +118,7 @@ impl Editor for AlphaEdit {
         _cx: &mut EditContext,
         snap: &super::EditorSnapshot,
     ) -> Result<()> {
-        if snap.meta.get("method").and_then(|m| m.as_str()) != Some("alphaedit") {
-            return Err(Error::Input(
-                "this snapshot is not an AlphaEdit editor's".into(),
-            ));
-        }
+        snap.check_method(Method::AlphaEdit)?;
         let d = model.config.d_ff;
         self.preserved = if snap.tensors.is_empty() {
             vec![]
@@ -164,12 +160,7 @@ impl Editor for AlphaEdit {
         self.ensure_state(model, cx)?;
         timings.statistics = timer.lap();
         cx.ctl.report(Progress::Phase(Phase::Templates));
-        let templates = templates::ensure(
-            &mut self.templates,
-            model,
-            &self.hp,
-            &mut cx.stats.templates,
-        )?;
+        let templates = cx.templates(&mut self.templates, model, &self.hp)?;
         timings.templates = timer.lap();
         cx.ctl.report(Progress::Phase(Phase::Target));
         let targets = residual_targets(

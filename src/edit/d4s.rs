@@ -22,7 +22,7 @@ use super::hparams::ResidualMode;
 use super::keys::{bare_activations, request_keys, KeyAverage};
 use super::linalg::{exact_tensor_from_mat, solve_spd_right_regularized, tensor_from_mat};
 use super::target::{residual_targets, TargetParams};
-use super::templates::{self, ContextTemplates};
+use super::templates::ContextTemplates;
 use super::{
     commit_updates, restore_weights, EditContext, EditOutcome, EditRequest, EditTerms, Editor,
     HParams, Method, Phase, Progress, Stopwatch, Timings, UndoReach, UndoRecord,
@@ -161,9 +161,7 @@ impl Editor for D4s {
         cx: &mut EditContext,
         snap: &super::EditorSnapshot,
     ) -> Result<()> {
-        if snap.meta.get("method").and_then(|m| m.as_str()) != Some("d4s") {
-            return Err(Error::Input("this snapshot is not a D4S editor's".into()));
-        }
+        snap.check_method(Method::D4s)?;
         let n_edits = snap.meta["n_edits"]
             .as_u64()
             .ok_or_else(|| Error::Input("D4S snapshot without an edit count".into()))?;
@@ -244,12 +242,7 @@ impl Editor for D4s {
         let covs = cx.stats.second_moments(model, &layers, &cx.ctl)?;
         timings.statistics = timer.lap();
         cx.ctl.report(Progress::Phase(Phase::Templates));
-        let templates = templates::ensure(
-            &mut self.templates,
-            model,
-            &self.hp,
-            &mut cx.stats.templates,
-        )?;
+        let templates = cx.templates(&mut self.templates, model, &self.hp)?;
         timings.templates = timer.lap();
 
         // Re-base the edited layers on W0 for the whole computation.

@@ -307,9 +307,7 @@ impl Editor for Grace {
         _cx: &mut EditContext,
         snap: &super::EditorSnapshot,
     ) -> Result<()> {
-        if snap.meta.get("method").and_then(|m| m.as_str()) != Some("grace") {
-            return Err(Error::Input("this snapshot is not a GRACE editor's".into()));
-        }
+        snap.check_method(Method::Grace)?;
         let bad = |what: &str| Error::Input(format!("GRACE snapshot: {what}"));
         let labels: Vec<String> = serde_json::from_value(snap.meta["labels"].clone())
             .map_err(|_| bad("labels are missing"))?;

@@ -15,7 +15,7 @@ use faer::Mat;
 use super::linalg::solve_spd_right_regularized;
 use super::spread::{spread_updates, Spread};
 use super::target::{residual_targets, TargetParams};
-use super::templates::{self, ContextTemplates};
+use super::templates::ContextTemplates;
 use super::{
     commit_updates, undo_weights, EditContext, EditControl, EditOutcome, EditRequest, Editor,
     HParams, Method, Phase, Progress, Stopwatch, Timings, UndoRecord,
@@ -90,12 +90,7 @@ impl Editor for Memit {
         let covs = cx.stats.second_moments(model, &layers, &cx.ctl)?;
         timings.statistics = timer.lap();
         cx.ctl.report(Progress::Phase(Phase::Templates));
-        let templates = templates::ensure(
-            &mut self.templates,
-            model,
-            &self.hp,
-            &mut cx.stats.templates,
-        )?;
+        let templates = cx.templates(&mut self.templates, model, &self.hp)?;
         timings.templates = timer.lap();
 
         cx.ctl.report(Progress::Phase(Phase::Target));

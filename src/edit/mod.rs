@@ -286,6 +286,22 @@ impl EditorSnapshot {
             .ok_or_else(|| Error::Input(format!("the editor snapshot has no tensor {name:?}")))
     }
 
+    /// Refuses a snapshot that another method's editor took (each writes its name in `meta`).
+    pub fn check_method(&self, method: Method) -> Result<()> {
+        if self.meta.get("method").and_then(|m| m.as_str()) == Some(method.name()) {
+            return Ok(());
+        }
+        let label = method.label();
+        let article = if label.starts_with(['A', 'E', 'I', 'O', 'U']) {
+            "an"
+        } else {
+            "a"
+        };
+        Err(Error::Input(format!(
+            "this snapshot is not {article} {label} editor's"
+        )))
+    }
+
     /// The f64 matrix called `name`, checked against the expected shape.
     pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<faer::Mat<f64>> {
         let t = self.tensor(name)?;
@@ -373,6 +389,19 @@ pub struct EditContext<'a> {
     /// Targets already optimized on the unedited model (`None`: always optimize).
     pub targets: Option<&'a mut TargetCache>,
     pub ctl: EditControl<'a>,
+}
+
+impl EditContext<'_> {
+    /// The context templates of an editor (kept in its `slot`): the fixed list of its
+    /// hyperparameters, else samples of the unedited model shared through the statistics cache.
+    pub fn templates(
+        &mut self,
+        slot: &mut Option<templates::ContextTemplates>,
+        model: &mut Model,
+        hp: &HParams,
+    ) -> Result<templates::ContextTemplates> {
+        templates::ensure(slot, model, hp, &mut self.stats.templates)
+    }
 }
 
 /// An editing method. `apply` writes a step of requests into the model; on error the model is

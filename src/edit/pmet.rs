@@ -15,7 +15,7 @@ use super::target::{
     KlPrompt, Lookup, NllSchedule, OptimOptions, SiteSpec, TargetParams, TargetProblem,
 };
 use super::target_cache::optimize_with;
-use super::templates::{self, ContextTemplates};
+use super::templates::ContextTemplates;
 use super::{
     commit_updates, undo_weights, EditContext, EditOutcome, EditRequest, Editor, HParams, Method,
     Phase, Progress, Stopwatch, Timings, UndoRecord,
@@ -63,12 +63,7 @@ impl Editor for Pmet {
         let covs = cx.stats.second_moments(model, &layers, &cx.ctl)?;
         timings.statistics = timer.lap();
         cx.ctl.report(Progress::Phase(Phase::Templates));
-        let templates = templates::ensure(
-            &mut self.templates,
-            model,
-            &self.hp,
-            &mut cx.stats.templates,
-        )?;
+        let templates = cx.templates(&mut self.templates, model, &self.hp)?;
         timings.templates = timer.lap();
 
         cx.ctl.report(Progress::Phase(Phase::Target));

@@ -12,7 +12,7 @@ use super::keys::{bare_activations, request_keys, to_tensor, KeyAverage};
 use super::linalg::{mat_from_columns, solve_spd_right_regularized};
 use super::target::{KlPrompt, Lookup, OptimOptions, SiteSpec, TargetParams, TargetProblem};
 use super::target_cache::optimize_with;
-use super::templates::{self, ContextTemplates};
+use super::templates::ContextTemplates;
 use super::{
     commit_updates, restore_weights, undo_weights, EditContext, EditOutcome, EditRequest, Editor,
     HParams, Method, Phase, Progress, Stopwatch, Timings, UndoRecord,
@@ -67,13 +67,7 @@ impl Editor for Rome {
         };
         timings.statistics = timer.lap();
         cx.ctl.report(Progress::Phase(Phase::Templates));
-        let contexts = templates::ensure(
-            &mut self.templates,
-            model,
-            &self.hp,
-            &mut cx.stats.templates,
-        )?
-        .flat();
+        let contexts = cx.templates(&mut self.templates, model, &self.hp)?.flat();
         timings.templates = timer.lap();
         let before: Vec<_> = vec![(layer, model.edit_weight(layer)?.clone())];
         let mut summaries = Vec::new();

@@ -8,7 +8,7 @@
 //! an unknown format version is an error.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -407,93 +407,6 @@ impl Session {
     }
 }
 
-pub fn read_terms_at(path: &Path, r: &TermsRef) -> Result<EditTerms> {
-    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
-    f.seek(SeekFrom::Start(r.offset))
-        .map_err(|e| Error::io(path, e))?;
-    let mut buf = vec![0u8; r.len as usize];
-    f.read_exact(&mut buf).map_err(|_| {
-        Error::bad_file(
-            path,
-            format!("D4S terms at offset {} are truncated", r.offset),
-        )
-    })?;
-    if util::sha256_hex(&buf) != r.sha256 {
-        return Err(Error::bad_file(
-            path,
-            format!(
-                "D4S terms at offset {} are corrupt (hash mismatch)",
-                r.offset
-            ),
-        ));
-    }
-    decode_terms(&buf).ok_or_else(|| {
-        Error::bad_file(
-            path,
-            format!("D4S terms at offset {} are malformed", r.offset),
-        )
-    })
-}
-
-/// `[n_requests, n_layers, d_out, d_in]` as u32, then per request: residuals (n_layers × d_out)
-/// and keys (n_layers × d_in) as little-endian f64.
-fn encode_terms(t: &EditTerms) -> Vec<u8> {
-    let n = t.keys.len();
-    let layers = t.keys.first().map_or(0, Vec::len);
-    let d_out = t
-        .residuals
-        .first()
-        .and_then(|r| r.first())
-        .map_or(0, Vec::len);
-    let d_in = t.keys.first().and_then(|k| k.first()).map_or(0, Vec::len);
-    let mut out = Vec::with_capacity(16 + 8 * n * layers * (d_out + d_in));
-    for x in [n, layers, d_out, d_in] {
-        out.extend_from_slice(&(x as u32).to_le_bytes());
-    }
-    for i in 0..n {
-        for v in t.residuals[i].iter().chain(&t.keys[i]) {
-            for x in v {
-                out.extend_from_slice(&x.to_le_bytes());
-            }
-        }
-    }
-    out
-}
-
-fn decode_terms(b: &[u8]) -> Option<EditTerms> {
-    let u = |i: usize| -> Option<usize> {
-        Some(u32::from_le_bytes(b.get(4 * i..4 * i + 4)?.try_into().ok()?) as usize)
-    };
-    let (n, layers, d_out, d_in) = (u(0)?, u(1)?, u(2)?, u(3)?);
-    let need = 16usize.checked_add(
-        8usize
-            .checked_mul(n)?
-            .checked_mul(layers)?
-            .checked_mul(d_out.checked_add(d_in)?)?,
-    )?;
-    if b.len() != need {
-        return None;
-    }
-    let mut pos = 16;
-    let mut vec = |len: usize| -> Vec<f64> {
-        let v = b[pos..pos + 8 * len]
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
-            .collect();
-        pos += 8 * len;
-        v
-    };
-    let mut t = EditTerms {
-        residuals: Vec::with_capacity(n),
-        keys: Vec::with_capacity(n),
-    };
-    for _ in 0..n {
-        t.residuals.push((0..layers).map(|_| vec(d_out)).collect());
-        t.keys.push((0..layers).map(|_| vec(d_in)).collect());
-    }
-    Some(t)
-}
-
 pub fn read_meta(dir: &Path) -> Result<SessionMeta> {
     let path = dir.join(META_FILE);
     let bytes = fs::read(&path).map_err(|e| {
@@ -639,98 +552,9 @@ pub fn list(root: &Path) -> Result<Vec<std::result::Result<SessionSummary, Strin
         .collect())
 }
 
+mod terms;
+use terms::encode_terms;
+pub use terms::read_terms_at;
+
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn meta(name: &str) -> SessionMeta {
-        SessionMeta {
-            format_version: FORMAT_VERSION,
-            d4s_version: env!("CARGO_PKG_VERSION").into(),
-            name: name.into(),
-            created: now(),
-            model: ModelRecord {
-                spec: "default".into(),
-                name: "m".into(),
-                sha256: "abc".into(),
-            },
-            method: Method::D4s,
-            hparams: HParams::default(),
-            stats: StatsConfig::default(),
-            stats_corpus_id: "model-samples-s0".into(),
-        }
-    }
-
-    #[test]
-    fn terms_round_trip_and_corruption_is_caught() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Session::create(dir.path(), meta("t")).unwrap();
-        let t = EditTerms {
-            residuals: vec![vec![vec![1.5, -2.0], vec![0.25, 3.0]]],
-            keys: vec![vec![
-                vec![1.0, 2.0, 3.0],
-                vec![f64::MIN_POSITIVE, 0.0, -1e300],
-            ]],
-        };
-        let r = s.write_terms(&t).unwrap();
-        assert_eq!(s.read_terms(&r).unwrap(), t);
-        let mut bad = r.clone();
-        bad.sha256 = "00".into();
-        assert!(s.read_terms(&bad).is_err());
-        assert!(decode_terms(&[1, 2, 3]).is_none());
-    }
-
-    #[test]
-    fn journal_tolerates_a_torn_tail_but_not_garbage_inside() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Session::create(dir.path(), meta("j")).unwrap();
-        s.record_note("one").unwrap();
-        s.record_note("two").unwrap();
-        let path = dir.path().join("j").join(JOURNAL_FILE);
-        let good = fs::read(&path).unwrap();
-        // Torn last line: a warning, the complete lines survive, reopening truncates it.
-        let mut torn = good.clone();
-        torn.extend_from_slice(br#"{"event":"note","seq":3,"ti"#);
-        fs::write(&path, &torn).unwrap();
-        let l = read_journal(&path).unwrap();
-        assert_eq!(l.events.len(), 2);
-        assert_eq!(l.warnings.len(), 1);
-        let (mut s2, _) = Session::open(&dir.path().join("j")).unwrap();
-        s2.record_note("three").unwrap();
-        assert_eq!(read_journal(&path).unwrap().events.len(), 3);
-        // Garbage in the middle: an error naming the line.
-        let mut mid = good.clone();
-        mid.splice(0..0, b"garbage\n".iter().copied());
-        fs::write(&path, &mid).unwrap();
-        let e = read_journal(&path).unwrap_err().to_string();
-        assert!(e.contains(":1:"), "{e}");
-    }
-
-    #[test]
-    fn unknown_version_and_bad_names_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        Session::create(dir.path(), meta("v")).unwrap();
-        let p = dir.path().join("v").join(META_FILE);
-        let text = fs::read_to_string(&p)
-            .unwrap()
-            .replace("\"format_version\": 1", "\"format_version\": 99");
-        fs::write(&p, text).unwrap();
-        let e = read_meta(&dir.path().join("v")).unwrap_err().to_string();
-        assert!(e.contains("99"), "{e}");
-        assert!(Session::create(dir.path(), meta("../escape")).is_err());
-        assert!(Session::create(dir.path(), meta("")).is_err());
-        assert!(Session::create(dir.path(), meta("v")).is_err(), "exists");
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn parser_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
-            let _ = parse_journal(&bytes, "fuzz");
-        }
-
-        #[test]
-        fn parser_never_panics_on_jsonish(s in "(\\{\"event\":\"(note|undo|applied)\",\"seq\":[0-9]{1,3},[a-z\":,0-9\\[\\]\\{\\} ]{0,60}\\}\n?){0,5}") {
-            let _ = parse_journal(s.as_bytes(), "fuzz");
-        }
-    }
-}
+mod tests;

@@ -1,0 +1,99 @@
+use super::*;
+use crate::model::config::Arch;
+use crate::model::random::tiny_model;
+
+#[test]
+fn second_moment_is_mean_outer_product_and_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("c.txt");
+    std::fs::write(&corpus, "Some text here.\n\nAnd another paragraph of text.").unwrap();
+    let mut model = tiny_model(Arch::Llama, 1);
+    let config = StatsConfig {
+        corpus: CorpusSpec::Path {
+            path: corpus.clone(),
+            field: None,
+        },
+        tokens: Some(1000),
+        seq_len: 64,
+    };
+    let mut cache = StatsCache::with_dir(config.clone(), dir.path().join("stats"));
+    let c = cache
+        .second_moments(&mut model, &[1], &EditControl::default())
+        .unwrap();
+    // By hand: keys at every token of both documents.
+    let docs = read_documents(&corpus, None).unwrap();
+    let d = model.config.d_ff;
+    let mut want = vec![0f64; d * d];
+    let mut n = 0;
+    for doc in docs {
+        let ids = model.encode(&doc).unwrap();
+        let out = model
+            .forward(
+                Input::Tokens(std::slice::from_ref(&ids)),
+                &Forward {
+                    end_layer: Some(2),
+                    captures: vec![(1, Site::Key)],
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let k: Vec<Vec<f32>> = out
+            .capture(1, Site::Key)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
+        for row in &k {
+            for i in 0..d {
+                for j in 0..d {
+                    want[i * d + j] += row[i] as f64 * row[j] as f64;
+                }
+            }
+        }
+        n += k.len();
+    }
+    for i in 0..d {
+        for j in 0..d {
+            let w = want[i * d + j] / n as f64;
+            assert!(
+                (c[0][(i, j)] - w).abs() < 1e-5 * (1.0 + w.abs()),
+                "({i},{j})"
+            );
+        }
+    }
+    // A second cache reads the file instead of recomputing (the corpus is gone now).
+    let files = std::fs::read_dir(dir.path().join("stats")).unwrap().count();
+    assert_eq!(files, 1);
+    let mut again = StatsCache::with_dir(config, dir.path().join("stats"));
+    let c2 = again
+        .second_moments(&mut model, &[1], &EditControl::default())
+        .unwrap();
+    assert_eq!(c2[0][(3, 4)], c[0][(3, 4)]);
+}
+
+#[test]
+fn statistics_ignore_edits() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StatsConfig {
+        corpus: CorpusSpec::ModelSamples { seed: 1 },
+        tokens: Some(300),
+        seq_len: 32,
+    };
+    let mut model = tiny_model(Arch::Gpt2, 2);
+    let mut a = StatsCache::with_dir(config.clone(), dir.path().join("a"));
+    let before = a
+        .second_moments(&mut model, &[1], &EditControl::default())
+        .unwrap();
+    let w = model.edit_weight(0).unwrap().clone();
+    model.set_edit_weight(0, (w * 3.0).unwrap()).unwrap();
+    let mut b = StatsCache::with_dir(config, dir.path().join("b"));
+    let after = b
+        .second_moments(&mut model, &[1], &EditControl::default())
+        .unwrap();
+    assert_eq!(before[0][(1, 2)], after[0][(1, 2)]);
+    assert!(
+        model.is_edited().unwrap(),
+        "the edit is back in place afterwards"
+    );
+}
