@@ -196,3 +196,19 @@ pub fn record(index: usize) -> EditRecord {
         target_new: vec![],
     }
 }
+
+/// A MEMIT benchmark over `cases` on the tiny Llama model (seed 21), with `configure` applied to
+/// the sequential run's settings: the model afterwards and what the run wrote.
+pub fn memit_bench(
+    cases: &[EvalCase],
+    configure: impl FnOnce(&mut BenchRun),
+) -> (crate::model::Model, Memory) {
+    let stats_dir = tempfile::tempdir().expect("a temporary folder");
+    let mut st = stats(stats_dir.path());
+    let mut model = crate::model::random::tiny_model(Arch::Llama, 21);
+    let mut sink = Memory::default();
+    let mut run = spec(Method::Memit, &mut st, None, None, None);
+    configure(&mut run);
+    crate::eval::bench::run(&mut model, cases, run, &mut sink).expect("the run");
+    (model, sink)
+}

@@ -4,8 +4,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::edit::Method;
-use crate::eval::bench::{self, Protocol};
-use crate::eval::testkit::{cases, hparams, spec, stats, Memory};
+use crate::eval::testkit::{cases, hparams, memit_bench, stats};
 use crate::model::config::Arch;
 use crate::model::random::tiny_model;
 
@@ -29,13 +28,7 @@ fn the_worker_reports_the_benchmarks_numbers_for_the_same_edits() {
     let cases = cases();
     let stats_dir = tempfile::tempdir().unwrap();
     // The benchmark: MEMIT, one case after another, every edit evaluated on the final model.
-    let mut st = stats(stats_dir.path());
-    let mut model = tiny_model(Arch::Llama, 21);
-    let mut sink = Memory::default();
-    let mut run = spec(Method::Memit, &mut st, None, None, None);
-    run.protocol = Protocol::Sequential;
-    run.eval_every = None;
-    bench::run(&mut model, &cases, run, &mut sink).unwrap();
+    let (_, sink) = memit_bench(&cases, |r| r.eval_every = None);
     let final_point = sink.points.last().unwrap().metrics.clone();
 
     // The worker: the same model, method and statistics; the same facts, typed one by one.

@@ -2,28 +2,16 @@
 
 use super::*;
 use crate::edit::request::target_ids;
-use crate::edit::Method;
 use crate::eval::bench::evaluate::{evaluate, generation_fluency, EvalOptions, Reference};
 use crate::eval::bench::records::{Metric, ProbMetric, TokenMetric};
 use crate::eval::metrics::target_nll;
-use crate::eval::testkit::{cases, spec, stats, Memory};
+use crate::eval::testkit::{cases, memit_bench, Memory};
 use crate::model::config::Arch;
 use crate::model::random::tiny_model;
 
 /// A sequential MEMIT run over `cases` on a tiny model: the edited model and what it wrote.
 fn memit_run(cases: &[EvalCase]) -> (Model, Memory) {
-    let stats_dir = tempfile::tempdir().unwrap();
-    let mut st = stats(stats_dir.path());
-    let mut model = tiny_model(Arch::Llama, 21);
-    let mut sink = Memory::default();
-    run(
-        &mut model,
-        cases,
-        spec(Method::Memit, &mut st, None, None, None),
-        &mut sink,
-    )
-    .unwrap();
-    (model, sink)
+    memit_bench(cases, |_| {})
 }
 
 #[test]
@@ -114,13 +102,7 @@ fn each_case_outcome_at_the_end_adds_up_to_the_final_point() {
 #[test]
 fn the_single_protocol_reports_each_case_right_after_its_own_edit() {
     let cases = cases();
-    let stats_dir = tempfile::tempdir().unwrap();
-    let mut st = stats(stats_dir.path());
-    let mut model = tiny_model(Arch::Llama, 21);
-    let mut sink = Memory::default();
-    let mut run_spec = spec(Method::Memit, &mut st, None, None, None);
-    run_spec.protocol = Protocol::Single;
-    run(&mut model, &cases, run_spec, &mut sink).unwrap();
+    let (model, sink) = memit_bench(&cases, |r| r.protocol = Protocol::Single);
     // One point, at the end; the model is reset after the run.
     assert_eq!(sink.points.len(), 1);
     assert_eq!(model.touched_layers(), Vec::<usize>::new());
