@@ -132,7 +132,7 @@ fn type_a_fact_watch_it_land_undo_and_quit() {
     });
     artifact("after-undo.txt", &undone);
     assert!(
-        undone.contains("→ Paris (undone)"),
+        undone.contains("top-1 Paris (undone)"),
         "the old prediction is back:\n{undone}"
     );
 

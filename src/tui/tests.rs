@@ -4,7 +4,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 
-use super::app::{App, Overlay, Pane, Status};
+use super::app::{App, Overlay, Pane, PromptKind, Status};
 use super::update::{update, Effect, Msg};
 use super::view::view;
 use crate::edit::{EditRequest, Method, Progress};
@@ -359,6 +359,8 @@ fn every_worker_event_is_handled() {
     assert!(app.paused);
     assert_eq!(app.queue.len(), 2, "the deck was queued");
     assert_eq!(app.queue[0].status, Status::Undone);
+    // What was measured when the edit landed describes no model that exists any more.
+    assert_eq!(app.queue[0].metrics, None);
     assert_eq!(app.probes_note.as_deref(), Some("no data"));
     assert!(app.last_error.as_deref().unwrap().contains("bug"));
     assert!(app.log.iter().any(|l| l.contains("worker panic")));
@@ -373,4 +375,48 @@ fn norm_history_starts_at_the_unedited_value() {
     let h = &app.norms[&4];
     assert_eq!(h.weight, vec![0.14390, 0.14399]);
     assert!((h.growth().unwrap() - 0.14399 / 0.14390).abs() < 1e-12);
+}
+
+#[test]
+fn ctrl_u_clears_and_ctrl_w_deletes_a_word_in_every_text_field() {
+    let ctrl = |c| Msg::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL));
+    let mut app = App::default();
+    ready(&mut app);
+    typed(&mut app, "Eiffel Tower | is in  ");
+    update(&mut app, ctrl('w'));
+    assert_eq!(app.input, "Eiffel Tower | is ");
+    update(&mut app, ctrl('u'));
+    assert_eq!(app.input, "", "Ctrl-U types no 'u'");
+    // The same keys in the deck prompt and in the fact form.
+    app.focus = Pane::Queue;
+    update(&mut app, key(KeyCode::Char('l')));
+    update(&mut app, ctrl('w'));
+    assert_eq!(
+        app.overlay,
+        Overlay::Prompt(PromptKind::Deck, String::new())
+    );
+    update(&mut app, key(KeyCode::Esc));
+    update(&mut app, key(KeyCode::Char('f')));
+    typed(&mut app, "Eiffel Tower");
+    update(&mut app, ctrl('w'));
+    let Overlay::Form(fields, _) = &app.overlay else {
+        panic!("{:?}", app.overlay)
+    };
+    assert_eq!(fields[0], "Eiffel ");
+}
+
+#[test]
+fn the_queue_header_counts_the_edit_in_flight() {
+    let mut app = App::default();
+    ready(&mut app);
+    typed(&mut app, "A | A is in | B");
+    update(&mut app, key(KeyCode::Enter));
+    typed(&mut app, "C | C is in | D");
+    update(&mut app, key(KeyCode::Enter));
+    update(&mut app, Msg::Worker(Event::Started { id: 1 }));
+    let screen = render(&app, 120, 30);
+    assert!(
+        screen.contains("Edit queue (0 done, 1 running, 1 queued)"),
+        "{screen}"
+    );
 }

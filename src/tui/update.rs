@@ -216,19 +216,42 @@ fn input_key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
             app.focus = app.focus.next();
             vec![]
         }
-        KeyCode::Backspace => {
-            app.input.pop();
-            app.input_error = None;
-            vec![]
-        }
-        KeyCode::Char(c) => {
-            if app.input.chars().count() < 2000 {
-                app.input.push(c);
+        _ => {
+            if edit_line(&mut app.input, k) {
+                app.input_error = None;
             }
-            app.input_error = None;
             vec![]
         }
-        _ => vec![],
+    }
+}
+
+/// The longest line the input and the prompts take.
+const MAX_LINE: usize = 2000;
+
+/// Line editing shared by the input line, the prompts and the form fields: typing, Backspace,
+/// Ctrl-U (clear the line) and Ctrl-W (delete the word before the cursor). Other keys with Ctrl
+/// are not text. Returns whether the key changed the text.
+fn edit_line(text: &mut String, k: KeyEvent) -> bool {
+    let ctrl = k.modifiers.contains(KeyModifiers::CONTROL);
+    match k.code {
+        KeyCode::Backspace => text.pop().is_some(),
+        KeyCode::Char('u') if ctrl => {
+            let changed = !text.is_empty();
+            text.clear();
+            changed
+        }
+        KeyCode::Char('w') if ctrl => {
+            let kept = text.trim_end().len();
+            let word_start = text[..kept].rfind(char::is_whitespace).map_or(0, |i| i + 1);
+            let changed = word_start < text.len();
+            text.truncate(word_start);
+            changed
+        }
+        KeyCode::Char(c) if !ctrl && text.chars().count() < MAX_LINE => {
+            text.push(c);
+            true
+        }
+        _ => false,
     }
 }
 
@@ -255,14 +278,6 @@ fn method_picker(app: &mut App, sel: usize, k: KeyEvent) -> Vec<Effect> {
 fn prompt(app: &mut App, kind: PromptKind, mut text: String, k: KeyEvent) -> Vec<Effect> {
     match k.code {
         KeyCode::Esc => app.overlay = Overlay::None,
-        KeyCode::Backspace => {
-            text.pop();
-            app.overlay = Overlay::Prompt(kind, text);
-        }
-        KeyCode::Char(c) => {
-            text.push(c);
-            app.overlay = Overlay::Prompt(kind, text);
-        }
         KeyCode::Enter => {
             app.overlay = Overlay::None;
             let t = text.trim().to_string();
@@ -274,7 +289,10 @@ fn prompt(app: &mut App, kind: PromptKind, mut text: String, k: KeyEvent) -> Vec
                 PromptKind::OpenSession => Command::OpenSession(t.into()),
             })];
         }
-        _ => {}
+        _ => {
+            edit_line(&mut text, k);
+            app.overlay = Overlay::Prompt(kind, text);
+        }
     }
     vec![]
 }
@@ -287,15 +305,6 @@ fn form(app: &mut App, mut fields: [String; 5], at: usize, k: KeyEvent) -> Vec<E
         }
         KeyCode::Tab | KeyCode::Down => app.overlay = Overlay::Form(fields, (at + 1) % 5),
         KeyCode::BackTab | KeyCode::Up => app.overlay = Overlay::Form(fields, (at + 4) % 5),
-        KeyCode::Backspace => {
-            fields[at].pop();
-            app.overlay = Overlay::Form(fields, at);
-        }
-        KeyCode::Char(c) => {
-            fields[at].push(c);
-            app.input_error = None;
-            app.overlay = Overlay::Form(fields, at);
-        }
         KeyCode::Enter => {
             let f: [&str; 5] = [&fields[0], &fields[1], &fields[2], &fields[3], &fields[4]];
             match fields_to_request(&f) {
@@ -310,7 +319,12 @@ fn form(app: &mut App, mut fields: [String; 5], at: usize, k: KeyEvent) -> Vec<E
                 }
             }
         }
-        _ => {}
+        _ => {
+            if edit_line(&mut fields[at], k) {
+                app.input_error = None;
+            }
+            app.overlay = Overlay::Form(fields, at);
+        }
     }
     vec![]
 }
@@ -391,6 +405,8 @@ fn worker_event(app: &mut App, e: Event) -> Vec<Effect> {
             if let Some(q) = app.item_mut(id) {
                 q.status = Status::Undone;
                 q.after = after.clone();
+                // Measured when the edit landed; they describe no model that exists any more.
+                q.metrics = None;
             }
             let top = after.first().map(|p| p.token.clone()).unwrap_or_default();
             app.push_log(format!("undid step {step} (top-1 now {top:?})"));

@@ -178,10 +178,12 @@ fn queue(f: &mut Frame, app: &App, r: Rect) {
         .map(|q| {
             let top = q.after.first().map(|p| p.token.trim().to_string());
             let tail = match (&q.status, &q.metrics) {
-                (Status::Done, Some(m)) => {
-                    format!(" → {} eff {}", top.unwrap_or_default(), two(m.efficacy))
-                }
-                (Status::Undone, _) => format!(" → {} (undone)", top.unwrap_or_default()),
+                (Status::Done, Some(m)) => format!(
+                    " · top-1 {} · eff {}",
+                    top.unwrap_or_default(),
+                    two(m.efficacy)
+                ),
+                (Status::Undone, _) => format!(" · top-1 {} (undone)", top.unwrap_or_default()),
                 (Status::Running(p), _) => format!(" {}", progress_label(p.as_ref())),
                 (Status::Rejected(_), _) => " rejected".into(),
                 _ => format!(" {}", q.status.label()),
@@ -201,13 +203,18 @@ fn queue(f: &mut Frame, app: &App, r: Rect) {
             ]))
         })
         .collect();
-    let title = format!(
-        "Edit queue ({} done, {} queued)",
-        app.edits_done(),
+    let count = |running: bool| {
         app.queue
             .iter()
-            .filter(|q| q.status == Status::Queued)
+            .filter(|q| matches!(q.status, Status::Running(_)) == running)
+            .filter(|q| running || q.status == Status::Queued)
             .count()
+    };
+    let title = format!(
+        "Edit queue ({} done, {} running, {} queued)",
+        app.edits_done(),
+        count(true),
+        count(false)
     );
     let list = List::new(items)
         .block(block(&title, app.focus == Pane::Queue))
