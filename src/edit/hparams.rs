@@ -14,7 +14,8 @@ use serde_json::{Map, Value};
 
 use super::Method;
 use crate::error::{Error, Result};
-use crate::model::{Arch, ModelConfig};
+use crate::model::config::Family;
+use crate::model::ModelConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -129,15 +130,16 @@ impl HParams {
     /// The defaults of `method` for a model (spec §2.7 and §3, EasyEdit's files).
     pub fn defaults(method: Method, cfg: &ModelConfig) -> Self {
         let n = cfg.n_layers;
+        let family = cfg.arch.family();
         // (reference depth, MEMIT layers, ROME layer, FT layer, GRACE layer) per family.
-        let (ref_n, memit, rome, ft, grace) = match cfg.arch {
-            Arch::Llama => (32, (4, 8), 5, 21, 27),
-            Arch::Gpt2 => (48, (13, 17), 17, 0, 35),
-            Arch::Gptj => (28, (3, 8), 5, 21, 25),
+        let (ref_n, memit, rome, ft, grace) = match family {
+            Family::Llama => (32, (4, 8), 5, 21, 27),
+            Family::Gpt2 => (48, (13, 17), 17, 0, 35),
+            Family::Gptj => (28, (3, 8), 5, 21, 25),
         };
         // The default model (30 layers) uses the settings of the reference runs beside the fixtures.
         let at = |l: usize| {
-            if n == ref_n || (cfg.arch == Arch::Llama && n == 30) {
+            if n == ref_n || (family == Family::Llama && n == 30) {
                 l.min(n - 1)
             } else {
                 scale(l, ref_n, n)
@@ -156,18 +158,18 @@ impl HParams {
             seed: 42,
             ..Default::default()
         };
-        let gptish = cfg.arch != Arch::Llama;
+        let gptish = family != Family::Llama;
         // λ = mom2_update_weight sets how much of the residual a layer writes: with C = E[k kᵀ],
         // a typical key has kᵀ(λC)⁻¹k ≈ d_ff / λ. The reference values were tuned for Llama-2-7B
         // (d_ff 11008), GPT-J (16384) and GPT-2 XL (6400); other widths get λ scaled by d_ff so
         // d_ff / λ stays the same. (With 15000 on the default model, d_ff 1536, MEMIT writes too
         // little of the residual per layer: rewrite accuracy 0.48 on CounterFact; BENCHMARKS.md.)
-        let (ref_lambda, ref_dff) = match cfg.arch {
-            Arch::Llama => (15000.0, 11008.0),
-            Arch::Gpt2 => (20000.0, 6400.0),
-            Arch::Gptj => (15000.0, 16384.0),
+        let (ref_lambda, ref_dff) = match family {
+            Family::Llama => (15000.0, 11008.0),
+            Family::Gpt2 => (20000.0, 6400.0),
+            Family::Gptj => (15000.0, 16384.0),
         };
-        let default_model = cfg.arch == Arch::Llama && n == 30 && cfg.d_ff == 1536;
+        let default_model = family == Family::Llama && n == 30 && cfg.d_ff == 1536;
         let lambda = if default_model {
             // Measured on the default model (SmolLM2-135M, d_ff 1536) with CounterFact *train*
             // records 100–119 and 200–239, single-edit protocol: D4S rewrite accuracy 0.81 at
@@ -181,13 +183,13 @@ impl HParams {
             Method::D4s | Method::Memit => {
                 hp.layers = memit_layers;
                 hp.clamp_norm_factor = if gptish { 0.75 } else { 4.0 };
-                hp.v_num_grad_steps = if cfg.arch == Arch::Gpt2 { 20 } else { 25 };
+                hp.v_num_grad_steps = if family == Family::Gpt2 { 20 } else { 25 };
                 hp.v_weight_decay = if gptish { 0.5 } else { 1e-3 };
                 hp.mom2_update_weight = lambda;
             }
             Method::Rome => {
                 hp.layers = vec![at(rome)];
-                hp.v_num_grad_steps = if cfg.arch == Arch::Llama { 25 } else { 20 };
+                hp.v_num_grad_steps = if family == Family::Llama { 25 } else { 20 };
                 hp.v_weight_decay = if gptish { 0.5 } else { 1e-3 };
                 hp.clamp_norm_factor = 4.0;
                 hp.mom2_adjustment = false;
@@ -204,8 +206,8 @@ impl HParams {
             }
             Method::AlphaEdit => {
                 hp.layers = memit_layers;
-                hp.v_num_grad_steps = if cfg.arch == Arch::Gpt2 { 20 } else { 25 };
-                if cfg.arch == Arch::Llama {
+                hp.v_num_grad_steps = if family == Family::Gpt2 { 20 } else { 25 };
+                if family == Family::Llama {
                     // No Llama-2 AlphaEdit config exists; spec §3.7 suggests MEMIT's llama-7b
                     // target settings with α = 10. (The Llama-3 file — v_lr 0.1, clamp 0.75,
                     // α = 1 — reached rewrite accuracy 0.45 on the default model, these 1.00;
@@ -227,12 +229,12 @@ impl HParams {
                 } else {
                     FtObjective::TargetNew
                 };
-                hp.norm_constraint = (cfg.arch == Arch::Gpt2).then_some(5e-4);
-                hp.batch_size = if cfg.arch == Arch::Gpt2 { 3 } else { 1 };
+                hp.norm_constraint = (family == Family::Gpt2).then_some(5e-4);
+                hp.batch_size = if family == Family::Gpt2 { 3 } else { 1 };
             }
             Method::Grace => {
                 hp.layers = vec![at(grace)];
-                hp.n_iter = if cfg.arch == Arch::Llama { 50 } else { 200 };
+                hp.n_iter = if family == Family::Llama { 50 } else { 200 };
             }
         }
         hp

@@ -149,8 +149,10 @@ impl TargetProblem {
         })
     }
 
-    /// The MEMIT-style problem: δ added to the MLP output of block `layer` at the subject's last
+    /// The MEMIT-style problem: δ added to the output of block `layer` at the subject's last
     /// token, `a₀` the block output there (so the target is `z = h₀ + δ`), with the KL prompt.
+    /// (Where the MLP output joins the residual directly this is the same as adding δ to the MLP
+    /// output; after Gemma-2's post-feedforward norm only the block output makes `z = h₀ + δ`.)
     pub fn residual(
         model: &Model,
         request: &EditRequest,
@@ -164,7 +166,7 @@ impl TargetProblem {
             Lookup::SubjectLast,
             layer,
             vec![SiteSpec {
-                site: Site::MlpOut,
+                site: Site::BlockOut,
                 reference: Site::BlockOut,
                 init: None,
                 regularized: true,

@@ -473,7 +473,7 @@ fn cancelled_edit_changes_nothing() {
 /// plain computation, for every kind of site.
 #[test]
 fn target_speedups_are_exact() {
-    for arch in [Arch::Llama, Arch::Gpt2, Arch::Gptj] {
+    for arch in Arch::ALL {
         let model = tiny_model(arch, 20);
         let req = &requests()[1];
         let cases = [

@@ -10,7 +10,7 @@
 
 use candle_core::Tensor;
 
-use super::block::{Attention, Block, Mlp};
+use super::block::{Attention, Block, Mlp, MlpInput};
 use super::config::ModelConfig;
 use super::layers::{LayerNorm, Linear, Norm};
 use super::load::{Parts, WeightSource};
@@ -58,24 +58,25 @@ pub(crate) fn build(cfg: &ModelConfig, src: &mut dyn WeightSource) -> Result<Par
                 Some(bias.narrow(0, i * d, d)?.contiguous()?),
             ))
         };
-        let attn = Attention {
-            q: part(0)?,
-            k: part(1)?,
-            v: part(2)?,
-            o: conv1d(src, &format!("{p}.attn.c_proj"))?,
-            n_heads: cfg.n_heads,
-            n_kv_heads: cfg.n_heads,
-            head_dim: cfg.head_dim,
-        };
-        let mlp = Mlp::Gelu {
+        let projections = [
+            part(0)?,
+            part(1)?,
+            part(2)?,
+            conv1d(src, &format!("{p}.attn.c_proj"))?,
+        ];
+        let attn = Attention::new(cfg, l, projections, None);
+        let mlp = Mlp::Plain {
             fc_in: conv1d(src, &format!("{p}.mlp.c_fc"))?,
             fc_out: conv1d(src, &format!("{p}.mlp.c_proj"))?,
+            act: cfg.activation,
         };
         blocks.push(Block {
             attn_norm: layer_norm(src, &format!("{p}.ln_1"), cfg.norm_eps)?,
-            mlp_norm: Some(layer_norm(src, &format!("{p}.ln_2"), cfg.norm_eps)?),
             attn,
+            attn_post_norm: None,
+            mlp_input: MlpInput::Sequential(layer_norm(src, &format!("{p}.ln_2"), cfg.norm_eps)?),
             mlp,
+            mlp_post_norm: None,
         });
     }
     let final_norm = layer_norm(src, "ln_f", cfg.norm_eps)?;
@@ -123,12 +124,12 @@ pub(crate) fn hf_tensors(parts: &Model) -> Result<Vec<(String, Tensor)>> {
         );
         push_conv1d(&mut out, &format!("{p}.attn.c_attn"), &fused)?;
         push_conv1d(&mut out, &format!("{p}.attn.c_proj"), &a.o)?;
-        if let Mlp::Gelu { fc_in, fc_out } = &b.mlp {
+        if let Mlp::Plain { fc_in, fc_out, .. } = &b.mlp {
             push_conv1d(&mut out, &format!("{p}.mlp.c_fc"), fc_in)?;
             push_conv1d(&mut out, &format!("{p}.mlp.c_proj"), fc_out)?;
         }
         push_ln(&mut out, &format!("{p}.ln_1"), &b.attn_norm);
-        if let Some(n) = &b.mlp_norm {
+        if let MlpInput::Sequential(n) = &b.mlp_input {
             push_ln(&mut out, &format!("{p}.ln_2"), n);
         }
     }

@@ -9,7 +9,7 @@
 
 use candle_core::Tensor;
 
-use super::block::{Attention, Block, Mlp};
+use super::block::{Attention, Block, Mlp, MlpInput};
 use super::config::ModelConfig;
 use super::layers::{LayerNorm, Linear, Norm};
 use super::load::{Parts, WeightSource};
@@ -39,24 +39,25 @@ pub(crate) fn build(cfg: &ModelConfig, src: &mut dyn WeightSource) -> Result<Par
     let mut blocks = Vec::with_capacity(cfg.n_layers);
     for l in 0..cfg.n_layers {
         let p = format!("transformer.h.{l}");
-        let attn = Attention {
-            q: linear(src, &format!("{p}.attn.q_proj"), false)?,
-            k: linear(src, &format!("{p}.attn.k_proj"), false)?,
-            v: linear(src, &format!("{p}.attn.v_proj"), false)?,
-            o: linear(src, &format!("{p}.attn.out_proj"), false)?,
-            n_heads: cfg.n_heads,
-            n_kv_heads: cfg.n_heads,
-            head_dim: cfg.head_dim,
-        };
-        let mlp = Mlp::Gelu {
+        let projections = [
+            linear(src, &format!("{p}.attn.q_proj"), false)?,
+            linear(src, &format!("{p}.attn.k_proj"), false)?,
+            linear(src, &format!("{p}.attn.v_proj"), false)?,
+            linear(src, &format!("{p}.attn.out_proj"), false)?,
+        ];
+        let attn = Attention::new(cfg, l, projections, None);
+        let mlp = Mlp::Plain {
             fc_in: linear(src, &format!("{p}.mlp.fc_in"), true)?,
             fc_out: linear(src, &format!("{p}.mlp.fc_out"), true)?,
+            act: cfg.activation,
         };
         blocks.push(Block {
             attn_norm: layer_norm(src, &format!("{p}.ln_1"), cfg.norm_eps)?,
-            mlp_norm: None,
             attn,
+            attn_post_norm: None,
+            mlp_input: MlpInput::SharedNorm,
             mlp,
+            mlp_post_norm: None,
         });
     }
     let final_norm = layer_norm(src, "transformer.ln_f", cfg.norm_eps)?;
@@ -91,7 +92,7 @@ pub(crate) fn hf_tensors(parts: &Model) -> Vec<(String, Tensor)> {
         push_lin(&mut out, format!("{p}.attn.k_proj"), &b.attn.k);
         push_lin(&mut out, format!("{p}.attn.v_proj"), &b.attn.v);
         push_lin(&mut out, format!("{p}.attn.out_proj"), &b.attn.o);
-        if let Mlp::Gelu { fc_in, fc_out } = &b.mlp {
+        if let Mlp::Plain { fc_in, fc_out, .. } = &b.mlp {
             push_lin(&mut out, format!("{p}.mlp.fc_in"), fc_in);
             push_lin(&mut out, format!("{p}.mlp.fc_out"), fc_out);
         }

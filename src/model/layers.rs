@@ -8,7 +8,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor, D};
 
-use crate::model::config::RopeStyle;
+use crate::model::config::{Activation, RopeStyle};
 
 type R<T> = candle_core::Result<T>;
 
@@ -116,20 +116,47 @@ impl CustomOp1 for ConstWeightMatmul {
     }
 }
 
+/// How an RMSNorm's stored weight `w` scales the normalized input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RmsGain {
+    /// `x̂ · w` (Llama, Qwen, Mistral).
+    Weight,
+    /// `x̂ · (1 + w)` (Gemma): the checkpoint stores the offset from one.
+    OnePlusWeight,
+}
+
 #[derive(Debug, Clone)]
 pub struct RmsNorm {
+    /// As stored in the checkpoint (export writes it back unchanged).
     pub weight: Tensor,
     pub eps: f64,
+    pub gain: RmsGain,
 }
 
 impl RmsNorm {
+    pub fn new(weight: Tensor, eps: f64) -> Self {
+        Self {
+            weight,
+            eps,
+            gain: RmsGain::Weight,
+        }
+    }
+
+    fn scale(&self) -> R<Tensor> {
+        match self.gain {
+            RmsGain::Weight => Ok(self.weight.clone()),
+            RmsGain::OnePlusWeight => self.weight.affine(1.0, 1.0),
+        }
+    }
+
     pub fn forward(&self, x: &Tensor, force_composed: bool) -> R<Tensor> {
+        let scale = self.scale()?;
         if composed(x, force_composed) {
             let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
             let inv = (ms + self.eps)?.sqrt()?.recip()?;
-            x.broadcast_mul(&inv)?.broadcast_mul(&self.weight)
+            x.broadcast_mul(&inv)?.broadcast_mul(&scale)
         } else {
-            candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps as f32)
+            candle_nn::ops::rms_norm(&x.contiguous()?, &scale, self.eps as f32)
         }
     }
 }
@@ -266,6 +293,19 @@ fn rope_interleaved_composed(x: &Tensor, cos: &Tensor, sin: &Tensor) -> R<Tensor
     Tensor::cat(&[y0, y1], D::Minus1)?.reshape((b, h, s, d))
 }
 
+/// How attention scores are formed before the softmax: `s = scale · q·k`, then optionally
+/// `cap · tanh(s / cap)` (Gemma-2), then the mask.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScoreRule {
+    pub scale: f64,
+    pub softcap: Option<f64>,
+}
+
+/// `cap · tanh(x / cap)`: bounds `x` to (−cap, cap) smoothly.
+pub fn softcap(x: &Tensor, cap: f64) -> R<Tensor> {
+    (x / cap)?.tanh()? * cap
+}
+
 /// Attention scores → weighted values, with grouped-query heads handled by reshaping the queries
 /// instead of copying keys and values `n_heads / n_kv_heads` times.
 ///
@@ -275,23 +315,31 @@ pub fn attention(
     k: &Tensor,
     v: &Tensor,
     mask: &Tensor,
+    rule: ScoreRule,
     force_composed: bool,
 ) -> R<Tensor> {
     let (b, h, s, hd) = q.dims4()?;
     let (_, hkv, t, _) = k.dims4()?;
     let rep = h / hkv;
-    let scale = 1.0 / (hd as f64).sqrt();
-    let q = (q.contiguous()?.reshape((b, hkv, rep * s, hd))? * scale)?;
-    let scores = q.matmul(&k.t()?)?.reshape((b, h, s, t))?;
+    let q = (q.contiguous()?.reshape((b, hkv, rep * s, hd))? * rule.scale)?;
+    let mut scores = q.matmul(&k.t()?)?.reshape((b, h, s, t))?;
+    if let Some(cap) = rule.softcap {
+        scores = softcap(&scores, cap)?;
+    }
     let scores = scores.broadcast_add(mask)?;
     let probs = softmax_last(&scores, force_composed)?;
     let probs = probs.reshape((b, hkv, rep * s, t))?;
     probs.matmul(&v.contiguous()?)?.reshape((b, h, s, hd))
 }
 
-/// `gelu_new` / `gelu_pytorch_tanh`: the tanh approximation GPT-2 and GPT-J use.
-pub fn gelu_tanh(x: &Tensor) -> R<Tensor> {
-    x.gelu()
+impl Activation {
+    pub fn apply(self, x: &Tensor) -> R<Tensor> {
+        match self {
+            Activation::Silu => x.silu(),
+            Activation::GeluTanh => x.gelu(),
+            Activation::GeluErf => x.gelu_erf(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -325,10 +373,7 @@ mod tests {
         let x = rand(&[2, 3, 5, 8], 1);
         let w = rand(&[8], 2);
         let b = rand(&[8], 3);
-        let rms = RmsNorm {
-            weight: w.clone(),
-            eps: 1e-5,
-        };
+        let rms = RmsNorm::new(w.clone(), 1e-5);
         assert!(
             max_abs_diff(
                 &rms.forward(&x, false).unwrap(),

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::block::Block;
 use super::config::{Arch, ModelConfig, RopeScaling};
 use super::layers::{Linear, Norm, Rope};
-use super::{fetch, gpt2, gptj, llama, tokenizer, Model};
+use super::{fetch, gemma2, gpt2, gptj, gptneox, llama, tokenizer, Model};
 use crate::error::{Error, Result};
 use crate::util;
 
@@ -198,6 +198,17 @@ pub(crate) trait WeightSource {
     fn has(&self, name: &str) -> bool;
 }
 
+/// Reads an architecture's tensors from a source.
+pub(crate) fn build_parts(cfg: &ModelConfig, src: &mut dyn WeightSource) -> Result<Parts> {
+    match cfg.arch {
+        Arch::Llama | Arch::Mistral | Arch::Qwen2 | Arch::Qwen3 => llama::build(cfg, src),
+        Arch::Gemma2 => gemma2::build(cfg, src),
+        Arch::GptNeox => gptneox::build(cfg, src),
+        Arch::Gpt2 => gpt2::build(cfg, src),
+        Arch::Gptj => gptj::build(cfg, src),
+    }
+}
+
 /// Loads a model.
 pub fn load(spec: &ModelSpec, opts: &LoadOptions) -> Result<Model> {
     let t0 = Instant::now();
@@ -320,11 +331,7 @@ fn load_hf_dir(dir: &Path, opts: &LoadOptions) -> Result<Model> {
         names,
         device: opts.device.clone(),
     };
-    let parts = match config.arch {
-        Arch::Llama => llama::build(&config, &mut src)?,
-        Arch::Gpt2 => gpt2::build(&config, &mut src)?,
-        Arch::Gptj => gptj::build(&config, &mut src)?,
-    };
+    let parts = build_parts(&config, &mut src)?;
     let tok_path = opts
         .tokenizer
         .clone()

@@ -1,6 +1,7 @@
 //! Transformer runtime with the hooks knowledge editors need.
 //!
-//! One [`Model`] serves Llama-family, GPT-2 and GPT-J checkpoints. Its [`Model::forward`] runs a
+//! One [`Model`] serves Llama-family (Llama, Mistral, Qwen2/3), Gemma-2, GPT-NeoX, GPT-2 and GPT-J
+//! checkpoints. Its [`Model::forward`] runs a
 //! right-padded batch through a range of layers and can, in the same pass:
 //! - return logits at every position or only at chosen `(row, position)` pairs;
 //! - capture the key (input of the edited matrix), the attention / MLP output or the block output
@@ -17,9 +18,11 @@ pub mod block;
 pub mod config;
 pub mod fetch;
 pub mod forward;
+pub mod gemma2;
 pub mod generate;
 pub mod gpt2;
 pub mod gptj;
+pub mod gptneox;
 pub mod layers;
 pub mod llama;
 pub mod load;
@@ -211,6 +214,10 @@ impl Model {
             self.wte
                 .index_select(&ids, 0)?
                 .reshape((rows.len(), s, self.config.d_model))?;
+        if let Some(scale) = self.config.embed_scale {
+            // Gemma computes the factor in the activation dtype.
+            h = (h * f64::from(scale as f32))?;
+        }
         if let Some(wpe) = &self.wpe {
             let pe = wpe.index_select(&positions.flatten_all()?, 0)?.reshape((
                 rows.len(),
@@ -300,7 +307,7 @@ impl Model {
             .flat_map(|&o| (0..s).map(move |i| (o + i) as u32))
             .collect();
         let positions = Tensor::from_vec(positions, (b, s), &self.device)?;
-        let mask = self.attention_mask(&past_valid, p_len, s)?;
+        let masks = self.attention_masks(&past_valid, p_len, s, fwd.start_layer..end)?;
         let rope_tables = match &self.rope {
             Some(rope) => {
                 let (cos, sin) = rope.tables_for(&positions)?;
@@ -332,11 +339,8 @@ impl Model {
                     .reduce(|a, b| (a + b).expect("deltas of one site share a shape"))
             };
             let attn_delta = delta(Site::AttnOut);
-            // The MLP output and the block output enter the residual stream at the same point.
-            let mlp_delta = match (delta(Site::MlpOut), delta(Site::BlockOut)) {
-                (Some(a), Some(b)) => Some((a + b)?),
-                (a, b) => a.or(b),
-            };
+            let mlp_delta = delta(Site::MlpOut);
+            let block_delta = delta(Site::BlockOut);
             let past = match fwd.past {
                 Some(p) => match p.layers.get(layer) {
                     Some(Some((k, v))) => Some((k, v)),
@@ -350,10 +354,11 @@ impl Model {
             };
             let io = block::LayerIo {
                 rope: rope_tables.as_ref().map(|(r, c, s)| (*r, c, s)),
-                mask: &mask,
+                mask: &masks[&self.blocks[layer].attn.window],
                 past,
                 attn_delta: attn_delta.as_ref(),
                 mlp_delta: mlp_delta.as_ref(),
+                block_delta: block_delta.as_ref(),
                 adaptor: self.adaptors[layer].as_deref(),
                 force_composed: fwd.force_composed,
                 want_key: wants(Site::Key),
@@ -425,26 +430,64 @@ impl Model {
             }
         };
         let normed = self.final_norm.forward(&picked, force_composed)?;
-        let logits = self.lm_head.forward(&normed)?;
+        let mut logits = self.lm_head.forward(&normed)?;
+        if let Some(cap) = self.config.final_softcap {
+            logits = layers::softcap(&logits, cap)?;
+        }
         Ok(Some(match which {
             Logits::All => logits.reshape((b, s, self.config.vocab_size))?,
             _ => logits,
         }))
     }
 
-    /// `[B, 1, S, P + S]`: 0 where row `r`'s position `i` may attend, −∞ elsewhere. Cached
-    /// positions follow `past_valid`; new positions are causal. Right padding needs no extra
-    /// rule: a valid position never sees a later (padded) one.
-    fn attention_mask(&self, past_valid: &[Vec<bool>], p: usize, s: usize) -> Result<Tensor> {
+    /// One additive mask per attention window used by `layers`, each `[B, 1, S, P + S]`: 0 where
+    /// row `r`'s position `i` may attend, −∞ elsewhere. Cached positions follow `past_valid`;
+    /// new positions are causal; a window also hides keys `w` or more positions back. Right
+    /// padding needs no extra rule: a valid position never sees a later (padded) one.
+    fn attention_masks(
+        &self,
+        past_valid: &[Vec<bool>],
+        p: usize,
+        s: usize,
+        layers: std::ops::Range<usize>,
+    ) -> Result<HashMap<Option<usize>, Tensor>> {
+        let mut masks = HashMap::new();
+        for layer in layers {
+            let window = self.blocks[layer].attn.window;
+            if let std::collections::hash_map::Entry::Vacant(slot) = masks.entry(window) {
+                slot.insert(self.attention_mask(past_valid, p, s, window)?);
+            }
+        }
+        Ok(masks)
+    }
+
+    fn attention_mask(
+        &self,
+        past_valid: &[Vec<bool>],
+        p: usize,
+        s: usize,
+        window: Option<usize>,
+    ) -> Result<Tensor> {
         let b = past_valid.len();
         let t = p + s;
         let mut m = vec![0f32; b * s * t];
         for (r, pv) in past_valid.iter().enumerate() {
+            // Absolute position of every key slot: cached valid slots count up from 0, new ones
+            // continue after them (the same numbering RoPE uses).
+            let mut key_pos = Vec::with_capacity(t);
+            let mut next = 0usize;
+            for &valid in pv {
+                key_pos.push(next);
+                next += usize::from(valid);
+            }
+            key_pos.extend((0..s).map(|i| next + i));
             for i in 0..s {
+                let q_pos = next + i;
                 let row = &mut m[(r * s + i) * t..(r * s + i + 1) * t];
                 for (j, cell) in row.iter_mut().enumerate() {
-                    let ok = if j < p { pv[j] } else { j - p <= i };
-                    if !ok {
+                    let causal = if j < p { pv[j] } else { j - p <= i };
+                    let in_window = window.is_none_or(|w| q_pos - key_pos[j] < w);
+                    if !(causal && in_window) {
                         *cell = f32::NEG_INFINITY;
                     }
                 }
@@ -493,7 +536,11 @@ impl Model {
     /// export.
     pub fn hf_tensors(&self) -> Result<Vec<(String, Tensor)>> {
         Ok(match self.config.arch {
-            Arch::Llama => llama::hf_tensors(self, &self.config),
+            Arch::Llama | Arch::Mistral | Arch::Qwen2 | Arch::Qwen3 => {
+                llama::hf_tensors(self, &self.config)
+            }
+            Arch::Gemma2 => gemma2::hf_tensors(self),
+            Arch::GptNeox => gptneox::hf_tensors(self)?,
             Arch::Gpt2 => gpt2::hf_tensors(self)?,
             Arch::Gptj => gptj::hf_tensors(self),
         })

@@ -6,35 +6,61 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
-use super::config::{Arch, ModelConfig};
-use super::load::{assemble, ModelInfo, WeightFormat, WeightSource};
-use super::{gpt2, gptj, llama, Model, ModelSpec};
+use super::config::{Activation, Arch, ModelConfig};
+use super::load::{assemble, build_parts, ModelInfo, WeightFormat, WeightSource};
+use super::{Model, ModelSpec};
 use crate::error::{Error, Result};
 
-/// A small config of the given architecture (3 layers, width 64, vocab 512).
+/// A small config of the given architecture (3 layers, width 64, vocab 512), with each
+/// architecture's distinguishing features switched on (GQA, sliding windows, soft-caps, partial
+/// rotary, the parallel residual).
 pub fn tiny_config(arch: Arch) -> ModelConfig {
+    let gated = arch.gated_mlp();
+    let n_layers = 3;
+    let window = |l: usize| match arch {
+        Arch::Mistral => Some(4),
+        Arch::Gemma2 => l.is_multiple_of(2).then_some(4),
+        _ => None,
+    };
+    let gemma = arch == Arch::Gemma2;
     ModelConfig {
         arch,
-        n_layers: 3,
+        n_layers,
         d_model: 64,
-        d_ff: if arch == Arch::Llama { 96 } else { 256 },
+        d_ff: if gated { 96 } else { 256 },
         n_heads: 4,
-        n_kv_heads: if arch == Arch::Llama { 2 } else { 4 },
-        head_dim: 16,
+        n_kv_heads: if gated { 2 } else { 4 },
+        head_dim: if arch == Arch::Qwen3 { 24 } else { 16 },
         vocab_size: 512,
         max_positions: 128,
         norm_eps: 1e-5,
         rope_theta: 10_000.0,
         rope_scaling: None,
         rotary_dim: match arch {
-            Arch::Llama => 16,
             Arch::Gpt2 => 0,
             Arch::Gptj => 8,
+            Arch::GptNeox => 4,
+            Arch::Qwen3 => 24,
+            _ => 16,
         },
-        tie_embeddings: arch != Arch::Gptj,
-        attention_bias: false,
+        tie_embeddings: !matches!(arch, Arch::Gptj | Arch::GptNeox | Arch::Mistral),
+        attention_bias: matches!(arch, Arch::Qwen2 | Arch::GptNeox),
+        mlp_bias: false,
+        activation: match arch {
+            Arch::Gemma2 => Activation::GeluTanh,
+            Arch::GptNeox => Activation::GeluErf,
+            _ if gated => Activation::Silu,
+            _ => Activation::GeluTanh,
+        },
+        sliding_windows: (0..n_layers).map(window).collect(),
+        query_pre_attn_scalar: gemma.then_some(12.0),
+        attn_softcap: gemma.then_some(5.0),
+        final_softcap: gemma.then_some(8.0),
+        embed_scale: gemma.then_some(8.0),
+        parallel_residual: matches!(arch, Arch::Gptj | Arch::GptNeox),
         bos_token_id: None,
         eos_token_ids: vec![],
+        hf_json: None,
     }
 }
 
@@ -53,28 +79,36 @@ impl RandomSource<'_> {
         let is_bias = name.ends_with(".bias");
         let base = name.trim_end_matches(".weight").trim_end_matches(".bias");
         let leaf = base.rsplit('.').next().unwrap_or(base);
-        let (out, inp) = match (c.arch, leaf) {
-            (_, "embed_tokens" | "wte" | "lm_head") => (v, d),
-            (_, "wpe") => (c.max_positions, d),
-            (
-                _,
-                "input_layernorm" | "post_attention_layernorm" | "norm" | "ln_1" | "ln_2" | "ln_f",
-            ) => return Ok(vec![d]),
-            (Arch::Llama, "q_proj") | (Arch::Gptj, "q_proj") => (q, d),
-            (Arch::Llama, "k_proj" | "v_proj") | (Arch::Gptj, "k_proj" | "v_proj") => (kv, d),
-            (Arch::Llama, "o_proj") | (Arch::Gptj, "out_proj") => (d, q),
-            (Arch::Llama, "gate_proj" | "up_proj") | (Arch::Gptj, "fc_in") => (f, d),
-            (Arch::Llama, "down_proj") | (Arch::Gptj, "fc_out") => (d, f),
+        let conv1d = c.arch == Arch::Gpt2;
+        let (out, inp) = match leaf {
+            "embed_tokens" | "wte" | "lm_head" | "embed_in" | "embed_out" => (v, d),
+            "wpe" => (c.max_positions, d),
+            "input_layernorm"
+            | "post_attention_layernorm"
+            | "pre_feedforward_layernorm"
+            | "post_feedforward_layernorm"
+            | "norm"
+            | "final_layer_norm"
+            | "ln_1"
+            | "ln_2"
+            | "ln_f" => return Ok(vec![d]),
+            "q_norm" | "k_norm" => return Ok(vec![c.head_dim]),
+            "q_proj" => (q, d),
+            "k_proj" | "v_proj" => (kv, d),
+            "o_proj" | "out_proj" | "dense" => (d, q),
+            "query_key_value" => (3 * q, d),
+            "gate_proj" | "up_proj" | "fc_in" | "dense_h_to_4h" => (f, d),
+            "down_proj" | "fc_out" | "dense_4h_to_h" => (d, f),
             // GPT-2 Conv1D weights are stored [in, out].
-            (Arch::Gpt2, "c_attn") => (d, 3 * d),
-            (Arch::Gpt2, "c_fc") => (d, f),
-            (Arch::Gpt2, "c_proj") if base.contains(".mlp.") => (f, d),
-            (Arch::Gpt2, "c_proj") => (d, d),
+            "c_attn" => (d, 3 * d),
+            "c_fc" => (d, f),
+            "c_proj" if base.contains(".mlp.") => (f, d),
+            "c_proj" => (d, d),
             _ => return Err(Error::Model(format!("random model: unknown tensor {name}"))),
         };
         if is_bias {
             // Conv1D biases have the output width, which is the second stored dim.
-            return Ok(vec![if c.arch == Arch::Gpt2 { inp } else { out }]);
+            return Ok(vec![if conv1d { inp } else { out }]);
         }
         Ok(vec![out, inp])
     }
@@ -134,11 +168,7 @@ pub fn random_model(cfg: &ModelConfig, seed: u64, std: f64) -> Result<Model> {
         rng: ChaCha8Rng::seed_from_u64(seed),
         std,
     };
-    let parts = match cfg.arch {
-        Arch::Llama => llama::build(cfg, &mut src)?,
-        Arch::Gpt2 => gpt2::build(cfg, &mut src)?,
-        Arch::Gptj => gptj::build(cfg, &mut src)?,
-    };
+    let parts = build_parts(cfg, &mut src)?;
     let info = ModelInfo {
         spec: ModelSpec::Default,
         name: format!("random-{}-seed{seed}", cfg.arch.name()),

@@ -1,5 +1,6 @@
 use super::*;
 use crate::model::random::tiny_config;
+use crate::model::Arch;
 
 fn smollm_like() -> ModelConfig {
     let mut c = tiny_config(Arch::Llama);

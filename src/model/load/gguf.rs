@@ -2,6 +2,7 @@
 //! Hugging Face names and layouts.
 
 use super::*;
+use crate::model::config::Activation;
 
 struct GgufSource<'a> {
     path: PathBuf,
@@ -122,9 +123,14 @@ fn gguf_config(content: &gguf_file::Content, path: &Path) -> Result<ModelConfig>
         .or_else(|| num("vocab_size").ok().map(|v| v as usize))
         .ok_or_else(|| Error::bad_file(path, "GGUF metadata has no vocabulary"))?;
     let head_dim = d_model / n_heads;
+    let n_layers = num("block_count")? as usize;
     let cfg = ModelConfig {
-        arch: Arch::Llama,
-        n_layers: num("block_count")? as usize,
+        arch: if arch == "qwen2" {
+            Arch::Qwen2
+        } else {
+            Arch::Llama
+        },
+        n_layers,
         d_model,
         d_ff: num("feed_forward_length")? as usize,
         n_heads,
@@ -138,6 +144,15 @@ fn gguf_config(content: &gguf_file::Content, path: &Path) -> Result<ModelConfig>
         rotary_dim: head_dim,
         tie_embeddings: !content.tensor_infos.contains_key("output.weight"),
         attention_bias: arch == "qwen2",
+        mlp_bias: false,
+        activation: Activation::Silu,
+        sliding_windows: vec![None; n_layers],
+        query_pre_attn_scalar: None,
+        attn_softcap: None,
+        final_softcap: None,
+        embed_scale: None,
+        parallel_residual: false,
+        hf_json: None,
         bos_token_id: md
             .get("tokenizer.ggml.bos_token_id")
             .and_then(|v| v.to_u32().ok()),
