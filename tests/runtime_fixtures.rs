@@ -354,3 +354,38 @@ fn default_model_matches_transformers() {
         );
     }
 }
+
+/// `d4s info` names each architecture, its edited matrix and the settings an edit will use.
+#[test]
+fn info_names_architecture_edited_matrix_and_preset() {
+    for (name, arch, reference_model) in [
+        ("tiny-gpt2", "gpt2", "GPT-2 XL"),
+        ("tiny-gptj", "gptj", "GPT-J-6B"),
+        ("tiny-gptneox", "gpt_neox", "GPT-J-6B"),
+        ("tiny-qwen3", "qwen3", "Llama-2-7B"),
+        ("tiny-gemma2", "gemma2", "Llama-2-7B"),
+        ("tiny-mistral", "mistral", "Llama-2-7B"),
+    ] {
+        let Some(dir) = common::shared(&format!("fixtures/{name}")) else {
+            return;
+        };
+        let out = common::run_ok(std::process::Command::new(env!("CARGO_BIN_EXE_d4s")).args([
+            "--model",
+            dir.to_str().unwrap(),
+            "info",
+        ]));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!("architecture  {arch} ")),
+            "{name}: {text}"
+        );
+        let reference = read_json(&dir.join("reference.json"));
+        if let Some(module) = reference["down_proj_module"].as_str() {
+            assert!(text.contains(module), "{name}: {text}");
+        }
+        assert!(
+            text.contains(&format!("preset        none: {reference_model}'s settings")),
+            "{name}: {text}"
+        );
+    }
+}

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use d4s::edit::presets;
 use d4s::model::generate::GenerateOptions;
-use d4s::model::{fetch, load, Model, ModelSpec};
+use d4s::model::{fetch, load, Model, ModelConfig, ModelSpec};
 use d4s::util;
 
 pub mod bench;
@@ -150,6 +151,31 @@ pub fn load_model(g: &GlobalArgs) -> Result<Model> {
     Ok(model)
 }
 
+/// The published hyperparameters `d4s` will use for this model, or what it uses instead.
+fn print_preset(c: &ModelConfig, out: &mut impl Write) -> Result<()> {
+    let Some(p) = presets::recognise(c) else {
+        if presets::is_default_model(c) {
+            writeln!(
+                out,
+                "preset        smollm2-135m: d4s's own tuned settings (BENCHMARKS.md)"
+            )?;
+            return Ok(());
+        }
+        writeln!(
+            out,
+            "preset        none: {}'s settings, layers scaled to {} layers and λ by d_ff (README, Models)",
+            c.arch.family().reference_model(),
+            c.n_layers
+        )?;
+        return Ok(());
+    };
+    writeln!(out, "preset        {}", p.name)?;
+    for m in p.methods {
+        writeln!(out, "  {:<11} {}", m.method.to_string(), m.source)?;
+    }
+    Ok(())
+}
+
 pub fn print_info(model: &Model, out: &mut impl Write) -> Result<()> {
     let c = &model.config;
     let i = &model.info;
@@ -189,6 +215,7 @@ pub fn print_info(model: &Model, out: &mut impl Write) -> Result<()> {
         c.d_model,
         c.d_ff
     )?;
+    print_preset(c, out)?;
     writeln!(out, "device        {:?}", model.device)?;
     writeln!(
         out,

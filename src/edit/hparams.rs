@@ -127,7 +127,9 @@ fn span(first: usize, last: usize) -> Vec<usize> {
 }
 
 impl HParams {
-    /// The defaults of `method` for a model (spec §2.7 and §3, EasyEdit's files).
+    /// The defaults of `method` for a model: the published numbers when [`super::presets`]
+    /// recognises the model, else the family's reference settings scaled to its depth and width
+    /// (spec §2.7 and §3, EasyEdit's files).
     pub fn defaults(method: Method, cfg: &ModelConfig) -> Self {
         let n = cfg.n_layers;
         let family = cfg.arch.family();
@@ -169,7 +171,7 @@ impl HParams {
             Family::Gpt2 => (20000.0, 6400.0),
             Family::Gptj => (15000.0, 16384.0),
         };
-        let default_model = family == Family::Llama && n == 30 && cfg.d_ff == 1536;
+        let default_model = super::presets::is_default_model(cfg);
         let lambda = if default_model {
             // Measured on the default model (SmolLM2-135M, d_ff 1536) with CounterFact *train*
             // records 100–119 and 200–239, single-edit protocol: D4S rewrite accuracy 0.81 at
@@ -237,7 +239,8 @@ impl HParams {
                 hp.n_iter = if family == Family::Llama { 50 } else { 200 };
             }
         }
-        hp
+        // A model that a published configuration names gets its numbers (`presets`).
+        super::presets::apply(hp, cfg).expect("preset tables are valid (tested in presets)")
     }
 
     /// The last edited layer (where MEMIT-style targets live).
@@ -331,7 +334,7 @@ impl HParams {
         self.merged(obj, "command line")
     }
 
-    fn merged(self, patch: Map<String, Value>, source: &str) -> Result<Self> {
+    pub(crate) fn merged(self, patch: Map<String, Value>, source: &str) -> Result<Self> {
         let mut base = serde_json::to_value(&self).expect("serializable");
         let obj = base.as_object_mut().expect("an object");
         for (k, v) in patch {

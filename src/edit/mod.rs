@@ -14,6 +14,7 @@ pub mod keys;
 pub mod linalg;
 pub mod memit;
 pub mod pmet;
+pub mod presets;
 pub mod request;
 pub mod rome;
 pub mod spread;

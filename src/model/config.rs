@@ -42,6 +42,17 @@ pub enum Family {
     Gptj,
 }
 
+impl Family {
+    /// The model whose published settings the family's defaults are scaled from.
+    pub fn reference_model(self) -> &'static str {
+        match self {
+            Family::Llama => "Llama-2-7B",
+            Family::Gpt2 => "GPT-2 XL",
+            Family::Gptj => "GPT-J-6B",
+        }
+    }
+}
+
 impl Arch {
     pub const ALL: [Arch; 8] = [
         Arch::Llama,
