@@ -16,6 +16,7 @@ pub mod bench;
 pub mod edit;
 pub mod probes;
 pub mod sessions;
+pub mod trace;
 pub mod tui_cmd;
 
 #[derive(Parser, Debug)]
@@ -63,6 +64,9 @@ pub enum Command {
     Edit(edit::EditArgs),
     /// Run a sequential-editing experiment and write metrics, summaries and plots.
     Bench(bench::BenchArgs),
+    /// Causal tracing of a fact: which layers' hidden states, MLP and attention outputs carry it
+    /// (an indirect-effect table and heatmaps), to choose edit layers.
+    Trace(trace::TraceArgs),
     /// Overlay several bench runs and print a side-by-side table.
     Compare(bench::CompareArgs),
     /// List the sessions under ./sessions (or --dir).
@@ -301,6 +305,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Info) => {
             let model = load_model(&cli.global)?;
             print_info(&model, &mut std::io::stdout().lock())
+        }
+        Some(Command::Trace(a)) => {
+            let model = load_model(&cli.global)?;
+            trace::run(&model, &a)
         }
         Some(Command::Edit(a)) => {
             let model = load_model(&cli.global)?;

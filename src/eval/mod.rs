@@ -9,3 +9,4 @@ pub mod predict;
 pub mod probes;
 #[cfg(test)]
 pub(crate) mod testkit;
+pub mod trace;

@@ -45,6 +45,21 @@ pub struct LineChart {
     pub log_y: bool,
 }
 
+/// A heatmap: one row per label (drawn top to bottom), one column per x index, colour from
+/// white at `range.0` to `color` at `range.1` (values outside are clamped), with a colour bar.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Heatmap {
+    pub title: String,
+    pub x_label: String,
+    /// What the colour means (the colour bar's caption).
+    pub value_label: String,
+    pub rows: Vec<String>,
+    /// `values[row][column]`; every row as long as the first.
+    pub values: Vec<Vec<f64>>,
+    pub range: (f64, f64),
+    pub color: (u8, u8, u8),
+}
+
 /// Size of a single chart, and of each panel of a grid.
 const SINGLE: (u32, u32) = (960, 600);
 const PANEL: (u32, u32) = (640, 420);
@@ -62,8 +77,52 @@ pub fn render_grid(charts: &[LineChart], columns: usize, stem: &Path) -> Result<
     write_figure(charts, columns, PANEL, stem)
 }
 
-fn write_figure(
-    charts: &[LineChart],
+/// Heatmaps as panels of one figure, `columns` per row, written like [`render`].
+pub fn render_heatmaps(maps: &[Heatmap], columns: usize, stem: &Path) -> Result<Vec<PathBuf>> {
+    if let Some(m) = maps.iter().find(|m| {
+        m.values.len() != m.rows.len() || m.values.iter().any(|r| r.len() != m.values[0].len())
+    }) {
+        return Err(Error::Input(format!(
+            "{}: heatmap {:?} has ragged rows or a row label count that does not match",
+            stem.display(),
+            m.title
+        )));
+    }
+    let columns = columns.clamp(1, maps.len().max(1));
+    write_figure(maps, columns, PANEL, stem)
+}
+
+/// Something drawn into one panel of a figure.
+trait Panel {
+    fn draw<DB: DrawingBackend>(
+        &self,
+        area: &DrawingArea<DB, Shift>,
+        family: &str,
+    ) -> DrawResult<DB>;
+}
+
+impl Panel for LineChart {
+    fn draw<DB: DrawingBackend>(
+        &self,
+        area: &DrawingArea<DB, Shift>,
+        family: &str,
+    ) -> DrawResult<DB> {
+        draw_panel(area, self, family)
+    }
+}
+
+impl Panel for Heatmap {
+    fn draw<DB: DrawingBackend>(
+        &self,
+        area: &DrawingArea<DB, Shift>,
+        family: &str,
+    ) -> DrawResult<DB> {
+        draw_heatmap(area, self, family)
+    }
+}
+
+fn write_figure<P: Panel>(
+    charts: &[P],
     columns: usize,
     panel: (u32, u32),
     stem: &Path,
@@ -112,15 +171,15 @@ fn with_suffix(stem: &Path, suffix: &str) -> PathBuf {
 type DrawResult<DB> =
     std::result::Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
 
-fn draw_figure<DB: DrawingBackend>(
+fn draw_figure<DB: DrawingBackend, P: Panel>(
     root: DrawingArea<DB, Shift>,
-    charts: &[LineChart],
+    charts: &[P],
     grid: (usize, usize),
     family: &str,
 ) -> DrawResult<DB> {
     root.fill(&WHITE)?;
     for (area, chart) in root.split_evenly(grid).iter().zip(charts) {
-        draw_panel(area, chart, family)?;
+        chart.draw(area, family)?;
     }
     root.present()
 }
@@ -308,6 +367,121 @@ where
             ctx.draw_series(LineSeries::new(run.iter().copied(), style).point_size(markers))?;
         }
     }
+    Ok(())
+}
+
+/// `t` of the way from white to `c` (`t` clamped to 0..=1).
+fn shade(c: (u8, u8, u8), t: f64) -> RGBColor {
+    let t = if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let mix = |x: u8| (255.0 - (255.0 - x as f64) * t).round() as u8;
+    RGBColor(mix(c.0), mix(c.1), mix(c.2))
+}
+
+fn draw_heatmap<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    map: &Heatmap,
+    family: &str,
+) -> DrawResult<DB> {
+    let (w, _) = area.dim_in_pixel();
+    let title = (family, 20)
+        .into_text_style(area)
+        .pos(Pos::new(HPos::Center, VPos::Top));
+    area.draw(&Text::new(map.title.as_str(), (w as i32 / 2, 8), title))?;
+    let (_, area) = area.split_vertically(36);
+    let (plot_area, bar_area) = area.split_horizontally(w as i32 - 110);
+    let (n_rows, n_cols) = (
+        map.rows.len() as i32,
+        map.values.first().map_or(0, Vec::len) as i32,
+    );
+    let label_w = map
+        .rows
+        .iter()
+        .map(|r| text_width(r, 13.0))
+        .max()
+        .unwrap_or(0)
+        .clamp(24, 200);
+    let (lo, hi) = map.range;
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    let mut ctx = ChartBuilder::on(&plot_area)
+        .margin(12)
+        .x_label_area_size(48)
+        .y_label_area_size(label_w + 12)
+        // Integer ranges are inclusive in plotters: `0..n-1` is n segments.
+        .build_cartesian_2d(
+            (0..(n_cols - 1).max(0)).into_segmented(),
+            (0..(n_rows - 1).max(0)).into_segmented(),
+        )?;
+    let rows = &map.rows;
+    let row_label = |v: &SegmentValue<i32>| match v {
+        SegmentValue::CenterOf(y) => rows
+            .get((n_rows - 1 - *y) as usize)
+            .cloned()
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    let col_label = |v: &SegmentValue<i32>| match v {
+        SegmentValue::CenterOf(x) => x.to_string(),
+        _ => String::new(),
+    };
+    ctx.configure_mesh()
+        .disable_mesh()
+        .x_desc(map.x_label.as_str())
+        .x_labels((n_cols as usize).min(16))
+        .y_labels(n_rows as usize)
+        .label_style((family, 13))
+        .axis_desc_style((family, 15))
+        .x_label_formatter(&col_label)
+        .y_label_formatter(&row_label)
+        .draw()?;
+    ctx.draw_series(map.values.iter().enumerate().flat_map(|(r, row)| {
+        let y = n_rows - 1 - r as i32;
+        row.iter().enumerate().map(move |(x, &v)| {
+            let x = x as i32;
+            Rectangle::new(
+                [
+                    (SegmentValue::Exact(x), SegmentValue::Exact(y)),
+                    (SegmentValue::Exact(x + 1), SegmentValue::Exact(y + 1)),
+                ],
+                shade(map.color, (v - lo) / span).filled(),
+            )
+        })
+    }))?;
+    draw_color_bar(&bar_area, map, family)
+}
+
+/// A vertical gradient from the range's low (bottom) to its high (top), labelled at both ends.
+fn draw_color_bar<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    map: &Heatmap,
+    family: &str,
+) -> DrawResult<DB> {
+    let (_, h) = area.dim_in_pixel();
+    let (top, bottom) = (24, h as i32 - 72);
+    let steps = 32;
+    for k in 0..steps {
+        let y0 = bottom - (bottom - top) * (k + 1) / steps;
+        let y1 = bottom - (bottom - top) * k / steps;
+        let t = (k as f64 + 0.5) / steps as f64;
+        area.draw(&Rectangle::new(
+            [(8, y0), (28, y1)],
+            shade(map.color, t).filled(),
+        ))?;
+    }
+    area.draw(&Rectangle::new(
+        [(8, top), (28, bottom)],
+        BLACK.stroke_width(1),
+    ))?;
+    let style = (family, 13)
+        .into_text_style(area)
+        .pos(Pos::new(HPos::Left, VPos::Center));
+    let fmt = tick_format(&(map.range.0..map.range.1), false);
+    area.draw(&Text::new(fmt(&map.range.1), (34, top), style.clone()))?;
+    area.draw(&Text::new(fmt(&map.range.0), (34, bottom), style.clone()))?;
+    area.draw(&Text::new(map.value_label.clone(), (4, bottom + 24), style))?;
     Ok(())
 }
 
