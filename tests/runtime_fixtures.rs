@@ -81,8 +81,8 @@ fn ids_of(v: &Value) -> Vec<u32> {
         .collect()
 }
 
-/// Logits at every position within `tol` of the reference, and the same top-10 ids.
-fn check_logits(what: &str, model: &Model, ids: &[u32], reference: &Value, tol: f32) {
+/// Logits at every position within `tol` of the reference; returns the largest difference.
+fn check_logits(what: &str, model: &Model, ids: &[u32], reference: &Value, tol: f32) -> f32 {
     let out = model
         .logits(&[ids.to_vec()], Logits::All)
         .unwrap()
@@ -115,6 +115,7 @@ fn check_logits(what: &str, model: &Model, ids: &[u32], reference: &Value, tol: 
         "{what}: max |Δlogit| over {} positions = {worst:.2e}",
         out.len()
     );
+    worst
 }
 
 /// Every checked quantity of one reference record: logits, embeddings, block outputs, final
@@ -250,6 +251,91 @@ fn tiny_gemma2_matches_transformers() {
 #[test]
 fn tiny_gptneox_matches_transformers() {
     tiny("tiny-gptneox");
+}
+
+/// transformers' own bf16 and f16 forward passes on each fixture, against its f32 reference:
+/// max |Δlogit| over every position (`scripts/transformers_precision.py`, torch 2.15,
+/// transformers 5.25, CPU, eager attention).
+const TRANSFORMERS_HALF_ERROR: [(&str, f32, f32); 9] = [
+    ("tiny-gpt2", 6.984e-3, 1.038e-3),
+    ("tiny-gptj", 9.935e-3, 1.392e-3),
+    ("tiny-llama", 1.068e-2, 1.467e-3),
+    ("tiny-llama3", 9.414e-3, 1.184e-3),
+    ("tiny-qwen2", 8.802e-3, 1.014e-3),
+    ("tiny-qwen3", 9.549e-3, 1.281e-3),
+    ("tiny-mistral", 1.221e-2, 1.576e-3),
+    ("tiny-gemma2", 8.111e-2, 1.126e-2),
+    ("tiny-gptneox", 1.158e-2, 1.344e-3),
+];
+
+/// Each fixture run in bf16 and in f16 lands as close to the f32 reference as transformers
+/// does in the same precision (within 3×: rounding points differ slightly), and not exactly on it
+/// (which would mean the precision was ignored).
+#[test]
+fn every_fixture_in_half_precision_is_as_close_as_transformers() {
+    use d4s::model::Precision;
+    for (name, bf16, f16) in TRANSFORMERS_HALF_ERROR {
+        for (precision, theirs) in [(Precision::Bf16, bf16), (Precision::F16, f16)] {
+            let Some(model) = common::load_dir_in(&format!("fixtures/{name}"), precision) else {
+                return;
+            };
+            assert_eq!(model.precision(), precision);
+            let reference =
+                read_json(&common::shared(&format!("fixtures/{name}/reference.json")).unwrap());
+            let recs = match reference["records"].as_array() {
+                Some(r) => r.clone(),
+                None => vec![reference.clone()],
+            };
+            let label = format!("{name} in {precision}");
+            let ours = recs
+                .iter()
+                .map(|rec| {
+                    check_logits(
+                        &label,
+                        &model,
+                        &ids_of(&rec["input_ids"]),
+                        &rec["logits"],
+                        3.0 * theirs,
+                    )
+                })
+                .fold(0f32, f32::max);
+            eprintln!("{label}: d4s {ours:.3e}, transformers {theirs:.3e}");
+            assert!(ours > 0.0, "{label}: identical to f32");
+            compare_with_transformers_dump(&label, &model, &recs, name, precision);
+        }
+    }
+}
+
+/// With `D4S_TRANSFORMERS_HALF=<dir>` (written by `scripts/transformers_precision.py`), prints
+/// how far d4s's half-precision logits are from transformers' in the same precision.
+fn compare_with_transformers_dump(
+    label: &str,
+    model: &Model,
+    recs: &[Value],
+    name: &str,
+    precision: d4s::model::Precision,
+) {
+    let Some(dir) = std::env::var_os("D4S_TRANSFORMERS_HALF") else {
+        return;
+    };
+    let path = std::path::Path::new(&dir).join(format!("{name}.{precision}.json"));
+    let theirs = read_json(&path);
+    let mut worst = 0f32;
+    for (rec, t) in recs.iter().zip(theirs.as_array().unwrap()) {
+        let ours = model
+            .logits(&[ids_of(&rec["input_ids"])], Logits::All)
+            .unwrap()
+            .i(0)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        for (row, trow) in ours.iter().zip(t.as_array().unwrap()) {
+            for (a, b) in row.iter().zip(trow.as_array().unwrap()) {
+                worst = worst.max((a - b.as_f64().unwrap() as f32).abs());
+            }
+        }
+    }
+    eprintln!("{label}: max |Δlogit| against transformers in {precision} = {worst:.3e}");
 }
 
 #[test]

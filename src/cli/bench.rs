@@ -242,7 +242,7 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
         let config = RunConfig {
             d4s_version: env!("CARGO_PKG_VERSION").into(),
             started: d4s::util::now(),
-            model: model.info.record(),
+            model: model.record(),
             method: method.name().into(),
             hparams: serde_json::to_value(&hp)?,
             data: DataRecord {

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use d4s::edit::presets;
 use d4s::model::generate::GenerateOptions;
-use d4s::model::{fetch, load, Model, ModelConfig, ModelSpec};
+use d4s::model::{fetch, load, Model, ModelConfig, ModelSpec, Precision};
 use d4s::util;
 
 pub mod bench;
@@ -50,6 +50,10 @@ pub struct GlobalArgs {
     /// Device: `cpu` or `cuda[:N]` (needs a build with `--features cuda`).
     #[arg(long, global = true, default_value = "cpu")]
     pub device: String,
+    /// Dtype of the runtime's weights and activations: f32, bf16 or f16 (default: f32 on cpu,
+    /// bf16 on cuda). Editing math stays in f32/f64 either way.
+    #[arg(long, global = true, env = "D4S_DTYPE")]
+    pub dtype: Option<Precision>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -148,6 +152,7 @@ pub fn load_model(g: &GlobalArgs) -> Result<Model> {
     let spec = ModelSpec::parse(g.model.as_deref().unwrap_or("default"), g.revision.clone())?;
     let opts = load::LoadOptions {
         device: device(&g.device)?,
+        precision: g.dtype,
         tokenizer: g.tokenizer.clone(),
         verbose: true,
     };
@@ -190,8 +195,10 @@ pub fn print_info(model: &Model, out: &mut impl Write) -> Result<()> {
     }
     writeln!(
         out,
-        "format        {:?} ({} weights, run as f32)",
-        i.format, i.source_dtype
+        "format        {:?} ({} weights, run as {}; editing math in f32/f64)",
+        i.format,
+        i.source_dtype,
+        model.precision()
     )?;
     writeln!(out, "sha256        {}", i.sha256)?;
     writeln!(

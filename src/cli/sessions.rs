@@ -79,8 +79,21 @@ pub struct ExportArgs {
 fn base_model(g: &GlobalArgs, meta: &journal::SessionMeta, force: bool) -> Result<Model> {
     let spec_str = g.model.clone().unwrap_or_else(|| meta.model.spec.clone());
     let spec = ModelSpec::parse(&spec_str, g.revision.clone())?;
+    let device = device(&g.device)?;
+    let recorded = meta.model.precision;
+    let precision = match g.dtype {
+        Some(p) if p != recorded => {
+            eprintln!(
+                "warning: the session was recorded in {recorded} and runs in {p} (--dtype): \
+                 its edits will not reproduce bit for bit"
+            );
+            p
+        }
+        _ => recorded,
+    };
     let opts = load::LoadOptions {
-        device: device(&g.device)?,
+        device,
+        precision: Some(precision),
         tokenizer: g.tokenizer.clone(),
         verbose: true,
     };

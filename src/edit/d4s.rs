@@ -15,7 +15,7 @@
 //! Undo, which the reference tools lack: subtracting an edit's `r kᵀ` and `k kᵀ` terms removes it
 //! exactly, whichever edit it was.
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 use faer::Mat;
 
 use super::hparams::ResidualMode;
@@ -100,7 +100,8 @@ impl D4s {
             }
         }
         let delta = solve_spd_right_regularized(num.as_ref(), m.as_ref(), &|w| ctl.warn(w))?;
-        Ok((model.original_edit_weight(layer)? + tensor_from_mat(delta.as_ref(), &model.device)?)?)
+        let w0 = model.original_edit_weight(layer)?.to_dtype(DType::F32)?;
+        Ok((w0 + tensor_from_mat(delta.as_ref(), &model.device)?)?)
     }
 
     /// Adds (`sign = 1`) or removes (`sign = −1`) an edit's terms from the sums.

@@ -9,7 +9,7 @@
 //! 1e-2 is skipped and training stops once the epoch's mean loss is below 1e-2. Layers below the
 //! edited one never change, so their output is computed once and every step starts there.
 
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 
 use super::hparams::FtObjective;
@@ -146,8 +146,10 @@ impl Editor for FineTune {
             .map(|c| prepare(model, layer, c, self.hp.objective))
             .collect::<Result<Vec<_>>>()?;
         let w_start = model.edit_weight(layer)?.clone();
-        let w0 = model.original_edit_weight(layer)?.clone();
-        let var = Var::from_tensor(&w_start)?;
+        let w0 = model.original_edit_weight(layer)?.to_dtype(DType::F32)?;
+        // The trained copy is f32 whatever the runtime's dtype; the forward pass reads it
+        // through a (differentiable) cast.
+        let var = Var::from_tensor(&w_start.to_dtype(DType::F32)?)?;
         let mut adam = AdamW::new(
             vec![var.clone()],
             ParamsAdamW {
@@ -165,6 +167,9 @@ impl Editor for FineTune {
                 let mut total = 0.0;
                 for b in &batches {
                     cx.ctl.check()?;
+                    // In f32 the model holds the variable itself and sees every step; in half
+                    // precision it holds a cast copy, which must follow the variable.
+                    model.set_edit_weight(layer, var.as_tensor().clone())?;
                     let mut loss = batch_loss(model, layer, b)?;
                     let value = loss.to_scalar::<f32>()? as f64;
                     if !value.is_finite() {

@@ -28,7 +28,7 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 pub use hparams::HParams;
@@ -487,10 +487,17 @@ pub fn commit_updates(
     new_weights: Vec<(usize, Tensor)>,
     max_update_ratio: f64,
 ) -> Result<Committed> {
+    // Round to the runtime's dtype first, so the report, the hash and the gate describe the
+    // matrices the model will actually hold.
+    let new_weights = new_weights
+        .into_iter()
+        .map(|(l, w)| Ok((l, w.to_dtype(model.dtype())?)))
+        .collect::<Result<Vec<_>>>()?;
     let mut reports = Vec::new();
     for (layer, w_new) in &new_weights {
-        let w_old = model.edit_weight(*layer)?;
-        let w0 = model.original_edit_weight(*layer)?;
+        let w_new = &w_new.to_dtype(DType::F32)?;
+        let w_old = &model.edit_weight_f32(*layer)?;
+        let w0 = &model.original_edit_weight(*layer)?.to_dtype(DType::F32)?;
         let delta = (w_new - w_old)?;
         let (d_l1, d_fro) = matrix_norms(&delta)?;
         let (w0_l1, w0_fro) = matrix_norms(w0)?;
@@ -526,6 +533,7 @@ pub fn commit_updates(
         use sha2::Digest;
         let bytes: Vec<u8> = w_new
             .flatten_all()?
+            .to_dtype(DType::F32)?
             .to_vec1::<f32>()?
             .iter()
             .flat_map(|x| x.to_le_bytes())

@@ -151,7 +151,7 @@ impl Editor for Rome {
                 let delta = to_tensor(model, &w)?
                     .unsqueeze(1)?
                     .matmul(&to_tensor(model, &u)?.unsqueeze(0)?)?;
-                let w_new = (model.edit_weight(layer)? + delta)?;
+                let w_new = (model.edit_weight_f32(layer)? + delta)?;
                 model.set_edit_weight(layer, w_new)?;
                 timings.solve += timer.lap();
             }

@@ -71,7 +71,8 @@ pub fn spread_updates(
             timings.keys += timer.lap();
             ctl.report(Progress::Phase(Phase::Solve));
             let delta = solve(j, &k, &r)?;
-            let w = (model.edit_weight(layer)? + tensor_from_mat(delta.as_ref(), &model.device)?)?;
+            let w =
+                (model.edit_weight_f32(layer)? + tensor_from_mat(delta.as_ref(), &model.device)?)?;
             model.set_edit_weight(layer, w.clone())?;
             out.push((layer, w));
             timings.solve += timer.lap();

@@ -676,3 +676,45 @@ fn a_shared_target_cache_changes_no_weight() {
     // MEMIT computes both targets; D4S and AlphaEdit reuse them; ROME optimizes its own site.
     assert_eq!((cache.misses(), cache.hits()), (4, 4));
 }
+
+/// Every editor on a bf16 and an f16 runtime: its math runs in f32/f64, the installed matrices
+/// are in the runtime's dtype, the target gets likelier, and undo gives back the loaded matrices
+/// bit for bit.
+#[test]
+fn every_editor_edits_and_undoes_a_half_precision_model() {
+    use crate::model::Precision;
+    for precision in [Precision::Bf16, Precision::F16] {
+        for method in Method::ALL {
+            let mut model = tiny_model(Arch::Llama, 21).to_precision(precision).unwrap();
+            let w0 = model.edit_weight(1).unwrap().clone();
+            let mut env = env();
+            let layers = match method {
+                Method::Rome | Method::FtL | Method::FtM | Method::Grace => vec![1],
+                _ => vec![0, 1],
+            };
+            let mut hp = hparams(method, Arch::Llama, layers);
+            hp.nullspace_threshold = 1e9;
+            let mut editor = new_editor(hp);
+            let out = apply(editor.as_mut(), &mut model, &mut env, &requests()[..2])
+                .unwrap_or_else(|e| panic!("{method} in {precision}: {e}"));
+            assert_eq!(model.edit_weight(1).unwrap().dtype(), precision.dtype());
+            for t in &out.targets {
+                assert!(
+                    t.prob_final > t.prob_initial,
+                    "{method} in {precision}: {} → {}",
+                    t.prob_initial,
+                    t.prob_final
+                );
+            }
+            assert!(model.is_edited().unwrap(), "{method} in {precision}");
+            let mut cx = EditContext {
+                stats: &mut env.stats,
+                targets: None,
+                ctl: EditControl::default(),
+            };
+            editor.undo(&mut model, &mut cx, &out.undo).unwrap();
+            assert!(!model.is_edited().unwrap(), "{method} in {precision}");
+            assert!(crate::model::same_tensor(model.edit_weight(1).unwrap(), &w0).unwrap());
+        }
+    }
+}

@@ -132,6 +132,7 @@ pub fn run_config() -> RunConfig {
             spec: "x".into(),
             name: "x".into(),
             sha256: "ab".into(),
+            precision: crate::model::Precision::F32,
         },
         method: "d4s".into(),
         hparams: serde_json::json!({"layers": [1]}),

@@ -13,7 +13,7 @@
 
 use std::fmt::Debug;
 
-use candle_core::{Tensor, D};
+use candle_core::{DType, Tensor, D};
 
 use super::config::{Activation, ModelConfig};
 use super::layers::{attention, Linear, Norm, Rope, ScoreRule};
@@ -56,6 +56,21 @@ pub enum Mlp {
 }
 
 impl Mlp {
+    pub fn cast(&mut self, dt: DType) -> R<()> {
+        match self {
+            Mlp::Gated { gate, up, down, .. } => {
+                *gate = gate.cast(dt)?;
+                *up = up.cast(dt)?;
+                *down = down.cast(dt)?;
+            }
+            Mlp::Plain { fc_in, fc_out, .. } => {
+                *fc_in = fc_in.cast(dt)?;
+                *fc_out = fc_out.cast(dt)?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn key(&self, x: &Tensor) -> R<Tensor> {
         match self {
             Mlp::Gated { gate, up, act, .. } => act.apply(&gate.forward(x)?)? * up.forward(x)?,
@@ -212,6 +227,27 @@ fn post_norm(norm: &Option<Norm>, x: &Tensor, fc: bool) -> R<Tensor> {
 }
 
 impl Block {
+    /// Casts every weight of the block to `dt`.
+    pub fn cast(&mut self, dt: DType) -> R<()> {
+        let cast_opt = |n: &Option<Norm>| n.as_ref().map(|n| n.cast(dt)).transpose();
+        self.attn_norm = self.attn_norm.cast(dt)?;
+        let a = &mut self.attn;
+        for l in [&mut a.q, &mut a.k, &mut a.v, &mut a.o] {
+            *l = l.cast(dt)?;
+        }
+        if let Some((qn, kn)) = &a.qk_norm {
+            a.qk_norm = Some((qn.cast(dt)?, kn.cast(dt)?));
+        }
+        self.attn_post_norm = cast_opt(&self.attn_post_norm)?;
+        match &mut self.mlp_input {
+            MlpInput::Sequential(n) | MlpInput::Parallel(n) => *n = n.cast(dt)?,
+            MlpInput::SharedNorm => {}
+        }
+        self.mlp.cast(dt)?;
+        self.mlp_post_norm = cast_opt(&self.mlp_post_norm)?;
+        Ok(())
+    }
+
     pub fn forward(&self, x: &Tensor, io: &LayerIo) -> R<LayerOut> {
         let fc = io.force_composed;
         let attn_in = self.attn_norm.forward(x, fc)?;
@@ -229,7 +265,9 @@ impl Block {
         let key = self.mlp.key(&mlp_in)?;
         let mut m = self.mlp.out().forward(&key)?;
         if let Some(adaptor) = io.adaptor {
-            m = adaptor.adapt(&key, &m)?;
+            // Adaptors work in f32 (their codebooks are f32 whatever the runtime's dtype).
+            let f32 = |t: &Tensor| t.to_dtype(DType::F32);
+            m = adaptor.adapt(&f32(&key)?, &f32(&m)?)?.to_dtype(m.dtype())?;
         }
         let hidden = match &self.mlp_post_norm {
             // Without a post-norm the MLP output and the block output enter the residual at the

@@ -6,7 +6,7 @@
 //! the composed path whenever its input is part of an autograd graph (`Tensor::track_op`), or when
 //! the caller forces it (used by tests to check that both paths agree).
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Storage, Tensor, D};
 
 use crate::model::config::{Activation, RopeStyle};
 
@@ -14,6 +14,16 @@ type R<T> = candle_core::Result<T>;
 
 fn composed(x: &Tensor, force: bool) -> bool {
     force || x.track_op()
+}
+
+/// Runs `f` on `x` widened to f32 and rounds the result back to `x`'s dtype: norms and the
+/// attention softmax are computed in f32 in half-precision models, as transformers does.
+fn in_f32(x: &Tensor, f: impl FnOnce(&Tensor) -> R<Tensor>) -> R<Tensor> {
+    let dt = x.dtype();
+    if dt == DType::F32 {
+        return f(x);
+    }
+    f(&x.to_dtype(DType::F32)?)?.to_dtype(dt)
 }
 
 /// A dense layer `y = x Wᵀ (+ b)` with `W` stored `[out, in]` (PyTorch `Linear` layout).
@@ -30,6 +40,13 @@ impl Linear {
 
     pub fn out_dim(&self) -> usize {
         self.weight.dims()[0]
+    }
+
+    pub fn cast(&self, dtype: DType) -> R<Self> {
+        Ok(Self {
+            weight: self.weight.to_dtype(dtype)?,
+            bias: self.bias.as_ref().map(|b| b.to_dtype(dtype)).transpose()?,
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> R<Tensor> {
@@ -143,13 +160,18 @@ impl RmsNorm {
     }
 
     fn scale(&self) -> R<Tensor> {
+        let w = self.weight.to_dtype(DType::F32)?;
         match self.gain {
-            RmsGain::Weight => Ok(self.weight.clone()),
-            RmsGain::OnePlusWeight => self.weight.affine(1.0, 1.0),
+            RmsGain::Weight => Ok(w),
+            RmsGain::OnePlusWeight => w.affine(1.0, 1.0),
         }
     }
 
     pub fn forward(&self, x: &Tensor, force_composed: bool) -> R<Tensor> {
+        in_f32(x, |x| self.forward_f32(x, force_composed))
+    }
+
+    fn forward_f32(&self, x: &Tensor, force_composed: bool) -> R<Tensor> {
         let scale = self.scale()?;
         if composed(x, force_composed) {
             let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
@@ -170,16 +192,22 @@ pub struct LayerNorm {
 
 impl LayerNorm {
     pub fn forward(&self, x: &Tensor, force_composed: bool) -> R<Tensor> {
+        in_f32(x, |x| self.forward_f32(x, force_composed))
+    }
+
+    fn forward_f32(&self, x: &Tensor, force_composed: bool) -> R<Tensor> {
+        let weight = self.weight.to_dtype(DType::F32)?;
+        let bias = self.bias.to_dtype(DType::F32)?;
         if composed(x, force_composed) {
             let mean = x.mean_keepdim(D::Minus1)?;
             let xc = x.broadcast_sub(&mean)?;
             let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
             let inv = (var + self.eps)?.sqrt()?.recip()?;
             xc.broadcast_mul(&inv)?
-                .broadcast_mul(&self.weight)?
-                .broadcast_add(&self.bias)
+                .broadcast_mul(&weight)?
+                .broadcast_add(&bias)
         } else {
-            candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, self.eps as f32)
+            candle_nn::ops::layer_norm(&x.contiguous()?, &weight, &bias, self.eps as f32)
         }
     }
 }
@@ -197,6 +225,20 @@ impl Norm {
             Norm::Rms(n) => n.forward(x, force_composed),
             Norm::Layer(n) => n.forward(x, force_composed),
         }
+    }
+
+    pub fn cast(&self, dtype: DType) -> R<Self> {
+        Ok(match self {
+            Norm::Rms(n) => Norm::Rms(RmsNorm {
+                weight: n.weight.to_dtype(dtype)?,
+                ..n.clone()
+            }),
+            Norm::Layer(n) => Norm::Layer(LayerNorm {
+                weight: n.weight.to_dtype(dtype)?,
+                bias: n.bias.to_dtype(dtype)?,
+                eps: n.eps,
+            }),
+        })
     }
 }
 
@@ -322,12 +364,14 @@ pub fn attention(
     let (_, hkv, t, _) = k.dims4()?;
     let rep = h / hkv;
     let q = (q.contiguous()?.reshape((b, hkv, rep * s, hd))? * rule.scale)?;
-    let mut scores = q.matmul(&k.t()?)?.reshape((b, h, s, t))?;
-    if let Some(cap) = rule.softcap {
-        scores = softcap(&scores, cap)?;
-    }
-    let scores = scores.broadcast_add(mask)?;
-    let probs = softmax_last(&scores, force_composed)?;
+    let scores = q.matmul(&k.t()?)?.reshape((b, h, s, t))?;
+    let probs = in_f32(&scores, |scores| {
+        let scores = match rule.softcap {
+            Some(cap) => softcap(scores, cap)?,
+            None => scores.clone(),
+        };
+        softmax_last(&scores.broadcast_add(mask)?, force_composed)
+    })?;
     let probs = probs.reshape((b, hkv, rep * s, t))?;
     probs.matmul(&v.contiguous()?)?.reshape((b, h, s, hd))
 }

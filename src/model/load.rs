@@ -1,6 +1,7 @@
 //! Loading models: a local GGUF file, a local Hugging Face directory (`config.json`,
 //! `*.safetensors`, `tokenizer.json`), a Hub id, or the embedded default (fetched on first use).
-//! GGUF weights are dequantized to f32; safetensors weights are converted to f32.
+//! GGUF weights are dequantized, and safetensors weights converted, to the runtime's
+//! [`Precision`] (f32 on a CPU, bf16 on a GPU unless `--dtype` says otherwise).
 
 use std::collections::HashMap;
 use std::fs;
@@ -136,7 +137,8 @@ pub struct ModelInfo {
     pub spec: ModelSpec,
     pub name: String,
     pub format: WeightFormat,
-    /// Storage dtype of the source weights (e.g. `Q4_1` or `BF16`); the runtime uses f32.
+    /// Storage dtype of the source weights (e.g. `Q4_1` or `BF16`); the runtime's own is
+    /// [`Model::precision`].
     pub source_dtype: String,
     pub files: Vec<PathBuf>,
     /// SHA-256 of the weight file (several shards: of their sorted `name:sha` lines).
@@ -151,14 +153,91 @@ pub struct ModelRecord {
     pub spec: String,
     pub name: String,
     pub sha256: String,
+    /// The runtime's dtype: edits replay bit-identically only in the same one.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
-impl ModelInfo {
-    pub fn record(&self) -> ModelRecord {
-        ModelRecord {
-            spec: self.spec.to_string_spec(),
-            name: self.name.clone(),
-            sha256: self.sha256.clone(),
+/// The dtype the runtime holds weights and activations in. Editing math (keys, covariances,
+/// solves, D4S's sums, target vectors) stays in f32/f64 whatever this is: only the forward pass
+/// and the stored matrices change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Also what sessions and runs recorded before the dtype was configurable.
+    #[default]
+    F32,
+    Bf16,
+    F16,
+}
+
+impl Precision {
+    /// f32 on a CPU (half-precision matmuls are slower there and no smaller model needs them),
+    /// bf16 on a GPU (what the editing papers run 7B models in).
+    pub fn default_for(device: &Device) -> Self {
+        if device.is_cpu() {
+            Precision::F32
+        } else {
+            Precision::Bf16
+        }
+    }
+
+    pub fn dtype(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::Bf16 => DType::BF16,
+            Precision::F16 => DType::F16,
+        }
+    }
+
+    pub fn of(dtype: DType) -> Option<Self> {
+        match dtype {
+            DType::F32 => Some(Precision::F32),
+            DType::BF16 => Some(Precision::Bf16),
+            DType::F16 => Some(Precision::F16),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::F16 => "f16",
+        }
+    }
+
+    /// The name transformers writes in `config.json`.
+    pub fn hf_name(self) -> &'static str {
+        match self {
+            Precision::F32 => "float32",
+            Precision::Bf16 => "bfloat16",
+            Precision::F16 => "float16",
+        }
+    }
+
+    pub fn bytes(self) -> usize {
+        self.dtype().size_in_bytes()
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "float32" => Ok(Precision::F32),
+            "bf16" | "bfloat16" => Ok(Precision::Bf16),
+            "f16" | "float16" => Ok(Precision::F16),
+            other => Err(Error::Input(format!(
+                "unknown dtype {other:?} (use f32, bf16 or f16)"
+            ))),
         }
     }
 }
@@ -167,6 +246,8 @@ impl ModelInfo {
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     pub device: Device,
+    /// `None`: [`Precision::default_for`] the device.
+    pub precision: Option<Precision>,
     /// Use this `tokenizer.json` instead of the model's own.
     pub tokenizer: Option<PathBuf>,
     /// Print progress (fetching, loading) to stderr.
@@ -177,9 +258,17 @@ impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             device: Device::Cpu,
+            precision: None,
             tokenizer: None,
             verbose: false,
         }
+    }
+}
+
+impl LoadOptions {
+    pub fn precision(&self) -> Precision {
+        self.precision
+            .unwrap_or_else(|| Precision::default_for(&self.device))
     }
 }
 
@@ -192,7 +281,7 @@ pub(crate) struct Parts {
     pub lm_head: Linear,
 }
 
-/// Named f32 tensors, by Hugging Face name.
+/// Named tensors, by Hugging Face name, in the runtime's dtype.
 pub(crate) trait WeightSource {
     fn get(&mut self, name: &str) -> Result<Tensor>;
     fn has(&self, name: &str) -> bool;
@@ -233,15 +322,16 @@ pub fn load(spec: &ModelSpec, opts: &LoadOptions) -> Result<Model> {
     Ok(model)
 }
 
-/// Refuses to load a model whose f32 weights would not fit in the memory available now.
-fn check_memory(n_elements: usize, what: &Path) -> Result<()> {
-    let need = (n_elements as u64).saturating_mul(4);
+/// Refuses to load a model whose weights, in the runtime's dtype, would not fit in the memory
+/// available now. (On a GPU this checks host RAM, which the load passes through.)
+fn check_memory(n_elements: usize, precision: Precision, what: &Path) -> Result<()> {
+    let need = (n_elements as u64).saturating_mul(precision.bytes() as u64);
     if let Some(avail) = util::available_memory() {
         // Leave headroom for activations, caches and the editor's state.
         if need.saturating_add(need / 4) > avail {
             return Err(Error::Model(format!(
-                "{}: the f32 weights need {} but only {} of memory is available; \
-                 use a smaller model or free memory",
+                "{}: the {precision} weights need {} but only {} of memory is available; \
+                 use a smaller model, a half-precision --dtype, or free memory",
                 what.display(),
                 util::fmt_bytes(need),
                 util::fmt_bytes(avail)
@@ -258,6 +348,7 @@ struct SafetensorsSource {
     tensors: candle_core::safetensors::MmapedSafetensors,
     names: HashMap<String, PathBuf>,
     device: Device,
+    dtype: DType,
 }
 
 impl WeightSource for SafetensorsSource {
@@ -274,7 +365,7 @@ impl WeightSource for SafetensorsSource {
             .tensors
             .load(name, &Device::Cpu)
             .map_err(|e| Error::bad_file(file, format!("tensor {name}: {e}")))?;
-        Ok(t.to_dtype(DType::F32)?.to_device(&self.device)?)
+        Ok(t.to_dtype(self.dtype)?.to_device(&self.device)?)
     }
 }
 
@@ -325,11 +416,12 @@ fn load_hf_dir(dir: &Path, opts: &LoadOptions) -> Result<Model> {
         }
         names.insert(name, dir.to_path_buf());
     }
-    check_memory(n_elements, dir)?;
+    check_memory(n_elements, opts.precision(), dir)?;
     let mut src = SafetensorsSource {
         tensors,
         names,
         device: opts.device.clone(),
+        dtype: opts.precision().dtype(),
     };
     let parts = build_parts(&config, &mut src)?;
     let tok_path = opts

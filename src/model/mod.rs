@@ -12,7 +12,12 @@
 //!   positions ([`KvCache`]): the layers below an edit and the positions before the edited token
 //!   never change while a target vector is optimized, so they are computed once.
 //!
-//! Weights are f32 tensors. [`Model::set_edit_weight`] replaces an edited matrix in place.
+//! Weights and activations are in the model's [`Precision`] (f32, bf16 or f16); norms, attention
+//! softmax and logits are computed in f32 as transformers does. Everything crossing the runtime's
+//! boundary is f32 whatever the precision: captures, logits, the returned hidden state; deltas and
+//! hidden-state inputs are cast in. Editors therefore never see half precision, except in the
+//! stored matrices: [`Model::set_edit_weight`] rounds a new matrix to the runtime's dtype, as
+//! saving it in that dtype would.
 
 pub mod block;
 pub mod config;
@@ -37,7 +42,7 @@ use candle_core::{DType, Device, IndexOp, Tensor};
 pub use block::{Block, MlpAdaptor};
 pub use config::{Arch, ModelConfig};
 pub use forward::{Forward, ForwardOut, Input, KvCache, Logits, Site, SiteDelta};
-pub use load::{ModelInfo, ModelRecord, ModelSpec};
+pub use load::{ModelInfo, ModelRecord, ModelSpec, Precision};
 
 use crate::error::{Error, Result};
 use layers::{Linear, Norm, Rope};
@@ -61,6 +66,47 @@ pub struct Model {
 impl Model {
     pub fn n_layers(&self) -> usize {
         self.config.n_layers
+    }
+
+    /// The dtype of the weights and activations.
+    pub fn dtype(&self) -> DType {
+        self.wte.dtype()
+    }
+
+    pub fn precision(&self) -> Precision {
+        Precision::of(self.dtype()).unwrap_or(Precision::F32)
+    }
+
+    /// What sessions and runs record about the model they edit.
+    pub fn record(&self) -> ModelRecord {
+        ModelRecord {
+            spec: self.info.spec.to_string_spec(),
+            name: self.info.name.clone(),
+            sha256: self.info.sha256.clone(),
+            precision: self.precision(),
+        }
+    }
+
+    /// Casts every weight to `precision` (tests and benchmarks compare precisions on one model;
+    /// loaders cast tensor by tensor instead, so a half-precision load never holds f32 weights).
+    pub fn to_precision(mut self, precision: Precision) -> Result<Self> {
+        let dt = precision.dtype();
+        self.wte = self.wte.to_dtype(dt)?;
+        self.wpe = self.wpe.map(|t| t.to_dtype(dt)).transpose()?;
+        for b in &mut self.blocks {
+            b.cast(dt)?;
+        }
+        self.final_norm = self.final_norm.cast(dt)?;
+        self.lm_head = self.lm_head.cast(dt)?;
+        for w in self.originals.values_mut() {
+            *w = w.to_dtype(dt)?;
+        }
+        Ok(self)
+    }
+
+    /// The edited matrix of a layer in f32, for arithmetic with an update.
+    pub fn edit_weight_f32(&self, layer: usize) -> Result<Tensor> {
+        Ok(self.edit_weight(layer)?.to_dtype(DType::F32)?)
     }
 
     pub fn tokenizer(&self) -> Result<&tokenizers::Tokenizer> {
@@ -107,7 +153,7 @@ impl Model {
                 old.dims()
             )));
         }
-        let weight = weight.to_dtype(DType::F32)?.to_device(&self.device)?;
+        let weight = weight.to_dtype(self.dtype())?.to_device(&self.device)?;
         let old = old.clone();
         self.originals.entry(layer).or_insert(old);
         self.blocks[layer].mlp.out_mut().weight = weight;
@@ -215,8 +261,12 @@ impl Model {
                 .index_select(&ids, 0)?
                 .reshape((rows.len(), s, self.config.d_model))?;
         if let Some(scale) = self.config.embed_scale {
-            // Gemma computes the factor in the activation dtype.
-            h = (h * f64::from(scale as f32))?;
+            // Gemma computes the factor in the activation dtype: √d rounded to it.
+            let rounded = Tensor::new(scale as f32, &Device::Cpu)?
+                .to_dtype(self.dtype())?
+                .to_dtype(DType::F32)?
+                .to_scalar::<f32>()?;
+            h = (h * f64::from(rounded))?;
         }
         if let Some(wpe) = &self.wpe {
             let pe = wpe.index_select(&positions.flatten_all()?, 0)?.reshape((
@@ -229,17 +279,19 @@ impl Model {
         Ok(h)
     }
 
-    /// Embedding output (token + learned position embeddings) of rows starting at position 0.
+    /// Embedding output (token + learned position embeddings) of rows starting at position 0,
+    /// in f32.
     pub fn embed_tokens(&self, rows: &[Vec<u32>]) -> Result<Tensor> {
         let s = rows.iter().map(Vec::len).max().unwrap_or(0);
         let pos: Vec<u32> = (0..rows.len()).flat_map(|_| 0..s as u32).collect();
         let pos = Tensor::from_vec(pos, (rows.len(), s), &self.device)?;
-        self.embed(rows, &pos)
+        Ok(self.embed(rows, &pos)?.to_dtype(DType::F32)?)
     }
 
-    /// The final normalization applied to hidden states (what the LM head reads).
+    /// The final normalization applied to hidden states (what the LM head reads), in f32.
     pub fn final_norm(&self, h: &Tensor) -> Result<Tensor> {
-        Ok(self.final_norm.forward(h, false)?)
+        let h = h.to_dtype(self.dtype())?;
+        Ok(self.final_norm.forward(&h, false)?.to_dtype(DType::F32)?)
     }
 
     /// Runs a forward pass; see the module docs.
@@ -308,10 +360,12 @@ impl Model {
             .collect();
         let positions = Tensor::from_vec(positions, (b, s), &self.device)?;
         let masks = self.attention_masks(&past_valid, p_len, s, fwd.start_layer..end)?;
+        let dt = self.dtype();
         let rope_tables = match &self.rope {
             Some(rope) => {
+                // Computed in f32, rounded to the activations' dtype (as transformers does).
                 let (cos, sin) = rope.tables_for(&positions)?;
-                Some((rope, cos, sin))
+                Some((rope, cos.to_dtype(dt)?, sin.to_dtype(dt)?))
             }
             None => None,
         };
@@ -323,7 +377,7 @@ impl Model {
                 }
                 self.embed(rows, &positions)?
             }
-            Input::Hidden { hidden, .. } => hidden,
+            Input::Hidden { hidden, .. } => hidden.to_dtype(dt)?,
         };
 
         let mut captures = HashMap::new();
@@ -335,7 +389,7 @@ impl Model {
                 fwd.deltas
                     .iter()
                     .filter(|d| d.layer == layer && d.site == site)
-                    .map(|d| d.value.clone())
+                    .map(|d| d.value.to_dtype(dt).expect("a float delta casts"))
                     .reduce(|a, b| (a + b).expect("deltas of one site share a shape"))
             };
             let attn_delta = delta(Site::AttnOut);
@@ -372,11 +426,11 @@ impl Model {
                 (Site::MlpOut, out.mlp_out),
             ] {
                 if let Some(t) = t {
-                    captures.insert((layer, site), t);
+                    captures.insert((layer, site), t.to_dtype(DType::F32)?);
                 }
             }
             if wants(Site::BlockOut) {
-                captures.insert((layer, Site::BlockOut), out.hidden.clone());
+                captures.insert((layer, Site::BlockOut), out.hidden.to_dtype(DType::F32)?);
             }
             if fwd.keep_kv {
                 new_kv[layer] = Some(match past {
@@ -406,7 +460,7 @@ impl Model {
         Ok(ForwardOut {
             logits,
             captures,
-            hidden: h,
+            hidden: h.to_dtype(DType::F32)?,
             kv,
             lens,
         })
@@ -430,7 +484,7 @@ impl Model {
             }
         };
         let normed = self.final_norm.forward(&picked, force_composed)?;
-        let mut logits = self.lm_head.forward(&normed)?;
+        let mut logits = self.lm_head.forward(&normed)?.to_dtype(DType::F32)?;
         if let Some(cap) = self.config.final_softcap {
             logits = layers::softcap(&logits, cap)?;
         }
@@ -548,7 +602,7 @@ impl Model {
 
     /// The embedding row of a token (used by KN-style edits and tests).
     pub fn token_embedding(&self, id: u32) -> Result<Tensor> {
-        Ok(self.wte.i(id as usize)?)
+        Ok(self.wte.i(id as usize)?.to_dtype(DType::F32)?)
     }
 }
 

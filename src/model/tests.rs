@@ -412,3 +412,109 @@ fn delta_gradient_matches_finite_differences() {
         );
     }
 }
+
+/// Rounding of half-precision formats: bf16 keeps 8 significant bits, f16 11.
+fn half_precisions() -> [(Precision, f32); 2] {
+    [
+        (Precision::Bf16, 2f32.powi(-8)),
+        (Precision::F16, 2f32.powi(-11)),
+    ]
+}
+
+#[test]
+fn half_precision_runtime_tracks_f32_on_every_architecture() {
+    for arch in ARCHS {
+        let full = tiny_model(arch, 1);
+        for (precision, unit) in half_precisions() {
+            let half = tiny_model(arch, 1).to_precision(precision).unwrap();
+            assert_eq!(half.precision(), precision);
+            assert_eq!(half.edit_weight(1).unwrap().dtype(), precision.dtype());
+            let fwd = Forward {
+                logits: Logits::All,
+                captures: vec![(1, Site::Key), (1, Site::MlpOut)],
+                ..Default::default()
+            };
+            let a = full.forward(Input::Tokens(&rows()), &fwd).unwrap();
+            let b = half.forward(Input::Tokens(&rows()), &fwd).unwrap();
+            // The boundary is f32 whatever the runtime holds.
+            for t in [
+                b.logits().unwrap(),
+                b.capture(1, Site::Key).unwrap(),
+                &b.hidden,
+            ] {
+                assert_eq!(t.dtype(), DType::F32, "{arch:?} {precision}");
+            }
+            // Three layers of rounding by `unit` each: a few hundred units at most, and far from
+            // zero (a forward pass that ignored the precision would agree exactly).
+            let rel = max_rel(b.logits().unwrap(), a.logits().unwrap());
+            assert!(rel < 300.0 * unit, "{arch:?} {precision}: {rel}");
+            assert!(rel > 0.0, "{arch:?} {precision}: identical to f32");
+            let key_rel = max_rel(
+                b.capture(1, Site::Key).unwrap(),
+                a.capture(1, Site::Key).unwrap(),
+            );
+            assert!(
+                key_rel < 100.0 * unit,
+                "{arch:?} {precision} keys: {key_rel}"
+            );
+        }
+    }
+}
+
+#[test]
+fn half_precision_weights_round_on_install_and_restore_exactly() {
+    let mut m = tiny_model(Arch::Llama, 2)
+        .to_precision(Precision::Bf16)
+        .unwrap();
+    let w0 = m.edit_weight(1).unwrap().clone();
+    let update = (m.edit_weight_f32(1).unwrap() + 1e-3).unwrap();
+    m.set_edit_weight(1, update.clone()).unwrap();
+    let stored = m.edit_weight(1).unwrap();
+    assert_eq!(stored.dtype(), DType::BF16);
+    // What is stored is the update rounded to bf16, not the update.
+    let rounded = update.to_dtype(DType::BF16).unwrap();
+    assert!(same_tensor(stored, &rounded).unwrap());
+    assert!(!same_tensor(&stored.to_dtype(DType::F32).unwrap(), &update).unwrap());
+    m.reset_edits();
+    assert!(same_tensor(m.edit_weight(1).unwrap(), &w0).unwrap());
+    assert!(!m.is_edited().unwrap());
+}
+
+/// A target vector is optimized through a bf16 forward pass: δ stays f32 and still gets its
+/// gradient through the casts.
+#[test]
+fn delta_gradient_flows_through_a_half_precision_forward() {
+    let m = tiny_model(Arch::Llama, 3)
+        .to_precision(Precision::Bf16)
+        .unwrap();
+    let ids = vec![rows()[0].clone()];
+    let d = m.config.d_model;
+    let delta = Var::from_tensor(&Tensor::zeros(d, DType::F32, &m.device).unwrap()).unwrap();
+    let dense = m.delta_at(delta.as_tensor(), &[3], ids[0].len()).unwrap();
+    let out = m
+        .forward(
+            Input::Tokens(&ids),
+            &Forward {
+                deltas: vec![SiteDelta {
+                    layer: 1,
+                    site: Site::MlpOut,
+                    value: dense,
+                }],
+                logits: Logits::At(vec![(0, 7)]),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let loss = out.logits().unwrap().i((0, 5)).unwrap();
+    let grads = loss.backward().unwrap();
+    let g = grads.get(delta.as_tensor()).expect("δ has a gradient");
+    assert_eq!(g.dtype(), DType::F32);
+    let norm = g
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(norm.is_finite() && norm > 0.0, "{norm}");
+}

@@ -71,7 +71,7 @@ pub fn pending_requests(events: &[Event]) -> Vec<EditRequest> {
 pub fn weights_sha256(model: &Model, layers: &[usize]) -> Result<String> {
     let mut h = Sha256::new();
     for &l in layers {
-        let v = model.edit_weight(l)?.flatten_all()?.to_vec1::<f32>()?;
+        let v = model.edit_weight_f32(l)?.flatten_all()?.to_vec1::<f32>()?;
         for x in v {
             h.update(x.to_le_bytes());
         }
@@ -112,7 +112,7 @@ impl Runner {
             d4s_version: env!("CARGO_PKG_VERSION").to_string(),
             name: name.to_string(),
             created: crate::util::now(),
-            model: self.model.info.record(),
+            model: self.model.record(),
             method: self.editor.method(),
             hparams: self.editor.hparams().clone(),
             stats: self.stats.config.clone(),

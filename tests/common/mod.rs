@@ -47,8 +47,17 @@ pub fn default_model() -> &'static Model {
 }
 
 pub fn load_dir(rel: &str) -> Option<Model> {
+    load_dir_in(rel, load::Precision::F32)
+}
+
+/// A fixture checkpoint with the runtime in `precision`.
+pub fn load_dir_in(rel: &str, precision: load::Precision) -> Option<Model> {
     let dir = shared(rel)?;
-    Some(load::load(&ModelSpec::HfDir(dir), &Default::default()).expect("fixture model loads"))
+    let opts = load::LoadOptions {
+        precision: Some(precision),
+        ..Default::default()
+    };
+    Some(load::load(&ModelSpec::HfDir(dir), &opts).expect("fixture model loads"))
 }
 
 /// Runs `cmd` to completion and asserts it succeeded, showing its stderr if it did not.

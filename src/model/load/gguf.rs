@@ -9,6 +9,7 @@ struct GgufSource<'a> {
     content: &'a gguf_file::Content,
     file: fs::File,
     device: Device,
+    dtype: DType,
     /// llama.cpp stores Llama q/k rows permuted for its interleaved rotary; we undo it so the
     /// weights have the Hugging Face layout (and export needs no conversion).
     unpermute: Option<(usize, usize)>,
@@ -71,7 +72,7 @@ impl WeightSource for GgufSource<'_> {
             }
             _ => t,
         };
-        Ok(t.to_device(&self.device)?)
+        Ok(t.to_dtype(self.dtype)?.to_device(&self.device)?)
     }
 }
 
@@ -175,7 +176,7 @@ pub(super) fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<Model> {
         .tensor_infos
         .values()
         .fold(0usize, |acc, t| acc.saturating_add(t.shape.elem_count()));
-    check_memory(n_elements, path)?;
+    check_memory(n_elements, opts.precision(), path)?;
     let config = gguf_config(&content, path)?;
     let source_dtype = content
         .tensor_infos
@@ -199,6 +200,7 @@ pub(super) fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<Model> {
         content: &content,
         file,
         device: opts.device.clone(),
+        dtype: opts.precision().dtype(),
         unpermute: is_llama_arch.then_some((config.n_heads, config.n_kv_heads)),
     };
     let parts = llama::build(&config, &mut src)?;

@@ -11,6 +11,7 @@ fn meta(name: &str) -> SessionMeta {
             spec: "default".into(),
             name: "m".into(),
             sha256: "abc".into(),
+            precision: crate::model::Precision::F32,
         },
         method: Method::D4s,
         hparams: HParams::default(),
