@@ -9,7 +9,7 @@
 #   cargo check --features cuda                          # `cargo check` (what CI runs)
 #
 # Settings (environment):
-#   D4S_CUDA_VERSION  13.0 … 13.4 (default 13.0). The GPU's driver must support at least this
+#   D4S_CUDA_VERSION  13.0, 13.1 or 13.2 (default 13.0). The GPU's driver must support at least this
 #                     version (`nvidia-smi` shows "CUDA Version"): candle's kernels are PTX, which the
 #                     driver compiles at start-up and refuses when the toolkit is newer than it.
 #                     Only CUDA 13 ships nvcc on PyPI; for a CUDA 12 driver, install NVIDIA's toolkit.
@@ -27,14 +27,15 @@ esac
 
 version=${D4S_CUDA_VERSION:-13.0}
 case "$version" in
-  13.0|13.1|13.2|13.3|13.4) ;;
-  *) echo "error: D4S_CUDA_VERSION=$version: use 13.0 … 13.4 (candle 0.11's cudarc supports up to 13.4; only CUDA 13 has nvcc on PyPI)" >&2; exit 2 ;;
+  13.0|13.1|13.2) ;;
+  *) echo "error: D4S_CUDA_VERSION=$version: use 13.0, 13.1 or 13.2 (only CUDA 13 has nvcc on PyPI; later minors have no matching CCCL wheel)" >&2; exit 2 ;;
 esac
 venv=${D4S_CUDA_VENV:-$HOME/.cache/d4s/cuda-$version}
 
-# The compiler, its front end (crt) and back end (nvvm), and the runtime headers/library.
+# The compiler, its front end (crt) and back end (nvvm), the runtime headers/library, and CCCL
+# (libcu++'s <nv/target>, which cuda_fp16.h includes).
 packages=("nvidia-cuda-nvcc==$version.*" "nvidia-cuda-crt==$version.*" "nvidia-nvvm==$version.*"
-          "nvidia-cuda-runtime==$version.*")
+          "nvidia-cuda-runtime==$version.*" "nvidia-cuda-cccl==$version.*")
 if [ "$mode" = full ]; then
   # What candle links: cuBLAS(Lt), cuRAND, NVRTC. cuBLAS 13.0 runs on every CUDA 13 driver.
   packages+=("nvidia-cuda-nvrtc==$version.*" "nvidia-cublas==13.0.*" "nvidia-curand>=10.4,<10.5")
@@ -71,6 +72,7 @@ export CUDA_ROOT="$root"
 export CUDA_PATH="$root"
 export CUDA_COMPUTE_CAP="\${CUDA_COMPUTE_CAP:-80}"
 export PATH="$root/bin:\$PATH"
+export NVCC_APPEND_FLAGS="-isystem $root/include/cccl"
 ENV
 if [ "$mode" = full ]; then
   cat <<ENV

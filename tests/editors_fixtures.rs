@@ -64,6 +64,8 @@ fn edit_raises_target(name: &str) {
         d4s::model::load::load(
             &d4s::model::ModelSpec::HfDir(dir.clone()),
             &d4s::model::load::LoadOptions {
+                device: common::test_device(),
+                precision: Some(d4s::model::Precision::F32),
                 tokenizer: Some(tokenizer.clone()),
                 ..Default::default()
             },

@@ -86,20 +86,8 @@ impl D4s {
     ) -> Result<Tensor> {
         let layer = self.hp.layers[j];
         let spread = (self.hp.layers.len() - j) as f64;
-        let mut m = a.clone();
         let lambda = self.hp.mom2_update_weight;
-        for col in 0..m.ncols() {
-            for row in 0..m.nrows() {
-                m[(row, col)] += lambda * c[(row, col)];
-            }
-        }
-        let mut num = s.clone();
-        for col in 0..num.ncols() {
-            for row in 0..num.nrows() {
-                num[(row, col)] /= spread;
-            }
-        }
-        let delta = solve_spd_right_regularized(num.as_ref(), m.as_ref(), &|w| ctl.warn(w))?;
+        let delta = d4s_delta(s, a, c, lambda, spread, &|w| ctl.warn(w))?;
         let w0 = model.original_edit_weight(layer)?.to_dtype(DType::F32)?;
         Ok((w0 + tensor_from_mat(delta.as_ref(), &model.device)?)?)
     }
@@ -114,6 +102,22 @@ impl D4s {
             }
         }
     }
+}
+
+/// One layer's D4S update `Δ = (S / spread) (A + λ C)⁻¹` from the running sums `S = Σ r kᵀ`
+/// (`[d_model, d_ff]`) and `A = Σ k kᵀ` (`[d_ff, d_ff]`) and the key second moment `C`, by a
+/// Cholesky solve (no inverse is formed).
+pub fn d4s_delta(
+    s: &Mat<f64>,
+    a: &Mat<f64>,
+    c: &Mat<f64>,
+    lambda: f64,
+    spread: f64,
+    warn: &dyn Fn(String),
+) -> Result<Mat<f64>> {
+    let m = Mat::from_fn(a.nrows(), a.ncols(), |i, j| a[(i, j)] + lambda * c[(i, j)]);
+    let num = Mat::from_fn(s.nrows(), s.ncols(), |i, j| s[(i, j)] / spread);
+    solve_spd_right_regularized(num.as_ref(), m.as_ref(), warn)
 }
 
 /// `S + Σ r kᵀ` and `A + Σ k kᵀ` over a step's requests, for layer `j`, accumulated one outer

@@ -478,6 +478,31 @@ fn corpus_sequences(
     }
 }
 
+/// `acc += KᵀK` for keys `K: [n, d_ff]` (row-major `acc` of `d_ff²`). The product runs on the
+/// model's device in f32 over one chunk of tokens; the running sum is f64, so its rounding does
+/// not grow with the corpus.
+pub fn accumulate_gram(acc: &mut [f64], keys: &Tensor) -> Result<()> {
+    // Widened one entry at a time (the same values as an f64 tensor, without a d_ff² f64 copy:
+    // at d_ff = 18,944 that copy alone is 2.7 GiB).
+    let gram = keys
+        .t()?
+        .matmul(keys)?
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    if gram.len() != acc.len() {
+        return Err(Error::Model(format!(
+            "a key gram of {} entries for an accumulator of {}",
+            gram.len(),
+            acc.len()
+        )));
+    }
+    for (a, g) in acc.iter_mut().zip(gram) {
+        *a += f64::from(g);
+    }
+    Ok(())
+}
+
 /// Σ k kᵀ / #tokens over the corpus, for each layer, in f64.
 fn compute_second_moments(
     model: &Model,
@@ -510,15 +535,7 @@ fn compute_second_moments(
             .collect();
         for (k, &(l, site)) in points.iter().enumerate() {
             let keys = Model::gather_rows(out.capture(l, site)?, &valid)?;
-            let gram = keys
-                .t()?
-                .matmul(&keys)?
-                .to_dtype(DType::F64)?
-                .flatten_all()?
-                .to_vec1::<f64>()?;
-            for (a, g) in acc[k].iter_mut().zip(gram) {
-                *a += g;
-            }
+            accumulate_gram(&mut acc[k], &keys)?;
         }
         count += valid.len();
         let done = if sampled {

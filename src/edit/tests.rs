@@ -718,3 +718,83 @@ fn every_editor_edits_and_undoes_a_half_precision_model() {
         }
     }
 }
+
+/// Why D4S keeps its sums in f64: over 10,000 edits, sums rounded to f32 after every edit (as an
+/// f32 accumulator would be) give an update that is off in the 5th digit, and removing an edit
+/// from them (undo) leaves a residue of the same size against sums that never held it; in f64 the
+/// residue is ~1e-13.
+/// Keys share a large common component, as real MLP keys do, which is what f32 loses first.
+#[test]
+fn d4s_sums_in_f32_lose_digits_that_f64_keeps() {
+    use rand::{Rng, SeedableRng};
+    let (d, f, n) = (16, 48, 10_000);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let common: Vec<f64> = (0..f).map(|_| rng.random_range(-2.0..2.0)).collect();
+    let mut s64 = Mat::<f64>::zeros(d, f);
+    let mut a64 = Mat::<f64>::zeros(f, f);
+    let mut s32 = vec![0f32; d * f];
+    let mut a32 = vec![0f32; f * f];
+    // The same history without its first edit, summed from scratch.
+    let mut s_never = Mat::<f64>::zeros(d, f);
+    let mut a_never = Mat::<f64>::zeros(f, f);
+    let mut first = None;
+    for e in 0..n {
+        let k: Vec<f64> = common
+            .iter()
+            .map(|c| c + rng.random_range(-1.0..1.0))
+            .collect();
+        let r: Vec<f64> = (0..d).map(|_| rng.random_range(-0.1..0.1)).collect();
+        linalg::add_outer(&mut s64, 1.0, &r, &k);
+        linalg::add_outer(&mut a64, 1.0, &k, &k);
+        add_outer_f32(&mut s32, 1.0, &r, &k);
+        add_outer_f32(&mut a32, 1.0, &k, &k);
+        if e == 0 {
+            first = Some((r, k));
+        } else {
+            linalg::add_outer(&mut s_never, 1.0, &r, &k);
+            linalg::add_outer(&mut a_never, 1.0, &k, &k);
+        }
+    }
+    let c = Mat::<f64>::from_fn(f, f, |i, j| if i == j { 1.0 } else { 0.0 });
+    let lambda = 1e3;
+    let solve =
+        |s: &Mat<f64>, a: &Mat<f64>| d4s::d4s_delta(s, a, &c, lambda, 1.0, &|_| {}).unwrap();
+    let widen = |v: &[f32], rows: usize, cols: usize| {
+        Mat::<f64>::from_fn(rows, cols, |i, j| v[i * cols + j] as f64)
+    };
+    let exact = solve(&s64, &a64);
+    let from_f32 = solve(&widen(&s32, d, f), &widen(&a32, f, f));
+    let rel = |x: &Mat<f64>, y: &Mat<f64>| (x - y).norm_l2() / y.norm_l2();
+    let f32_error = rel(&from_f32, &exact);
+
+    // Undo the first edit from both, and compare with sums that never held it.
+    let (r, k) = first.unwrap();
+    let mut s64_undone = s64.clone();
+    let mut a64_undone = a64.clone();
+    linalg::add_outer(&mut s64_undone, -1.0, &r, &k);
+    linalg::add_outer(&mut a64_undone, -1.0, &k, &k);
+    add_outer_f32(&mut s32, -1.0, &r, &k);
+    add_outer_f32(&mut a32, -1.0, &k, &k);
+    let without = solve(&s_never, &a_never);
+    let undo64 = rel(&solve(&s64_undone, &a64_undone), &without);
+    let undo32 = rel(&solve(&widen(&s32, d, f), &widen(&a32, f, f)), &without);
+    eprintln!(
+        "{n} edits: update error f32 sums {f32_error:.2e}; undo residue f64 {undo64:.2e}, f32 {undo32:.2e}"
+    );
+    assert!(undo64 < 1e-11, "{undo64}");
+    assert!(
+        f32_error > 1e-6,
+        "f32 sums were expected to lose digits: {f32_error}"
+    );
+    assert!(undo32 > 1e3 * undo64.max(1e-16), "{undo32} vs {undo64}");
+}
+
+/// `a += scale · x yᵀ` on a row-major f32 matrix, rounding after every add.
+fn add_outer_f32(a: &mut [f32], scale: f64, x: &[f64], y: &[f64]) {
+    let cols = y.len();
+    for (i, &xi) in x.iter().enumerate() {
+        for (j, &yj) in y.iter().enumerate() {
+            a[i * cols + j] += (scale * xi * yj) as f32;
+        }
+    }
+}

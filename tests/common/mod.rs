@@ -31,6 +31,23 @@ pub fn shared(rel: &str) -> Option<PathBuf> {
     None
 }
 
+/// The device the integration tests run on: `D4S_TEST_DEVICE=cuda[:N]` (a `--features cuda`
+/// build; `scripts/gpu-check.sh` sets it), else the CPU. The precision stays f32 on either, so
+/// the same tolerances hold.
+pub fn test_device() -> candle_core::Device {
+    match std::env::var("D4S_TEST_DEVICE").ok().as_deref() {
+        None | Some("") | Some("cpu") => candle_core::Device::Cpu,
+        Some(s) => {
+            let ordinal = s
+                .strip_prefix("cuda")
+                .map(|r| r.trim_start_matches(':'))
+                .filter(|r| !r.is_empty())
+                .map_or(0, |r| r.parse().expect("D4S_TEST_DEVICE=cuda:N"));
+            candle_core::Device::new_cuda(ordinal).expect("D4S_TEST_DEVICE names a usable GPU")
+        }
+    }
+}
+
 /// The default model, loaded once per test binary (fetched on first use).
 pub fn default_model() -> &'static Model {
     static MODEL: OnceLock<Model> = OnceLock::new();
@@ -38,6 +55,8 @@ pub fn default_model() -> &'static Model {
         load::load(
             &ModelSpec::Default,
             &load::LoadOptions {
+                device: test_device(),
+                precision: Some(load::Precision::F32),
                 verbose: true,
                 ..Default::default()
             },
@@ -54,6 +73,7 @@ pub fn load_dir(rel: &str) -> Option<Model> {
 pub fn load_dir_in(rel: &str, precision: load::Precision) -> Option<Model> {
     let dir = shared(rel)?;
     let opts = load::LoadOptions {
+        device: test_device(),
         precision: Some(precision),
         ..Default::default()
     };
