@@ -109,9 +109,23 @@ pub struct StatsCache {
     pub templates: super::templates::TemplateCache,
 }
 
-/// What identifies a model's statistics in memory: model, corpus (its id) and token budget.
+/// What identifies a model's statistics in memory: model, corpus (its id), token budget and the
+/// runtime's precision (keys from a bf16 forward pass differ in their last bits, and a session
+/// replays bit for bit only with the C it was recorded with).
 fn mem_key(model: &Model, corpus: &str, tokens: usize) -> String {
-    format!("{}/{corpus}/{tokens}", model.info.sha256)
+    format!(
+        "{}/{corpus}/{tokens}{}",
+        model.info.sha256,
+        precision_tag(model)
+    )
+}
+
+/// Empty for f32 (the files written before the precision was configurable stay valid).
+fn precision_tag(model: &Model) -> String {
+    match model.precision() {
+        crate::model::Precision::F32 => String::new(),
+        p => format!("-{p}"),
+    }
 }
 
 /// Serializes the (expensive) computation across threads of one process; the disk cache is checked
@@ -185,7 +199,10 @@ impl StatsCache {
     fn file_for(&self, model: &Model, corpus: &str, tokens: usize, layer: usize) -> PathBuf {
         self.dir
             .join(&model.info.sha256[..16.min(model.info.sha256.len())])
-            .join(format!("{corpus}-{tokens}-L{layer}.safetensors"))
+            .join(format!(
+                "{corpus}-{tokens}{}-L{layer}.safetensors",
+                precision_tag(model)
+            ))
     }
 
     /// `C_l` for each of `layers`, computing (on the unedited model) and caching what is missing.

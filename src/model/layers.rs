@@ -54,7 +54,7 @@ impl Linear {
         let in_dim = *dims.last().expect("linear input has a last dim");
         let rows = x.elem_count() / in_dim.max(1);
         let x2 = x.reshape((rows, in_dim))?;
-        let y = if x2.track_op() && !self.weight.track_op() && x2.device().is_cpu() {
+        let y = if x2.track_op() && !self.weight.track_op() {
             const_weight_matmul(&x2, &self.weight)?
         } else {
             x_wt(&x2, &self.weight)?
@@ -125,6 +125,22 @@ impl CustomOp1 for ConstWeightMatmul {
                 Ok((cpu.clone(), layout.shape().clone()))
             }
             _ => candle_core::bail!("const-weight-matmul: unexpected product layout"),
+        }
+    }
+
+    /// On a GPU this matters most: without it every step of a target optimization would hold
+    /// the gradient of every weight above the edited layer (~11 GiB for Llama-3-8B in bf16).
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        _storage: &candle_core::CudaStorage,
+        _layout: &Layout,
+    ) -> R<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        let (storage, layout) = self.out.storage_and_layout();
+        match &*storage {
+            Storage::Cuda(cuda) => Ok((cuda.try_clone(layout)?, layout.shape().clone())),
+            _ => candle_core::bail!("const-weight-matmul: the product is not on the GPU"),
         }
     }
 

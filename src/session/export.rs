@@ -14,21 +14,28 @@ use crate::model::{Arch, Model, ModelConfig};
 use crate::util;
 
 /// The `config.json` transformers needs to rebuild the architecture: the checkpoint's own, with
-/// the dtype set to the exported float32, or, for a GGUF or random model, one written from the
-/// runtime's config.
+/// the dtype set to the exported one (the runtime's: what the edits were made and rounded in), or,
+/// for a GGUF or random model, one written from the runtime's config.
 pub fn hf_config(model: &Model) -> serde_json::Value {
+    let dtype = json!(model.precision().hf_name());
     match &model.config.hf_json {
         Some(source) => {
             let mut v = source.clone();
             if let Some(obj) = v.as_object_mut() {
-                obj.insert("torch_dtype".into(), json!("float32"));
+                obj.insert("torch_dtype".into(), dtype.clone());
                 if obj.contains_key("dtype") {
-                    obj.insert("dtype".into(), json!("float32"));
+                    obj.insert("dtype".into(), dtype);
                 }
             }
             v
         }
-        None => generated_config(&model.config),
+        None => {
+            let mut v = generated_config(&model.config);
+            if let Some(obj) = v.as_object_mut() {
+                obj.insert("torch_dtype".into(), dtype);
+            }
+            v
+        }
     }
 }
 
@@ -247,5 +254,36 @@ mod tests {
                 "{arch:?}: logits after export"
             );
         }
+    }
+
+    /// A bf16 runtime exports bf16 tensors with a config that says so, and loading that export
+    /// in bf16 gives the same model bit for bit.
+    #[test]
+    fn a_bf16_model_exports_as_bf16() {
+        use crate::model::Precision;
+        let mut model = tiny_model(Arch::Llama, 5)
+            .to_precision(Precision::Bf16)
+            .unwrap();
+        let w = model.edit_weight_f32(1).unwrap();
+        model.set_edit_weight(1, (&w * 1.01).unwrap()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        export_hf(&model, dir.path(), false).unwrap();
+        let config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(config["torch_dtype"], "bfloat16");
+        let back = load(
+            &ModelSpec::HfDir(dir.path().to_path_buf()),
+            &LoadOptions {
+                precision: Some(Precision::Bf16),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(back.info.source_dtype, "BF16");
+        let rows = vec![vec![3u32, 17, 250, 9, 77]];
+        let a = model.logits(&rows, Logits::All).unwrap();
+        let b = back.logits(&rows, Logits::All).unwrap();
+        assert!(crate::model::same_tensor(&a, &b).unwrap());
     }
 }

@@ -97,3 +97,38 @@ fn statistics_ignore_edits() {
         "the edit is back in place afterwards"
     );
 }
+
+/// A bf16 runtime's statistics are cached apart from the f32 ones: its keys differ in their last
+/// bits, and a session must replay with the C it was recorded with.
+#[test]
+fn statistics_are_cached_per_precision() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("c.txt");
+    std::fs::write(&corpus, "Some text here.\n\nAnd another paragraph of text.").unwrap();
+    let config = StatsConfig {
+        corpus: CorpusSpec::Path {
+            path: corpus,
+            field: None,
+        },
+        tokens: Some(300),
+        seq_len: 32,
+    };
+    let mut full = tiny_model(Arch::Llama, 1);
+    let mut half = tiny_model(Arch::Llama, 1)
+        .to_precision(crate::model::Precision::Bf16)
+        .unwrap();
+    let stats_dir = dir.path().join("stats");
+    let mut cache = StatsCache::with_dir(config, stats_dir.clone());
+    let ctl = EditControl::default();
+    let c32 = cache.second_moments(&mut full, &[1], &ctl).unwrap();
+    let c16 = cache.second_moments(&mut half, &[1], &ctl).unwrap();
+    let files: Vec<String> = std::fs::read_dir(stats_dir.join(&full.info.sha256[..16]))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(files.iter().any(|f| f.contains("-bf16-L1")), "{files:?}");
+    let (a, b) = (&c32[0], &c16[0]);
+    let rel = (a.as_ref() - b.as_ref()).norm_l2() / a.norm_l2();
+    assert!(rel > 0.0 && rel < 0.05, "{rel}");
+}
