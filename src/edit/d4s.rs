@@ -15,7 +15,7 @@
 //! Undo, which the reference tools lack: subtracting an edit's `r kᵀ` and `k kᵀ` terms removes it
 //! exactly, whichever edit it was.
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use faer::Mat;
 
 use super::hparams::ResidualMode;
@@ -88,7 +88,7 @@ impl D4s {
         let spread = (self.hp.layers.len() - j) as f64;
         let lambda = self.hp.mom2_update_weight;
         let delta = d4s_delta(s, a, c, lambda, spread, &|w| ctl.warn(w))?;
-        let w0 = model.original_edit_weight(layer)?.to_dtype(DType::F32)?;
+        let w0 = model.original_edit_weight_f32(layer)?;
         Ok((w0 + tensor_from_mat(delta.as_ref(), &model.device)?)?)
     }
 

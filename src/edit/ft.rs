@@ -146,7 +146,7 @@ impl Editor for FineTune {
             .map(|c| prepare(model, layer, c, self.hp.objective))
             .collect::<Result<Vec<_>>>()?;
         let w_start = model.edit_weight(layer)?.clone();
-        let w0 = model.original_edit_weight(layer)?.to_dtype(DType::F32)?;
+        let w0 = model.original_edit_weight_f32(layer)?;
         // The trained copy is f32 whatever the runtime's dtype; the forward pass reads it
         // through a (differentiable) cast.
         let var = Var::from_tensor(&w_start.to_dtype(DType::F32)?)?;

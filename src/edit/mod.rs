@@ -497,7 +497,7 @@ pub fn commit_updates(
     for (layer, w_new) in &new_weights {
         let w_new = &w_new.to_dtype(DType::F32)?;
         let w_old = &model.edit_weight_f32(*layer)?;
-        let w0 = &model.original_edit_weight(*layer)?.to_dtype(DType::F32)?;
+        let w0 = &model.original_edit_weight_f32(*layer)?;
         let delta = (w_new - w_old)?;
         let (d_l1, d_fro) = matrix_norms(&delta)?;
         let (w0_l1, w0_fro) = matrix_norms(w0)?;

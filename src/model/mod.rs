@@ -109,6 +109,11 @@ impl Model {
         Ok(self.edit_weight(layer)?.to_dtype(DType::F32)?)
     }
 
+    /// `W0` of a layer in f32 (see [`Model::original_edit_weight`]).
+    pub fn original_edit_weight_f32(&self, layer: usize) -> Result<Tensor> {
+        Ok(self.original_edit_weight(layer)?.to_dtype(DType::F32)?)
+    }
+
     pub fn tokenizer(&self) -> Result<&tokenizers::Tokenizer> {
         self.tokenizer
             .as_ref()

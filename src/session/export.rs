@@ -177,8 +177,7 @@ pub fn export_hf(model: &Model, dir: &Path, delta_only: bool) -> Result<()> {
         let mut tensors = Vec::new();
         let mut layers = Vec::new();
         for l in model.touched_layers() {
-            let f32 = |t: &Tensor| t.to_dtype(candle_core::DType::F32);
-            let mut d = (f32(model.edit_weight(l)?)? - f32(model.original_edit_weight(l)?)?)?;
+            let mut d = (model.edit_weight_f32(l)? - model.original_edit_weight_f32(l)?)?;
             if model.config.arch == Arch::Gpt2 {
                 d = d.t()?.contiguous()?;
             }

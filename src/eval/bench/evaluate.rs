@@ -479,9 +479,7 @@ pub fn layer_norms(model: &Model, layers: &[usize]) -> Result<Vec<LayerNorms>> {
         .iter()
         .map(|&l| {
             let w = &model.edit_weight_f32(l)?;
-            let w0 = &model
-                .original_edit_weight(l)?
-                .to_dtype(candle_core::DType::F32)?;
+            let w0 = &model.original_edit_weight_f32(l)?;
             let d = (w - w0)?;
             let n = w.elem_count() as f64;
             let (l1, fro) = matrix_norms(w)?;
