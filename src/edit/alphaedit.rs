@@ -30,6 +30,8 @@ pub struct AlphaEdit {
     templates: Option<ContextTemplates>,
     /// Null-space projector per edited layer.
     projectors: Vec<Arc<Mat<f64>>>,
+    /// Their ranks (trace of a projector), for the run's records.
+    ranks: Vec<usize>,
     /// `K_p K_pᵀ` per edited layer.
     preserved: Vec<Mat<f64>>,
 }
@@ -40,6 +42,7 @@ impl AlphaEdit {
             hp,
             templates: None,
             projectors: vec![],
+            ranks: vec![],
             preserved: vec![],
         }
     }
@@ -70,6 +73,12 @@ impl AlphaEdit {
             &cx.ctl,
             |c| Self::null_space_projector(c, threshold),
         )?;
+        // P is an orthogonal projector: its trace is its rank.
+        self.ranks = self
+            .projectors
+            .iter()
+            .map(|p| (0..p.nrows()).map(|i| p[(i, i)]).sum::<f64>().round() as usize)
+            .collect();
         // A restored checkpoint brings its preserved-key sums; the projectors are recomputed.
         if self.preserved.len() != self.hp.layers.len() {
             let d = model.config.d_ff;
@@ -128,6 +137,12 @@ impl Editor for AlphaEdit {
                 .collect::<Result<_>>()?
         };
         Ok(())
+    }
+
+    fn report(&self) -> super::EditorReport {
+        super::EditorReport {
+            projector_rank: self.ranks.clone(),
+        }
     }
 
     fn state_bytes(&self) -> usize {

@@ -405,6 +405,15 @@ impl EditContext<'_> {
     }
 }
 
+/// Facts about an editor's state that a run records beside each edit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EditorReport {
+    /// Rank of AlphaEdit's null-space projector per edited layer (hyperparameter layer order):
+    /// how many directions of key space an update may still use. Depends on the covariance's
+    /// scale through the absolute eigenvalue threshold.
+    pub projector_rank: Vec<usize>,
+}
+
 /// An editing method. `apply` writes a step of requests into the model; on error the model is
 /// left as it was.
 pub trait Editor: Send {
@@ -422,6 +431,11 @@ pub trait Editor: Send {
     /// Bytes of state kept across edits (not counting the model).
     fn state_bytes(&self) -> usize {
         0
+    }
+
+    /// What the editor can say about its own state for a run's records (empty by default).
+    fn report(&self) -> EditorReport {
+        EditorReport::default()
     }
 
     /// What this editor keeps across edits besides the model's weights, for a checkpoint. Most

@@ -195,6 +195,7 @@ pub fn record(index: usize) -> EditRecord {
         target_ppl: None,
         target_tokens: None,
         target_new: vec![],
+        projector_rank: vec![],
     }
 }
 

@@ -393,6 +393,10 @@ pub struct EditRecord {
     /// many distinct answers the edits write, the paper's other MQD factor) is computed from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub target_new: Vec<String>,
+    /// AlphaEdit's null-space projector rank per edited layer after this edit (empty for other
+    /// methods): [`crate::edit::EditorReport::projector_rank`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub projector_rank: Vec<usize>,
 }
 
 pub(crate) fn is_zero(n: &usize) -> bool {

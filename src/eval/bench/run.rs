@@ -187,10 +187,12 @@ impl<'c, 'a> Run<'c, 'a> {
             target_ppl: Some(self.difficulty[i].ppl()),
             target_tokens: Some(self.difficulty[i].tokens),
             target_new: self.cases[i].new_targets(),
+            projector_rank: vec![],
         };
         match &outcome {
             Ok(o) => {
                 let timings = o.timings.per_request(step.len());
+                let projector_rank = editor.report().projector_rank;
                 let mut probs = Vec::new();
                 for (k, &i) in step.iter().enumerate() {
                     let t = o.targets.get(k.min(o.targets.len().saturating_sub(1)));
@@ -201,6 +203,7 @@ impl<'c, 'a> Run<'c, 'a> {
                         seconds: seconds / step.len() as f64,
                         timings: Some(timings.clone()),
                         targets_reused: reused as usize / step.len(),
+                        projector_rank: projector_rank.clone(),
                         ..case_record(i)
                     })?;
                 }

@@ -51,6 +51,9 @@ pub struct Summary {
     /// How hard the edited targets were for the unedited model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub targets: Option<TargetDifficultySummary>,
+    /// AlphaEdit's null-space projector rank per edited layer (the last accepted edit's record).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub projector_rank: Vec<usize>,
 }
 
 /// A probe's headline value at a run's first and last points.
@@ -213,6 +216,12 @@ pub fn summarize(method: &str, points: &[EvalPoint], records: &[EditRecord]) -> 
         peak_rss_bytes: records.iter().filter_map(|r| r.rss_bytes).max(),
         wall_seconds: last.wall_seconds,
         targets: target_difficulty_summary(records),
+        projector_rank: records
+            .iter()
+            .rev()
+            .find(|r| !r.projector_rank.is_empty())
+            .map(|r| r.projector_rank.clone())
+            .unwrap_or_default(),
     })
 }
 

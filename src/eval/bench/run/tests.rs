@@ -159,3 +159,51 @@ fn fluency_is_measured_before_the_first_and_after_the_last_edit_when_prompts_exi
     let md = crate::eval::bench::table::markdown(&[("run".into(), s)]);
     assert!(md.contains("| GE |"), "{md}");
 }
+
+/// An AlphaEdit run logs its projector's rank per edited layer with every edit and in the
+/// summary: the number of eigenvalues of the layer's C below the threshold.
+#[test]
+fn an_alphaedit_run_records_its_projector_ranks() {
+    use crate::edit::linalg::symmetric_eigen;
+    use crate::edit::{EditControl, Method};
+    use crate::eval::testkit::{hparams, spec, stats};
+    let cases = cases();
+    let stats_dir = tempfile::tempdir().unwrap();
+    let layers = hparams(Method::AlphaEdit).layers;
+    let mut fresh = tiny_model(Arch::Llama, 21);
+    let spectra: Vec<Vec<f64>> = stats(stats_dir.path())
+        .second_moments(&mut fresh, &layers, &EditControl::default())
+        .unwrap()
+        .iter()
+        .map(|c| symmetric_eigen(c.as_ref().as_ref()).unwrap().0)
+        .collect();
+    // A threshold inside the first layer's spectrum, so its rank is neither 0 nor d_ff.
+    let threshold = spectra[0][spectra[0].len() / 2];
+    let expected: Vec<usize> = spectra
+        .iter()
+        .map(|v| v.iter().filter(|&&x| x < threshold).count())
+        .collect();
+    assert!(
+        expected[0] > 0 && expected[0] < fresh.config.d_ff,
+        "{expected:?}"
+    );
+
+    let mut st = stats(stats_dir.path());
+    let mut model = tiny_model(Arch::Llama, 21);
+    let mut sink = Memory::default();
+    let mut run = spec(Method::AlphaEdit, &mut st, None, None, None);
+    run.hparams.nullspace_threshold = threshold;
+    crate::eval::bench::run(&mut model, &cases, run, &mut sink).unwrap();
+    let accepted: Vec<_> = sink
+        .records
+        .iter()
+        .filter(|r| r.rejected.is_none())
+        .collect();
+    assert!(!accepted.is_empty());
+    for r in accepted {
+        assert_eq!(r.projector_rank, expected, "{r:?}");
+    }
+    let s =
+        crate::eval::bench::summary::summarize("alphaedit", &sink.points, &sink.records).unwrap();
+    assert_eq!(s.projector_rank, expected);
+}
