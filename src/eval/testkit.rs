@@ -196,6 +196,7 @@ pub fn record(index: usize) -> EditRecord {
         target_tokens: None,
         target_new: vec![],
         projector_rank: vec![],
+        prob_post: None,
     }
 }
 

@@ -367,7 +367,14 @@ pub struct EditRecord {
     pub index: usize,
     pub origin: String,
     pub prob_initial: Option<f64>,
+    /// The target optimization's own final probability. For D4S (and MEMIT, AlphaEdit's first
+    /// edit) it is measured on the model the targets were optimized on, not the edited one.
     pub prob_final: Option<f64>,
+    /// p(target | prompt) on the model right after this edit landed: exp(−mean token NLL) of
+    /// the case's new target after its prompt, averaged over the case's requests. Comparable
+    /// across methods, unlike `prob_final`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prob_post: Option<f64>,
     pub seconds: f64,
     /// Where the step's time went (statistics, templates, target, keys, solve), per request of
     /// the step; absent for rejected edits.

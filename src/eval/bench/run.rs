@@ -150,6 +150,22 @@ impl<'c, 'a> Run<'c, 'a> {
         })
     }
 
+    /// p(target | prompt) of each case of a step on the model as it is now (see
+    /// [`EditRecord::prob_post`]).
+    fn post_edit_probs(&self, model: &Model, step: &[usize]) -> Result<Vec<f64>> {
+        step.iter()
+            .map(|&i| {
+                let items: Vec<(String, String)> = self.cases[i]
+                    .requests
+                    .iter()
+                    .map(|r| (r.filled_prompt(), r.target.clone()))
+                    .collect();
+                let nll = crate::eval::metrics::target_nll(model, &items)?;
+                Ok(nll.iter().map(|l| (-l).exp()).sum::<f64>() / nll.len().max(1) as f64)
+            })
+            .collect()
+    }
+
     /// Edits the cases of one step and records the outcome of each (landed or refused).
     fn edit_step(
         &mut self,
@@ -179,6 +195,7 @@ impl<'c, 'a> Run<'c, 'a> {
             origin: self.cases[i].origin.clone(),
             prob_initial: None,
             prob_final: None,
+            prob_post: None,
             seconds: 0.0,
             timings: None,
             rss_bytes,
@@ -193,6 +210,7 @@ impl<'c, 'a> Run<'c, 'a> {
             Ok(o) => {
                 let timings = o.timings.per_request(step.len());
                 let projector_rank = editor.report().projector_rank;
+                let post = self.post_edit_probs(model, step)?;
                 let mut probs = Vec::new();
                 for (k, &i) in step.iter().enumerate() {
                     let t = o.targets.get(k.min(o.targets.len().saturating_sub(1)));
@@ -200,6 +218,7 @@ impl<'c, 'a> Run<'c, 'a> {
                     sink.edit(&EditRecord {
                         prob_initial: t.map(|t| t.prob_initial),
                         prob_final: t.map(|t| t.prob_final),
+                        prob_post: Some(post[k]),
                         seconds: seconds / step.len() as f64,
                         timings: Some(timings.clone()),
                         targets_reused: reused as usize / step.len(),

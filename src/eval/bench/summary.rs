@@ -51,6 +51,10 @@ pub struct Summary {
     /// How hard the edited targets were for the unedited model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub targets: Option<TargetDifficultySummary>,
+    /// Mean p(target | prompt) right after each edit landed, on the edited model
+    /// ([`EditRecord::prob_post`]): the comparable "edit probability".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_edit_prob: Option<f64>,
     /// AlphaEdit's null-space projector rank per edited layer (the last accepted edit's record).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub projector_rank: Vec<usize>,
@@ -216,6 +220,12 @@ pub fn summarize(method: &str, points: &[EvalPoint], records: &[EditRecord]) -> 
         peak_rss_bytes: records.iter().filter_map(|r| r.rss_bytes).max(),
         wall_seconds: last.wall_seconds,
         targets: target_difficulty_summary(records),
+        post_edit_prob: mean(
+            &records
+                .iter()
+                .filter_map(|r| r.prob_post)
+                .collect::<Vec<_>>(),
+        ),
         projector_rank: records
             .iter()
             .rev()

@@ -207,3 +207,27 @@ fn an_alphaedit_run_records_its_projector_ranks() {
         crate::eval::bench::summary::summarize("alphaedit", &sink.points, &sink.records).unwrap();
     assert_eq!(s.projector_rank, expected);
 }
+
+/// Each edit records the target's probability on the model right after it landed: with one
+/// case, that is the final model's, exactly; and it is higher than on the unedited model.
+#[test]
+fn every_edit_records_its_target_probability_on_the_edited_model() {
+    let cases = cases()[..1].to_vec();
+    let items: Vec<(String, String)> = cases[0]
+        .requests
+        .iter()
+        .map(|r| (r.filled_prompt(), r.target.clone()))
+        .collect();
+    let p = |m: &Model| {
+        let nll = target_nll(m, &items).unwrap();
+        nll.iter().map(|l| (-l).exp()).sum::<f64>() / nll.len() as f64
+    };
+    let before = p(&tiny_model(Arch::Llama, 21));
+    let (model, sink) = memit_run(&cases);
+    let after = p(&model);
+    assert_eq!(sink.records.len(), 1);
+    assert_eq!(sink.records[0].prob_post, Some(after));
+    assert!(after > before, "{before} → {after}");
+    let s = crate::eval::bench::summary::summarize("memit", &sink.points, &sink.records).unwrap();
+    assert_eq!(s.post_edit_prob, Some(after));
+}
