@@ -41,7 +41,11 @@ pub fn csv(s: &Summary) -> Result<String> {
             "target_entropy_bits".into(),
             f(targets.and_then(|t| t.entropy_bits)),
         ),
+        ("post_edit_prob".into(), f(s.post_edit_prob)),
     ];
+    for (j, r) in s.projector_rank.iter().enumerate() {
+        columns.push((format!("projector_rank_{j}"), r.to_string()));
+    }
     for p in &s.probes {
         columns.push((format!("{}_start", p.task), f(p.start)));
         columns.push((format!("{}_end", p.task), f(p.end)));
@@ -81,6 +85,7 @@ pub fn markdown(summaries: &[(String, Summary)]) -> String {
     };
     let with_ge = summaries.iter().any(|(_, s)| s.fluency.is_some());
     let with_ppl = summaries.iter().any(|(_, s)| s.targets.is_some());
+    let with_post = summaries.iter().any(|(_, s)| s.post_edit_prob.is_some());
     let mut md = String::from("| run | method | N | Eff. | Par. | Spe. | Avg. | ES | PS | NS |");
     if with_ge {
         md.push_str(" GE |");
@@ -91,6 +96,9 @@ pub fn markdown(summaries: &[(String, Summary)]) -> String {
     if with_ppl {
         md.push_str(" target PPL |");
     }
+    if with_post {
+        md.push_str(" post-edit p |");
+    }
     md.push_str(" max ‖W‖₁ growth | s/edit |\n|---|---|---|---|---|---|---|---|---|---|");
     if with_ge {
         md.push_str("---|");
@@ -99,6 +107,9 @@ pub fn markdown(summaries: &[(String, Summary)]) -> String {
         md.push_str("---|");
     }
     if with_ppl {
+        md.push_str("---|");
+    }
+    if with_post {
         md.push_str("---|");
     }
     md.push_str("---|---|\n");
@@ -139,6 +150,9 @@ pub fn markdown(summaries: &[(String, Summary)]) -> String {
             });
             md.push_str(&format!(" {cell} |"));
         }
+        if with_post {
+            md.push_str(&format!(" {} |", opt(s.post_edit_prob)));
+        }
         let g = s.max_growth();
         let reused = if s.edits_with_reused_targets > 0 {
             "*"
@@ -157,6 +171,11 @@ pub fn markdown(summaries: &[(String, Summary)]) -> String {
     md.push_str("probes: headline metric ×100");
     if with_ppl {
         md.push_str("; target PPL: geometric mean over the edits of the new target's perplexity after its prompt on the unedited model, the mean target length in tokens, and the targets' diversity: how many different targets the edits wrote and the entropy of their frequencies");
+    }
+    if with_post {
+        md.push_str(
+            "; post-edit p: mean p(target | prompt) ×100 on the model right after each edit landed",
+        );
     }
     md.push_str(".\n");
     let reused: Vec<String> = summaries
@@ -280,6 +299,21 @@ mod tests {
         assert_eq!(lines[0].split(',').count(), lines[1].split(',').count());
         assert!(lines[1].starts_with("d4s,3,"), "{text}");
         assert!(lines[1].ends_with(",0.500000,"), "{text}");
+        // The post-edit probability and AlphaEdit's ranks have their columns, in the table too.
+        s.post_edit_prob = Some(0.25);
+        s.projector_rank = vec![40, 52];
+        let text = csv(&s).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].contains(",post_edit_prob,projector_rank_0,projector_rank_1,"),
+            "{text}"
+        );
+        assert!(lines[1].contains(",0.250000,40,52,"), "{text}");
+        let md = markdown(&[("run".into(), s)]);
+        assert!(
+            md.contains("| post-edit p |") && md.contains("| 25.0 |"),
+            "{md}"
+        );
     }
 
     #[test]
