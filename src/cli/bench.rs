@@ -360,12 +360,13 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
         checkpoint::remove(&dir)?;
         match summary::finish_run(&dir, method.name(), &writer.points, &writer.records)? {
             Some(s) => println!(
-                "{}: {} edits — efficacy {:.3}, paraphrase {}, specificity {}, {} rejected → {}",
+                "{}: {} edits — efficacy {:.3}, paraphrase {}, specificity {}, post-edit p {}, {} rejected → {}",
                 method.label(),
                 s.edits,
                 s.efficacy.unwrap_or(f64::NAN),
                 s.paraphrase.map_or("–".into(), |v| format!("{v:.3}")),
                 s.specificity.map_or("–".into(), |v| format!("{v:.3}")),
+                s.post_edit_prob.map_or("–".into(), |v| format!("{v:.3}")),
                 s.rejected,
                 dir.display()
             ),
