@@ -352,18 +352,23 @@ pub fn plot_run(
         };
         files.extend(render(&probes, &dir.join("probes"))?);
     }
+    let per_edit = |label: &str, f: fn(&EditRecord) -> Option<f64>| Series {
+        label: label.into(),
+        points: records
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| f(r).map(|p| ((i + 1) as f64, p)))
+            .collect(),
+    };
+    let mut series = vec![per_edit("after optimization", |r| r.prob_final)];
+    if records.iter().any(|r| r.prob_post.is_some()) {
+        series.push(per_edit("on the edited model", |r| r.prob_post));
+    }
     let prob = LineChart {
-        title: format!("{method}: target probability reached by each edit"),
+        title: format!("{method}: target probability of each edit"),
         x_label: "edit".into(),
-        y_label: "p(target) after optimization".into(),
-        series: vec![Series {
-            label: "edit probability".into(),
-            points: records
-                .iter()
-                .enumerate()
-                .filter_map(|(i, r)| r.prob_final.map(|p| ((i + 1) as f64, p)))
-                .collect(),
-        }],
+        y_label: "p(target | prompt)".into(),
+        series,
         y_range: Some((0.0, 1.0)),
         log_y: false,
     };
