@@ -153,17 +153,22 @@ impl<'c, 'a> Run<'c, 'a> {
     /// p(target | prompt) of each case of a step on the model as it is now (see
     /// [`EditRecord::prob_post`]).
     fn post_edit_probs(&self, model: &Model, step: &[usize]) -> Result<Vec<f64>> {
-        step.iter()
+        // One scoring call for the whole step (batched forward passes), then split by case.
+        let items: Vec<(String, String)> = step
+            .iter()
+            .flat_map(|&i| self.cases[i].requests.iter())
+            .map(|r| (r.filled_prompt(), r.target.clone()))
+            .collect();
+        let nll = crate::eval::metrics::target_nll(model, &items)?;
+        let mut rest = nll.as_slice();
+        Ok(step
+            .iter()
             .map(|&i| {
-                let items: Vec<(String, String)> = self.cases[i]
-                    .requests
-                    .iter()
-                    .map(|r| (r.filled_prompt(), r.target.clone()))
-                    .collect();
-                let nll = crate::eval::metrics::target_nll(model, &items)?;
-                Ok(nll.iter().map(|l| (-l).exp()).sum::<f64>() / nll.len().max(1) as f64)
+                let (case, tail) = rest.split_at(self.cases[i].requests.len());
+                rest = tail;
+                case.iter().map(|l| (-l).exp()).sum::<f64>() / case.len().max(1) as f64
             })
-            .collect()
+            .collect())
     }
 
     /// Edits the cases of one step and records the outcome of each (landed or refused).
