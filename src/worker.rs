@@ -20,7 +20,8 @@ use candle_core::Tensor;
 use crate::edit::{EditControl, EditRequest, HParams, Progress};
 use crate::error::{Error, Result};
 use crate::eval::bench::records::TokenMetrics;
-use crate::eval::bench::{evaluate, layer_norms, EvalOptions, Reference};
+use crate::eval::bench::{evaluate, layer_norms, CaseOutcome, EvalOptions, Reference};
+use crate::eval::metrics::greedy_answers;
 use crate::eval::datasets::EvalCase;
 use crate::eval::predict::{top_next, Prediction};
 use crate::model::Model;
@@ -72,6 +73,26 @@ impl LiveEdits {
         )?;
         Ok(e.metrics.token)
     }
+
+    /// One live edit's own outcome on the model as it is now, greedy answers included.
+    fn outcome(&self, model: &Model, which: usize) -> Result<CaseOutcome> {
+        let options = EvalOptions {
+            generation: true,
+            ..Default::default()
+        };
+        let e = evaluate(model, &self.cases, &self.reference, &[which], options)?;
+        e.cases
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Input("no such live edit".into()))
+    }
+}
+
+/// What [`Worker::prepare`] finds out before an edit.
+struct Prepared {
+    reference: Reference,
+    before: Vec<Prediction>,
+    answers_before: Vec<String>,
 }
 
 struct Worker {
@@ -277,7 +298,11 @@ impl Worker {
         self.emit(Event::Started { id });
         let t0 = Instant::now();
         let prepared = self.prepare(&mut request);
-        let (reference, before) = match prepared {
+        let Prepared {
+            reference,
+            before,
+            answers_before,
+        } = match prepared {
             Ok(x) => x,
             Err(e) => {
                 self.emit(Event::Rejected {
@@ -316,10 +341,10 @@ impl Worker {
                     reference,
                 );
                 let newest = self.live.len() - 1;
-                let metrics = self
-                    .live
-                    .metrics(&self.runner.model, &[newest])
-                    .unwrap_or_default();
+                let outcome = self.live.outcome(&self.runner.model, newest).ok();
+                let metrics = outcome.as_ref().map(|o| o.token).unwrap_or_default();
+                let gen = outcome.as_ref().map(|o| o.gen).unwrap_or_default();
+                let answers = outcome.map(|o| o.answers).unwrap_or_default();
                 let after = top_next(&self.runner.model, &[prompt], 3)
                     .map(|mut v| v.remove(0))
                     .unwrap_or_default();
@@ -328,6 +353,9 @@ impl Worker {
                     step,
                     method,
                     metrics,
+                    gen,
+                    answers_before,
+                    answers,
                     before,
                     after,
                     layer_deltas,
@@ -353,10 +381,10 @@ impl Worker {
         }
     }
 
-    /// The request's locality references on the unedited model and the prompt's current top
-    /// predictions. A neighbour typed without an answer keeps whatever the unedited model says
-    /// next.
-    fn prepare(&mut self, request: &mut EditRequest) -> Result<(Reference, Vec<Prediction>)> {
+    /// The request's locality references on the unedited model, and what the model says now:
+    /// the prompt's top predictions and the greedy answers to the prompt and its paraphrases.
+    /// A neighbour typed without an answer keeps whatever the unedited model says next.
+    fn prepare(&mut self, request: &mut EditRequest) -> Result<Prepared> {
         request.validate()?;
         let unanswered: Vec<String> = request
             .neighbors
@@ -380,9 +408,19 @@ impl Worker {
             }
         }
         let case = EvalCase::single(request.clone(), "");
-        let reference = Reference::of(&mut self.runner.model, std::slice::from_ref(&case))?;
+        let reference =
+            Reference::of(&mut self.runner.model, std::slice::from_ref(&case), true)?;
         let before = top_next(&self.runner.model, &[request.filled_prompt()], 3)?.remove(0);
-        Ok((reference, before))
+        let asked: Vec<(String, String)> = std::iter::once(request.filled_prompt())
+            .chain(request.paraphrases.iter().cloned())
+            .map(|p| (p, request.target.clone()))
+            .collect();
+        let answers_before = greedy_answers(&self.runner.model, &asked)?;
+        Ok(Prepared {
+            reference,
+            before,
+            answers_before,
+        })
     }
 
     fn norms(&self) {

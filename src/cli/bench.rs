@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use d4s::edit::{Method, TargetCache};
 use d4s::eval::bench::checkpoint::{self, CheckpointPolicy};
 use d4s::eval::bench::records::{self, DataRecord, Resumed, StatsRecord};
-use d4s::eval::bench::{self, summary, table, BenchRun, Protocol};
+use d4s::eval::bench::{self, summary, table, BenchRun, GenSchedule, Protocol};
 use d4s::eval::bench::{writer::RunWriter, RunConfig};
 use d4s::eval::datasets::{self, QuestionType};
 use d4s::eval::probes::{self, ProbeConfig, ProbeSet, Task};
@@ -62,6 +62,11 @@ pub struct BenchArgs {
     /// Evaluate MQuAKE multi-hop questions (generation; slower).
     #[arg(long)]
     pub multihop: bool,
+    /// Where the `gen.*` metrics (greedy answers to every prompt, paraphrase and neighbour) are
+    /// measured: `ends` (before the first and after the last edit), `every` evaluation point,
+    /// or `off`.
+    #[arg(long = "gen", default_value = "ends", value_name = "off|ends|every")]
+    pub generation: String,
     /// Write a checkpoint every k edits (sequential and batch protocols; 0: never), so an
     /// interrupted run can be continued with --resume.
     #[arg(long, default_value_t = 25)]
@@ -177,6 +182,7 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
         bail!("no method given");
     }
     let protocol: Protocol = a.protocol.parse()?;
+    let generation: GenSchedule = a.generation.parse()?;
     let data_dir = a.data_dir.clone().or_else(datasets::default_data_dir);
     let path = datasets::resolve(&a.data, data_dir.as_deref())?;
     let loaded = datasets::load(&path, None, a.strict, Some(a.n))
@@ -268,6 +274,8 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
                 .unwrap_or(1),
             command: command_line.into(),
             resumed: vec![],
+            generation,
+            metric_protocols: records::metric_protocols(),
         };
         let start = plan_start(&dir, &config, a)?;
         plans.push((method, hp, stats, dir, config, start));
@@ -324,6 +332,7 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
             eval_every: a.eval_every,
             probes: &probe_sets,
             multihop: a.multihop,
+            generation,
             stats: &mut stats,
             targets: Some(&mut targets),
             checkpoint: checkpointing.then(|| CheckpointPolicy {

@@ -8,6 +8,13 @@
 //! - Probability metrics (ROME/MEMIT CounterFact): `NLL(x, o) = −(1/|o|) Σ log P(o_m | x, o_<m)`;
 //!   efficacy = [NLL(new) < NLL(true)], paraphrase likewise, neighbourhood = [NLL(true) < NLL(new)],
 //!   and magnitudes `exp(−NLL_new) − exp(−NLL_true)`.
+//! - Greedy answers (`gen.*`, "The Mirage of Model Editing", ACL 2025): decode greedily after
+//!   the prompt until end-of-text, a newline, or len(answer) + 8 tokens. Exact match: the
+//!   answer's first |target| words are the target's words; token-F1: SQuAD's F1 of the answer's
+//!   words against the target's; both after SQuAD normalization (lower case, punctuation and
+//!   articles dropped). A completion prompt's answer goes on after the target ("Rome, the
+//!   capital of Italy"), so exact match is taken at the target's length and F1 is what
+//!   penalises the extra words.
 //! - Generation fluency (ROME/MEMIT "GE"): over word tokens of a generated text, the bigram and
 //!   trigram frequency entropies in bits H₂, H₃, combined as mean(2/3·H₂, 4/3·H₃) = (H₂ + 2H₃)/3.
 //!   Repetitive text (the symptom of a damaged model) has low entropy.
@@ -16,7 +23,7 @@ use candle_core::D;
 
 use crate::edit::request::target_ids;
 use crate::error::{Error, Result};
-use crate::model::generate::target_logprobs;
+use crate::model::generate::{target_logprobs, GenerateOptions};
 use crate::model::{Logits, Model};
 
 /// Rows per forward pass.
@@ -137,6 +144,106 @@ pub fn target_nll(model: &Model, items: &[(String, String)]) -> Result<Vec<f64>>
     Ok(out)
 }
 
+/// Tokens a greedy answer may run past the expected answer's length.
+pub const ANSWER_SLACK: usize = 8;
+/// Rows decoded together (generation streams the weights once per step for the whole batch).
+const GEN_CHUNK: usize = 48;
+
+/// The greedy answer after each `(prompt, expected answer)`: decoded until end-of-text, a
+/// newline, or the expected answer's token count + [`ANSWER_SLACK`] tokens; the text before the
+/// newline, trimmed.
+pub fn greedy_answers(model: &Model, items: &[(String, String)]) -> Result<Vec<String>> {
+    let mut prepared = Vec::with_capacity(items.len());
+    for (p, a) in items {
+        let prompt = model.encode(p)?;
+        if prompt.is_empty() {
+            return Err(Error::Input(format!("empty prompt for answer {a:?}")));
+        }
+        let limit = target_ids(model, a).map_or(1, |t| t.len()) + ANSWER_SLACK;
+        prepared.push((prompt, limit));
+    }
+    // Rows of similar budgets decode together, so few steps are spent on finished rows.
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by_key(|&i| prepared[i].1);
+    let mut out = vec![String::new(); items.len()];
+    for chunk in order.chunks(GEN_CHUNK) {
+        let rows: Vec<Vec<u32>> = chunk.iter().map(|&i| prepared[i].0.clone()).collect();
+        let opts = GenerateOptions {
+            max_tokens: chunk.iter().map(|&i| prepared[i].1).max().unwrap_or(1),
+            stop_strings: vec!["\n".into()],
+            ..Default::default()
+        };
+        let said = model.generate_batch_with(&rows, &opts, |_, _| true)?;
+        for (&i, ids) in chunk.iter().zip(said) {
+            // Greedy decoding is the same whatever the batch's budget: a row's own budget is a
+            // prefix of what the batch decoded for it.
+            let own: Vec<u32> = ids
+                .into_iter()
+                .take(prepared[i].1)
+                .take_while(|t| !model.config.eos_token_ids.contains(t))
+                .collect();
+            let text = model.decode_text(&own)?;
+            out[i] = text.split('\n').next().unwrap_or("").trim().to_string();
+        }
+    }
+    Ok(out)
+}
+
+/// SQuAD's answer normalization, as words: lower case, punctuation removed, the articles
+/// "a", "an", "the" dropped.
+pub fn normalized_words(s: &str) -> Vec<String> {
+    let lower: String = s
+        .to_lowercase()
+        .chars()
+        .filter(|c| !c.is_ascii_punctuation())
+        .collect();
+    lower
+        .split_whitespace()
+        .filter(|w| !matches!(*w, "a" | "an" | "the"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// 1 when the answer's first words are the target's (after normalization), else 0. A target
+/// with no words left after normalization ("The") matches only an answer with none either.
+pub fn exact_match(answer: &str, target: &str) -> f64 {
+    let (a, t) = (normalized_words(answer), normalized_words(target));
+    f64::from(if t.is_empty() {
+        a.is_empty()
+    } else {
+        a.len() >= t.len() && a[..t.len()] == t[..]
+    })
+}
+
+/// SQuAD token-F1 of the answer's words against the target's (multiset overlap). Two empty
+/// answers agree (1); one empty against a non-empty one scores 0.
+pub fn token_f1(answer: &str, target: &str) -> f64 {
+    let (a, t) = (normalized_words(answer), normalized_words(target));
+    if a.is_empty() || t.is_empty() {
+        return f64::from(a.is_empty() && t.is_empty());
+    }
+    let mut left: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for w in &t {
+        *left.entry(w).or_default() += 1;
+    }
+    let common = a
+        .iter()
+        .filter(|w| match left.get_mut(w.as_str()) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        })
+        .count();
+    if common == 0 {
+        return 0.0;
+    }
+    let precision = common as f64 / a.len() as f64;
+    let recall = common as f64 / t.len() as f64;
+    2.0 * precision * recall / (precision + recall)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +273,60 @@ mod tests {
         assert!(nll.iter().all(|x| x.is_finite() && *x > 0.0));
         assert_eq!(agreement(&[1, 2, 3, 4], &[1, 2, 0, 4]), 0.75);
         assert!(token_accuracy(&m, &[("Hello".into(), " ".into())]).is_err());
+    }
+
+    #[test]
+    fn exact_match_is_taken_at_the_targets_length_and_f1_counts_the_rest() {
+        assert_eq!(exact_match("Rome, the capital of Italy.", "Rome"), 1.0);
+        assert_eq!(exact_match("rome", " Rome"), 1.0);
+        assert_eq!(exact_match("The Beatles were", "Beatles"), 1.0);
+        assert_eq!(exact_match("in Rome", "Rome"), 0.0);
+        assert_eq!(exact_match("Rom", "Rome"), 0.0);
+        assert_eq!(exact_match("New", "New York"), 0.0);
+        assert_eq!(exact_match("", "The"), 1.0);
+        assert_eq!(token_f1("Rome", "Rome"), 1.0);
+        // One of five words right: precision 1/5, recall 1 → F1 = 1/3.
+        let f1 = token_f1("Rome, the capital of Italy", "Rome");
+        assert!((f1 - 2.0 * 0.25 / 1.25).abs() < 1e-12, "{f1}");
+        assert_eq!(token_f1("Paris", "Rome"), 0.0);
+        assert_eq!(token_f1("", "Rome"), 0.0);
+        assert_eq!(token_f1("the", "a"), 1.0);
+        // Repeated words count once per occurrence in the target.
+        let f1 = token_f1("Rome Rome", "Rome");
+        assert!((f1 - 2.0 / 3.0).abs() < 1e-12, "{f1}");
+    }
+
+    #[test]
+    fn greedy_answers_match_one_row_decoding_and_stop_at_the_budget() {
+        let m = tiny_model(Arch::Llama, 3);
+        let items: Vec<(String, String)> = [
+            ("Hello", "ab"),
+            ("The tower is in", "abcdefghij"),
+            ("x", "q"),
+        ]
+        .iter()
+        .map(|(p, a)| (p.to_string(), a.to_string()))
+        .collect();
+        let batched = greedy_answers(&m, &items).unwrap();
+        for ((p, a), got) in items.iter().zip(&batched) {
+            let budget = target_ids(&m, a).unwrap().len() + ANSWER_SLACK;
+            let opts = GenerateOptions {
+                max_tokens: budget,
+                ..Default::default()
+            };
+            let ids = m.encode(p).unwrap();
+            let alone = m.generate_batch_with(&[ids], &opts, |_, _| true).unwrap();
+            let own: Vec<u32> = alone[0]
+                .iter()
+                .copied()
+                .take_while(|t| !m.config.eos_token_ids.contains(t))
+                .collect();
+            let text = m.decode_text(&own).unwrap();
+            let want = text.split('\n').next().unwrap().trim();
+            // Decoded alone with exactly its own budget: the batch neither ran past it nor let
+            // the other rows' budgets or padding change the answer.
+            assert_eq!(got, want, "{p:?}");
+        }
     }
 }
 

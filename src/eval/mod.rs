@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod datasets;
 pub mod deck;
+pub mod interval;
 pub mod metrics;
 pub mod plots;
 pub mod predict;

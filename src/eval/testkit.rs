@@ -8,6 +8,7 @@ use crate::error::Result;
 use crate::eval::bench::checkpoint::{Checkpoint, CheckpointPolicy};
 use crate::eval::bench::records::{DataRecord, StatsRecord};
 use crate::eval::bench::{
+    GenSchedule,
     BenchRun, BenchSink, CaseMetrics, CaseOutcome, EditRecord, EvalPoint, Protocol, RunConfig,
 };
 use crate::eval::datasets::EvalCase;
@@ -113,6 +114,7 @@ pub fn spec<'a>(
         eval_every: Some(2),
         probes: &[],
         multihop: false,
+        generation: GenSchedule::Off,
         stats,
         targets: None,
         checkpoint,
@@ -147,6 +149,8 @@ pub fn run_config() -> RunConfig {
         protocol: Protocol::Sequential,
         eval_every: Some(2),
         probes: vec![],
+        generation: GenSchedule::Ends,
+        metric_protocols: crate::eval::bench::records::metric_protocols(),
         probe_config: ProbeConfig {
             data_dir: "/a".into(),
             limit: Some(10),

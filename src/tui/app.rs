@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::edit::{EditRequest, Method, Probe, Progress};
-use crate::eval::bench::records::TokenMetrics;
+use crate::eval::bench::records::{GenMetrics, TokenMetrics};
 use crate::eval::predict::Prediction;
 use crate::eval::probes::ProbeResult;
 use crate::worker::CurvePoint;
@@ -76,6 +76,10 @@ pub struct QueueItem {
     pub status: Status,
     pub step: Option<u64>,
     pub metrics: Option<TokenMetrics>,
+    pub gen: Option<GenMetrics>,
+    /// Greedy answers to the prompt and its paraphrases, before and after the edit.
+    pub answers_before: Vec<String>,
+    pub answers: Vec<String>,
     pub seconds: Option<f64>,
     pub before: Vec<Prediction>,
     pub after: Vec<Prediction>,

@@ -8,7 +8,7 @@ use super::app::{App, Overlay, Pane, PromptKind, Status};
 use super::update::{update, Effect, Msg};
 use super::view::view;
 use crate::edit::{EditRequest, Method, Progress};
-use crate::eval::bench::records::TokenMetrics;
+use crate::eval::bench::records::{GenMetrics, TokenMetrics};
 use crate::eval::bench::LayerNorms;
 use crate::eval::predict::Prediction;
 use crate::eval::probes::ProbeResult;
@@ -109,6 +109,13 @@ fn busy_app() -> App {
             step: 1,
             method: Method::D4s,
             metrics: metrics(1.0, 0.5, 1.0),
+            gen: GenMetrics {
+                efficacy_em: Some(1.0),
+                efficacy_f1: Some(0.5),
+                ..Default::default()
+            },
+            answers_before: vec!["Paris, the capital".into()],
+            answers: vec!["Rome, Italy".into()],
             before: vec![pred(" Paris", 0.7)],
             after: vec![pred(" Rome", 0.98)],
             layer_deltas: vec![(4, 0.77), (8, 3.3)],

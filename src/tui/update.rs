@@ -48,6 +48,9 @@ pub fn enqueue(app: &mut App, requests: Vec<EditRequest>) -> Vec<Effect> {
             status: Status::Queued,
             step: None,
             metrics: None,
+            gen: None,
+            answers_before: vec![],
+            answers: vec![],
             seconds: None,
             before: vec![],
             after: vec![],
@@ -371,6 +374,9 @@ fn worker_event(app: &mut App, e: Event) -> Vec<Effect> {
                 q.step = Some(l.step);
                 q.method = l.method;
                 q.metrics = Some(l.metrics);
+                q.gen = Some(l.gen);
+                q.answers_before = l.answers_before.clone();
+                q.answers = l.answers.clone();
                 q.seconds = Some(l.seconds);
                 q.before = l.before.clone();
                 q.after = l.after.clone();
@@ -407,6 +413,8 @@ fn worker_event(app: &mut App, e: Event) -> Vec<Effect> {
                 q.after = after.clone();
                 // Measured when the edit landed; they describe no model that exists any more.
                 q.metrics = None;
+                q.gen = None;
+                q.answers.clear();
             }
             let top = after.first().map(|p| p.token.clone()).unwrap_or_default();
             app.push_log(format!("undid step {step} (top-1 now {top:?})"));

@@ -255,6 +255,20 @@ fn detail(f: &mut Frame, app: &App, r: Rect) {
                 q.seconds.map(|s| format!("{s:.1}s")).unwrap_or_default()
             )));
         }
+        if let Some(g) = &q.gen {
+            lines.push(Line::from(format!(
+                "generated: EM {}  F1 {}  paraphrase EM {}  neighbours kept {}",
+                two(g.efficacy_em),
+                two(g.efficacy_f1),
+                two(g.paraphrase_em),
+                two(g.specificity)
+            )));
+        }
+        for (k, after) in q.answers.iter().enumerate().take(2) {
+            let what = if k == 0 { "prompt" } else { "paraphrase" };
+            let before = q.answers_before.get(k).map_or("", String::as_str);
+            lines.push(Line::from(format!("{what} says {before:?} → {after:?}")));
+        }
         if let Some((a, b)) = q.probs {
             lines.push(Line::from(format!("p(target) {a:.3} → {b:.3}")));
         }

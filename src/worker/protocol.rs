@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 
 use crate::edit::{EditRequest, Method, Progress};
 use crate::error::Result;
-use crate::eval::bench::records::TokenMetrics;
+use crate::eval::bench::records::{GenMetrics, TokenMetrics};
 use crate::eval::bench::LayerNorms;
 use crate::eval::predict::Prediction;
 use crate::eval::probes::ProbeResult;
@@ -65,6 +65,11 @@ pub struct Landed {
     pub method: Method,
     /// The edit's own metrics on the model right after it landed.
     pub metrics: TokenMetrics,
+    /// Its greedy-generation metrics, and the greedy answers they score (to the prompt, then
+    /// to each paraphrase), with the answers the model gave to the same before the edit.
+    pub gen: GenMetrics,
+    pub answers_before: Vec<String>,
+    pub answers: Vec<String>,
     pub before: Vec<Prediction>,
     pub after: Vec<Prediction>,
     pub layer_deltas: Vec<(usize, f64)>,

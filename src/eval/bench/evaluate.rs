@@ -6,53 +6,77 @@
 //! any edit — EasyEdit issue #643 — and portability), `prob.*` are ROME/MEMIT's CounterFact
 //! probability comparisons (efficacy/paraphrase/neighbourhood scores and magnitudes),
 //! `generation.fluency` their generation fluency, `multihop` MQuAKE's instance-wise multi-hop
-//! accuracy. A mean over a set of cases is over their items, as the field reports it; a case's own
+//! accuracy, and `gen.*` the same questions answered by greedy decoding instead of teacher
+//! forcing ("The Mirage of Model Editing", ACL 2025). Every per-edit metric carries a 95%
+//! bootstrap interval over cases ([`crate::eval::interval`]). A mean over a set of cases is over their items, as the field reports it; a case's own
 //! value is over its own items.
 
 use std::collections::BTreeMap;
 
 use super::records::{
-    CaseMetrics, CaseOutcome, LayerNorms, NeighbourChange, ProbMetric, ProbMetrics, RequestText,
-    TokenMetric, TokenMetrics,
+    CaseMetrics, CaseOutcome, GenMetric, GenMetrics, LayerNorms, Metric, NeighbourChange,
+    ProbMetric, ProbMetrics, RequestText, TokenMetric, TokenMetrics,
 };
 use crate::edit::request::target_ids;
 use crate::error::Result;
 use crate::eval::datasets::{EvalCase, MultiHop};
-use crate::eval::metrics::{agreement, answer_argmax, fluency, target_nll, token_accuracy};
+use crate::eval::interval::{self, Tally};
+use crate::eval::metrics::{
+    agreement, answer_argmax, exact_match, fluency, greedy_answers, target_nll, token_accuracy,
+    token_f1,
+};
 use crate::model::generate::GenerateOptions;
 use crate::model::{matrix_norms, Model};
 
 /// The unedited model's predictions the locality metrics compare against, recorded before any
-/// edit: per case, per request, per answered neighbour, the argmax tokens at the answer positions.
+/// edit: per case, per request, per answered neighbour, the argmax tokens at the answer positions
+/// and, where the run decodes (`gen.*`), the greedy answer.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Reference {
     locality: Vec<Vec<Vec<Vec<u32>>>>,
+    /// Empty per request when the references were taken without decoding.
+    answers: Vec<Vec<Vec<String>>>,
 }
 
 impl Reference {
-    /// The references of every case, on the unedited model.
-    pub fn of(model: &mut Model, cases: &[EvalCase]) -> Result<Self> {
+    /// The references of every case, on the unedited model; `decode` also records the greedy
+    /// answers [`GenMetric::Specificity`] compares against.
+    pub fn of(model: &mut Model, cases: &[EvalCase], decode: bool) -> Result<Self> {
         let mut r = Reference::default();
-        r.extend(model, cases)?;
+        r.extend(model, cases, decode)?;
         Ok(r)
     }
 
     /// Adds the references of more cases (in one batch on the unedited model).
-    pub fn extend(&mut self, model: &mut Model, cases: &[EvalCase]) -> Result<()> {
+    pub fn extend(&mut self, model: &mut Model, cases: &[EvalCase], decode: bool) -> Result<()> {
         let per_request: Vec<Vec<Vec<(String, String)>>> = cases
             .iter()
             .map(|c| c.requests.iter().map(|r| r.answered_neighbours()).collect())
             .collect();
         let items: Vec<(String, String)> =
             per_request.iter().flatten().flatten().cloned().collect();
-        let argmax = model.with_unedited(|m| answer_argmax(m, &items))?;
+        let (argmax, answers) = model.with_unedited(|m| {
+            let argmax = answer_argmax(m, &items)?;
+            let answers = if decode {
+                greedy_answers(m, &items)?
+            } else {
+                Vec::new()
+            };
+            Ok::<_, crate::error::Error>((argmax, answers))
+        })?;
         let mut it = argmax.into_iter().map(|(p, _)| p);
+        let mut said = answers.into_iter();
         for case in per_request {
             let refs = case
                 .iter()
                 .map(|ns| ns.iter().filter_map(|_| it.next()).collect())
                 .collect();
             self.locality.push(refs);
+            let answers = case
+                .iter()
+                .map(|ns| ns.iter().filter_map(|_| said.next()).collect())
+                .collect();
+            self.answers.push(answers);
         }
         Ok(())
     }
@@ -60,15 +84,25 @@ impl Reference {
     /// Takes over another reference's cases, after this one's.
     pub fn append(&mut self, other: Reference) {
         self.locality.extend(other.locality);
+        self.answers.extend(other.answers);
     }
 
     /// Forgets the references of the last case (an undone edit in the TUI).
     pub fn pop(&mut self) {
         self.locality.pop();
+        self.answers.pop();
     }
 
     fn of_neighbour(&self, case: usize, request: usize, neighbour: usize) -> &[u32] {
         &self.locality[case][request][neighbour]
+    }
+
+    fn answer_of_neighbour(&self, case: usize, request: usize, neighbour: usize) -> Option<&str> {
+        self.answers
+            .get(case)?
+            .get(request)?
+            .get(neighbour)
+            .map(String::as_str)
     }
 }
 
@@ -117,7 +151,8 @@ pub fn target_difficulty(model: &Model, cases: &[EvalCase]) -> Result<Vec<Target
         .collect()
 }
 
-/// What an evaluation measures besides the per-edit metrics, which it always measures.
+/// What an evaluation measures besides the teacher-forced and probability metrics, which it
+/// always measures.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EvalOptions {
     /// MQuAKE's multi-hop accuracy (greedy generation per question).
@@ -125,6 +160,9 @@ pub struct EvalOptions {
     /// The generation fluency: about a hundred sampled tokens per generation prompt, so the
     /// benchmark measures it only before the first and after the last edit.
     pub fluency: bool,
+    /// The `gen.*` metrics: a greedy answer to every prompt, paraphrase and neighbour (the
+    /// neighbours' need the references taken with `decode`).
+    pub generation: bool,
 }
 
 /// The probability comparisons of ROME/MEMIT's CounterFact scores.
@@ -154,11 +192,41 @@ impl Comparison {
     }
 }
 
-/// What [`evaluate`] measures: the means over all items (`metrics.jsonl`) and each case's own.
+/// What [`evaluate`] measures: the means over all items (`metrics.jsonl`) and each case's own,
+/// and the per-case tallies behind them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Evaluation {
     pub metrics: CaseMetrics,
     pub cases: Vec<CaseOutcome>,
+    pub tallies: Tallies,
+}
+
+/// Each per-edit metric's item tallies per evaluated case: what a point's means and their
+/// intervals over cases come from, and what the single protocol pools over its one-case
+/// evaluations.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tallies(BTreeMap<Metric, Vec<Tally>>);
+
+impl Tallies {
+    /// Takes over another evaluation's cases.
+    pub fn append(&mut self, other: Tallies) {
+        for (metric, t) in other.0 {
+            self.0.entry(metric).or_default().extend(t);
+        }
+    }
+
+    /// Sets each metric's item-weighted mean and its 95% interval over cases.
+    pub fn fill(&self, metrics: &mut CaseMetrics) {
+        for (&metric, tallies) in &self.0 {
+            let Some((mean, ci)) = interval::clustered_mean(tallies) else {
+                continue;
+            };
+            *metric.slot(metrics) = Some(mean);
+            if let Some(ci) = ci {
+                metrics.intervals.0.insert(metric, ci);
+            }
+        }
+    }
 }
 
 /// Per-item values of one metric with the case (position in `which`) each belongs to.
@@ -179,19 +247,12 @@ impl ItemValues {
         self.values.extend(values);
     }
 
-    fn mean(&self) -> Option<f64> {
-        mean(&self.values)
-    }
-
-    fn case_means(&self, n_cases: usize) -> Vec<Option<f64>> {
-        let mut sums = vec![(0.0, 0usize); n_cases];
+    fn tallies(&self, n_cases: usize) -> Vec<Tally> {
+        let mut t = vec![Tally::default(); n_cases];
         for (&o, &v) in self.owners.iter().zip(&self.values) {
-            sums[o].0 += v;
-            sums[o].1 += 1;
+            t[o].add(v);
         }
-        sums.into_iter()
-            .map(|(s, k)| (k > 0).then(|| s / k as f64))
-            .collect()
+        t
     }
 }
 
@@ -211,6 +272,7 @@ struct Items<'a> {
     neighbours: Vec<(String, String)>,
     neighbours_of: Vec<usize>,
     neighbour_refs: Vec<&'a [u32]>,
+    neighbour_answers: Vec<Option<&'a str>>,
     /// Pairs (new target, other answer) after one prompt, flattened: item `2k` is the new
     /// target's, `2k + 1` the other's, for `comparisons[k]`.
     nll: Vec<(String, String)>,
@@ -234,6 +296,8 @@ impl<'a> Items<'a> {
                     it.neighbours.push(item.clone());
                     it.neighbours_of.push(owner);
                     it.neighbour_refs.push(reference.of_neighbour(ci, ri, k));
+                    it.neighbour_answers
+                        .push(reference.answer_of_neighbour(ci, ri, k));
                 }
                 if let Some(truth) = &r.ground_truth {
                     let mut compare = |kind: Comparison, prompt: &String, other: &String| {
@@ -267,10 +331,10 @@ pub fn evaluate(
     options: EvalOptions,
 ) -> Result<Evaluation> {
     let items = Items::gather(cases, reference, which);
-    let mut token: BTreeMap<TokenMetric, ItemValues> = BTreeMap::new();
+    let mut values: BTreeMap<Metric, ItemValues> = BTreeMap::new();
     let mut measure = |metric, owners: &[usize], scored: &[(String, String)]| -> Result<()> {
-        token
-            .entry(metric)
+        values
+            .entry(Metric::Token(metric))
             .or_default()
             .extend(owners, token_accuracy(model, scored)?);
         Ok(())
@@ -282,25 +346,34 @@ pub fn evaluate(
         &items.portability_of,
         &items.portability,
     )?;
-    let changed = score_neighbours(model, &items, which.len(), &mut token)?;
-    let prob = compare_probabilities(model, &items)?;
+    let changed = score_neighbours(model, &items, which.len(), &mut values)?;
+    compare_probabilities(model, &items, &mut values)?;
+    let mut outcomes = outcomes(cases, which, changed);
+    if options.generation {
+        let answers = score_generations(model, &items, which.len(), &mut values)?;
+        for (o, a) in outcomes.iter_mut().zip(answers) {
+            o.answers = a;
+        }
+    }
     let mut metrics = CaseMetrics {
         cases: which.len(),
         ..Default::default()
     };
-    let mut outcomes = outcomes(cases, which, changed);
-    for (metric, values) in &token {
-        *metric.slot(&mut metrics.token) = values.mean();
-        for (o, v) in outcomes.iter_mut().zip(values.case_means(which.len())) {
-            *metric.slot(&mut o.token) = v;
+    let mut tallies = Tallies::default();
+    for (&metric, v) in &values {
+        let per_case = v.tallies(which.len());
+        for (o, t) in outcomes.iter_mut().zip(&per_case) {
+            let slot = match metric {
+                Metric::Token(m) => m.slot(&mut o.token),
+                Metric::Prob(m) => m.slot(&mut o.prob),
+                Metric::Gen(m) => m.slot(&mut o.gen),
+                Metric::Fluency | Metric::Multihop => continue,
+            };
+            *slot = (t.count > 0).then(|| t.sum / t.count as f64);
         }
+        tallies.0.insert(metric, per_case);
     }
-    for (metric, values) in &prob {
-        *metric.slot(&mut metrics.prob) = values.mean();
-        for (o, v) in outcomes.iter_mut().zip(values.case_means(which.len())) {
-            *metric.slot(&mut o.prob) = v;
-        }
-    }
+    tallies.fill(&mut metrics);
     let selected: Vec<&EvalCase> = which.iter().map(|&ci| &cases[ci]).collect();
     if options.fluency {
         metrics.generation.fluency = generation_fluency(model, &selected)?;
@@ -317,7 +390,64 @@ pub fn evaluate(
     Ok(Evaluation {
         metrics,
         cases: outcomes,
+        tallies,
     })
+}
+
+/// The `gen.*` metrics: greedy answers to the edit prompts and paraphrases scored against the
+/// new target, and the neighbours' answers against the unedited model's (where the references
+/// hold them). Returns each case's answers to its prompts, then paraphrases.
+fn score_generations(
+    model: &Model,
+    items: &Items,
+    n_cases: usize,
+    values: &mut BTreeMap<Metric, ItemValues>,
+) -> Result<Vec<Vec<String>>> {
+    let mut shown: Vec<Vec<String>> = vec![Vec::new(); n_cases];
+    let groups = [
+        (
+            &items.rewrite,
+            &items.rewrite_of,
+            GenMetric::EfficacyEm,
+            GenMetric::EfficacyF1,
+        ),
+        (
+            &items.rephrase,
+            &items.rephrase_of,
+            GenMetric::ParaphraseEm,
+            GenMetric::ParaphraseF1,
+        ),
+    ];
+    for (scored, owners, em, f1) in groups {
+        let answers = greedy_answers(model, scored)?;
+        for ((answer, (_, target)), &owner) in answers.iter().zip(scored).zip(owners) {
+            values
+                .entry(Metric::Gen(em))
+                .or_default()
+                .push(owner, exact_match(answer, target));
+            values
+                .entry(Metric::Gen(f1))
+                .or_default()
+                .push(owner, token_f1(answer, target));
+            shown[owner].push(answer.clone());
+        }
+    }
+    let with_reference: Vec<usize> = (0..items.neighbours.len())
+        .filter(|&k| items.neighbour_answers[k].is_some())
+        .collect();
+    let asked: Vec<(String, String)> = with_reference
+        .iter()
+        .map(|&k| items.neighbours[k].clone())
+        .collect();
+    let answers = greedy_answers(model, &asked)?;
+    for (&k, after) in with_reference.iter().zip(&answers) {
+        let before = items.neighbour_answers[k].unwrap_or_default();
+        values
+            .entry(Metric::Gen(GenMetric::Specificity))
+            .or_default()
+            .push(items.neighbours_of[k], f64::from(before == after));
+    }
+    Ok(shown)
 }
 
 /// Specificity (agreement with the unedited model's answer tokens) per neighbour, and each
@@ -326,11 +456,13 @@ fn score_neighbours(
     model: &Model,
     items: &Items,
     n_cases: usize,
-    token: &mut BTreeMap<TokenMetric, ItemValues>,
+    values: &mut BTreeMap<Metric, ItemValues>,
 ) -> Result<Vec<Vec<NeighbourChange>>> {
     let post = answer_argmax(model, &items.neighbours)?;
     let mut changed: Vec<Vec<NeighbourChange>> = vec![Vec::new(); n_cases];
-    let specificity = token.entry(TokenMetric::Specificity).or_default();
+    let specificity = values
+        .entry(Metric::Token(TokenMetric::Specificity))
+        .or_default();
     for (k, ((after, _), pre)) in post.iter().zip(&items.neighbour_refs).enumerate() {
         let agree = agreement(pre, after);
         let owner = items.neighbours_of[k];
@@ -348,9 +480,12 @@ fn score_neighbours(
 }
 
 /// The probability scores and magnitudes of every comparison.
-fn compare_probabilities(model: &Model, items: &Items) -> Result<BTreeMap<ProbMetric, ItemValues>> {
+fn compare_probabilities(
+    model: &Model,
+    items: &Items,
+    values: &mut BTreeMap<Metric, ItemValues>,
+) -> Result<()> {
     let nll = target_nll(model, &items.nll)?;
-    let mut prob: BTreeMap<ProbMetric, ItemValues> = BTreeMap::new();
     for (k, &(kind, owner)) in items.comparisons.iter().enumerate() {
         let (new, other) = (nll[2 * k], nll[2 * k + 1]);
         let (p_new, p_other) = ((-new).exp(), (-other).exp());
@@ -360,10 +495,16 @@ fn compare_probabilities(model: &Model, items: &Items) -> Result<BTreeMap<ProbMe
             (other < new, p_other - p_new)
         };
         let (score, magnitude) = kind.metrics();
-        prob.entry(score).or_default().push(owner, f64::from(won));
-        prob.entry(magnitude).or_default().push(owner, margin);
+        values
+            .entry(Metric::Prob(score))
+            .or_default()
+            .push(owner, f64::from(won));
+        values
+            .entry(Metric::Prob(magnitude))
+            .or_default()
+            .push(owner, margin);
     }
-    Ok(prob)
+    Ok(())
 }
 
 fn outcomes(
@@ -387,6 +528,8 @@ fn outcomes(
                 .collect(),
             token: TokenMetrics::default(),
             prob: ProbMetrics::default(),
+            gen: GenMetrics::default(),
+            answers: Vec::new(),
             changed_neighbours,
         })
         .collect()

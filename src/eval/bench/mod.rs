@@ -26,10 +26,10 @@ pub mod writer;
 
 use serde::{Deserialize, Serialize};
 
-pub use evaluate::{evaluate, layer_norms, EvalOptions, Evaluation, Reference};
+pub use evaluate::{evaluate, layer_norms, EvalOptions, Evaluation, Reference, Tallies};
 pub use records::{
-    CaseMetrics, CaseOutcome, EditRecord, EvalPoint, LayerNorms, Metric, ProbMetric, RunConfig,
-    TokenMetric,
+    CaseMetrics, CaseOutcome, EditRecord, EvalPoint, GenMetric, GenMetrics, LayerNorms, Metric,
+    ProbMetric, RunConfig, TokenMetric,
 };
 pub use run::{run, BenchOutcome, BenchRun, BenchSink};
 
@@ -66,6 +66,33 @@ impl std::str::FromStr for Protocol {
         Err(Error::Input(format!(
             "unknown protocol {s:?} (single, batch[:k], sequential)"
         )))
+    }
+}
+
+/// At which evaluation points a run measures the `gen.*` metrics. They decode a greedy answer to
+/// every prompt, paraphrase and neighbour, several times the cost of the teacher-forced metrics,
+/// so by default only the first point (the unedited model) and the last one decode, as the
+/// fluency samples do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GenSchedule {
+    Off,
+    #[default]
+    Ends,
+    Every,
+}
+
+impl std::str::FromStr for GenSchedule {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "off" | "none" => Ok(GenSchedule::Off),
+            "ends" => Ok(GenSchedule::Ends),
+            "every" | "all" => Ok(GenSchedule::Every),
+            other => Err(Error::Input(format!(
+                "unknown generation schedule {other:?} (off, ends, every)"
+            ))),
+        }
     }
 }
 

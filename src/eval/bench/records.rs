@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::Protocol;
 use crate::edit::Timings;
 use crate::error::{Error, Result};
+use crate::eval::interval::Interval;
 use crate::eval::probes::ProbeResult;
 use crate::model::ModelRecord;
 
@@ -65,6 +66,81 @@ pub struct ProbMetrics {
     pub pm: Option<f64>,
     #[serde(default, skip_serializing_if = "none")]
     pub ps: Option<f64>,
+}
+
+/// Generation metrics (`gen.*`, "The Mirage of Model Editing", ACL 2025): the model answers by
+/// greedy decoding, not teacher forcing, until end-of-text, a newline or len(answer) + 8 tokens
+/// ([`crate::eval::metrics::greedy_answers`]). `*_em`: the answer's first words are the target's
+/// (SQuAD-normalized); `*_f1`: SQuAD token-F1 of the whole answer against the target;
+/// `specificity`: the share of neighbour prompts whose generated answer is the unedited model's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct GenMetrics {
+    #[serde(default, skip_serializing_if = "none")]
+    pub efficacy_em: Option<f64>,
+    #[serde(default, skip_serializing_if = "none")]
+    pub efficacy_f1: Option<f64>,
+    #[serde(default, skip_serializing_if = "none")]
+    pub paraphrase_em: Option<f64>,
+    #[serde(default, skip_serializing_if = "none")]
+    pub paraphrase_f1: Option<f64>,
+    #[serde(default, skip_serializing_if = "none")]
+    pub specificity: Option<f64>,
+}
+
+impl GenMetrics {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// One generation metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum GenMetric {
+    EfficacyEm,
+    EfficacyF1,
+    ParaphraseEm,
+    ParaphraseF1,
+    Specificity,
+}
+
+impl GenMetric {
+    pub const ALL: [GenMetric; 5] = [
+        GenMetric::EfficacyEm,
+        GenMetric::EfficacyF1,
+        GenMetric::ParaphraseEm,
+        GenMetric::ParaphraseF1,
+        GenMetric::Specificity,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            GenMetric::EfficacyEm => "efficacy_em",
+            GenMetric::EfficacyF1 => "efficacy_f1",
+            GenMetric::ParaphraseEm => "paraphrase_em",
+            GenMetric::ParaphraseF1 => "paraphrase_f1",
+            GenMetric::Specificity => "specificity",
+        }
+    }
+
+    pub fn get(self, m: &GenMetrics) -> Option<f64> {
+        match self {
+            GenMetric::EfficacyEm => m.efficacy_em,
+            GenMetric::EfficacyF1 => m.efficacy_f1,
+            GenMetric::ParaphraseEm => m.paraphrase_em,
+            GenMetric::ParaphraseF1 => m.paraphrase_f1,
+            GenMetric::Specificity => m.specificity,
+        }
+    }
+
+    pub fn slot(self, m: &mut GenMetrics) -> &mut Option<f64> {
+        match self {
+            GenMetric::EfficacyEm => &mut m.efficacy_em,
+            GenMetric::EfficacyF1 => &mut m.efficacy_f1,
+            GenMetric::ParaphraseEm => &mut m.paraphrase_em,
+            GenMetric::ParaphraseF1 => &mut m.paraphrase_f1,
+            GenMetric::Specificity => &mut m.specificity,
+        }
+    }
 }
 
 /// Free-generation metrics: ROME/MEMIT's fluency GE (n-gram entropy of sampled text, bits).
@@ -188,6 +264,7 @@ impl ProbMetric {
 pub enum Metric {
     Token(TokenMetric),
     Prob(ProbMetric),
+    Gen(GenMetric),
     Fluency,
     Multihop,
 }
@@ -197,8 +274,64 @@ impl Metric {
         match self {
             Metric::Token(m) => m.name(),
             Metric::Prob(m) => m.name(),
+            Metric::Gen(m) => m.name(),
             Metric::Fluency => "fluency",
             Metric::Multihop => "multihop",
+        }
+    }
+
+    /// The metric's name in the files, with its protocol family: `token.efficacy`, `prob.es`,
+    /// `gen.efficacy_em`, `generation.fluency`, `multihop`.
+    pub fn key(self) -> String {
+        match self {
+            Metric::Token(m) => format!("token.{}", m.name()),
+            Metric::Prob(m) => format!("prob.{}", m.name()),
+            Metric::Gen(m) => format!("gen.{}", m.name()),
+            Metric::Fluency => "generation.fluency".into(),
+            Metric::Multihop => "multihop".into(),
+        }
+    }
+
+    /// The metric named by [`Metric::key`].
+    pub fn from_key(key: &str) -> Option<Metric> {
+        Metric::ALL.into_iter().find(|m| m.key() == key)
+    }
+
+    /// How the metric is measured, as a run's `config.json` records it.
+    pub fn protocol(self) -> &'static str {
+        match self {
+            Metric::Token(TokenMetric::Specificity) => {
+                "teacher-forced argmax at the answer positions of prompt + \" \" + answer, \
+                 compared with the unedited model's (EasyEdit locality)"
+            }
+            Metric::Token(_) => {
+                "teacher-forced argmax accuracy on the answer tokens of prompt + \" \" + answer \
+                 (EasyEdit)"
+            }
+            Metric::Prob(_) => {
+                "mean token NLL of the new target against the other answer after the prompt \
+                 (ROME/MEMIT CounterFact ES/PS/NS and magnitudes)"
+            }
+            Metric::Gen(GenMetric::Specificity) => {
+                "greedy decoding from each neighbour prompt until end-of-text, a newline or \
+                 len(answer) + 8 tokens; share identical to the unedited model's answer"
+            }
+            Metric::Gen(GenMetric::EfficacyEm | GenMetric::ParaphraseEm) => {
+                "greedy decoding until end-of-text, a newline or len(target) + 8 tokens; the \
+                 answer's first words equal the target's (SQuAD normalization)"
+            }
+            Metric::Gen(_) => {
+                "greedy decoding until end-of-text, a newline or len(target) + 8 tokens; SQuAD \
+                 token-F1 of the answer against the target"
+            }
+            Metric::Fluency => {
+                "top-5 samples of 100 tokens per generation prompt; (2/3·H2 + 4/3·H3)/2 n-gram \
+                 entropy in bits (ROME/MEMIT GE)"
+            }
+            Metric::Multihop => {
+                "greedy answer (16 tokens, first line) to each MQuAKE question after a 3-shot \
+                 preamble; a case is right when any question yields the answer or an alias"
+            }
         }
     }
 
@@ -206,22 +339,24 @@ impl Metric {
         match self {
             Metric::Token(t) => t.get(&m.token),
             Metric::Prob(p) => p.get(&m.prob),
+            Metric::Gen(g) => g.get(&m.gen),
             Metric::Fluency => m.generation.fluency,
             Metric::Multihop => m.multihop,
         }
     }
 
-    fn slot(self, m: &mut CaseMetrics) -> &mut Option<f64> {
+    pub(crate) fn slot(self, m: &mut CaseMetrics) -> &mut Option<f64> {
         match self {
             Metric::Token(t) => t.slot(&mut m.token),
             Metric::Prob(p) => p.slot(&mut m.prob),
+            Metric::Gen(g) => g.slot(&mut m.gen),
             Metric::Fluency => &mut m.generation.fluency,
             Metric::Multihop => &mut m.multihop,
         }
     }
 
     /// Every metric, in the order tables list them.
-    pub const ALL: [Metric; 12] = [
+    pub const ALL: [Metric; 17] = [
         Metric::Token(TokenMetric::Efficacy),
         Metric::Token(TokenMetric::Paraphrase),
         Metric::Token(TokenMetric::Specificity),
@@ -232,9 +367,50 @@ impl Metric {
         Metric::Prob(ProbMetric::Pm),
         Metric::Prob(ProbMetric::Ns),
         Metric::Prob(ProbMetric::Nm),
+        Metric::Gen(GenMetric::EfficacyEm),
+        Metric::Gen(GenMetric::EfficacyF1),
+        Metric::Gen(GenMetric::ParaphraseEm),
+        Metric::Gen(GenMetric::ParaphraseF1),
+        Metric::Gen(GenMetric::Specificity),
         Metric::Fluency,
         Metric::Multihop,
     ];
+}
+
+/// The 95% bootstrap interval of each metric of a point that has one
+/// ([`crate::eval::interval`]): over cases for the per-edit metrics. Written keyed by
+/// [`Metric::key`]; keys a later version adds are skipped when an older one reads the file.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Intervals(pub BTreeMap<Metric, Interval>);
+
+impl Intervals {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn get(&self, metric: Metric) -> Option<Interval> {
+        self.0.get(&metric).copied()
+    }
+}
+
+impl Serialize for Intervals {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let by_key: BTreeMap<String, Interval> =
+            self.0.iter().map(|(m, i)| (m.key(), *i)).collect();
+        by_key.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Intervals {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let by_key = BTreeMap::<String, Interval>::deserialize(d)?;
+        Ok(Intervals(
+            by_key
+                .into_iter()
+                .filter_map(|(k, i)| Some((Metric::from_key(&k)?, i)))
+                .collect(),
+        ))
+    }
 }
 
 /// Mean metrics over a set of cases.
@@ -247,7 +423,13 @@ pub struct CaseMetrics {
     /// Measured only where the cases have generation prompts and the point samples them.
     #[serde(default, skip_serializing_if = "GenerationMetrics::is_empty")]
     pub generation: GenerationMetrics,
+    /// Greedy-generation metrics, at the points that decode ([`GenMetrics`]).
+    #[serde(default, skip_serializing_if = "GenMetrics::is_empty")]
+    pub gen: GenMetrics,
     pub cases: usize,
+    /// 95% bootstrap intervals over cases of the per-edit metrics.
+    #[serde(default, skip_serializing_if = "Intervals::is_empty")]
+    pub intervals: Intervals,
 }
 
 impl CaseMetrics {
@@ -288,6 +470,12 @@ pub struct CaseOutcome {
     /// This case's probability metrics (es / ps / ns and magnitudes).
     #[serde(default, skip_serializing_if = "ProbMetrics::is_empty")]
     pub prob: ProbMetrics,
+    /// This case's generation metrics, where the point decoded.
+    #[serde(default, skip_serializing_if = "GenMetrics::is_empty")]
+    pub gen: GenMetrics,
+    /// The greedy answers behind them: to the edit prompt, then to each paraphrase.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub answers: Vec<String>,
     /// Neighbour (locality) prompts whose predicted answer tokens differ from the unedited
     /// model's, with both predictions decoded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -301,6 +489,7 @@ impl CaseOutcome {
         match metric {
             Metric::Token(t) => t.get(&self.token),
             Metric::Prob(p) => p.get(&self.prob),
+            Metric::Gen(g) => g.get(&self.gen),
             Metric::Fluency | Metric::Multihop => None,
         }
     }
@@ -455,6 +644,22 @@ pub struct RunConfig {
     /// command line.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resumed: Vec<Resumed>,
+    /// Which points measured the `gen.*` metrics (`ends` for runs before the setting existed,
+    /// which had none).
+    #[serde(default)]
+    pub generation: super::GenSchedule,
+    /// How each metric of the run's files is measured, keyed by its name in them
+    /// ([`Metric::protocol`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metric_protocols: BTreeMap<String, String>,
+}
+
+/// Every metric's name in the files and the protocol that measures it, for `config.json`.
+pub fn metric_protocols() -> BTreeMap<String, String> {
+    Metric::ALL
+        .iter()
+        .map(|m| (m.key(), m.protocol().to_string()))
+        .collect()
 }
 
 /// A line of [`RunConfig::resumed`].

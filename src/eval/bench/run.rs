@@ -7,11 +7,11 @@ use std::time::Instant;
 
 use super::checkpoint::{self, Checkpoint, CheckpointMeta, CheckpointPolicy};
 use super::evaluate::{
-    evaluate, layer_norms, mean, target_difficulty, EvalOptions, Evaluation, Reference,
+    evaluate, layer_norms, mean, target_difficulty, EvalOptions, Evaluation, Reference, Tallies,
     TargetDifficulty,
 };
 use super::records::{CaseMetrics, CaseOutcome, EditRecord, EvalPoint};
-use super::Protocol;
+use super::{GenSchedule, Protocol};
 use crate::edit::{
     new_editor, EditContext, EditControl, EditRequest, Editor, HParams, StatsCache, TargetCache,
 };
@@ -42,6 +42,8 @@ pub struct BenchRun<'a> {
     pub eval_every: Option<usize>,
     pub probes: &'a [ProbeSet],
     pub multihop: bool,
+    /// Which points decode the `gen.*` metrics.
+    pub generation: GenSchedule,
     pub stats: &'a mut StatsCache,
     /// Targets of the unedited model shared with the other methods of the command (`None`: always
     /// optimize). The single-edit protocol starts every record from W0, so each method after the
@@ -98,7 +100,8 @@ struct Run<'c, 'a> {
 impl<'c, 'a> Run<'c, 'a> {
     fn start(model: &mut Model, cases: &'c [EvalCase], spec: BenchRun<'a>) -> Result<Self> {
         model.reset_edits();
-        let reference = Reference::of(model, cases)?;
+        let decode = spec.generation != GenSchedule::Off;
+        let reference = Reference::of(model, cases, decode)?;
         let difficulty = model.with_unedited(|m| target_difficulty(m, cases))?;
         let wall_offset = spec.resume.as_ref().map_or(0.0, |c| c.meta.wall_seconds);
         Ok(Self {
@@ -117,10 +120,17 @@ impl<'c, 'a> Run<'c, 'a> {
         self.wall_offset + self.started.elapsed().as_secs_f64()
     }
 
-    fn evaluate(&self, model: &Model, which: &[usize], fluency: bool) -> Result<Evaluation> {
+    /// Evaluates the cases `which`; `end` says the point is the first or the last of the run,
+    /// where the costly sampled and decoded metrics are measured.
+    fn evaluate(&self, model: &Model, which: &[usize], end: bool) -> Result<Evaluation> {
         let options = EvalOptions {
             multihop: self.spec.multihop,
-            fluency,
+            fluency: end,
+            generation: match self.spec.generation {
+                GenSchedule::Off => false,
+                GenSchedule::Ends => end,
+                GenSchedule::Every => true,
+            },
         };
         evaluate(model, self.cases, &self.reference, which, options)
     }
@@ -131,9 +141,9 @@ impl<'c, 'a> Run<'c, 'a> {
         model: &Model,
         which: &[usize],
         edits: usize,
-        fluency: bool,
+        end: bool,
     ) -> Result<(EvalPoint, Vec<CaseOutcome>)> {
-        let eval = self.evaluate(model, which, fluency)?;
+        let eval = self.evaluate(model, which, end)?;
         let point = self.point_with(model, eval.metrics, edits)?;
         Ok((point, eval.cases))
     }
@@ -289,9 +299,17 @@ fn run_single(
         evaluations.push(run.evaluate(model, &[i], true)?);
     }
     sink.progress(cases.len(), cases.len(), "final evaluation");
-    let metrics = CaseMetrics::merge(evaluations.iter().map(|e| &e.metrics));
+    // Fluency and multi-hop are case-weighted means of the parts; the per-edit metrics pool
+    // every part's items, for the item-weighted means and intervals a stream run reports.
+    let mut metrics = CaseMetrics::merge(evaluations.iter().map(|e| &e.metrics));
+    let mut tallies = Tallies::default();
+    let mut outcomes: Vec<CaseOutcome> = Vec::new();
+    for e in evaluations {
+        tallies.append(e.tallies);
+        outcomes.extend(e.cases);
+    }
+    tallies.fill(&mut metrics);
     let last = run.point_with(model, metrics, cases.len())?;
-    let outcomes: Vec<CaseOutcome> = evaluations.into_iter().flat_map(|e| e.cases).collect();
     sink.cases(&outcomes)?;
     sink.point(&last)?;
     model.reset_edits();

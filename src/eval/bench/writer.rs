@@ -293,6 +293,8 @@ mod tests {
         let path = dir.path().join(CASES_FILE);
         let mut w = RunWriter::create(dir.path(), &run_config(), None).unwrap();
         let outcome = |index: usize| CaseOutcome {
+            gen: Default::default(),
+            answers: vec![],
             index,
             origin: format!("tiny#{index}"),
             requests: vec![RequestText {

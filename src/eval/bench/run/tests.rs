@@ -84,7 +84,7 @@ fn each_case_outcome_at_the_end_adds_up_to_the_final_point() {
     // The outcomes are a pure function of the model and the references, for any selection
     // of cases in any order; the unedited model changes no neighbour.
     let mut model_w0 = tiny_model(Arch::Llama, 21);
-    let reference_w0 = Reference::of(&mut model_w0, &cases).unwrap();
+    let reference_w0 = Reference::of(&mut model_w0, &cases, false).unwrap();
     let plain = EvalOptions::default();
     let again = evaluate(&model, &cases, &reference_w0, &[0, 1, 2, 3, 4], plain).unwrap();
     assert_eq!(again.cases, sink.cases);
@@ -230,4 +230,52 @@ fn every_edit_records_its_target_probability_on_the_edited_model() {
     assert!(after > before, "{before} → {after}");
     let s = crate::eval::bench::summary::summarize("memit", &sink.points, &sink.records).unwrap();
     assert_eq!(s.post_edit_prob, Some(after));
+}
+
+#[test]
+fn generation_metrics_decode_at_the_ends_and_every_point_has_intervals() {
+    use crate::eval::bench::records::GenMetric;
+    use crate::eval::bench::GenSchedule;
+    use crate::eval::metrics::{exact_match, greedy_answers};
+    let cases = cases();
+    let (model, sink) = memit_bench(&cases, |r| r.generation = GenSchedule::Ends);
+    let (first, last) = (&sink.points[0], sink.points.last().unwrap());
+    // Between the ends no point decodes.
+    assert!(sink.points.len() > 2);
+    for p in &sink.points[1..sink.points.len() - 1] {
+        assert!(p.metrics.gen.is_empty(), "{p:?}");
+    }
+    // On the unedited model every neighbour's answer is, by definition, unchanged.
+    assert_eq!(first.metrics.gen.specificity, Some(1.0));
+    for metric in GenMetric::ALL {
+        let v = Metric::Gen(metric).of(&last.metrics).unwrap();
+        assert!((0.0..=1.0).contains(&v), "{metric:?} {v}");
+    }
+    // Each case's answers are the edited model's greedy answers, and its exact match scores them.
+    let asked: Vec<(String, String)> = cases
+        .iter()
+        .map(|c| (c.requests[0].filled_prompt(), c.requests[0].target.clone()))
+        .collect();
+    let said = greedy_answers(&model, &asked).unwrap();
+    for (o, (answer, (_, target))) in sink.cases.iter().zip(said.iter().zip(&asked)) {
+        assert_eq!(&o.answers[0], answer);
+        assert_eq!(o.gen.efficacy_em, Some(exact_match(answer, target)));
+    }
+    // Five cases: every per-edit metric of every point has an interval around its mean.
+    for p in &sink.points {
+        for (metric, ci) in &p.metrics.intervals.0 {
+            let m = metric.of(&p.metrics).unwrap();
+            assert!(ci.lo <= m + 1e-12 && m <= ci.hi + 1e-12, "{metric:?} {m} {ci:?}");
+        }
+        assert!(p
+            .metrics
+            .intervals
+            .get(Metric::Token(TokenMetric::Efficacy))
+            .is_some());
+    }
+    // The intervals survive the trip through metrics.jsonl.
+    let line = serde_json::to_string(last).unwrap();
+    assert!(line.contains("\"token.efficacy\":{\"lo\":"), "{line}");
+    let back: EvalPoint = serde_json::from_str(&line).unwrap();
+    assert_eq!(&back, last);
 }
