@@ -21,8 +21,8 @@ use crate::edit::{EditControl, EditRequest, HParams, Progress};
 use crate::error::{Error, Result};
 use crate::eval::bench::records::TokenMetrics;
 use crate::eval::bench::{evaluate, layer_norms, CaseOutcome, EvalOptions, Reference};
-use crate::eval::metrics::greedy_answers;
 use crate::eval::datasets::EvalCase;
+use crate::eval::metrics::greedy_answers;
 use crate::eval::predict::{top_next, Prediction};
 use crate::model::Model;
 use crate::session::Runner;
@@ -408,8 +408,7 @@ impl Worker {
             }
         }
         let case = EvalCase::single(request.clone(), "");
-        let reference =
-            Reference::of(&mut self.runner.model, std::slice::from_ref(&case), true)?;
+        let reference = Reference::of(&mut self.runner.model, std::slice::from_ref(&case), true)?;
         let before = top_next(&self.runner.model, &[request.filled_prompt()], 3)?.remove(0);
         let asked: Vec<(String, String)> = std::iter::once(request.filled_prompt())
             .chain(request.paraphrases.iter().cloned())

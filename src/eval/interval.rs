@@ -84,7 +84,8 @@ pub fn mean(values: &[f64]) -> Option<(f64, Option<Interval>)> {
 
 /// The 2.5th and 97.5th percentiles of sorted values (nearest rank).
 fn percentiles(sorted: &[f64]) -> Interval {
-    let at = |q: f64| sorted[((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1];
+    let at =
+        |q: f64| sorted[((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1];
     Interval {
         lo: at(0.025),
         hi: at(0.975),

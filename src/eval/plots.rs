@@ -27,11 +27,13 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::error::{Error, Result};
 
-/// One line: a label for the legend and its (x, y) points in drawing order.
-#[derive(Debug, Clone, PartialEq)]
+/// One line: a label for the legend and its (x, y) points in drawing order, with an optional
+/// uncertainty band `(x, lo, hi)` drawn shaded under it (a whisker where it has one point).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Series {
     pub label: String,
     pub points: Vec<(f64, f64)>,
+    pub band: Vec<(f64, f64, f64)>,
 }
 
 /// A line chart. `y_range = None` fits the data; `log_y` uses a logarithmic y axis.
@@ -359,6 +361,9 @@ where
         .x_label_formatter(&x_fmt)
         .y_label_formatter(&y_fmt)
         .draw()?;
+    for (i, s) in chart.series.iter().enumerate() {
+        draw_band(ctx, &s.band, color(i), chart)?;
+    }
     for (i, runs) in lines.iter().enumerate() {
         let style = color(i).stroke_width(2);
         for run in runs {
@@ -366,6 +371,53 @@ where
             let markers = if run.len() <= 60 { 3 } else { 0 };
             ctx.draw_series(LineSeries::new(run.iter().copied(), style).point_size(markers))?;
         }
+    }
+    Ok(())
+}
+
+/// A series' interval band: a translucent polygon over each gap-free stretch of two or more
+/// points, a whisker for a lone point. Ends outside an explicit y range are clamped to it.
+fn draw_band<DB, Y>(
+    ctx: &mut ChartContext<'_, DB, Cartesian2d<RangedCoordf64, Y>>,
+    band: &[(f64, f64, f64)],
+    c: RGBColor,
+    chart: &LineChart,
+) -> DrawResult<DB>
+where
+    DB: DrawingBackend,
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    let (lo_y, hi_y) = {
+        let r = ctx.y_range();
+        (r.start, r.end)
+    };
+    let clamp = |y: f64| y.clamp(lo_y, hi_y);
+    let ok = |&(x, lo, hi): &(f64, f64, f64)| {
+        plottable(x) && plottable(lo) && plottable(hi) && (!chart.log_y || lo > 0.0)
+    };
+    let mut stretches: Vec<Vec<(f64, f64, f64)>> = vec![vec![]];
+    for b in band {
+        if ok(b) {
+            stretches.last_mut().expect("one").push(*b);
+        } else if !stretches.last().expect("one").is_empty() {
+            stretches.push(vec![]);
+        }
+    }
+    for s in stretches.iter().filter(|s| !s.is_empty()) {
+        if s.len() == 1 {
+            let (x, lo, hi) = s[0];
+            ctx.draw_series(std::iter::once(PathElement::new(
+                vec![(x, clamp(lo)), (x, clamp(hi))],
+                c.stroke_width(2),
+            )))?;
+            continue;
+        }
+        let outline: Vec<(f64, f64)> = s
+            .iter()
+            .map(|&(x, _, hi)| (x, clamp(hi)))
+            .chain(s.iter().rev().map(|&(x, lo, _)| (x, clamp(lo))))
+            .collect();
+        ctx.draw_series(std::iter::once(Polygon::new(outline, c.mix(0.18).filled())))?;
     }
     Ok(())
 }

@@ -8,8 +8,8 @@ use crate::error::Result;
 use crate::eval::bench::checkpoint::{Checkpoint, CheckpointPolicy};
 use crate::eval::bench::records::{DataRecord, StatsRecord};
 use crate::eval::bench::{
-    GenSchedule,
-    BenchRun, BenchSink, CaseMetrics, CaseOutcome, EditRecord, EvalPoint, Protocol, RunConfig,
+    BenchRun, BenchSink, CaseMetrics, CaseOutcome, EditRecord, EvalPoint, GenSchedule, Protocol,
+    RunConfig,
 };
 use crate::eval::datasets::EvalCase;
 use crate::eval::probes::ProbeConfig;

@@ -84,6 +84,14 @@ fn arc_easy(acc_norm: f64) -> ProbeResult {
     ProbeResult {
         task: "arc_easy".into(),
         metrics: [("acc_norm".to_string(), acc_norm)].into(),
+        intervals: [(
+            "acc_norm".to_string(),
+            crate::eval::interval::Interval {
+                lo: acc_norm - 0.05,
+                hi: acc_norm + 0.05,
+            },
+        )]
+        .into(),
         n: 100,
         seconds: 1.0,
         shots: 0,

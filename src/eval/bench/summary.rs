@@ -6,9 +6,13 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::evaluate::mean;
-use super::records::{is_zero, EditRecord, EvalPoint, TokenMetric};
+use super::records::{
+    is_zero, EditRecord, EvalPoint, GenMetric, GenMetrics, Intervals, Metric, ProbMetric,
+    TokenMetric,
+};
 use crate::edit::Timings;
 use crate::error::Result;
+use crate::eval::interval::Interval;
 use crate::eval::plots::{render, LineChart, Series};
 use crate::util;
 
@@ -30,6 +34,12 @@ pub struct Summary {
     /// ROME/MEMIT generation fluency (GE, bits) at the end, when the data has generation prompts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fluency: Option<f64>,
+    /// The greedy-generation metrics at the end ([`GenMetrics`]), when the run decoded.
+    #[serde(default, skip_serializing_if = "GenMetrics::is_empty")]
+    pub gen: GenMetrics,
+    /// 95% bootstrap intervals over cases of the final point's per-edit metrics.
+    #[serde(default, skip_serializing_if = "Intervals::is_empty")]
+    pub intervals: Intervals,
     /// Headline probe value per task at the first point and at the end.
     pub probes: Vec<ProbeChange>,
     /// ‖W‖₁/n at the end divided by its value before editing, per layer.
@@ -66,6 +76,11 @@ pub struct ProbeChange {
     pub task: String,
     pub start: Option<f64>,
     pub end: Option<f64>,
+    /// 95% bootstrap intervals over the probe's items, at the first and the last point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_interval: Option<Interval>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_interval: Option<Interval>,
 }
 
 /// How much an edited layer's ‖W‖₁ grew over a run.
@@ -77,6 +92,23 @@ pub struct LayerGrowth {
 }
 
 impl Summary {
+    /// The final value of a per-edit metric (`None` for one the summary does not carry).
+    pub fn value(&self, metric: Metric) -> Option<f64> {
+        match metric {
+            Metric::Token(TokenMetric::Efficacy) => self.efficacy,
+            Metric::Token(TokenMetric::Paraphrase) => self.paraphrase,
+            Metric::Token(TokenMetric::Specificity) => self.specificity,
+            Metric::Token(TokenMetric::Portability) => self.portability,
+            Metric::Prob(ProbMetric::Es) => self.es,
+            Metric::Prob(ProbMetric::Ps) => self.ps,
+            Metric::Prob(ProbMetric::Ns) => self.ns,
+            Metric::Prob(_) => None,
+            Metric::Gen(g) => g.get(&self.gen),
+            Metric::Fluency => self.fluency,
+            Metric::Multihop => self.multihop,
+        }
+    }
+
     /// The largest growth over the edited layers (NaN when none was measured).
     pub fn max_growth(&self) -> f64 {
         self.l1_growth
@@ -181,10 +213,13 @@ pub fn summarize(method: &str, points: &[EvalPoint], records: &[EditRecord]) -> 
         .keys()
         .map(|k| {
             let h = |p: &EvalPoint| p.probes.get(k).map(|r| r.headline().1);
+            let ci = |p: &EvalPoint| p.probes.get(k).and_then(|r| r.headline_interval());
             ProbeChange {
                 task: k.clone(),
                 start: h(first),
                 end: h(last),
+                start_interval: ci(first),
+                end_interval: ci(last),
             }
         })
         .collect();
@@ -206,6 +241,8 @@ pub fn summarize(method: &str, points: &[EvalPoint], records: &[EditRecord]) -> 
         ns: last.metrics.prob.ns,
         multihop: last.metrics.multihop,
         fluency: last.metrics.generation.fluency,
+        gen: last.metrics.gen,
+        intervals: last.metrics.intervals.clone(),
         probes,
         l1_growth: l1_growth(first, last),
         rejected: last.rejected,
@@ -290,7 +327,32 @@ pub(crate) fn series(
             .iter()
             .filter_map(|p| get(p).map(|v| (p.edits as f64, v)))
             .collect(),
+        ..Default::default()
     }
+}
+
+/// A metric's curve over the points, labelled with its family (`gen efficacy_em`), with its
+/// interval band.
+pub(crate) fn metric_series(metric: Metric, points: &[EvalPoint]) -> Series {
+    let label = match metric {
+        Metric::Gen(g) => format!("gen {}", g.name()),
+        m => m.name().to_string(),
+    };
+    Series {
+        band: band(points, |p| p.metrics.intervals.get(metric)),
+        ..series(&label, points, |p| metric.of(&p.metrics))
+    }
+}
+
+/// The `(edits, lo, hi)` of the points that have an interval.
+pub(crate) fn band(
+    points: &[EvalPoint],
+    get: impl Fn(&EvalPoint) -> Option<Interval>,
+) -> Vec<(f64, f64, f64)> {
+    points
+        .iter()
+        .filter_map(|p| get(p).map(|i| (p.edits as f64, i.lo, i.hi)))
+        .collect()
 }
 
 /// metrics.{svg,png}, norms.{svg,png}, probes.{svg,png}, edit_prob.{svg,png}.
@@ -307,7 +369,13 @@ pub fn plot_run(
         y_label: "score".into(),
         series: TokenMetric::ALL
             .iter()
-            .map(|&m| series(m.name(), points, |p| m.get(&p.metrics.token)))
+            .map(|&m| Metric::Token(m))
+            .chain([
+                Metric::Gen(GenMetric::EfficacyEm),
+                Metric::Gen(GenMetric::ParaphraseEm),
+                Metric::Gen(GenMetric::Specificity),
+            ])
+            .map(|m| metric_series(m, points))
             .filter(|s| !s.points.is_empty())
             .collect(),
         y_range: Some((0.0, 1.0)),
@@ -345,7 +413,10 @@ pub fn plot_run(
             y_label: "headline metric".into(),
             series: tasks
                 .iter()
-                .map(|t| series(t, points, |p| p.probes.get(t).map(|r| r.headline().1)))
+                .map(|t| Series {
+                    band: band(points, |p| p.probes.get(t)?.headline_interval()),
+                    ..series(t, points, |p| p.probes.get(t).map(|r| r.headline().1))
+                })
                 .collect(),
             y_range: Some((0.0, 1.0)),
             log_y: false,
@@ -359,6 +430,7 @@ pub fn plot_run(
             .enumerate()
             .filter_map(|(i, r)| f(r).map(|p| ((i + 1) as f64, p)))
             .collect(),
+        ..Default::default()
     };
     let mut series = vec![per_edit("after optimization", |r| r.prob_final)];
     if records.iter().any(|r| r.prob_post.is_some()) {

@@ -4,10 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use super::records::{load_run, TokenMetric};
-use super::summary::{series, summarize, Summary};
+use super::records::{load_run, GenMetric, Metric, ProbMetric, TokenMetric};
+use super::summary::{metric_series, series, summarize, Summary};
 use crate::error::{Error, Result};
-use crate::eval::plots::{render, LineChart};
+use crate::eval::interval::Interval;
+use crate::eval::plots::{self, render, LineChart};
 use crate::util;
 
 /// `summary.csv`: one header line and one row.
@@ -43,12 +44,24 @@ pub fn csv(s: &Summary) -> Result<String> {
         ),
         ("post_edit_prob".into(), f(s.post_edit_prob)),
     ];
+    for g in GenMetric::ALL {
+        columns.push((csv_name(Metric::Gen(g)), f(g.get(&s.gen))));
+    }
+    for (&metric, ci) in &s.intervals.0 {
+        let name = csv_name(metric);
+        columns.push((format!("{name}_lo"), format!("{:.6}", ci.lo)));
+        columns.push((format!("{name}_hi"), format!("{:.6}", ci.hi)));
+    }
     for (j, r) in s.projector_rank.iter().enumerate() {
         columns.push((format!("projector_rank_{j}"), r.to_string()));
     }
     for p in &s.probes {
         columns.push((format!("{}_start", p.task), f(p.start)));
         columns.push((format!("{}_end", p.task), f(p.end)));
+        if let Some(ci) = p.end_interval {
+            columns.push((format!("{}_end_lo", p.task), format!("{:.6}", ci.lo)));
+            columns.push((format!("{}_end_hi", p.task), format!("{:.6}", ci.hi)));
+        }
     }
     for g in &s.l1_growth {
         columns.push((
@@ -68,8 +81,25 @@ pub fn csv(s: &Summary) -> Result<String> {
     Ok(String::from_utf8(bytes).expect("the fields are UTF-8"))
 }
 
+/// A metric's column in `summary.csv`: the names it always had for the token and probability
+/// metrics, `gen_` before the generation ones.
+fn csv_name(metric: Metric) -> String {
+    match metric {
+        Metric::Gen(g) => format!("gen_{}", g.name()),
+        m => m.name().to_string(),
+    }
+}
+
 fn opt(v: Option<f64>) -> String {
     v.map_or_else(|| "–".to_string(), |x| format!("{:.1}", 100.0 * x))
+}
+
+/// A value ×100 with half its 95% interval's width, when it has one: `45.2 ±3.1`.
+fn with_ci(v: Option<f64>, ci: Option<Interval>) -> String {
+    match (v, ci) {
+        (Some(_), Some(ci)) => format!("{} ±{:.1}", opt(v), 100.0 * ci.half_width()),
+        _ => opt(v),
+    }
 }
 
 /// The side-by-side table of several runs (Markdown).
@@ -86,7 +116,11 @@ pub fn markdown(summaries: &[(String, Summary)]) -> String {
     let with_ge = summaries.iter().any(|(_, s)| s.fluency.is_some());
     let with_ppl = summaries.iter().any(|(_, s)| s.targets.is_some());
     let with_post = summaries.iter().any(|(_, s)| s.post_edit_prob.is_some());
+    let with_gen = summaries.iter().any(|(_, s)| !s.gen.is_empty());
     let mut md = String::from("| run | method | N | Eff. | Par. | Spe. | Avg. | ES | PS | NS |");
+    if with_gen {
+        md.push_str(" gen EM | gen F1 | gen par. EM | gen Spe. |");
+    }
     if with_ge {
         md.push_str(" GE |");
     }
@@ -100,6 +134,9 @@ pub fn markdown(summaries: &[(String, Summary)]) -> String {
         md.push_str(" post-edit p |");
     }
     md.push_str(" max ‖W‖₁ growth | s/edit |\n|---|---|---|---|---|---|---|---|---|---|");
+    if with_gen {
+        md.push_str("---|---|---|---|");
+    }
     if with_ge {
         md.push_str("---|");
     }
@@ -114,18 +151,29 @@ pub fn markdown(summaries: &[(String, Summary)]) -> String {
     }
     md.push_str("---|---|\n");
     for (name, s) in summaries {
+        let cell = |m: Metric| with_ci(s.value(m), s.intervals.get(m));
         md.push_str(&format!(
             "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             s.method,
             s.edits,
-            opt(s.efficacy),
-            opt(s.paraphrase),
-            opt(s.specificity),
+            cell(Metric::Token(TokenMetric::Efficacy)),
+            cell(Metric::Token(TokenMetric::Paraphrase)),
+            cell(Metric::Token(TokenMetric::Specificity)),
             opt(s.avg),
-            opt(s.es),
-            opt(s.ps),
-            opt(s.ns)
+            cell(Metric::Prob(ProbMetric::Es)),
+            cell(Metric::Prob(ProbMetric::Ps)),
+            cell(Metric::Prob(ProbMetric::Ns)),
         ));
+        if with_gen {
+            for g in [
+                GenMetric::EfficacyEm,
+                GenMetric::EfficacyF1,
+                GenMetric::ParaphraseEm,
+                GenMetric::Specificity,
+            ] {
+                md.push_str(&format!(" {} |", cell(Metric::Gen(g))));
+            }
+        }
         if with_ge {
             // GE is reported ×100 in the field's tables (bits × 100).
             md.push_str(&format!(" {} |", opt(s.fluency)));
@@ -136,7 +184,7 @@ pub fn markdown(summaries: &[(String, Summary)]) -> String {
                 .iter()
                 .find(|p| &p.task == t)
                 .map_or("–".to_string(), |p| {
-                    format!("{} → {}", opt(p.start), opt(p.end))
+                    format!("{} → {}", opt(p.start), with_ci(p.end, p.end_interval))
                 });
             md.push_str(&format!(" {cell} |"));
         }
@@ -164,7 +212,10 @@ pub fn markdown(summaries: &[(String, Summary)]) -> String {
             s.seconds_per_edit.map_or("–".into(), |x| format!("{x:.1}"))
         ));
     }
-    md.push_str("\nEff./Par./Spe.: EasyEdit token-level rewrite, rephrase and locality accuracy ×100 over all edits on the final model; ES/PS/NS: ROME/MEMIT probability scores ×100; ");
+    md.push_str("\nEff./Par./Spe.: EasyEdit token-level rewrite, rephrase and locality accuracy ×100 over all edits on the final model; ES/PS/NS: ROME/MEMIT probability scores ×100; ±: half the width of the 95% bootstrap interval over cases (probes: over items); ");
+    if with_gen {
+        md.push_str("gen EM / F1 / par. EM / Spe.: greedy answers (until end-of-text, a newline or the target's length + 8 tokens) that start with the target, their token-F1 against it, the same after paraphrases, and neighbours whose answer is the unedited model's, ×100; ");
+    }
     if with_ge {
         md.push_str("GE: ROME/MEMIT generation fluency (n-gram entropy, bits) ×100 after the last edit (point 0 of metrics.jsonl holds the unedited model's); ");
     }
@@ -218,7 +269,10 @@ pub fn compare(runs: &[PathBuf], out: &Path) -> Result<(String, Vec<PathBuf>)> {
             y_label: metric.name().into(),
             series: loaded
                 .iter()
-                .map(|(n, r)| series(n, &r.points, |pt| metric.get(&pt.metrics.token)))
+                .map(|(n, r)| plots::Series {
+                    label: n.clone(),
+                    ..metric_series(Metric::Token(metric), &r.points)
+                })
                 .collect(),
             y_range: Some((0.0, 1.0)),
             log_y: false,
@@ -290,6 +344,8 @@ mod tests {
             task: "arc_easy".into(),
             start: Some(0.5),
             end: None,
+            start_interval: None,
+            end_interval: None,
         });
         let text = csv(&s).unwrap();
         let lines: Vec<&str> = text.lines().collect();
@@ -304,16 +360,47 @@ mod tests {
         s.projector_rank = vec![40, 52];
         let text = csv(&s).unwrap();
         let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains(",post_edit_prob,gen_"), "{text}");
         assert!(
-            lines[0].contains(",post_edit_prob,projector_rank_0,projector_rank_1,"),
+            lines[0].contains(",projector_rank_0,projector_rank_1,"),
             "{text}"
         );
-        assert!(lines[1].contains(",0.250000,40,52,"), "{text}");
-        let md = markdown(&[("run".into(), s)]);
+        assert!(lines[1].contains(",0.250000,"), "{text}");
+        assert!(lines[1].contains(",40,52,"), "{text}");
+        let md = markdown(&[("run".into(), s.clone())]);
         assert!(
             md.contains("| post-edit p |") && md.contains("| 25.0 |"),
             "{md}"
         );
+        assert!(!md.contains("gen EM"), "no decoding, no gen columns: {md}");
+        // Generation metrics and intervals get columns, and the table shows the ± of each.
+        s.efficacy = Some(0.2);
+        s.gen.efficacy_em = Some(0.4);
+        s.intervals.0.insert(
+            Metric::Token(TokenMetric::Efficacy),
+            Interval { lo: 0.1, hi: 0.3 },
+        );
+        s.probes[0].end = Some(0.25);
+        s.probes[0].end_interval = Some(Interval { lo: 0.2, hi: 0.3 });
+        let text = csv(&s).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0].split(',').count(), lines[1].split(',').count());
+        assert!(
+            lines[0].contains(",gen_efficacy_em,gen_efficacy_f1,"),
+            "{text}"
+        );
+        assert!(lines[0].contains(",efficacy_lo,efficacy_hi,"), "{text}");
+        assert!(
+            lines[0].contains(",arc_easy_end_lo,arc_easy_end_hi"),
+            "{text}"
+        );
+        assert!(lines[1].contains(",0.400000,,"), "{text}");
+        assert!(lines[1].contains(",0.100000,0.300000,"), "{text}");
+        let md = markdown(&[("run".into(), s)]);
+        assert!(md.contains("| d4s | 3 | 20.0 ±10.0 |"), "{md}");
+        assert!(md.contains("| gen EM |") && md.contains("| 40.0 |"), "{md}");
+        assert!(md.contains("| 50.0 → 25.0 ±5.0 |"), "{md}");
+        assert!(md.contains("95% bootstrap interval"), "{md}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ fn chart() -> LineChart {
                 points: (0..50)
                     .map(|i| (i as f64 * 100.0, (i as f64).sqrt() * 1e-4))
                     .collect(),
+                ..Default::default()
             },
             Series {
                 label: "layer 5".into(),
@@ -21,10 +22,12 @@ fn chart() -> LineChart {
                     (f64::INFINITY, 1.0),
                     (300.0, 2e-4),
                 ],
+                ..Default::default()
             },
             Series {
                 label: "layer 6 (empty)".into(),
                 points: vec![],
+                band: vec![],
             },
         ],
         y_range: None,
@@ -99,6 +102,7 @@ fn degenerate_inputs_do_not_panic() {
         series: vec![Series {
             label: "nan".into(),
             points: vec![(f64::NAN, f64::NAN), (1.0, f64::NEG_INFINITY)],
+            ..Default::default()
         }],
         y_range: Some((f64::NAN, 1.0)),
         log_y: true,
@@ -111,6 +115,7 @@ fn degenerate_inputs_do_not_panic() {
         series: vec![Series {
             label: "one".into(),
             points: vec![(3.0, 0.0), (3.0, -1.0), (3.0, 5.0)],
+            ..Default::default()
         }],
         y_range: Some((1.0, 10.0)),
         ..all_bad.clone()
@@ -128,6 +133,7 @@ fn degenerate_inputs_do_not_panic() {
                 (f64::MAX, f64::MAX),
                 (0.0, f64::MIN_POSITIVE),
             ],
+            ..Default::default()
         }],
         y_range: None,
         ..flat.clone()
@@ -136,6 +142,7 @@ fn degenerate_inputs_do_not_panic() {
         series: vec![Series {
             label: "one ulp".into(),
             points: vec![(1.0, 1.0), (1.0 + f64::EPSILON, 1.0 + 2.0 * f64::EPSILON)],
+            ..Default::default()
         }],
         y_range: None,
         ..flat.clone()
@@ -206,4 +213,50 @@ fn helpers() {
     );
     assert_ne!(color(0), color(1));
     assert_ne!(color(10), color(11));
+}
+
+#[test]
+fn interval_bands_are_shaded_polygons_and_lone_points_get_whiskers() {
+    let dir = tempfile::tempdir().unwrap();
+    let banded = LineChart {
+        title: "bands".into(),
+        x_label: "edits".into(),
+        y_label: "score".into(),
+        series: vec![
+            Series {
+                label: "efficacy".into(),
+                points: vec![(0.0, 0.5), (10.0, 0.6), (20.0, 0.7)],
+                // The last band reaches past the range: clamped, not dropped.
+                band: vec![(0.0, 0.4, 0.6), (10.0, 0.5, 0.7), (20.0, 0.6, 1.3)],
+            },
+            Series {
+                label: "gen".into(),
+                points: vec![(20.0, 0.3)],
+                band: vec![(20.0, 0.2, 0.4), (30.0, f64::NAN, 0.5)],
+            },
+        ],
+        y_range: Some((0.0, 1.0)),
+        log_y: false,
+    };
+    let svg = svg_of(&render(&banded, &dir.path().join("bands")).unwrap());
+    assert_eq!(svg.matches("<polygon").count(), 1, "one shaded band");
+    assert!(svg.contains("opacity=\"0.18\""), "translucent: {svg}");
+    let plain = LineChart {
+        series: banded
+            .series
+            .iter()
+            .map(|s| Series {
+                band: vec![],
+                ..s.clone()
+            })
+            .collect(),
+        ..banded.clone()
+    };
+    let svg_plain = svg_of(&render(&plain, &dir.path().join("plain")).unwrap());
+    assert_eq!(svg_plain.matches("<polygon").count(), 0);
+    // The whisker of the lone point is one more path than the plain chart has.
+    assert_eq!(
+        svg.matches("<polyline").count(),
+        svg_plain.matches("<polyline").count() + 1
+    );
 }

@@ -32,6 +32,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::eval::interval::{self, Interval};
 use crate::model::Model;
 use scoring::{EngineOptions, Group};
 
@@ -306,9 +307,11 @@ impl ProbeSet {
             Items::Mc(items) => self.run_mc(model, items, cancel)?,
             Items::Gen(items) => self.run_gen(model, items, cancel)?,
         };
+        let (metrics, intervals) = mean_metrics(&per_item);
         Ok(ProbeResult {
             task: self.task.name().to_string(),
-            metrics: mean_metrics(&per_item),
+            metrics,
+            intervals,
             n: self.len(),
             seconds: start.elapsed().as_secs_f64(),
             shots: self.shots,
@@ -393,18 +396,27 @@ pub fn score_item(scoring: &Scoring, lls: &[Vec<f64>]) -> Vec<(&'static str, f64
     }
 }
 
-fn mean_metrics(per_item: &[Vec<(&'static str, f64)>]) -> BTreeMap<String, f64> {
-    let mut sums: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+/// Each metric's mean over the items and its 95% bootstrap interval over them.
+fn mean_metrics(
+    per_item: &[Vec<(&'static str, f64)>],
+) -> (BTreeMap<String, f64>, BTreeMap<String, Interval>) {
+    let mut values: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for item in per_item {
         for &(name, v) in item {
-            let e = sums.entry(name.to_string()).or_insert((0.0, 0));
-            e.0 += v;
-            e.1 += 1;
+            values.entry(name).or_default().push(v);
         }
     }
-    sums.into_iter()
-        .map(|(k, (s, n))| (k, s / n as f64))
-        .collect()
+    let mut means = BTreeMap::new();
+    let mut intervals = BTreeMap::new();
+    for (name, v) in values {
+        if let Some((m, ci)) = interval::mean(&v) {
+            means.insert(name.to_string(), m);
+            if let Some(ci) = ci {
+                intervals.insert(name.to_string(), ci);
+            }
+        }
+    }
+    (means, intervals)
 }
 
 /// The outcome of one run of a probe set.
@@ -412,6 +424,10 @@ fn mean_metrics(per_item: &[Vec<(&'static str, f64)>]) -> BTreeMap<String, f64> 
 pub struct ProbeResult {
     pub task: String,
     pub metrics: BTreeMap<String, f64>,
+    /// 95% bootstrap interval over the items of each metric (absent in results written before
+    /// intervals existed).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub intervals: BTreeMap<String, Interval>,
     pub n: usize,
     pub seconds: f64,
     pub shots: usize,
@@ -435,6 +451,11 @@ impl ProbeResult {
                 None => (String::new(), f64::NAN),
             },
         }
+    }
+
+    /// The headline metric's interval, when the result has one.
+    pub fn headline_interval(&self) -> Option<Interval> {
+        self.intervals.get(&self.headline().0).copied()
     }
 
     /// Chance level of the headline metric (`NaN` for an unknown task).

@@ -82,11 +82,13 @@ fn defaults_and_headlines() {
     let r = ProbeResult {
         task: "arc_easy".into(),
         metrics: [("acc".to_string(), 0.4), ("acc_norm".to_string(), 0.5)].into(),
+        intervals: Default::default(),
         n: 10,
         seconds: 1.0,
         shots: 0,
     };
     assert_eq!(r.headline(), ("acc_norm".to_string(), 0.5));
+    assert_eq!(r.headline_interval(), None);
     assert_eq!(r.chance(), 0.25);
     assert_eq!(chance_level(Task::Winogrande), 0.5);
     let json = serde_json::to_string(&r).unwrap();

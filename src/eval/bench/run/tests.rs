@@ -265,7 +265,10 @@ fn generation_metrics_decode_at_the_ends_and_every_point_has_intervals() {
     for p in &sink.points {
         for (metric, ci) in &p.metrics.intervals.0 {
             let m = metric.of(&p.metrics).unwrap();
-            assert!(ci.lo <= m + 1e-12 && m <= ci.hi + 1e-12, "{metric:?} {m} {ci:?}");
+            assert!(
+                ci.lo <= m + 1e-12 && m <= ci.hi + 1e-12,
+                "{metric:?} {m} {ci:?}"
+            );
         }
         assert!(p
             .metrics
