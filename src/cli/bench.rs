@@ -274,7 +274,7 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
                 .unwrap_or(1),
             command: command_line.into(),
             resumed: vec![],
-            generation,
+            generation: Some(generation),
             metric_protocols: records::metric_protocols(),
         };
         let start = plan_start(&dir, &config, a)?;

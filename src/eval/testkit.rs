@@ -149,7 +149,7 @@ pub fn run_config() -> RunConfig {
         protocol: Protocol::Sequential,
         eval_every: Some(2),
         probes: vec![],
-        generation: GenSchedule::Ends,
+        generation: Some(GenSchedule::Ends),
         metric_protocols: crate::eval::bench::records::metric_protocols(),
         probe_config: ProbeConfig {
             data_dir: "/a".into(),
@@ -181,6 +181,7 @@ pub fn point(edits: usize) -> EvalPoint {
         edit_prob: Some(0.1 * edits as f64),
         rejected: 0,
         wall_seconds: edits as f64,
+        retention: vec![],
     }
 }
 

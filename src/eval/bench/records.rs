@@ -548,6 +548,47 @@ pub struct EvalPoint {
     pub edit_prob: Option<f64>,
     pub rejected: usize,
     pub wall_seconds: f64,
+    /// The evaluated edits split by age into tenths, oldest first (stream protocols, after
+    /// the first edit): which edits are lost first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retention: Vec<AgeDecile>,
+}
+
+/// One tenth of the edits evaluated at a point, by age: the edits `first ..first + edits` in
+/// edit order (decile 0 holds the oldest), with their mean teacher-forced efficacy and
+/// paraphrase accuracy (means over the decile's cases).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgeDecile {
+    pub decile: usize,
+    pub first: usize,
+    pub edits: usize,
+    #[serde(default, skip_serializing_if = "none")]
+    pub efficacy: Option<f64>,
+    #[serde(default, skip_serializing_if = "none")]
+    pub paraphrase: Option<f64>,
+}
+
+/// Splits the outcomes of the edits so far (in edit order, oldest first) into age deciles;
+/// with fewer than ten edits some deciles are empty and left out.
+pub fn retention_by_age(outcomes: &[CaseOutcome]) -> Vec<AgeDecile> {
+    let n = outcomes.len();
+    let mean = |cases: &[CaseOutcome], metric: TokenMetric| {
+        let v: Vec<f64> = cases.iter().filter_map(|c| metric.get(&c.token)).collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    (0..10)
+        .filter_map(|d| {
+            let (from, to) = (d * n / 10, (d + 1) * n / 10);
+            let cases = &outcomes[from..to];
+            (!cases.is_empty()).then(|| AgeDecile {
+                decile: d,
+                first: from,
+                edits: cases.len(),
+                efficacy: mean(cases, TokenMetric::Efficacy),
+                paraphrase: mean(cases, TokenMetric::Paraphrase),
+            })
+        })
+        .collect()
 }
 
 /// One line of `edits.jsonl`.
@@ -644,10 +685,9 @@ pub struct RunConfig {
     /// command line.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resumed: Vec<Resumed>,
-    /// Which points measured the `gen.*` metrics (`ends` for runs before the setting existed,
-    /// which had none).
-    #[serde(default)]
-    pub generation: super::GenSchedule,
+    /// Which points measured the `gen.*` metrics (absent in runs recorded before they existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<super::GenSchedule>,
     /// How each metric of the run's files is measured, keyed by its name in them
     /// ([`Metric::protocol`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -10,7 +10,7 @@ use super::evaluate::{
     evaluate, layer_norms, mean, target_difficulty, EvalOptions, Evaluation, Reference, Tallies,
     TargetDifficulty,
 };
-use super::records::{CaseMetrics, CaseOutcome, EditRecord, EvalPoint};
+use super::records::{retention_by_age, CaseMetrics, CaseOutcome, EditRecord, EvalPoint};
 use super::{GenSchedule, Protocol};
 use crate::edit::{
     new_editor, EditContext, EditControl, EditRequest, Editor, HParams, StatsCache, TargetCache,
@@ -144,7 +144,10 @@ impl<'c, 'a> Run<'c, 'a> {
         end: bool,
     ) -> Result<(EvalPoint, Vec<CaseOutcome>)> {
         let eval = self.evaluate(model, which, end)?;
-        let point = self.point_with(model, eval.metrics, edits)?;
+        let mut point = self.point_with(model, eval.metrics, edits)?;
+        if edits > 0 {
+            point.retention = retention_by_age(&eval.cases);
+        }
         Ok((point, eval.cases))
     }
 
@@ -157,6 +160,7 @@ impl<'c, 'a> Run<'c, 'a> {
             edit_prob: mean(&self.probs),
             rejected: self.rejected,
             wall_seconds: self.wall(),
+            retention: Vec::new(),
         })
     }
 

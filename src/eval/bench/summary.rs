@@ -7,13 +7,13 @@ use serde::{Deserialize, Serialize};
 
 use super::evaluate::mean;
 use super::records::{
-    is_zero, EditRecord, EvalPoint, GenMetric, GenMetrics, Intervals, Metric, ProbMetric,
-    TokenMetric,
+    is_zero, AgeDecile, EditRecord, EvalPoint, GenMetric, GenMetrics, Intervals, Metric,
+    ProbMetric, TokenMetric,
 };
 use crate::edit::Timings;
 use crate::error::Result;
 use crate::eval::interval::Interval;
-use crate::eval::plots::{render, LineChart, Series};
+use crate::eval::plots::{render, render_grid, LineChart, Series};
 use crate::util;
 
 /// The final numbers of a run, as in the paper's tables.
@@ -68,6 +68,9 @@ pub struct Summary {
     /// AlphaEdit's null-space projector rank per edited layer (the last accepted edit's record).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub projector_rank: Vec<usize>,
+    /// Efficacy and paraphrase by edit age at the end, oldest tenth first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retention: Vec<AgeDecile>,
 }
 
 /// A probe's headline value at a run's first and last points.
@@ -269,6 +272,7 @@ pub fn summarize(method: &str, points: &[EvalPoint], records: &[EditRecord]) -> 
             .find(|r| !r.projector_rank.is_empty())
             .map(|r| r.projector_rank.clone())
             .unwrap_or_default(),
+        retention: last.retention.clone(),
     })
 }
 
@@ -436,6 +440,7 @@ pub fn plot_run(
     if records.iter().any(|r| r.prob_post.is_some()) {
         series.push(per_edit("on the edited model", |r| r.prob_post));
     }
+    files.extend(plot_retention(dir, method, points)?);
     let prob = LineChart {
         title: format!("{method}: target probability of each edit"),
         x_label: "edit".into(),
@@ -446,6 +451,44 @@ pub fn plot_run(
     };
     files.extend(render(&prob, &dir.join("edit_prob"))?);
     Ok(files)
+}
+
+/// Most curves in the retention plot: the points are thinned evenly, keeping the last.
+const RETENTION_CURVES: usize = 8;
+
+/// retention.{svg,png}: efficacy and paraphrase of each tenth of the edits by age (oldest on
+/// the left), one curve per evaluation point, so a reader sees which edits go first.
+fn plot_retention(dir: &Path, method: &str, points: &[EvalPoint]) -> Result<Vec<PathBuf>> {
+    let with: Vec<&EvalPoint> = points.iter().filter(|p| !p.retention.is_empty()).collect();
+    if with.is_empty() {
+        return Ok(vec![]);
+    }
+    let step = with.len().div_ceil(RETENTION_CURVES);
+    let chosen: Vec<&EvalPoint> = with.iter().rev().step_by(step).rev().copied().collect();
+    let panel = |title: &str, get: fn(&AgeDecile) -> Option<f64>| LineChart {
+        title: format!("{method}: {title} by edit age"),
+        x_label: "edit age: tenth of the edits so far (0 = oldest)".into(),
+        y_label: title.into(),
+        series: chosen
+            .iter()
+            .map(|p| Series {
+                label: format!("after {} edits", p.edits),
+                points: p
+                    .retention
+                    .iter()
+                    .filter_map(|d| get(d).map(|v| (d.decile as f64, v)))
+                    .collect(),
+                ..Default::default()
+            })
+            .collect(),
+        y_range: Some((0.0, 1.0)),
+        log_y: false,
+    };
+    let charts = [
+        panel("efficacy", |d| d.efficacy),
+        panel("paraphrase", |d| d.paraphrase),
+    ];
+    render_grid(&charts, 2, &dir.join("retention"))
 }
 
 #[cfg(test)]

@@ -84,3 +84,39 @@ fn merged_means_weigh_each_part_by_its_cases() {
     assert_eq!(m.prob.es, Some(1.0));
     assert_eq!(m.token.paraphrase, None);
 }
+
+#[test]
+fn retention_splits_the_edits_into_tenths_by_age() {
+    let outcome = |i: usize| CaseOutcome {
+        index: i,
+        origin: String::new(),
+        requests: vec![],
+        token: TokenMetrics {
+            efficacy: Some(if i < 5 { 0.0 } else { 1.0 }),
+            paraphrase: (i % 2 == 0).then_some(1.0),
+            ..Default::default()
+        },
+        prob: Default::default(),
+        gen: Default::default(),
+        answers: vec![],
+        changed_neighbours: vec![],
+    };
+    let outcomes: Vec<CaseOutcome> = (0..25).map(outcome).collect();
+    let deciles = retention_by_age(&outcomes);
+    assert_eq!(deciles.len(), 10);
+    assert_eq!(deciles.iter().map(|d| d.edits).sum::<usize>(), 25);
+    // Contiguous, oldest first.
+    for w in deciles.windows(2) {
+        assert_eq!(w[0].first + w[0].edits, w[1].first);
+    }
+    // The five oldest edits are the lost ones: the first two tenths (edits 0–4).
+    assert_eq!((deciles[0].first, deciles[0].edits), (0, 2));
+    assert_eq!(deciles[0].efficacy, Some(0.0));
+    assert_eq!(deciles[9].efficacy, Some(1.0));
+    // Means over the decile's cases that have the metric.
+    assert_eq!(deciles[0].paraphrase, Some(1.0));
+    // Fewer than ten edits: one per non-empty tenth.
+    let few = retention_by_age(&outcomes[..3]);
+    assert_eq!(few.iter().map(|d| d.edits).collect::<Vec<_>>(), [1, 1, 1]);
+    assert!(retention_by_age(&[]).is_empty());
+}

@@ -276,6 +276,15 @@ fn generation_metrics_decode_at_the_ends_and_every_point_has_intervals() {
             .get(Metric::Token(TokenMetric::Efficacy))
             .is_some());
     }
+    // Every point after the first splits the edits so far by age; the last holds one tenth per
+    // case here, in edit order.
+    assert!(first.retention.is_empty());
+    let ages = &last.retention;
+    assert_eq!(ages.len(), cases.len());
+    for (d, o) in ages.iter().zip(&sink.cases) {
+        assert_eq!((d.first, d.edits), (o.index, 1));
+        assert_eq!(d.efficacy, o.token.efficacy);
+    }
     // The intervals survive the trip through metrics.jsonl.
     let line = serde_json::to_string(last).unwrap();
     assert!(line.contains("\"token.efficacy\":{\"lo\":"), "{line}");
