@@ -13,22 +13,23 @@ use d4s::eval::bench::checkpoint::{self, CheckpointPolicy};
 use d4s::eval::bench::records::{self, DataRecord, Resumed, StatsRecord};
 use d4s::eval::bench::{self, summary, table, BenchRun, GenSchedule, Protocol};
 use d4s::eval::bench::{writer::RunWriter, RunConfig};
-use d4s::eval::datasets::{self, QuestionType};
+use d4s::eval::datasets::{self, EvalCase, QuestionType};
 use d4s::eval::probes::{self, ProbeConfig, ProbeSet, Task};
 use d4s::model::Model;
 
 use super::edit::EditorArgs;
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
     #[command(flatten)]
     pub editor: EditorArgs,
     /// Several methods on the same edit stream, e.g. `rome,memit,d4s` (overrides --method).
     #[arg(long)]
     pub methods: Option<String>,
-    /// Dataset: counterfact, counterfact-train, zsre, zsre-train, mquake, or a file path.
-    #[arg(long, default_value = "counterfact")]
-    pub data: String,
+    /// Dataset: counterfact, counterfact-train, zsre, zsre-train, mquake, or a file path
+    /// (default: counterfact for bench, counterfact-train for sweep).
+    #[arg(long)]
+    pub data: Option<String>,
     /// Data root for dataset names and probes (default: $D4S_DATA or ../shared/data).
     #[arg(long = "data-dir")]
     pub data_dir: Option<PathBuf>,
@@ -47,8 +48,10 @@ pub struct BenchArgs {
     /// Downstream probes at every evaluation point: comma-separated (arc, arc_easy, mmlu, truthfulqa, winogrande, gsm8k, hellaswag).
     #[arg(long, default_value = "")]
     pub probes: String,
-    /// Items per probe task.
-    #[arg(long, default_value_t = 100)]
+    /// Items per probe task (a seeded subset; the whole split when it has fewer). The default,
+    /// 2400, gives a 95% interval of about ±2 points on a 50% accuracy (±1.96·√(0.25/2400));
+    /// ARC-Easy's test split (2376) is then taken whole. `--probe-items 100` is ±10 points.
+    #[arg(long, default_value_t = 2400)]
     pub probe_items: usize,
     /// Few-shot examples for the probes (default: each task's default).
     #[arg(long)]
@@ -59,6 +62,10 @@ pub struct BenchArgs {
     /// Output folder.
     #[arg(long)]
     pub out: PathBuf,
+    /// Repeat the run over K orders of the same edits (seeded shuffles 0..K, each in
+    /// `--out/seed-k/`) and report each metric's mean ± sd over them in `--out/seeds.md`.
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    pub seeds: usize,
     /// Evaluate MQuAKE multi-hop questions (generation; slower).
     #[arg(long)]
     pub multihop: bool,
@@ -153,6 +160,86 @@ fn plan_start(dir: &std::path::Path, config: &RunConfig, a: &BenchArgs) -> Resul
 }
 
 #[derive(Args, Debug)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    pub bench: BenchArgs,
+    /// One axis of the grid, `key=v1,v2,…` (any `--set` key; repeat for more axes, which
+    /// multiply; commas inside brackets belong to the value: `layers=[3,4],[4,5]`).
+    #[arg(long = "grid", required = true, value_name = "KEY=V1,V2,…")]
+    pub grid: Vec<String>,
+    /// How the best setting is chosen: `avg` (mean of token efficacy, paraphrase and
+    /// specificity), `prob` (mean of ES, PS, NS) or `gen` (mean of the greedy-generation
+    /// efficacy, paraphrase and neighbour metrics).
+    #[arg(long, default_value = "avg")]
+    pub criterion: String,
+}
+
+/// `d4s sweep`: one bench run per setting of the grid, on a training split, then the table,
+/// the frontier and the best setting.
+pub fn sweep(model: &mut Model, a: &SweepArgs, command_line: &str) -> Result<()> {
+    use d4s::eval::bench::sweep::{self, Criterion, SweepRow};
+    let criterion: Criterion = a.criterion.parse()?;
+    if a.bench.methods.is_some() || a.bench.seeds > 1 {
+        bail!("a sweep tunes one --method; --methods and --seeds are for bench");
+    }
+    let method = a.bench.editor.method()?;
+    let data_dir = a.bench.data_dir.clone().or_else(datasets::default_data_dir);
+    let name = a.bench.data.as_deref().unwrap_or("counterfact-train");
+    let path = datasets::resolve(name, data_dir.as_deref())?;
+    sweep::refuse_evaluation_data(&path, data_dir.as_deref())?;
+    let settings = sweep::grid(&a.grid)?;
+    // Every setting is checked before the first run, so a typo fails now, not hours in.
+    let runs: Vec<(sweep::Setting, BenchArgs)> = settings
+        .into_iter()
+        .map(|setting| {
+            let mut args = a.bench.clone();
+            args.editor.overrides.extend(sweep::overrides(&setting));
+            args.editor
+                .hparams_for(method, model)
+                .with_context(|| format!("setting {}", sweep::overrides(&setting).join(" ")))?;
+            args.data = Some(path.display().to_string());
+            args.out = a.bench.out.join(sweep::folder_name(&setting));
+            Ok((setting, args))
+        })
+        .collect::<Result<_>>()?;
+    let total = runs.len();
+    let mut rows = Vec::new();
+    for (k, (setting, args)) in runs.into_iter().enumerate() {
+        println!(
+            "setting {} of {total}: {} → {}",
+            k + 1,
+            sweep::overrides(&setting).join(" "),
+            args.out.display()
+        );
+        run(model, &args, command_line)?;
+        let loaded = records::load_run(&args.out)?;
+        match summary::summarize(method.name(), &loaded.points, &loaded.records) {
+            Some(s) if s.edits >= loaded.config.planned_edits() => rows.push(SweepRow {
+                setting,
+                dir: args.out.clone(),
+                summary: s,
+            }),
+            _ => {
+                println!(
+                    "the sweep stopped before every setting finished; continue with the same \
+                     command and --resume"
+                );
+                return Ok(());
+            }
+        }
+    }
+    let (md, _) = sweep::report(&a.bench.out, method.name(), &rows, criterion)?;
+    println!("\n{md}");
+    println!(
+        "wrote {}, {} and {}",
+        a.bench.out.join("sweep.md").display(),
+        a.bench.out.join("sweep.csv").display(),
+        a.bench.out.join("frontier.svg").display()
+    );
+    Ok(())
+}
+
+#[derive(Args, Debug)]
 pub struct CompareArgs {
     /// Run folders written by `d4s bench`.
     #[arg(required = true)]
@@ -184,7 +271,10 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
     let protocol: Protocol = a.protocol.parse()?;
     let generation: GenSchedule = a.generation.parse()?;
     let data_dir = a.data_dir.clone().or_else(datasets::default_data_dir);
-    let path = datasets::resolve(&a.data, data_dir.as_deref())?;
+    let path = datasets::resolve(
+        a.data.as_deref().unwrap_or("counterfact"),
+        data_dir.as_deref(),
+    )?;
     let loaded = datasets::load(&path, None, a.strict, Some(a.n))
         .with_context(|| format!("reading {}", path.display()))?;
     for s in loaded.skipped.iter().take(5) {
@@ -226,6 +316,93 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
         .iter()
         .map(|&t| probes::prepare(t, &probe_cfg, model))
         .collect::<Result<_, _>>()?;
+    let plan = Plan {
+        methods,
+        protocol,
+        generation,
+        path,
+        sha256: loaded.sha256.clone(),
+        kind: loaded.kind.name().into(),
+        skipped: loaded.skipped.len(),
+        tasks,
+        probe_cfg,
+        probe_sets,
+    };
+    if a.seeds <= 1 {
+        run_methods(model, a, &plan, &cases, &a.out, None, command_line)?;
+        return Ok(());
+    }
+    let mut seed_dirs = Vec::new();
+    for seed in 0..a.seeds as u64 {
+        let out = a.out.join(format!("seed-{seed}"));
+        println!(
+            "order {} of {}: edits shuffled with seed {seed} → {}",
+            seed + 1,
+            a.seeds,
+            out.display()
+        );
+        let (_, stopped) = run_methods(
+            model,
+            a,
+            &plan,
+            &datasets::shuffled(&cases, seed),
+            &out,
+            Some(seed),
+            command_line,
+        )?;
+        if stopped {
+            println!("stopped before every order ran; continue with the same command and --resume");
+            return Ok(());
+        }
+        seed_dirs.push(out);
+    }
+    let md = bench::seeds::write(&a.out, &plan.method_names(), &seed_dirs)?;
+    println!("\n{md}");
+    Ok(())
+}
+
+/// What every method's run of a command shares: the data, the schedule and the probes.
+struct Plan {
+    methods: Vec<Method>,
+    protocol: Protocol,
+    generation: GenSchedule,
+    path: PathBuf,
+    sha256: String,
+    kind: String,
+    skipped: usize,
+    tasks: Vec<Task>,
+    probe_cfg: ProbeConfig,
+    probe_sets: Vec<ProbeSet>,
+}
+
+impl Plan {
+    fn method_names(&self) -> Vec<String> {
+        self.methods.iter().map(|m| m.name().to_string()).collect()
+    }
+}
+
+/// Runs every method of the plan on `cases` into `out` (one folder per method when there are
+/// several); returns the run folders and whether a run stopped before its end.
+fn run_methods(
+    model: &mut Model,
+    a: &BenchArgs,
+    plan: &Plan,
+    cases: &[EvalCase],
+    out: &std::path::Path,
+    order_seed: Option<u64>,
+    command_line: &str,
+) -> Result<(Vec<PathBuf>, bool)> {
+    let Plan {
+        methods,
+        protocol,
+        generation,
+        path,
+        tasks,
+        probe_cfg,
+        probe_sets,
+        ..
+    } = plan;
+    let (protocol, generation) = (*protocol, *generation);
     let several = methods.len() > 1;
     let checkpointing = a.checkpoint_every > 0 && protocol != Protocol::Single;
     if a.stop_after.is_some() && !checkpointing {
@@ -241,10 +418,10 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
     // Every method's folder is checked before any run starts, so a refusal (an unfinished run,
     // other settings) comes now and not after hours of another method's edits.
     let mut plans = Vec::new();
-    for &method in &methods {
+    for &method in methods {
         let hp = a.editor.hparams_for(method, model)?;
         let stats = a.editor.stats()?;
-        let dir = bench::method_dir(&a.out, method.name(), several);
+        let dir = bench::method_dir(out, method.name(), several);
         let config = RunConfig {
             d4s_version: env!("CARGO_PKG_VERSION").into(),
             started: d4s::util::now(),
@@ -253,11 +430,12 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
             hparams: serde_json::to_value(&hp)?,
             data: DataRecord {
                 path: path.clone(),
-                sha256: loaded.sha256.clone(),
-                kind: loaded.kind.name().into(),
+                sha256: plan.sha256.clone(),
+                kind: plan.kind.clone(),
                 n: cases.len(),
-                skipped: loaded.skipped.len(),
+                skipped: plan.skipped,
                 mqd: a.mqd.clone(),
+                order_seed,
             },
             protocol,
             eval_every: a.eval_every,
@@ -330,7 +508,7 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
             hparams: hp,
             protocol,
             eval_every: a.eval_every,
-            probes: &probe_sets,
+            probes: probe_sets,
             multihop: a.multihop,
             generation,
             stats: &mut stats,
@@ -344,7 +522,7 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
             stop_after: a.stop_after,
             interrupt: interrupt.clone(),
         };
-        let outcome = bench::run(model, &cases, spec, &mut writer)
+        let outcome = bench::run(model, cases, spec, &mut writer)
             .with_context(|| format!("{} run", method.label()))?;
         pb.finish_and_clear();
         model.reset_edits();
@@ -391,10 +569,10 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
         );
     }
     if several && !stopped {
-        let (md, _) = table::compare(&run_dirs, &a.out)?;
+        let (md, _) = table::compare(&run_dirs, out)?;
         println!("\n{md}");
     }
-    Ok(())
+    Ok((run_dirs, stopped))
 }
 
 /// Ctrl-C (or SIGTERM) once: finish the current edit, write a checkpoint and stop; twice: quit

@@ -68,6 +68,9 @@ pub enum Command {
     Edit(edit::EditArgs),
     /// Run a sequential-editing experiment and write metrics, summaries and plots.
     Bench(bench::BenchArgs),
+    /// Tune a method: one bench run per setting of a hyperparameter grid on a training split,
+    /// a table, an efficacy–specificity frontier plot and the best setting.
+    Sweep(bench::SweepArgs),
     /// Causal tracing of a fact: which layers' hidden states, MLP and attention outputs carry it
     /// (an indirect-effect table and heatmaps), to choose edit layers.
     Trace(trace::TraceArgs),
@@ -325,6 +328,11 @@ pub fn run(cli: Cli) -> Result<()> {
             let mut model = load_model(&cli.global)?;
             let line = std::env::args().collect::<Vec<_>>().join(" ");
             bench::run(&mut model, &a, &line)
+        }
+        Some(Command::Sweep(a)) => {
+            let mut model = load_model(&cli.global)?;
+            let line = std::env::args().collect::<Vec<_>>().join(" ");
+            bench::sweep(&mut model, &a, &line)
         }
         Some(Command::Compare(a)) => bench::compare(&a),
         Some(Command::Sessions { dir }) => sessions::list(&dir),

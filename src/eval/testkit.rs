@@ -145,6 +145,7 @@ pub fn run_config() -> RunConfig {
             n: 5,
             skipped: 0,
             mqd: None,
+            order_seed: None,
         },
         protocol: Protocol::Sequential,
         eval_every: Some(2),

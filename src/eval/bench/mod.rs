@@ -20,7 +20,9 @@ pub mod checkpoint;
 pub mod evaluate;
 pub mod records;
 pub mod run;
+pub mod seeds;
 pub mod summary;
+pub mod sweep;
 pub mod table;
 pub mod writer;
 

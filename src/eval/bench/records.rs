@@ -653,6 +653,9 @@ pub struct DataRecord {
     pub skipped: usize,
     /// The paper's question type built from the facts (`tf`, `mc`, `dg`), if any.
     pub mqd: Option<String>,
+    /// The seed of the shuffle that ordered the cases (`--seeds`); absent: the file's order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_seed: Option<u64>,
 }
 
 /// The key statistics a run used.

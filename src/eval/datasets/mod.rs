@@ -506,6 +506,16 @@ pub fn resolve(name_or_path: &str, data_dir: Option<&Path>) -> Result<PathBuf> {
     )))
 }
 
+/// The cases in the order a seeded shuffle gives (`bench --seeds`): the same seed, the same
+/// order, on every machine.
+pub fn shuffled(cases: &[EvalCase], seed: u64) -> Vec<EvalCase> {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let mut out = cases.to_vec();
+    out.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+    out
+}
+
 /// `$D4S_DATA` when set (even if it does not exist, so errors point at the user's choice), else
 /// `../shared/data` relative to the current directory if it exists.
 pub fn default_data_dir() -> Option<PathBuf> {

@@ -212,3 +212,28 @@ fn fill_accepts_filled_and_single_placeholder_templates() {
         "field `requested_rewrite.prompt` has 2 `{}` placeholders"
     );
 }
+
+#[test]
+fn seeded_shuffles_are_reproducible_permutations() {
+    let cases: Vec<EvalCase> = (0..20)
+        .map(|i| {
+            EvalCase::single(
+                crate::edit::EditRequest::new(&format!("S{i}"), "{} is in", "Rome"),
+                format!("#{i}"),
+            )
+        })
+        .collect();
+    let order = |seed| -> Vec<String> {
+        shuffled(&cases, seed)
+            .into_iter()
+            .map(|c| c.origin)
+            .collect()
+    };
+    assert_eq!(order(0), order(0));
+    assert_ne!(order(0), order(1));
+    let mut sorted = order(1);
+    sorted.sort();
+    let mut all: Vec<String> = cases.iter().map(|c| c.origin.clone()).collect();
+    all.sort();
+    assert_eq!(sorted, all);
+}
