@@ -93,7 +93,7 @@ fn retention_splits_the_edits_into_tenths_by_age() {
         requests: vec![],
         token: TokenMetrics {
             efficacy: Some(if i < 5 { 0.0 } else { 1.0 }),
-            paraphrase: (i % 2 == 0).then_some(1.0),
+            paraphrase: i.is_multiple_of(2).then_some(1.0),
             ..Default::default()
         },
         prob: Default::default(),
