@@ -15,6 +15,7 @@ use d4s::eval::bench::{self, summary, table, BenchRun, GenSchedule, Protocol};
 use d4s::eval::bench::{writer::RunWriter, RunConfig};
 use d4s::eval::datasets::{self, EvalCase, QuestionType};
 use d4s::eval::probes::{self, ProbeConfig, ProbeSet, Task};
+use d4s::model::chat::{ChatTemplate, ChatTemplateChoice, ChatTemplateRecord};
 use d4s::model::Model;
 
 use super::edit::EditorArgs;
@@ -62,6 +63,12 @@ pub struct BenchArgs {
     /// Output folder.
     #[arg(long)]
     pub out: PathBuf,
+    /// Render the edit and evaluation prompts as a user turn of a chat template: `auto` (the
+    /// model's own, from its GGUF metadata or tokenizer_config.json; bare prompts if it has
+    /// none), `none` (bare prompts, as the editing literature scores), or a template file
+    /// (Jinja, or a tokenizer_config.json).
+    #[arg(long, default_value = "none", value_name = "auto|none|FILE")]
+    pub chat_template: String,
     /// Repeat the run over K orders of the same edits (seeded shuffles 0..K, each in
     /// `--out/seed-k/`) and report each metric's mean ± sd over them in `--out/seeds.md`.
     #[arg(long, default_value_t = 1, value_name = "K")]
@@ -293,6 +300,21 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
         };
         cases = datasets::mqd(&cases, qtype, a.editor_seed());
     }
+    let template = ChatTemplate::resolve(&a.chat_template.parse::<ChatTemplateChoice>()?, model)?;
+    match (&template, a.chat_template.as_str()) {
+        (Some(t), _) => {
+            println!(
+                "prompts rendered with the chat template from {}",
+                t.record().origin
+            );
+            cases = cases
+                .iter()
+                .map(|c| c.with_chat_template(t))
+                .collect::<Result<_, _>>()?;
+        }
+        (None, "auto") => println!("the model has no chat template: bare prompts"),
+        (None, _) => {}
+    }
     if cases.is_empty() {
         bail!("{}: no usable cases", path.display());
     }
@@ -327,6 +349,7 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
         tasks,
         probe_cfg,
         probe_sets,
+        chat_template: template.map(|t| t.record().clone()),
     };
     if a.seeds <= 1 {
         run_methods(model, a, &plan, &cases, &a.out, None, command_line)?;
@@ -373,6 +396,7 @@ struct Plan {
     tasks: Vec<Task>,
     probe_cfg: ProbeConfig,
     probe_sets: Vec<ProbeSet>,
+    chat_template: Option<ChatTemplateRecord>,
 }
 
 impl Plan {
@@ -453,6 +477,7 @@ fn run_methods(
             command: command_line.into(),
             resumed: vec![],
             generation: Some(generation),
+            chat_template: plan.chat_template.clone(),
             metric_protocols: records::metric_protocols(),
         };
         let start = plan_start(&dir, &config, a)?;

@@ -151,6 +151,7 @@ pub fn run_config() -> RunConfig {
         eval_every: Some(2),
         probes: vec![],
         generation: Some(GenSchedule::Ends),
+        chat_template: None,
         metric_protocols: crate::eval::bench::records::metric_protocols(),
         probe_config: ProbeConfig {
             data_dir: "/a".into(),

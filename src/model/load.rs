@@ -144,6 +144,9 @@ pub struct ModelInfo {
     /// SHA-256 of the weight file (several shards: of their sorted `name:sha` lines).
     pub sha256: String,
     pub load_seconds: f64,
+    /// The chat template the model carries (GGUF metadata or `tokenizer_config.json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_template: Option<super::chat::ModelChatTemplate>,
 }
 
 /// Which model a session or a run was recorded on: enough to find it again and to refuse another.
@@ -460,8 +463,35 @@ fn load_hf_dir(dir: &Path, opts: &LoadOptions) -> Result<Model> {
         files,
         sha256,
         load_seconds: 0.0,
+        chat_template: hf_chat_template(dir)?,
     };
     assemble(config, parts, tokenizer, info, &opts.device)
+}
+
+/// The chat template of a Hugging Face directory: `tokenizer_config.json`'s `chat_template`,
+/// else a `chat_template.jinja` beside it (where transformers 5 writes it).
+fn hf_chat_template(dir: &Path) -> Result<Option<super::chat::ModelChatTemplate>> {
+    let config = dir.join("tokenizer_config.json");
+    if config.is_file() {
+        let text = std::fs::read_to_string(&config).map_err(|e| Error::io(&config, e))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::bad_file(&config, format!("not JSON: {e}")))?;
+        if let Some(source) = super::chat::template_of_tokenizer_config(&v) {
+            return Ok(Some(super::chat::ModelChatTemplate {
+                source,
+                origin: "tokenizer_config.json".into(),
+            }));
+        }
+    }
+    let jinja = dir.join("chat_template.jinja");
+    if jinja.is_file() {
+        let source = std::fs::read_to_string(&jinja).map_err(|e| Error::io(&jinja, e))?;
+        return Ok(Some(super::chat::ModelChatTemplate {
+            source,
+            origin: "chat_template.jinja".into(),
+        }));
+    }
+    Ok(None)
 }
 
 /// Shape checks and the rotary table; the last step of every load path.

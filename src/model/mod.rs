@@ -20,6 +20,7 @@
 //! saving it in that dtype would.
 
 pub mod block;
+pub mod chat;
 pub mod config;
 pub mod fetch;
 pub mod forward;

@@ -177,6 +177,7 @@ pub fn random_model(cfg: &ModelConfig, seed: u64, std: f64) -> Result<Model> {
         files: vec![],
         sha256: crate::util::sha256_hex(format!("{cfg:?}/{seed}/{std}").as_bytes()),
         load_seconds: 0.0,
+        chat_template: None,
     };
     assemble(
         cfg.clone(),

@@ -691,6 +691,10 @@ pub struct RunConfig {
     /// Which points measured the `gen.*` metrics (absent in runs recorded before they existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<super::GenSchedule>,
+    /// The chat template the edit and evaluation prompts were rendered with (`None`: bare
+    /// prompts, the editing literature's protocol).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_template: Option<crate::model::chat::ChatTemplateRecord>,
     /// How each metric of the run's files is measured, keyed by its name in them
     /// ([`Metric::protocol`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -727,7 +731,7 @@ impl RunConfig {
         if let Some(o) = probe_config.as_object_mut() {
             o.remove("data_dir");
         }
-        serde_json::json!({
+        let mut identity = serde_json::json!({
             "model": self.model.sha256,
             "method": self.method,
             "hparams": self.hparams,
@@ -738,7 +742,12 @@ impl RunConfig {
             "probe_config": probe_config,
             "stats": self.stats,
             "seed": self.seed,
-        })
+        });
+        // Only when set, so the identities of runs recorded before templates existed hold.
+        if let Some(t) = &self.chat_template {
+            identity["chat_template"] = serde_json::json!(t.sha256);
+        }
+        identity
     }
 
     /// The cases the run plans to edit.

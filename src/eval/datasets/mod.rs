@@ -69,6 +69,30 @@ pub struct EvalCase {
 }
 
 impl EvalCase {
+    /// The case with every edit and evaluation prompt rendered as a user turn of the chat
+    /// template: the edit prompts (the subject slot survives), paraphrases, neighbour prompts,
+    /// portability questions and generation prompts. MQuAKE's multi-hop questions keep their
+    /// few-shot completion format.
+    pub fn with_chat_template(&self, t: &crate::model::chat::ChatTemplate) -> Result<EvalCase> {
+        let mut c = self.clone();
+        for r in &mut c.requests {
+            r.prompt = t.user_turn(&r.prompt)?;
+            for p in &mut r.paraphrases {
+                *p = t.user_turn(p)?;
+            }
+            for n in &mut r.neighbors {
+                n.prompt = t.user_turn(&n.prompt)?;
+            }
+        }
+        for (q, _) in &mut c.portability {
+            *q = t.user_turn(q)?;
+        }
+        for p in &mut c.generation_prompts {
+            *p = t.user_turn(p)?;
+        }
+        Ok(c)
+    }
+
     /// A case of one edit request and nothing else.
     pub fn single(request: EditRequest, origin: impl Into<String>) -> Self {
         Self {

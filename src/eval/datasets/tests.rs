@@ -237,3 +237,32 @@ fn seeded_shuffles_are_reproducible_permutations() {
     all.sort();
     assert_eq!(sorted, all);
 }
+
+#[test]
+fn a_chat_template_renders_every_edit_and_evaluation_prompt() {
+    let t = crate::model::chat::ChatTemplate::new(
+        "{% for m in messages %}<u>{{ m['content'] }}</u>{% endfor %}<a>",
+        "test",
+        "",
+        "",
+    )
+    .unwrap();
+    let mut r = crate::edit::EditRequest::new("Eiffel Tower", "{} is in", "Rome");
+    r.paraphrases = vec!["Where is the Eiffel Tower?".into()];
+    r.neighbors = vec![crate::edit::Probe {
+        prompt: "Paris is in".into(),
+        answer: Some("France".into()),
+    }];
+    let mut c = EvalCase::single(r, "#0");
+    c.portability = vec![("Q?".into(), "A".into())];
+    c.generation_prompts = vec!["Tell me".into()];
+    let t_case = c.with_chat_template(&t).unwrap();
+    let r = &t_case.requests[0];
+    assert_eq!(r.filled_prompt(), "<u>Eiffel Tower is in</u><a>");
+    assert_eq!(r.paraphrases[0], "<u>Where is the Eiffel Tower?</u><a>");
+    assert_eq!(r.neighbors[0].prompt, "<u>Paris is in</u><a>");
+    assert_eq!(r.neighbors[0].answer.as_deref(), Some("France"));
+    assert_eq!(r.target, "Rome");
+    assert_eq!(t_case.portability[0], ("<u>Q?</u><a>".into(), "A".into()));
+    assert_eq!(t_case.generation_prompts[0], "<u>Tell me</u><a>");
+}

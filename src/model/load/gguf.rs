@@ -223,6 +223,14 @@ pub(super) fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<Model> {
         files: vec![path.to_path_buf()],
         sha256,
         load_seconds: 0.0,
+        chat_template: content
+            .metadata
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.to_string().ok())
+            .map(|source| crate::model::chat::ModelChatTemplate {
+                source: source.clone(),
+                origin: "gguf:tokenizer.chat_template".into(),
+            }),
     };
     assemble(config, parts, tokenizer, info, &opts.device)
 }
