@@ -6,8 +6,10 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Held without the backtrace candle attaches under `RUST_BACKTRACE=1`: its `Display`
+    /// would print dozens of frames after a one-line message about a bad file.
     #[error(transparent)]
-    Tensor(#[from] candle_core::Error),
+    Tensor(candle_core::Error),
 
     /// The I/O error is part of the message (not a `#[source]`), so `{:#}` chains print it once.
     #[error("{}: {err}", path.display())]
@@ -43,6 +45,24 @@ pub enum Error {
     Cancelled,
 }
 
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        Error::Tensor(without_backtrace(e))
+    }
+}
+
+/// A candle error's message without the backtrace candle appends under `RUST_BACKTRACE=1`.
+pub fn candle_message(e: candle_core::Error) -> String {
+    without_backtrace(e).to_string()
+}
+
+fn without_backtrace(e: candle_core::Error) -> candle_core::Error {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => without_backtrace(*inner),
+        other => other,
+    }
+}
+
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
@@ -58,6 +78,25 @@ impl Error {
             path: path.into(),
             msg: msg.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candle_errors_lose_their_backtrace() {
+        let with_bt = || candle_core::Error::WithBacktrace {
+            inner: Box::new(candle_core::Error::Msg("bad magic".into())),
+            backtrace: Box::new(std::backtrace::Backtrace::force_capture()),
+        };
+        assert!(
+            with_bt().to_string().lines().count() > 1,
+            "the test needs frames"
+        );
+        assert_eq!(Error::from(with_bt()).to_string(), "bad magic");
+        assert_eq!(candle_message(with_bt()), "bad magic");
     }
 }
 

@@ -160,6 +160,11 @@ fn ten_sequential_d4s_edits_write_metrics_and_plots() {
         .starts_with("method,edits,efficacy"));
     let svg = std::fs::read_to_string(run.join("metrics.svg")).unwrap();
     assert!(svg.contains("efficacy") && svg.contains("<svg"));
+    // The title names the run: method, model, data file and N.
+    assert!(
+        svg.contains("d4s on ") && svg.contains("counterfact-edit, N = 10"),
+        "{svg}"
+    );
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["model"]["sha256"].as_str().unwrap().len(), 64);
@@ -175,4 +180,30 @@ fn ten_sequential_d4s_edits_write_metrics_and_plots() {
     );
     let md = std::fs::read_to_string(out.path().join("cmp/compare.md")).unwrap();
     assert!(md.contains("| cf-d4s-10 | d4s | 10 |"), "{md}");
+    // The generation metrics and the intervals reach the summary, the table and the plots.
+    for g in ["efficacy_em", "efficacy_f1", "paraphrase_em", "specificity"] {
+        let v = summary["gen"][g].as_f64().unwrap_or(f64::NAN);
+        assert!((0.0..=1.0).contains(&v), "gen.{g}: {summary}");
+    }
+    let ci = &summary["intervals"]["token.efficacy"];
+    assert!(
+        ci["lo"].as_f64().unwrap() <= ci["hi"].as_f64().unwrap(),
+        "{summary}"
+    );
+    assert!(md.contains("| gen EM |") && md.contains(" ±"), "{md}");
+    assert!(std::fs::read_to_string(run.join("metrics.svg"))
+        .unwrap()
+        .contains("gen efficacy_em"));
+    assert!(run.join("retention.svg").is_file());
+    // Without --out, compare prints the table and writes nothing.
+    let here = tempfile::tempdir().unwrap();
+    let said = common::run_ok(
+        Command::new(env!("CARGO_BIN_EXE_d4s"))
+            .current_dir(here.path())
+            .arg("compare")
+            .arg(&run),
+    );
+    let said = String::from_utf8_lossy(&said.stdout);
+    assert!(said.contains("| cf-d4s-10 | d4s | 10 |"), "{said}");
+    assert_eq!(std::fs::read_dir(here.path()).unwrap().count(), 0);
 }

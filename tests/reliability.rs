@@ -293,3 +293,40 @@ fn an_export_interrupted_by_a_full_disk_leaves_the_previous_export_intact() {
     let after = std::fs::read(out_dir.join("model.safetensors")).unwrap();
     assert!(before == after, "the previous export is intact");
 }
+
+#[test]
+fn edit_file_skips_and_names_bad_lines_like_bench_and_stops_with_strict() {
+    let _ = common::default_model();
+    let work = tempfile::tempdir().unwrap();
+    let facts = work.path().join("facts.jsonl");
+    std::fs::write(
+        &facts,
+        "{\"subject\": \"Eiffel Tower\", \"prompt\": \"The {} is located in the city of\", \"target\": \"Rome\"}\n\
+         {\"subject\": \"Louvre\", \"prompt\": \"no subject slot here\", \"target\": \"Berlin\"}\n",
+    )
+    .unwrap();
+    let edit = |strict: bool| {
+        let mut cmd = Command::new(bin());
+        cmd.current_dir(work.path()).args([
+            "edit",
+            "--method",
+            "ft-l",
+            "--set",
+            "num_steps=2",
+            "--file",
+            facts.to_str().unwrap(),
+        ]);
+        if strict {
+            cmd.arg("--strict");
+        }
+        cmd
+    };
+    let err = common::run_err(&mut edit(true));
+    assert!(err.contains("facts.jsonl:2"), "{err}");
+    let out = common::run_ok(&mut edit(false));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("skipped: ") && said.contains("facts.jsonl:2"),
+        "{said}"
+    );
+}

@@ -251,7 +251,8 @@ pub struct CompareArgs {
     /// Run folders written by `d4s bench`.
     #[arg(required = true)]
     pub runs: Vec<PathBuf>,
-    /// Where to write the overlaid plots and compare.md (default: the first run's parent + /compare).
+    /// Also write compare.md and the overlaid plots into this folder (without it, the table is
+    /// only printed).
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
@@ -656,13 +657,12 @@ impl BenchArgs {
 }
 
 pub fn compare(a: &CompareArgs) -> Result<()> {
-    let out = a.out.clone().unwrap_or_else(|| {
-        a.runs[0]
-            .parent()
-            .map(|p| p.join("compare"))
-            .unwrap_or_else(|| PathBuf::from("compare"))
-    });
-    let (md, files) = table::compare(&a.runs, &out)?;
+    let Some(out) = &a.out else {
+        println!("{}", table::compare_table(&a.runs)?);
+        println!("(add --out DIR to write compare.md and the overlaid plots)");
+        return Ok(());
+    };
+    let (md, files) = table::compare(&a.runs, out)?;
     println!("{md}");
     println!(
         "wrote {}",

@@ -81,6 +81,9 @@ pub struct EditArgs {
     /// Edit requests as JSONL (subject, prompt, target, optional ground_truth, paraphrases, neighbors).
     #[arg(long)]
     pub file: Option<PathBuf>,
+    /// Stop at the first bad line of --file instead of skipping it (bench's --strict).
+    #[arg(long)]
+    pub strict: bool,
     /// Apply the requests one step after another instead of as one batch.
     #[arg(long)]
     pub sequential: bool,
@@ -155,7 +158,14 @@ fn requests_from(args: &EditArgs) -> Result<Vec<EditRequest>> {
         if args.subject.is_some() || args.prompt.is_some() || args.target.is_some() {
             bail!("give either --file or --subject/--prompt/--target, not both");
         }
-        let (reqs, _) = read_jsonl(f, true)?;
+        // Like bench: bad lines are skipped and named, unless --strict.
+        let (reqs, skipped) = read_jsonl(f, args.strict)?;
+        for s in &skipped {
+            eprintln!("skipped: {s}");
+        }
+        if reqs.is_empty() {
+            bail!("{}: no usable edit requests", f.display());
+        }
         return Ok(reqs);
     }
     let (Some(subject), Some(prompt), Some(target)) = (&args.subject, &args.prompt, &args.target)

@@ -16,7 +16,7 @@ use super::block::Block;
 use super::config::{Arch, ModelConfig, RopeScaling};
 use super::layers::{Linear, Norm, Rope};
 use super::{fetch, gemma2, gpt2, gptj, gptneox, llama, tokenizer, Model};
-use crate::error::{Error, Result};
+use crate::error::{candle_message, Error, Result};
 use crate::util;
 
 /// Where a model comes from, as given to `--model`.
@@ -367,7 +367,7 @@ impl WeightSource for SafetensorsSource {
         let t = self
             .tensors
             .load(name, &Device::Cpu)
-            .map_err(|e| Error::bad_file(file, format!("tensor {name}: {e}")))?;
+            .map_err(|e| Error::bad_file(file, format!("tensor {name}: {}", candle_message(e))))?;
         Ok(t.to_dtype(self.dtype)?.to_device(&self.device)?)
     }
 }
@@ -403,8 +403,13 @@ fn load_hf_dir(dir: &Path, opts: &LoadOptions) -> Result<Model> {
     let files = weight_files(dir)?;
     // SAFETY: the files are memory-mapped read-only for the duration of the load; d4s never
     // writes to a model directory it is reading.
-    let tensors = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files) }
-        .map_err(|e| Error::bad_file(dir, format!("unreadable safetensors: {e}")))?;
+    let tensors =
+        unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files) }.map_err(|e| {
+            Error::bad_file(
+                dir,
+                format!("unreadable safetensors: {}", candle_message(e)),
+            )
+        })?;
     let mut names = HashMap::new();
     let mut n_elements = 0usize;
     let mut source_dtype = String::new();

@@ -366,6 +366,9 @@ pub fn plot_run(
     points: &[EvalPoint],
     records: &[EditRecord],
 ) -> Result<Vec<PathBuf>> {
+    // Titles name the run (method, model, data, N) when its config is in the folder.
+    let method = &run_label(dir, method);
+
     let mut files = Vec::new();
     let metrics = LineChart {
         title: format!("{method}: edit metrics vs number of edits"),
@@ -451,6 +454,22 @@ pub fn plot_run(
     };
     files.extend(render(&prob, &dir.join("edit_prob"))?);
     Ok(files)
+}
+
+/// `method on model · data file, N edits` from the folder's `config.json`; the bare method when
+/// there is none.
+fn run_label(dir: &Path, method: &str) -> String {
+    match super::records::load_config(dir) {
+        Ok(c) => {
+            let data = c
+                .data
+                .path
+                .file_stem()
+                .map_or(c.data.kind.clone(), |s| s.to_string_lossy().into_owned());
+            format!("{method} on {} · {data}, N = {}", c.model.name, c.data.n)
+        }
+        Err(_) => method.to_string(),
+    }
 }
 
 /// Most curves in the retention plot: the points are thinned evenly, keeping the last.

@@ -245,18 +245,29 @@ pub fn markdown(summaries: &[(String, Summary)]) -> String {
     md
 }
 
-/// `d4s compare`: overlays the runs' curves and writes `compare.md`.
+/// The runs named by `runs`, read back, each with its folder's name.
+fn load_runs(runs: &[PathBuf]) -> Result<Vec<(String, super::records::LoadedRun)>> {
+    runs.iter()
+        .map(|r| {
+            let run = load_run(r)?;
+            let name = r
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| run.config.method.clone());
+            Ok((name, run))
+        })
+        .collect()
+}
+
+/// The side-by-side table of the runs (Markdown), without writing anything.
+pub fn compare_table(runs: &[PathBuf]) -> Result<String> {
+    Ok(markdown(&summaries(&load_runs(runs)?)))
+}
+
+/// `d4s compare --out`: overlays the runs' curves and writes `compare.md`.
 pub fn compare(runs: &[PathBuf], out: &Path) -> Result<(String, Vec<PathBuf>)> {
     util::ensure_dir(out)?;
-    let mut loaded = Vec::new();
-    for r in runs {
-        let run = load_run(r)?;
-        let name = r
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| run.config.method.clone());
-        loaded.push((name, run));
-    }
+    let loaded = load_runs(runs)?;
     let mut files = Vec::new();
     for (metric, title) in [
         (TokenMetric::Efficacy, "Efficacy vs number of edits"),
@@ -309,11 +320,19 @@ pub fn compare(runs: &[PathBuf], out: &Path) -> Result<(String, Vec<PathBuf>)> {
         log_y: false,
     };
     files.extend(render(&norm, &out.join("norm_growth"))?);
-    let summaries: Vec<(String, Summary)> = loaded
+    let md = markdown(&summaries(&loaded));
+    util::write_atomic(&out.join("compare.md"), md.as_bytes())?;
+    files.push(out.join("compare.md"));
+    Ok((md, files))
+}
+
+/// Each run's summary, named; an interrupted or still running run says where it is rather
+/// than showing a finished-looking N.
+fn summaries(loaded: &[(String, super::records::LoadedRun)]) -> Vec<(String, Summary)> {
+    loaded
         .iter()
         .filter_map(|(n, r)| {
             let s = summarize(&r.config.method, &r.points, &r.records)?;
-            // An interrupted or still running run shows where it is, not a finished-looking N.
             let planned = r.config.planned_edits();
             let name = if s.edits < planned {
                 format!("{n} (unfinished: {} of {planned})", s.edits)
@@ -322,11 +341,7 @@ pub fn compare(runs: &[PathBuf], out: &Path) -> Result<(String, Vec<PathBuf>)> {
             };
             Some((name, s))
         })
-        .collect();
-    let md = markdown(&summaries);
-    util::write_atomic(&out.join("compare.md"), md.as_bytes())?;
-    files.push(out.join("compare.md"));
-    Ok((md, files))
+        .collect()
 }
 
 #[cfg(test)]

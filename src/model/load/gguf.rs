@@ -57,10 +57,12 @@ impl WeightSource for GgufSource<'_> {
         let q = self
             .content
             .tensor(&mut self.file, &gname, &Device::Cpu)
-            .map_err(|e| Error::bad_file(&self.path, format!("tensor {gname}: {e}")))?;
-        let t = q
-            .dequantize(&Device::Cpu)
-            .map_err(|e| Error::bad_file(&self.path, format!("tensor {gname}: {e}")))?;
+            .map_err(|e| {
+                Error::bad_file(&self.path, format!("tensor {gname}: {}", candle_message(e)))
+            })?;
+        let t = q.dequantize(&Device::Cpu).map_err(|e| {
+            Error::bad_file(&self.path, format!("tensor {gname}: {}", candle_message(e)))
+        })?;
         let t = match self.unpermute {
             Some((n_heads, _))
                 if name.ends_with("q_proj.weight") || name.ends_with("q_proj.bias") =>
@@ -108,7 +110,7 @@ fn gguf_config(content: &gguf_file::Content, path: &Path) -> Result<ModelConfig>
         v.to_u64()
             .or_else(|_| v.to_u32().map(u64::from))
             .or_else(|_| v.to_i32().map(|x| x as u64))
-            .map_err(|e| Error::bad_file(path, format!("`{k}`: {e}")))
+            .map_err(|e| Error::bad_file(path, format!("`{k}`: {}", candle_message(e))))
     };
     let float = |key: &str, default: f64| -> f64 {
         md.get(&format!("{arch}.{key}"))
@@ -169,8 +171,12 @@ fn gguf_config(content: &gguf_file::Content, path: &Path) -> Result<ModelConfig>
 
 pub(super) fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<Model> {
     let mut file = fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let content = gguf_file::Content::read(&mut file)
-        .map_err(|e| Error::bad_file(path, format!("not a readable GGUF file: {e}")))?;
+    let content = gguf_file::Content::read(&mut file).map_err(|e| {
+        Error::bad_file(
+            path,
+            format!("not a readable GGUF file: {}", candle_message(e)),
+        )
+    })?;
     // Before anything else: refuse a model that cannot fit, with the numbers.
     let n_elements = content
         .tensor_infos
