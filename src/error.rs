@@ -81,6 +81,12 @@ impl Error {
     }
 }
 
+/// `bail!`-like helper for input errors.
+#[macro_export]
+macro_rules! input_err {
+    ($($arg:tt)*) => { $crate::error::Error::Input(format!($($arg)*)) };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,10 +104,4 @@ mod tests {
         assert_eq!(Error::from(with_bt()).to_string(), "bad magic");
         assert_eq!(candle_message(with_bt()), "bad magic");
     }
-}
-
-/// `bail!`-like helper for input errors.
-#[macro_export]
-macro_rules! input_err {
-    ($($arg:tt)*) => { $crate::error::Error::Input(format!($($arg)*)) };
 }
