@@ -167,6 +167,23 @@ fn busy_app() -> App {
 }
 
 #[test]
+fn the_probes_title_names_the_baselines_edit() {
+    let mut app = App::default();
+    for (edits, v) in [(6, 0.5), (9, 0.45)] {
+        update(
+            &mut app,
+            Msg::Worker(Event::Probes {
+                edits,
+                results: vec![arc_easy(v)],
+            }),
+        );
+    }
+    let screen = render(&app, 200, 60);
+    assert!(screen.contains("Probes (change since edit 6)"), "{screen}");
+    assert!(screen.contains("(-0.05)"), "{screen}");
+}
+
+#[test]
 fn every_pane_renders_at_small_and_large_sizes() {
     let app = busy_app();
     for (w, h) in [(80, 24), (200, 60)] {
@@ -183,8 +200,17 @@ fn every_pane_renders_at_small_and_large_sizes() {
         assert!(screen.contains("D4S"), "status bar\n{screen}");
         if h >= 30 {
             assert!(
-                screen.contains("arc_easy 0.40 (-0.02)"),
-                "probes with change\n{screen}"
+                screen.contains("arc_easy 0.40 ±0.05 n=100 (-0.02)"),
+                "probes with interval, items and change\n{screen}"
+            );
+            assert!(screen.contains("Probes (change since edit 0)"), "{screen}");
+            assert!(
+                screen.contains("generated: EM 1.00  F1 0.50"),
+                "generation metrics\n{screen}"
+            );
+            assert!(
+                screen.contains("prompt says \"Paris, the capital\" → \"Rome, Italy\""),
+                "greedy answers before and after\n{screen}"
             );
             assert!(
                 screen.contains("before: \" Paris\" 0.70"),

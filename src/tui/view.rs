@@ -433,8 +433,12 @@ fn probes(f: &mut Frame, app: &App, r: Rect) {
             } else {
                 Color::Reset
             };
+            // The interval says whether a change is more than the items' noise.
+            let ci = result
+                .headline_interval()
+                .map_or(String::new(), |i| format!(" ±{:.2}", i.half_width()));
             Span::styled(
-                format!("{} {v:.2} ({d:+.2})  ", result.task),
+                format!("{} {v:.2}{ci} n={} ({d:+.2})  ", result.task, result.n),
                 Style::default().fg(color),
             )
         })
@@ -445,9 +449,17 @@ fn probes(f: &mut Frame, app: &App, r: Rect) {
     f.render_widget(
         Paragraph::new(lines)
             .wrap(Wrap { trim: true })
-            .block(block("Probes (change since edit 0)", false)),
+            .block(block(&probes_title(app), false)),
         r,
     );
+}
+
+/// The probes pane's title names the edit count its baseline was measured at.
+fn probes_title(app: &App) -> String {
+    match &app.probes_baseline {
+        Some((edits, _)) => format!("Probes (change since edit {edits})"),
+        None => "Probes".into(),
+    }
 }
 
 fn input(f: &mut Frame, app: &App, r: Rect) {
