@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::records::{GenMetric, Metric, ProbMetric, TokenMetric};
 use super::summary::Summary;
+use super::table::with_ci;
 use crate::error::{Error, Result};
 use crate::eval::plots::{render, LineChart, Series};
 use crate::util;
@@ -268,17 +269,18 @@ pub fn report(
         let name = overrides(&r.setting).join(" ");
         let mark = if best == Some(i) { " ★" } else { "" };
         let score = criterion.score(s);
+        let cell = |m: Metric| with_ci(s.value(m), s.intervals.get(m));
         md.push_str(&format!(
             "| {name}{mark} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | ×{:.4} | {} | {} |\n",
-            pct(s.efficacy),
-            pct(s.paraphrase),
-            pct(s.specificity),
+            cell(Metric::Token(TokenMetric::Efficacy)),
+            cell(Metric::Token(TokenMetric::Paraphrase)),
+            cell(Metric::Token(TokenMetric::Specificity)),
             pct(s.avg),
-            pct(s.es),
-            pct(s.ps),
-            pct(s.ns),
-            pct(s.gen.efficacy_em),
-            pct(s.gen.specificity),
+            cell(Metric::Prob(ProbMetric::Es)),
+            cell(Metric::Prob(ProbMetric::Ps)),
+            cell(Metric::Prob(ProbMetric::Ns)),
+            cell(Metric::Gen(GenMetric::EfficacyEm)),
+            cell(Metric::Gen(GenMetric::Specificity)),
             pct(score),
             s.max_growth(),
             s.seconds_per_edit.map_or("–".into(), |x| format!("{x:.1}")),
@@ -306,7 +308,8 @@ pub fn report(
     }
     md.push_str(&format!(
         "\nScore and ★: {}. Frontier: not beaten on both token efficacy and specificity by \
-         another setting. Rates ×100.\n",
+         another setting. Rates ×100; ±: half the width of the 95% bootstrap interval over \
+         cases.\n",
         criterion.describe()
     ));
     match best {

@@ -95,7 +95,7 @@ fn opt(v: Option<f64>) -> String {
 }
 
 /// A value ×100 with half its 95% interval's width, when it has one: `45.2 ±3.1`.
-fn with_ci(v: Option<f64>, ci: Option<Interval>) -> String {
+pub(crate) fn with_ci(v: Option<f64>, ci: Option<Interval>) -> String {
     match (v, ci) {
         (Some(_), Some(ci)) => format!("{} ±{:.1}", opt(v), 100.0 * ci.half_width()),
         _ => opt(v),
