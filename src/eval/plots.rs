@@ -312,9 +312,15 @@ fn draw_panel<DB: DrawingBackend>(
         .collect();
     let all = || lines.iter().flatten().flatten();
     let x = fit(all().map(|p| p.0), false);
+    // A fitted y axis holds the bands too, so intervals are not cut off.
+    let band_ys = chart
+        .series
+        .iter()
+        .flat_map(|s| s.band.iter().flat_map(|&(_, lo, hi)| [lo, hi]))
+        .filter(|&y| plottable(y) && in_y(y));
     let y = match explicit {
         Some((lo, hi)) => lo..hi,
-        None => fit(all().map(|p| p.1), chart.log_y),
+        None => fit(all().map(|p| p.1).chain(band_ys), chart.log_y),
     };
     let (plot_area, legend_area) = split_for_legend(&area, chart);
     if chart.log_y {

@@ -329,19 +329,10 @@ pub fn report(
     Ok((md, best))
 }
 
-/// Each setting as a marked point (efficacy, specificity), and the frontier as a line.
+/// The frontier as a line under each setting's marked point (efficacy, specificity), with a
+/// whisker for the specificity's interval.
 fn frontier_plot(out: &Path, method: &str, rows: &[SweepRow], front: &[bool]) -> Result<()> {
     let at = |r: &SweepRow| Some((r.summary.efficacy?, r.summary.specificity?));
-    let mut series: Vec<Series> = rows
-        .iter()
-        .filter_map(|r| {
-            Some(Series {
-                label: overrides(&r.setting).join(" "),
-                points: vec![at(r)?],
-                ..Default::default()
-            })
-        })
-        .collect();
     let mut frontier: Vec<(f64, f64)> = rows
         .iter()
         .zip(front)
@@ -349,17 +340,29 @@ fn frontier_plot(out: &Path, method: &str, rows: &[SweepRow], front: &[bool]) ->
         .filter_map(|(r, _)| at(r))
         .collect();
     frontier.sort_by(|a, b| a.0.total_cmp(&b.0));
-    series.push(Series {
+    let mut series = vec![Series {
         label: "efficacy–specificity frontier".into(),
         points: frontier,
         ..Default::default()
-    });
+    }];
+    series.extend(rows.iter().filter_map(|r| {
+        let (x, y) = at(r)?;
+        let spe = r
+            .summary
+            .intervals
+            .get(Metric::Token(TokenMetric::Specificity));
+        Some(Series {
+            label: overrides(&r.setting).join(" "),
+            points: vec![(x, y)],
+            band: spe.map(|i| vec![(x, i.lo, i.hi)]).unwrap_or_default(),
+        })
+    }));
     let n = rows.first().map_or(0, |r| r.summary.edits);
     render(
         &LineChart {
             title: format!("{method} sweep after {n} edits: efficacy vs specificity"),
             x_label: "token efficacy".into(),
-            y_label: "token specificity".into(),
+            y_label: "token specificity (whisker: 95% interval)".into(),
             series,
             y_range: None,
             log_y: false,
