@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use d4s::edit::{Method, TargetCache};
+use d4s::edit::Method;
 use d4s::eval::bench::checkpoint::{self, CheckpointPolicy};
 use d4s::eval::bench::records::{self, DataRecord, Resumed, StatsRecord};
 use d4s::eval::bench::{self, summary, table, BenchRun, GenSchedule, Protocol};
@@ -486,7 +486,7 @@ fn run_methods(
     }
     // Shared by the methods: on the unedited model MEMIT, D4S and AlphaEdit optimize the same
     // targets, so under the single-edit protocol only the first of them pays for each record's.
-    let mut targets = TargetCache::new();
+    let mut targets = a.editor.targets();
     for (method, hp, mut stats, dir, config, start) in plans {
         if let Start::AlreadyDone = start {
             println!(

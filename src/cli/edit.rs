@@ -8,7 +8,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use d4s::edit::request::read_jsonl;
 use d4s::edit::{
-    CorpusSpec, EditControl, EditRequest, HParams, Method, Probe, Progress, StatsCache, StatsConfig,
+    CorpusSpec, EditControl, EditRequest, HParams, Method, Probe, Progress, StatsCache,
+    StatsConfig, TargetCache,
 };
 use d4s::eval::predict::{continuations, top_next};
 use d4s::model::Model;
@@ -33,6 +34,11 @@ pub struct EditorArgs {
     /// Token budget of the statistics (default: 20 × d_ff).
     #[arg(long)]
     pub stats_tokens: Option<usize>,
+    /// Keep the targets optimized on the unedited model on disk (in DIR, by default
+    /// `<d4s home>/targets`), so a rerun, a sweep or another method finds them instead of
+    /// optimizing again. Safe for concurrent runs; a damaged file is recomputed.
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "")]
+    pub target_cache: Option<PathBuf>,
 }
 
 impl EditorArgs {
@@ -48,6 +54,17 @@ impl EditorArgs {
         let hp = hp.with_overrides(&self.overrides)?;
         hp.validate(&model.config)?;
         Ok(hp)
+    }
+
+    /// The target cache these options ask for: in memory, or also on disk.
+    pub fn targets(&self) -> TargetCache {
+        match &self.target_cache {
+            None => TargetCache::new(),
+            Some(dir) if dir.as_os_str().is_empty() => {
+                TargetCache::persistent(d4s::edit::target_cache::disk::default_dir())
+            }
+            Some(dir) => TargetCache::persistent(dir.clone()),
+        }
     }
 
     pub fn stats(&self) -> Result<StatsCache> {
@@ -227,7 +244,7 @@ pub fn run(model: Model, args: &EditArgs) -> Result<()> {
     let method = args.editor.method()?;
     let hp = args.editor.hparams_for(method, &model)?;
     let stats = args.editor.stats()?;
-    let mut runner = Runner::new(model, hp.clone(), stats);
+    let mut runner = Runner::new(model, hp.clone(), stats).with_targets(args.editor.targets());
     if let Some(name) = &args.session {
         let name = if name.is_empty() {
             d4s::session::journal::default_name(method)

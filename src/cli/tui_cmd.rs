@@ -66,7 +66,7 @@ pub fn run(g: &GlobalArgs, a: &TuiArgs) -> Result<()> {
     let method = a.editor.method()?;
     let hp = a.editor.hparams_for(method, &model)?;
     let stats = a.editor.stats()?;
-    let mut runner = Runner::new(model, hp, stats);
+    let mut runner = Runner::new(model, hp, stats).with_targets(a.editor.targets());
     if !a.no_session {
         let name = a
             .session

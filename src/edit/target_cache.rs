@@ -14,6 +14,11 @@
 //! depend on those edits and are always computed.
 
 use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+
+pub mod disk;
+
+pub use disk::DiskTargets;
 
 use super::target::{optimize, OptimOptions, TargetParams, TargetProblem, TargetResult};
 use super::{EditControl, Progress};
@@ -34,6 +39,10 @@ pub struct TargetCache {
     budget: usize,
     hits: u64,
     misses: u64,
+    /// Targets kept across processes (`--target-cache`), behind the in-memory map.
+    disk: Option<DiskTargets>,
+    /// Hits answered by the disk layer (a part of `hits`).
+    disk_hits: u64,
 }
 
 impl Default for TargetCache {
@@ -55,7 +64,27 @@ impl TargetCache {
             budget: bytes,
             hits: 0,
             misses: 0,
+            disk: None,
+            disk_hits: 0,
         }
+    }
+
+    /// A cache that also keeps its targets in `dir` (see [`disk`]), for later runs to find.
+    pub fn persistent(dir: PathBuf) -> Self {
+        Self {
+            disk: Some(DiskTargets::new(dir)),
+            ..Self::default()
+        }
+    }
+
+    /// The folder of the disk layer, when there is one.
+    pub fn disk_dir(&self) -> Option<&std::path::Path> {
+        self.disk.as_ref().map(DiskTargets::dir)
+    }
+
+    /// Optimizations answered from the disk layer (included in [`TargetCache::hits`]).
+    pub fn disk_hits(&self) -> u64 {
+        self.disk_hits
     }
 
     /// Optimizations answered from the cache.
@@ -93,19 +122,46 @@ impl TargetCache {
         let key = cache_key(model, problem, params, opts);
         if let Some(hit) = self.entries.get(&key) {
             self.hits += 1;
-            // The last step as the optimization reported it, so progress displays end the same.
-            ctl.report(Progress::TargetStep {
-                step: hit.steps_run,
-                of: params.steps,
-                loss: hit.loss_final,
-                prob: hit.prob_final,
-            });
+            report_hit(hit, params, ctl);
             return Ok(hit.clone());
+        }
+        if let Some(hit) = self.load_from_disk(&key, problem, ctl) {
+            self.hits += 1;
+            self.disk_hits += 1;
+            report_hit(&hit, params, ctl);
+            self.insert(key, hit.clone());
+            return Ok(hit);
         }
         let result = optimize(model, problem, params, opts, ctl)?;
         self.misses += 1;
+        if let Some(disk) = &self.disk {
+            // The disk is a convenience: failing to write (a full disk) costs a recomputation
+            // next time, never this edit.
+            if let Err(e) = disk.store(&key, &result) {
+                ctl.warn(format!("target cache: could not store a target ({e})"));
+            }
+        }
         self.insert(key, result.clone());
         Ok(result)
+    }
+
+    /// The disk layer's target for `key`; a damaged file is reported and treated as absent (the
+    /// target is then recomputed and the file rewritten).
+    fn load_from_disk(
+        &self,
+        key: &str,
+        problem: &TargetProblem,
+        ctl: &EditControl,
+    ) -> Option<TargetResult> {
+        let disk = self.disk.as_ref()?;
+        // The key holds the model's config, so a file of the right key has the right widths.
+        match disk.load(key, problem.sites.len()) {
+            Ok(hit) => hit,
+            Err(e) => {
+                ctl.warn(format!("target cache: {e}; recomputing it"));
+                None
+            }
+        }
     }
 
     fn insert(&mut self, key: String, result: TargetResult) {
@@ -125,6 +181,16 @@ impl TargetCache {
         self.order.push_back(key.clone());
         self.entries.insert(key, result);
     }
+}
+
+/// The last step as the optimization reported it, so progress displays end the same.
+fn report_hit(hit: &TargetResult, params: &TargetParams, ctl: &EditControl) {
+    ctl.report(Progress::TargetStep {
+        step: hit.steps_run,
+        of: params.steps,
+        loss: hit.loss_final,
+        prob: hit.prob_final,
+    });
 }
 
 /// `optimize` through `cache` when there is one.
@@ -152,8 +218,11 @@ fn cache_key(
     opts: OptimOptions,
 ) -> String {
     let text = format!(
-        "{}\n{:?}\n{:?}\n{problem:?}\n{params:?}\n{opts:?}",
-        model.info.sha256, model.config, model.device
+        "{}\n{}\n{:?}\n{:?}\n{problem:?}\n{params:?}\n{opts:?}",
+        disk::FORMAT,
+        model.info.sha256,
+        model.config,
+        model.device
     );
     crate::util::sha256_hex(text.as_bytes())
 }
@@ -332,5 +401,123 @@ mod tests {
             )
             .unwrap();
         assert_eq!(cache.hits(), 1);
+    }
+
+    #[test]
+    fn a_second_process_finds_the_targets_on_disk_bit_for_bit() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = tiny_model(Arch::Llama, 7);
+        let ctl = EditControl::default();
+        let p = problem(&model, "Rome");
+        let mut first = TargetCache::persistent(dir.path().to_path_buf());
+        let computed = first
+            .optimize(&model, &p, &params(), OptimOptions::default(), &ctl)
+            .unwrap();
+        assert_eq!((first.misses(), first.disk_hits()), (1, 0));
+        // A new cache on the same folder stands for a later run: nothing is recomputed.
+        let mut second = TargetCache::persistent(dir.path().to_path_buf());
+        let found = second
+            .optimize(&model, &p, &params(), OptimOptions::default(), &ctl)
+            .unwrap();
+        assert_eq!((second.misses(), second.disk_hits()), (0, 1));
+        assert!(same(&computed, &found));
+        // Other settings are other files.
+        let mut lr = params();
+        lr.lr = 0.25;
+        second
+            .optimize(&model, &p, &lr, OptimOptions::default(), &ctl)
+            .unwrap();
+        assert_eq!(second.misses(), 1);
+    }
+
+    #[test]
+    fn a_corrupt_file_is_reported_recomputed_and_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = tiny_model(Arch::Llama, 7);
+        let p = problem(&model, "Rome");
+        let plain = optimize(
+            &model,
+            &p,
+            &params(),
+            OptimOptions::default(),
+            &EditControl::default(),
+        )
+        .unwrap();
+        let mut cache = TargetCache::persistent(dir.path().to_path_buf());
+        cache
+            .optimize(
+                &model,
+                &p,
+                &params(),
+                OptimOptions::default(),
+                &EditControl::default(),
+            )
+            .unwrap();
+        let key = cache_key(&model, &p, &params(), OptimOptions::default());
+        let path = DiskTargets::new(dir.path().to_path_buf()).path(&key);
+        std::fs::write(&path, b"not a safetensors file").unwrap();
+
+        let warnings = std::sync::Mutex::new(Vec::new());
+        let record = |p: Progress| {
+            if let Progress::Warning(w) = p {
+                warnings.lock().unwrap().push(w);
+            }
+        };
+        let ctl = EditControl {
+            progress: Some(&record),
+            ..EditControl::default()
+        };
+        let mut later = TargetCache::persistent(dir.path().to_path_buf());
+        let again = later
+            .optimize(&model, &p, &params(), OptimOptions::default(), &ctl)
+            .unwrap();
+        assert!(same(&plain, &again));
+        assert_eq!((later.misses(), later.disk_hits()), (1, 0));
+        let warned = warnings.lock().unwrap().join("\n");
+        assert!(warned.contains("recomputing"), "{warned}");
+        // The rewritten file answers the next run.
+        let mut third = TargetCache::persistent(dir.path().to_path_buf());
+        let found = third
+            .optimize(&model, &p, &params(), OptimOptions::default(), &ctl)
+            .unwrap();
+        assert_eq!(third.disk_hits(), 1);
+        assert!(same(&plain, &found));
+    }
+
+    #[test]
+    fn concurrent_writers_of_one_target_leave_one_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = tiny_model(Arch::Llama, 7);
+        let p = problem(&model, "Rome");
+        let ctl = EditControl::default();
+        let results: Vec<TargetResult> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        TargetCache::persistent(dir.path().to_path_buf())
+                            .optimize(&model, &p, &params(), OptimOptions::default(), &ctl)
+                            .unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(results.windows(2).all(|w| same(&w[0], &w[1])));
+        let key = cache_key(&model, &p, &params(), OptimOptions::default());
+        let shard = DiskTargets::new(dir.path().to_path_buf())
+            .path(&key)
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        let names: Vec<_> = std::fs::read_dir(shard)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "no temporary files remain: {names:?}");
+        let mut reader = TargetCache::persistent(dir.path().to_path_buf());
+        let found = reader
+            .optimize(&model, &p, &params(), OptimOptions::default(), &ctl)
+            .unwrap();
+        assert!(same(&results[0], &found));
     }
 }

@@ -101,6 +101,12 @@ impl Runner {
         }
     }
 
+    /// Uses `targets` (e.g. one that keeps its targets on disk) for the edits' optimizations.
+    pub fn with_targets(mut self, targets: TargetCache) -> Self {
+        self.targets = targets;
+        self
+    }
+
     pub fn method(&self) -> Method {
         self.editor.method()
     }
