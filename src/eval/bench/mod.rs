@@ -11,7 +11,9 @@
 //!
 //! Protocols (named types, not flags):
 //! - `Single`: each case is edited into a fresh copy of the model, evaluated, and reset.
-//! - `Batch { size }`: cases are edited `size` at a time (`size = n`: one batch edit).
+//! - `Batch { size }`: cases are edited `size` at a time, the steps accumulating in one model
+//!   (`size = n`: one batch edit). `sequential:k` on the command line names the same protocol:
+//!   the field's usual "100 edits per step" sequential protocol is `sequential:100`.
 //! - `Sequential`: one case after another with no reset; every `eval_every` edits *all* edits so
 //!   far are evaluated on the current model (the forgetting curve), and always after the last one
 //!   (the paper's protocol: evaluate all N edits on the final model).
@@ -55,6 +57,24 @@ impl std::str::FromStr for Protocol {
         if s == "sequential" || s == "seq" {
             return Ok(Protocol::Sequential);
         }
+        // `sequential:k`, the field's "k edits per step" protocol, is the batch protocol with
+        // steps of k: the steps accumulate in one model either way.
+        if let Some(k) = s
+            .strip_prefix("sequential")
+            .or_else(|| s.strip_prefix("seq"))
+            .and_then(|k| k.strip_prefix([':', '=']))
+        {
+            let size: usize = k
+                .parse()
+                .ok()
+                .filter(|&k| k > 0)
+                .ok_or_else(|| Error::Input(format!("protocol {s:?}: bad step size")))?;
+            return Ok(if size == 1 {
+                Protocol::Sequential
+            } else {
+                Protocol::Batch { size }
+            });
+        }
         if let Some(k) = s.strip_prefix("batch") {
             let k = k.trim_start_matches([':', '=']);
             let size = if k.is_empty() {
@@ -66,7 +86,7 @@ impl std::str::FromStr for Protocol {
             return Ok(Protocol::Batch { size: size.max(1) });
         }
         Err(Error::Input(format!(
-            "unknown protocol {s:?} (single, batch[:k], sequential)"
+            "unknown protocol {s:?} (single, batch[:k], sequential[:k])"
         )))
     }
 }
@@ -104,5 +124,26 @@ pub fn method_dir(out: &std::path::Path, method: &str, several: bool) -> std::pa
         out.join(method)
     } else {
         out.to_path_buf()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocols_parse_with_their_step_sizes() {
+        let p = |s: &str| s.parse::<Protocol>();
+        assert_eq!(p("single").unwrap(), Protocol::Single);
+        assert_eq!(p("sequential").unwrap(), Protocol::Sequential);
+        assert_eq!(p("sequential:1").unwrap(), Protocol::Sequential);
+        assert_eq!(p("sequential:100").unwrap(), Protocol::Batch { size: 100 });
+        assert_eq!(p("seq=10").unwrap(), Protocol::Batch { size: 10 });
+        assert_eq!(p("batch:100").unwrap(), p("sequential:100").unwrap());
+        assert_eq!(p("batch").unwrap(), Protocol::Batch { size: usize::MAX });
+        for bad in ["sequential:0", "sequential:x", "sequentially", "streaming"] {
+            let err = p(bad).unwrap_err().to_string();
+            assert!(err.contains("protocol"), "{bad}: {err}");
+        }
     }
 }

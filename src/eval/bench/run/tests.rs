@@ -291,3 +291,14 @@ fn generation_metrics_decode_at_the_ends_and_every_point_has_intervals() {
     let back: EvalPoint = serde_json::from_str(&line).unwrap();
     assert_eq!(&back, last);
 }
+
+#[test]
+fn sequential_k_edits_k_cases_per_step_and_keeps_the_rest_for_the_last() {
+    let steps = |p: &str, n| super::stream_steps(p.parse().unwrap(), n);
+    assert_eq!(
+        steps("sequential:3", 7),
+        vec![vec![0, 1, 2], vec![3, 4, 5], vec![6]]
+    );
+    assert_eq!(steps("sequential", 2), vec![vec![0], vec![1]]);
+    assert_eq!(steps("batch", 3), vec![vec![0, 1, 2]]);
+}
