@@ -15,8 +15,8 @@ use faer::Mat;
 
 use super::keys::{request_keys, KeyAverage};
 use super::linalg::{add_outer, exact_tensor_from_mat, solve_general, symmetric_eigen};
+use super::norm_anchor::value_targets;
 use super::spread::{spread_updates, Spread};
-use super::target::{residual_targets, TargetParams};
 use super::templates::ContextTemplates;
 use super::{
     commit_updates, restore_weights, EditContext, EditOutcome, EditRequest, Editor, HParams,
@@ -28,6 +28,8 @@ use crate::model::{Model, Site};
 pub struct AlphaEdit {
     hp: HParams,
     templates: Option<ContextTemplates>,
+    /// NAS's reference norm, once measured (`norm_anchor`).
+    anchor: Option<f64>,
     /// Null-space projector per edited layer.
     projectors: Vec<Arc<Mat<f64>>>,
     /// Their ranks (trace of a projector), for the run's records.
@@ -41,6 +43,7 @@ impl AlphaEdit {
         Self {
             hp,
             templates: None,
+            anchor: None,
             projectors: vec![],
             ranks: vec![],
             preserved: vec![],
@@ -178,12 +181,12 @@ impl Editor for AlphaEdit {
         let templates = cx.templates(&mut self.templates, model, &self.hp)?;
         timings.templates = timer.lap();
         cx.ctl.report(Progress::Phase(Phase::Target));
-        let targets = residual_targets(
+        let targets = value_targets(
             model,
             requests,
             &templates.flat(),
-            z_layer,
-            &TargetParams::from_hparams(&self.hp),
+            &self.hp,
+            &mut self.anchor,
             cx,
         )?;
         let z: Vec<Vec<f64>> = targets.iter().map(|t| t.sites[0].target()).collect();

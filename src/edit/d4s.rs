@@ -21,7 +21,7 @@ use faer::Mat;
 use super::hparams::ResidualMode;
 use super::keys::{bare_activations, request_keys, KeyAverage};
 use super::linalg::{exact_tensor_from_mat, solve_spd_right_regularized, tensor_from_mat};
-use super::target::{residual_targets, TargetParams};
+use super::norm_anchor::value_targets;
 use super::templates::ContextTemplates;
 use super::{
     commit_updates, restore_weights, EditContext, EditOutcome, EditRequest, EditTerms, Editor,
@@ -33,6 +33,8 @@ use crate::model::{Model, Site};
 pub struct D4s {
     hp: HParams,
     templates: Option<ContextTemplates>,
+    /// NAS's reference norm, once measured (`norm_anchor`).
+    anchor: Option<f64>,
     /// `S_j` per edited layer (empty until the first edit).
     s: Vec<Mat<f64>>,
     /// `A_j` per edited layer.
@@ -46,6 +48,7 @@ impl D4s {
         Self {
             hp,
             templates: None,
+            anchor: None,
             s: vec![],
             a: vec![],
             n_edits: 0,
@@ -206,6 +209,7 @@ impl Editor for D4s {
         let mut folded = D4s {
             hp: self.hp.clone(),
             templates: None,
+            anchor: None,
             s: self.s.clone(),
             a: self.a.clone(),
             n_edits: self.n_edits,
@@ -260,6 +264,8 @@ impl Editor for D4s {
             .map(|&l| Ok((l, model.original_edit_weight(l)?.clone())))
             .collect::<Result<_>>()?;
         restore_weights(model, &w0)?;
+        // Out of `self` for the computation's closure, which reads the sums.
+        let mut anchor = self.anchor.take();
 
         type Computed = (
             Vec<(usize, Tensor)>,
@@ -269,12 +275,12 @@ impl Editor for D4s {
         );
         let computed = (|| -> Result<Computed> {
             cx.ctl.report(Progress::Phase(Phase::Target));
-            let targets = residual_targets(
+            let targets = value_targets(
                 model,
                 requests,
                 &templates.flat(),
-                z_layer,
-                &TargetParams::from_hparams(&self.hp),
+                &self.hp,
+                &mut anchor,
                 cx,
             )?;
             let z: Vec<Vec<f64>> = targets.iter().map(|t| t.sites[0].target()).collect();
@@ -324,6 +330,7 @@ impl Editor for D4s {
             ))
         })();
         restore_weights(model, &live)?;
+        self.anchor = anchor;
         let (new_weights, sums, terms, summaries) = computed?;
         cx.ctl.report(Progress::Phase(Phase::Apply));
         let (report, _previous, sha) =

@@ -67,12 +67,9 @@ fn prepare(
                 rows.push(prompt);
             }
             FtObjective::TargetNew => {
-                let mut ids = prompt.clone();
-                ids.extend_from_slice(&tgt[..tgt.len() - 1]);
-                for (m, &t) in tgt.iter().enumerate() {
-                    at.push((r, prompt.len() - 1 + m));
-                    targets.push(t);
-                }
+                let (ids, positions) = answer_row(&prompt, &tgt);
+                at.extend(positions.into_iter().map(|p| (r, p)));
+                targets.extend_from_slice(&tgt);
                 rows.push(ids);
             }
         }
@@ -99,6 +96,45 @@ fn prepare(
         at,
         targets,
     })
+}
+
+/// `prompt + target[..-1]` and the positions whose logits predict each target token.
+fn answer_row(prompt: &[u32], target: &[u32]) -> (Vec<u32>, Vec<usize>) {
+    let mut ids = prompt.to_vec();
+    ids.extend_from_slice(&target[..target.len() - 1]);
+    let positions = (0..target.len()).map(|m| prompt.len() - 1 + m).collect();
+    (ids, positions)
+}
+
+/// Teacher-forced rows of a step's requests (one per request): the tokens, the `(row, position)`
+/// pairs whose logits predict target tokens, and those target tokens.
+pub(super) struct AnswerRows {
+    pub rows: Vec<Vec<u32>>,
+    pub at: Vec<(usize, usize)>,
+    pub targets: Vec<u32>,
+}
+
+pub(super) fn answer_rows(model: &Model, requests: &[EditRequest]) -> Result<AnswerRows> {
+    let mut out = AnswerRows {
+        rows: Vec::new(),
+        at: Vec::new(),
+        targets: Vec::new(),
+    };
+    for (r, req) in requests.iter().enumerate() {
+        let prompt = model.encode(&req.filled_prompt())?;
+        if prompt.is_empty() {
+            return Err(Error::Input(format!(
+                "the prompt of {:?} tokenizes to nothing",
+                req.describe()
+            )));
+        }
+        let target = target_ids(model, &req.target)?;
+        let (ids, positions) = answer_row(&prompt, &target);
+        out.at.extend(positions.into_iter().map(|p| (r, p)));
+        out.targets.extend_from_slice(&target);
+        out.rows.push(ids);
+    }
+    Ok(out)
 }
 
 fn batch_loss(model: &Model, layer: usize, b: &Batch) -> Result<Tensor> {

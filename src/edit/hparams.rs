@@ -77,6 +77,9 @@ pub struct HParams {
     pub eps: f64,
     // --- D4S
     pub d4s_residual_mode: ResidualMode,
+    // --- NAS, an option of the MEMIT family (see `norm_anchor.rs`)
+    /// Rescale every solved value vector to the unedited model's reference norm.
+    pub norm_anchor: bool,
     // --- common
     /// Safety gate: reject an update whose norm exceeds this multiple of ‖W0‖.
     pub max_update_ratio: f64,
@@ -111,6 +114,7 @@ impl Default for HParams {
             n_iter: 50,
             eps: 1.0,
             d4s_residual_mode: ResidualMode::Once,
+            norm_anchor: false,
             max_update_ratio: 10.0,
             seed: 42,
         }
@@ -238,6 +242,13 @@ impl HParams {
                 hp.layers = vec![at(grace)];
                 hp.n_iter = if family == Family::Llama { 50 } else { 200 };
             }
+            Method::UltraEdit => {
+                // The paper's GPT-J sites (the MLP output of layers 18–26 of 28), scaled to the
+                // model's depth; η and ρ as its configuration has them.
+                hp.layers = span(scale(18, 28, n), scale(26, 28, n));
+                hp.lr = 1e-6;
+                hp.l2 = 1.0;
+            }
         }
         // A model that a published configuration names gets its numbers (`presets`).
         super::presets::apply(hp, cfg).expect("preset tables are valid (tested in presets)")
@@ -276,6 +287,14 @@ impl HParams {
                 "{} edits exactly one layer, got {:?}",
                 self.method.label(),
                 self.layers
+            ));
+        }
+        let memit_family = matches!(self.method, Method::Memit | Method::AlphaEdit | Method::D4s);
+        if self.norm_anchor && !memit_family {
+            return bad(format!(
+                "`norm_anchor` (NAS) rescales MEMIT-style value vectors; {} has none (it is an \
+                 option of memit, alphaedit and d4s)",
+                self.method.label()
             ));
         }
         let positive = [

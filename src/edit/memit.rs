@@ -13,8 +13,8 @@
 use faer::Mat;
 
 use super::linalg::solve_spd_right_regularized;
+use super::norm_anchor::value_targets;
 use super::spread::{spread_updates, Spread};
-use super::target::{residual_targets, TargetParams};
 use super::templates::ContextTemplates;
 use super::{
     commit_updates, undo_weights, EditContext, EditControl, EditOutcome, EditRequest, Editor,
@@ -26,6 +26,8 @@ use crate::model::{Model, Site};
 pub struct Memit {
     hp: HParams,
     templates: Option<ContextTemplates>,
+    /// NAS's reference norm, once measured (`norm_anchor`).
+    anchor: Option<f64>,
 }
 
 impl Memit {
@@ -33,6 +35,7 @@ impl Memit {
         Self {
             hp,
             templates: None,
+            anchor: None,
         }
     }
 }
@@ -94,12 +97,12 @@ impl Editor for Memit {
         timings.templates = timer.lap();
 
         cx.ctl.report(Progress::Phase(Phase::Target));
-        let targets = residual_targets(
+        let targets = value_targets(
             model,
             requests,
             &templates.flat(),
-            z_layer,
-            &TargetParams::from_hparams(&self.hp),
+            &self.hp,
+            &mut self.anchor,
             cx,
         )?;
         let z: Vec<Vec<f64>> = targets.iter().map(|t| t.sites[0].target()).collect();

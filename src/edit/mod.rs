@@ -13,6 +13,7 @@ pub mod hparams;
 pub mod keys;
 pub mod linalg;
 pub mod memit;
+pub mod norm_anchor;
 pub mod pmet;
 pub mod presets;
 pub mod request;
@@ -22,6 +23,7 @@ pub mod stats;
 pub mod target;
 pub mod target_cache;
 pub mod templates;
+pub mod ultraedit;
 
 use std::fmt;
 use std::str::FromStr;
@@ -59,10 +61,12 @@ pub enum Method {
     FtM,
     #[serde(rename = "grace", alias = "GRACE")]
     Grace,
+    #[serde(rename = "ultraedit", alias = "UltraEdit", alias = "ULTRAEDIT")]
+    UltraEdit,
 }
 
 impl Method {
-    pub const ALL: [Method; 8] = [
+    pub const ALL: [Method; 9] = [
         Method::D4s,
         Method::Rome,
         Method::Memit,
@@ -71,6 +75,7 @@ impl Method {
         Method::FtL,
         Method::FtM,
         Method::Grace,
+        Method::UltraEdit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -83,6 +88,7 @@ impl Method {
             Method::FtL => "ft-l",
             Method::FtM => "ft-m",
             Method::Grace => "grace",
+            Method::UltraEdit => "ultraedit",
         }
     }
 
@@ -97,6 +103,7 @@ impl Method {
             Method::FtL => "FT-L",
             Method::FtM => "FT-M",
             Method::Grace => "GRACE",
+            Method::UltraEdit => "UltraEdit",
         }
     }
 
@@ -105,7 +112,7 @@ impl Method {
         match self {
             Method::D4s | Method::Memit | Method::Pmet | Method::AlphaEdit => true,
             Method::Rome => hp.mom2_adjustment,
-            Method::FtL | Method::FtM | Method::Grace => false,
+            Method::FtL | Method::FtM | Method::Grace | Method::UltraEdit => false,
         }
     }
 }
@@ -129,6 +136,7 @@ impl FromStr for Method {
             "ft-l" | "ft" | "ftl" => Method::FtL,
             "ft-m" | "ftm" => Method::FtM,
             "grace" => Method::Grace,
+            "ultraedit" | "ultra-edit" => Method::UltraEdit,
             _ => {
                 return Err(Error::Input(format!(
                     "unknown method {s:?} (choose from {})",
@@ -331,6 +339,11 @@ pub enum UndoRecord {
     },
     /// Restore the codebook as it was.
     Grace(grace::Codebook),
+    /// Restore the weights and the lifelong statistics as they were before the step.
+    UltraEdit {
+        weights: Vec<(usize, Tensor)>,
+        moments: Vec<ultraedit::Moments>,
+    },
 }
 
 /// Which steps an editor's undo takes back.
@@ -368,6 +381,10 @@ impl UndoRecord {
                 weights(w) + 8 * keys.iter().flatten().map(Vec::len).sum::<usize>()
             }
             UndoRecord::Grace(c) => c.bytes(),
+            UndoRecord::UltraEdit {
+                weights: w,
+                moments,
+            } => weights(w) + moments.iter().map(|m| 16 * m.mean.len()).sum::<usize>(),
         }
     }
 }
@@ -487,6 +504,7 @@ pub fn new_editor(hp: HParams) -> Box<dyn Editor> {
         Method::AlphaEdit => Box::new(alphaedit::AlphaEdit::new(hp)),
         Method::FtL | Method::FtM => Box::new(ft::FineTune::new(hp)),
         Method::Grace => Box::new(grace::Grace::new(hp)),
+        Method::UltraEdit => Box::new(ultraedit::UltraEdit::new(hp)),
     }
 }
 
