@@ -18,7 +18,7 @@ use d4s::session::Runner;
 /// Options shared by every command that edits (edit, bench, replay, TUI).
 #[derive(Args, Debug, Clone)]
 pub struct EditorArgs {
-    /// Editing method: d4s, rome, memit, pmet, alphaedit, ft-l, ft-m, grace.
+    /// Editing method: d4s, rome, memit, pmet, alphaedit, ft-l, ft-m, grace, ultraedit, encore.
     #[arg(long, default_value = "d4s")]
     pub method: String,
     /// Hyperparameter file: our TOML/JSON, or an EasyEdit hparams YAML.

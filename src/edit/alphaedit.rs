@@ -235,7 +235,7 @@ impl Editor for AlphaEdit {
             targets: targets.iter().map(|t| t.summary()).collect(),
             timings,
             weights_sha256: sha,
-            undo: UndoRecord::AlphaEdit {
+            undo: UndoRecord::WeightsAndKeys {
                 weights: previous,
                 keys,
             },
@@ -248,7 +248,7 @@ impl Editor for AlphaEdit {
         _cx: &mut EditContext,
         record: &UndoRecord,
     ) -> Result<()> {
-        let UndoRecord::AlphaEdit { weights, keys } = record else {
+        let UndoRecord::WeightsAndKeys { weights, keys } = record else {
             return Err(Error::Input(
                 "this undo record does not belong to AlphaEdit".into(),
             ));

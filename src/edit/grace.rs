@@ -217,6 +217,7 @@ impl Grace {
             kl_factor: 0.0,
             stop_loss: None,
             stop_prob: self.hp.v_prob_threshold,
+            stop_top1: None,
             schedule: NllSchedule::Constant,
             nll_factor: 1.0,
         };

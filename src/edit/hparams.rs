@@ -50,6 +50,9 @@ pub struct HParams {
     pub kl_factor: f64,
     /// Optional early stop once the mean target probability exceeds this (off = reference).
     pub v_prob_threshold: Option<f64>,
+    /// Most-probable early stopping (ENCORE): stop the target optimization once the target has
+    /// been the top-1 prediction at every rewriting prompt at this many steps (off = reference).
+    pub mpes: Option<usize>,
     // --- covariance (§1.6)
     pub mom2_adjustment: bool,
     pub mom2_update_weight: f64,
@@ -77,6 +80,9 @@ pub struct HParams {
     pub eps: f64,
     // --- D4S
     pub d4s_residual_mode: ResidualMode,
+    // --- ENCORE
+    /// μ of the update-norm penalty μ‖ΔW‖²_F (`update_norm_lambda` in ENCORE's files).
+    pub update_norm_lambda: f64,
     // --- NAS, an option of the MEMIT family (see `norm_anchor.rs`)
     /// Rescale every solved value vector to the unedited model's reference norm.
     pub norm_anchor: bool,
@@ -97,6 +103,7 @@ impl Default for HParams {
             clamp_norm_factor: 4.0,
             kl_factor: 0.0625,
             v_prob_threshold: None,
+            mpes: None,
             mom2_adjustment: true,
             mom2_update_weight: 15000.0,
             context_template_length_params: vec![[10, 5]],
@@ -114,6 +121,7 @@ impl Default for HParams {
             n_iter: 50,
             eps: 1.0,
             d4s_residual_mode: ResidualMode::Once,
+            update_norm_lambda: 0.0,
             norm_anchor: false,
             max_update_ratio: 10.0,
             seed: 42,
@@ -242,6 +250,17 @@ impl HParams {
                 hp.layers = vec![at(grace)];
                 hp.n_iter = if family == Family::Llama { 50 } else { 200 };
             }
+            Method::Encore => {
+                // MEMIT's sites and target settings, plus ENCORE's two changes with the values of
+                // its Llama-3-8B file: MPES after 2 top-1 steps and μ = 20.
+                hp.layers = memit_layers;
+                hp.clamp_norm_factor = if gptish { 0.75 } else { 4.0 };
+                hp.v_num_grad_steps = if family == Family::Gpt2 { 20 } else { 25 };
+                hp.v_weight_decay = if gptish { 0.5 } else { 1e-3 };
+                hp.mom2_update_weight = lambda;
+                hp.mpes = Some(2);
+                hp.update_norm_lambda = 20.0;
+            }
             Method::UltraEdit => {
                 // The paper's GPT-J sites (the MLP output of layers 18–26 of 28), scaled to the
                 // model's depth; η and ρ as its configuration has them.
@@ -293,7 +312,7 @@ impl HParams {
         if self.norm_anchor && !memit_family {
             return bad(format!(
                 "`norm_anchor` (NAS) rescales MEMIT-style value vectors; {} has none (it is an \
-                 option of memit, alphaedit and d4s)",
+                 option of memit, alphaedit, encore and d4s)",
                 self.method.label()
             ));
         }
@@ -317,11 +336,15 @@ impl HParams {
             ("L2", self.l2),
             ("eps", self.eps),
             ("weight_decay", self.weight_decay),
+            ("update_norm_lambda", self.update_norm_lambda),
         ];
         for (name, v) in non_negative {
             if !(v.is_finite() && v >= 0.0) {
                 return bad(format!("`{name}` must be a non-negative number, got {v}"));
             }
+        }
+        if self.mpes == Some(0) {
+            return bad("`mpes` counts steps and must be at least 1".into());
         }
         if self.v_num_grad_steps == 0
             || self.num_steps == 0

@@ -7,6 +7,7 @@
 
 pub mod alphaedit;
 pub mod d4s;
+pub mod encore;
 pub mod ft;
 pub mod grace;
 pub mod hparams;
@@ -63,10 +64,12 @@ pub enum Method {
     Grace,
     #[serde(rename = "ultraedit", alias = "UltraEdit", alias = "ULTRAEDIT")]
     UltraEdit,
+    #[serde(rename = "encore", alias = "ENCORE")]
+    Encore,
 }
 
 impl Method {
-    pub const ALL: [Method; 9] = [
+    pub const ALL: [Method; 10] = [
         Method::D4s,
         Method::Rome,
         Method::Memit,
@@ -76,6 +79,7 @@ impl Method {
         Method::FtM,
         Method::Grace,
         Method::UltraEdit,
+        Method::Encore,
     ];
 
     pub fn name(self) -> &'static str {
@@ -89,6 +93,7 @@ impl Method {
             Method::FtM => "ft-m",
             Method::Grace => "grace",
             Method::UltraEdit => "ultraedit",
+            Method::Encore => "encore",
         }
     }
 
@@ -104,13 +109,14 @@ impl Method {
             Method::FtM => "FT-M",
             Method::Grace => "GRACE",
             Method::UltraEdit => "UltraEdit",
+            Method::Encore => "ENCORE",
         }
     }
 
     /// Whether the method needs the key second moment C (and so a statistics pass).
     pub fn needs_stats(self, hp: &HParams) -> bool {
         match self {
-            Method::D4s | Method::Memit | Method::Pmet | Method::AlphaEdit => true,
+            Method::D4s | Method::Memit | Method::Pmet | Method::AlphaEdit | Method::Encore => true,
             Method::Rome => hp.mom2_adjustment,
             Method::FtL | Method::FtM | Method::Grace | Method::UltraEdit => false,
         }
@@ -137,6 +143,7 @@ impl FromStr for Method {
             "ft-m" | "ftm" => Method::FtM,
             "grace" => Method::Grace,
             "ultraedit" | "ultra-edit" => Method::UltraEdit,
+            "encore" => Method::Encore,
             _ => {
                 return Err(Error::Input(format!(
                     "unknown method {s:?} (choose from {})",
@@ -332,8 +339,9 @@ pub enum UndoRecord {
     Weights(Vec<(usize, Tensor)>),
     /// Subtract this step's terms from the running sums (exact).
     Terms(EditTerms),
-    /// Restore weights and remove the step's keys from the preserved-key sum.
-    AlphaEdit {
+    /// Restore weights and remove the step's keys from the editor's key sum (AlphaEdit's
+    /// preserved keys, ENCORE's previous edits).
+    WeightsAndKeys {
         weights: Vec<(usize, Tensor)>,
         keys: Vec<Vec<Vec<f64>>>,
     },
@@ -377,7 +385,7 @@ impl UndoRecord {
                 8 * (t.residuals.iter().flatten().map(Vec::len).sum::<usize>()
                     + t.keys.iter().flatten().map(Vec::len).sum::<usize>())
             }
-            UndoRecord::AlphaEdit { weights: w, keys } => {
+            UndoRecord::WeightsAndKeys { weights: w, keys } => {
                 weights(w) + 8 * keys.iter().flatten().map(Vec::len).sum::<usize>()
             }
             UndoRecord::Grace(c) => c.bytes(),
@@ -505,6 +513,7 @@ pub fn new_editor(hp: HParams) -> Box<dyn Editor> {
         Method::FtL | Method::FtM => Box::new(ft::FineTune::new(hp)),
         Method::Grace => Box::new(grace::Grace::new(hp)),
         Method::UltraEdit => Box::new(ultraedit::UltraEdit::new(hp)),
+        Method::Encore => Box::new(encore::Encore::new(hp)),
     }
 }
 

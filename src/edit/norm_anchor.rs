@@ -1,5 +1,5 @@
 //! Norm-Anchor Scaling, NAS (Liu et al., "Norm Anchors Make Model Edits Last", 2026): an option
-//! of the MEMIT family (`--set norm_anchor=true` for MEMIT, AlphaEdit and D4S).
+//! of the MEMIT family (`--set norm_anchor=true` for MEMIT, AlphaEdit, ENCORE and D4S).
 //!
 //! Sequential locate-and-edit methods fail when the solved value vectors and the edited weights
 //! amplify each other: each update raises the next targets' norms, which raise the next update.

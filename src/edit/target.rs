@@ -40,6 +40,9 @@ pub struct TargetParams {
     pub stop_loss: Option<f64>,
     /// Optional extra early stop: the mean target probability exceeds this.
     pub stop_prob: Option<f64>,
+    /// Most-probable early stopping (ENCORE's MPES): stop once the target tokens have been the
+    /// top-1 prediction at every rewriting prompt at this many steps.
+    pub stop_top1: Option<usize>,
     /// How the NLL term's weight moves during the optimization.
     pub schedule: NllSchedule,
     /// Weight of the NLL term (PMET's `nll_loss_factor`; 1 elsewhere).
@@ -366,6 +369,7 @@ pub fn optimize(
         .collect();
     let mut kl_init: Option<Tensor> = None;
     let mut nll_factor = params.nll_factor;
+    let mut top1_steps = 0usize;
     let mut result = TargetResult {
         sites: vec![],
         prob_initial: 0.0,
@@ -429,6 +433,14 @@ pub fn optimize(
             || params.stop_prob.is_some_and(|p| prob > p)
         {
             break;
+        }
+        if let Some(k) = params.stop_top1 {
+            if targets_are_argmax(&logits.narrow(0, 0, n_scored)?, &targets)? {
+                top1_steps += 1;
+                if top1_steps >= k {
+                    break;
+                }
+            }
         }
         if params.schedule == NllSchedule::Pmet {
             let all_argmax = targets_are_argmax(&logits.narrow(0, 0, n_scored)?, &targets)?;
@@ -569,6 +581,7 @@ impl TargetParams {
             kl_factor: hp.kl_factor,
             stop_loss: Some(0.05),
             stop_prob: hp.v_prob_threshold,
+            stop_top1: hp.mpes,
             schedule: NllSchedule::Constant,
             nll_factor: 1.0,
         }

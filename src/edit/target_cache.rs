@@ -265,6 +265,7 @@ mod tests {
             kl_factor: 0.0625,
             stop_loss: Some(0.05),
             stop_prob: None,
+            stop_top1: None,
             schedule: NllSchedule::Constant,
             nll_factor: 1.0,
         }

@@ -536,6 +536,7 @@ fn target_speedups_are_exact() {
                     kl_factor: 0.5,
                     stop_loss: None,
                     stop_prob: None,
+                    stop_top1: None,
                     schedule: NllSchedule::Constant,
                     nll_factor: 1.0,
                 };
