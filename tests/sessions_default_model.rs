@@ -49,10 +49,16 @@ fn last_sha(events: &[Event]) -> String {
 /// Journals 20 edits with `method`, replays the journal on a fresh copy of the model and
 /// compares every step's weights and the final ones.
 fn replay_of_20_edits_is_bit_identical(method: Method) {
+    replay_of_20_edits_is_bit_identical_with(method, |_| {});
+}
+
+/// [`replay_of_20_edits_is_bit_identical`] with hyperparameters changed by `tweak`.
+fn replay_of_20_edits_is_bit_identical_with(method: Method, tweak: fn(&mut HParams)) {
     let _ = common::default_model();
     let dir = tempfile::tempdir().unwrap();
     let model = load_default();
-    let hp = fast_hparams(method, &model);
+    let mut hp = fast_hparams(method, &model);
+    tweak(&mut hp);
     let mut runner = Runner::new(model, hp.clone(), StatsCache::new(StatsConfig::default()));
     runner.start_session(dir.path(), method.name()).unwrap();
     for r in facts() {
@@ -97,6 +103,23 @@ fn replay_of_20_memit_edits_is_bit_identical() {
 #[test]
 fn replay_of_20_rome_edits_is_bit_identical() {
     replay_of_20_edits_is_bit_identical(Method::Rome);
+}
+
+/// UltraEdit's lifelong statistics are rebuilt by the replayed steps.
+#[test]
+fn replay_of_20_ultraedit_edits_is_bit_identical() {
+    replay_of_20_edits_is_bit_identical(Method::UltraEdit);
+}
+
+#[test]
+fn replay_of_20_encore_edits_is_bit_identical() {
+    replay_of_20_edits_is_bit_identical(Method::Encore);
+}
+
+/// NAS's reference norm is measured again by the replaying editor, to the same bits.
+#[test]
+fn replay_of_20_norm_anchored_memit_edits_is_bit_identical() {
+    replay_of_20_edits_is_bit_identical_with(Method::Memit, |hp| hp.norm_anchor = true);
 }
 
 fn journal_applied(path: &Path) -> usize {

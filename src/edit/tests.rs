@@ -10,6 +10,7 @@ use super::target::{
     optimize, KlPrompt, Lookup, NllSchedule, OptimOptions, SiteSpec, TargetParams, TargetProblem,
 };
 use super::*;
+use crate::eval::testkit::layers_for;
 use crate::model::config::Arch;
 use crate::model::random::tiny_model;
 use crate::model::{Forward, Input, Logits, Site};
@@ -580,10 +581,7 @@ fn every_editor_runs_and_undoes_on_every_architecture() {
         for method in Method::ALL {
             let mut model = tiny_model(arch, 21);
             let mut env = env();
-            let layers = match method {
-                Method::Rome | Method::FtL | Method::FtM | Method::Grace => vec![1],
-                _ => vec![0, 1],
-            };
+            let layers = layers_for(method);
             let mut hp = hparams(method, arch, layers);
             hp.num_steps = 3;
             hp.n_iter = 3;
@@ -689,10 +687,7 @@ fn every_editor_edits_and_undoes_a_half_precision_model() {
             let mut model = tiny_model(Arch::Llama, 21).to_precision(precision).unwrap();
             let w0 = model.edit_weight(1).unwrap().clone();
             let mut env = env();
-            let layers = match method {
-                Method::Rome | Method::FtL | Method::FtM | Method::Grace => vec![1],
-                _ => vec![0, 1],
-            };
+            let layers = layers_for(method);
             let mut hp = hparams(method, Arch::Llama, layers);
             hp.nullspace_threshold = 1e9;
             let mut editor = new_editor(hp);

@@ -78,12 +78,17 @@ pub fn cases() -> Vec<EvalCase> {
         .collect()
 }
 
-pub fn hparams(method: Method) -> HParams {
-    let mut hp = HParams::defaults(method, &tiny_config(Arch::Llama));
-    hp.layers = match method {
+/// One layer for the single-layer methods, two for the others.
+pub fn layers_for(method: Method) -> Vec<usize> {
+    match method {
         Method::Rome | Method::FtL | Method::FtM | Method::Grace => vec![1],
         _ => vec![0, 1],
-    };
+    }
+}
+
+pub fn hparams(method: Method) -> HParams {
+    let mut hp = HParams::defaults(method, &tiny_config(Arch::Llama));
+    hp.layers = layers_for(method);
     hp.context_templates = Some(vec!["{}".into(), "Hello there. {}".into()]);
     hp.v_num_grad_steps = 4;
     hp.num_steps = 3;
