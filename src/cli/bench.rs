@@ -46,6 +46,11 @@ pub struct BenchArgs {
     /// Re-evaluate all edits so far every k edits (the forgetting curve); the end is always evaluated.
     #[arg(long)]
     pub eval_every: Option<usize>,
+    /// Evaluate a fixed, seeded random sample of this many cases instead of all of them: every
+    /// point scores the sampled cases edited so far (for 10,000-edit runs, where scoring every
+    /// edit at every point would cost more than the edits).
+    #[arg(long, value_name = "N")]
+    pub eval_sample: Option<usize>,
     /// Downstream probes at every evaluation point: comma-separated (arc, arc_easy, mmlu, truthfulqa, winogrande, gsm8k, hellaswag).
     #[arg(long, default_value = "")]
     pub probes: String,
@@ -464,6 +469,7 @@ fn run_methods(
             },
             protocol,
             eval_every: a.eval_every,
+            eval_sample: a.eval_sample,
             probes: tasks.iter().map(|t| t.name().to_string()).collect(),
             probe_config: probe_cfg.clone(),
             stats: StatsRecord {
@@ -534,6 +540,7 @@ fn run_methods(
             hparams: hp,
             protocol,
             eval_every: a.eval_every,
+            eval_sample: a.eval_sample,
             probes: probe_sets,
             multihop: a.multihop,
             generation,

@@ -47,11 +47,46 @@ impl Reference {
         Ok(r)
     }
 
+    /// The references of the cases `wanted` says (the others get none, and must not be
+    /// evaluated: a bench run's [`super::run::EvalSample`]).
+    pub fn of_sample(
+        model: &mut Model,
+        cases: &[EvalCase],
+        wanted: impl Fn(usize) -> bool,
+        decode: bool,
+    ) -> Result<Self> {
+        let mut r = Reference::default();
+        r.extend_where(model, cases, wanted, decode)?;
+        Ok(r)
+    }
+
     /// Adds the references of more cases (in one batch on the unedited model).
     pub fn extend(&mut self, model: &mut Model, cases: &[EvalCase], decode: bool) -> Result<()> {
+        self.extend_where(model, cases, |_| true, decode)
+    }
+
+    fn extend_where(
+        &mut self,
+        model: &mut Model,
+        cases: &[EvalCase],
+        wanted: impl Fn(usize) -> bool,
+        decode: bool,
+    ) -> Result<()> {
         let per_request: Vec<Vec<Vec<(String, String)>>> = cases
             .iter()
-            .map(|c| c.requests.iter().map(|r| r.answered_neighbours()).collect())
+            .enumerate()
+            .map(|(ci, c)| {
+                c.requests
+                    .iter()
+                    .map(|r| {
+                        if wanted(ci) {
+                            r.answered_neighbours()
+                        } else {
+                            Vec::new()
+                        }
+                    })
+                    .collect()
+            })
             .collect();
         let items: Vec<(String, String)> =
             per_request.iter().flatten().flatten().cloned().collect();

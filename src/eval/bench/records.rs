@@ -260,6 +260,9 @@ pub struct RunConfig {
     pub data: DataRecord,
     pub protocol: Protocol,
     pub eval_every: Option<usize>,
+    /// Only this many cases, a fixed seeded sample, are evaluated (absent: all of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_sample: Option<usize>,
     pub probes: Vec<String>,
     pub probe_config: crate::eval::probes::ProbeConfig,
     pub stats: StatsRecord,
@@ -325,6 +328,9 @@ impl RunConfig {
             "stats": self.stats,
             "seed": self.seed,
         });
+        if let Some(n) = self.eval_sample {
+            identity["eval_sample"] = serde_json::json!(n);
+        }
         // Only when set, so the identities of runs recorded before templates existed hold.
         if let Some(t) = &self.chat_template {
             identity["chat_template"] = serde_json::json!(t.sha256);

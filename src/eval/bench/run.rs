@@ -40,6 +40,8 @@ pub struct BenchRun<'a> {
     pub protocol: Protocol,
     /// Evaluate every k edits (sequential); `None` = only at the end.
     pub eval_every: Option<usize>,
+    /// Evaluate only a fixed seeded sample of this many cases ([`EvalSample`]); `None`: all.
+    pub eval_sample: Option<usize>,
     pub probes: &'a [ProbeSet],
     pub multihop: bool,
     /// Which points decode the `gen.*` metrics.
@@ -83,12 +85,50 @@ pub fn run(
     }
 }
 
+/// The cases a run evaluates: all of them, or a fixed random subset drawn once (seeded, so a
+/// resumed run and every method of a command score the same cases). Each point then scores the
+/// sampled cases among the edits so far: an unbiased sample of them, whose size grows with the
+/// edits until it reaches the sample's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalSample(Option<Vec<bool>>);
+
+impl EvalSample {
+    /// The seed of the draw; fixed, so the sample depends only on the case count and its size.
+    pub const SEED: u64 = 0x5eed_e7a1;
+
+    pub fn draw(n_cases: usize, size: Option<usize>) -> Self {
+        use rand::seq::index::sample;
+        use rand::SeedableRng;
+        match size {
+            Some(k) if k < n_cases => {
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(Self::SEED);
+                let mut holds = vec![false; n_cases];
+                for i in sample(&mut rng, n_cases, k) {
+                    holds[i] = true;
+                }
+                Self(Some(holds))
+            }
+            _ => Self(None),
+        }
+    }
+
+    pub fn holds(&self, case: usize) -> bool {
+        self.0.as_ref().is_none_or(|h| h[case])
+    }
+
+    /// The sampled cases among `which`, in its order.
+    pub fn of(&self, which: &[usize]) -> Vec<usize> {
+        which.iter().copied().filter(|&ci| self.holds(ci)).collect()
+    }
+}
+
 /// What a run knows about its cases before the first edit, and its clock.
 struct Run<'c, 'a> {
     cases: &'c [EvalCase],
     spec: BenchRun<'a>,
     reference: Reference,
     difficulty: Vec<TargetDifficulty>,
+    sample: EvalSample,
     started: Instant,
     /// Wall time of the run before this process took it over (a resumed run's).
     wall_offset: f64,
@@ -101,7 +141,8 @@ impl<'c, 'a> Run<'c, 'a> {
     fn start(model: &mut Model, cases: &'c [EvalCase], spec: BenchRun<'a>) -> Result<Self> {
         model.reset_edits();
         let decode = spec.generation != GenSchedule::Off;
-        let reference = Reference::of(model, cases, decode)?;
+        let sample = EvalSample::draw(cases.len(), spec.eval_sample);
+        let reference = Reference::of_sample(model, cases, |ci| sample.holds(ci), decode)?;
         let difficulty = model.with_unedited(|m| target_difficulty(m, cases))?;
         let wall_offset = spec.resume.as_ref().map_or(0.0, |c| c.meta.wall_seconds);
         Ok(Self {
@@ -109,6 +150,7 @@ impl<'c, 'a> Run<'c, 'a> {
             spec,
             reference,
             difficulty,
+            sample,
             started: Instant::now(),
             wall_offset,
             probs: Vec::new(),
@@ -143,7 +185,8 @@ impl<'c, 'a> Run<'c, 'a> {
         edits: usize,
         end: bool,
     ) -> Result<(EvalPoint, Vec<CaseOutcome>)> {
-        let eval = self.evaluate(model, which, end)?;
+        let which = self.sample.of(which);
+        let eval = self.evaluate(model, &which, end)?;
         let mut point = self.point_with(model, eval.metrics, edits)?;
         if edits > 0 {
             point.retention = retention_by_age(&eval.cases);

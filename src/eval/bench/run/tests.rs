@@ -302,3 +302,45 @@ fn sequential_k_edits_k_cases_per_step_and_keeps_the_rest_for_the_last() {
     assert_eq!(steps("sequential", 2), vec![vec![0], vec![1]]);
     assert_eq!(steps("batch", 3), vec![vec![0, 1, 2]]);
 }
+
+#[test]
+fn an_eval_sample_is_a_fixed_subset_of_its_size_and_keeps_the_order() {
+    let s = EvalSample::draw(100, Some(10));
+    assert_eq!(s, EvalSample::draw(100, Some(10)), "seeded: the same draw");
+    let all: Vec<usize> = (0..100).collect();
+    let picked = s.of(&all);
+    assert_eq!(picked.len(), 10);
+    assert!(picked.windows(2).all(|w| w[0] < w[1]), "{picked:?}");
+    assert_ne!(
+        picked,
+        (0..10).collect::<Vec<_>>(),
+        "a random draw, not a prefix"
+    );
+    // The edits so far hold the sampled cases among them.
+    let first_half: Vec<usize> = (0..50).collect();
+    let early = s.of(&first_half);
+    assert!(early.iter().all(|ci| picked.contains(ci) && *ci < 50));
+    // No size, or one at least the case count: every case.
+    for size in [None, Some(100), Some(500)] {
+        assert_eq!(EvalSample::draw(100, size).of(&all), all);
+    }
+}
+
+#[test]
+fn a_sampled_run_evaluates_only_the_sampled_cases_at_every_point() {
+    let cases = cases();
+    let (_, sink) = memit_bench(&cases, |r| r.eval_sample = Some(2));
+    let sample = EvalSample::draw(cases.len(), Some(2)).of(&(0..cases.len()).collect::<Vec<_>>());
+    assert_eq!(sample.len(), 2);
+    let last = sink.points.last().unwrap();
+    assert_eq!(last.edits, cases.len());
+    assert_eq!(last.metrics.cases, 2);
+    let evaluated: Vec<usize> = sink.cases.iter().map(|o| o.index).collect();
+    assert_eq!(evaluated, sample);
+    for p in &sink.points {
+        // Point 0, the unedited model, scores every sampled case; later points the edited ones.
+        let upto = if p.edits == 0 { cases.len() } else { p.edits };
+        let due = sample.iter().filter(|&&ci| ci < upto).count();
+        assert_eq!(p.metrics.cases, due, "point after {} edits", p.edits);
+    }
+}
