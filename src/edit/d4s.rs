@@ -14,11 +14,17 @@
 //!
 //! Undo, which the reference tools lack: subtracting an edit's `r kᵀ` and `k kᵀ` terms removes it
 //! exactly, whichever edit it was.
+//!
+//! The solve: `d4s_solve = update` (the default) keeps a Cholesky factor of `A_j + λC_j` and the
+//! update beside the sums and moves both by rank-k updates (downdates for undo), so no step after
+//! the first costs O(d_in³) ([`super::factored`]); `fresh` solves from the sums every step. The
+//! two agree to rounding; each replays bit for bit with itself.
 
 use candle_core::Tensor;
 use faer::Mat;
 
-use super::hparams::ResidualMode;
+use super::factored::{Direction, FactoredUpdate};
+use super::hparams::{D4sSolve, ResidualMode};
 use super::keys::{bare_activations, request_keys, KeyAverage};
 use super::linalg::{exact_tensor_from_mat, solve_spd_right_regularized, tensor_from_mat};
 use super::norm_anchor::value_targets;
@@ -39,6 +45,9 @@ pub struct D4s {
     s: Vec<Mat<f64>>,
     /// `A_j` per edited layer.
     a: Vec<Mat<f64>>,
+    /// Per edited layer, the kept factor and update (`d4s_solve = update`; empty until the first
+    /// step, and always with `fresh`).
+    factors: Vec<FactoredUpdate>,
     /// Edits currently in the sums.
     n_edits: usize,
 }
@@ -51,6 +60,7 @@ impl D4s {
             anchor: None,
             s: vec![],
             a: vec![],
+            factors: vec![],
             n_edits: 0,
         }
     }
@@ -87,12 +97,66 @@ impl D4s {
         c: &Mat<f64>,
         ctl: &super::EditControl,
     ) -> Result<Tensor> {
-        let layer = self.hp.layers[j];
-        let spread = (self.hp.layers.len() - j) as f64;
-        let lambda = self.hp.mom2_update_weight;
-        let delta = d4s_delta(s, a, c, lambda, spread, &|w| ctl.warn(w))?;
-        let w0 = model.original_edit_weight_f32(layer)?;
+        let delta = d4s_delta(s, a, c, self.hp.mom2_update_weight, self.spread(j), &|w| {
+            ctl.warn(w)
+        })?;
+        self.weight_with(model, j, &delta)
+    }
+
+    /// `W0_j + Δ`.
+    fn weight_with(&self, model: &Model, j: usize, delta: &Mat<f64>) -> Result<Tensor> {
+        let w0 = model.original_edit_weight_f32(self.hp.layers[j])?;
         Ok((w0 + tensor_from_mat(delta.as_ref(), &model.device)?)?)
+    }
+
+    /// `L − j`: how many edited layers from `j` up share the residual (spec §2).
+    fn spread(&self, j: usize) -> f64 {
+        (self.hp.layers.len() - j) as f64
+    }
+
+    /// Layer `j`'s factor from its sums, by a fresh factorization.
+    fn factor_of_sums(
+        &self,
+        j: usize,
+        s: &Mat<f64>,
+        a: &Mat<f64>,
+        c: &Mat<f64>,
+        ctl: &super::EditControl,
+    ) -> Result<FactoredUpdate> {
+        let lambda = self.hp.mom2_update_weight;
+        FactoredUpdate::factor(s, a, c, lambda, self.spread(j), &|w| ctl.warn(w))
+    }
+
+    /// Layer `j`'s factor moved by a step's terms: a rank-k update (`Add`) or downdate
+    /// (`Remove`) of the kept factor, or, when there is none yet (the first step) or the downdate
+    /// fails (the
+    /// rounding of a long history can make `M − K Kᵀ` look indefinite), a fresh factorization of
+    /// the sums after the step, `s_after` and `a_after`. Deterministic, so a replay takes the same
+    /// path.
+    #[allow(clippy::too_many_arguments)]
+    fn factor_after(
+        &self,
+        j: usize,
+        terms: &EditTerms,
+        direction: Direction,
+        (s_after, a_after): (&Mat<f64>, &Mat<f64>),
+        c: &Mat<f64>,
+        ctl: &super::EditControl,
+    ) -> Result<FactoredUpdate> {
+        let Some(kept) = self.factors.get(j) else {
+            return self.factor_of_sums(j, s_after, a_after, c, ctl);
+        };
+        match step(kept, terms, j, self.spread(j), direction) {
+            Ok(f) => Ok(f),
+            Err(e) if direction == Direction::Remove => {
+                ctl.warn(format!(
+                    "{e}; refactorized layer {} from the sums instead",
+                    self.hp.layers[j]
+                ));
+                self.factor_of_sums(j, s_after, a_after, c, ctl)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Adds (`sign = 1`) or removes (`sign = −1`) an edit's terms from the sums.
@@ -121,6 +185,19 @@ pub fn d4s_delta(
     let m = Mat::from_fn(a.nrows(), a.ncols(), |i, j| a[(i, j)] + lambda * c[(i, j)]);
     let num = Mat::from_fn(s.nrows(), s.ncols(), |i, j| s[(i, j)] / spread);
     solve_spd_right_regularized(num.as_ref(), m.as_ref(), warn)
+}
+
+/// A factor moved by layer `j`'s keys and residuals of a step, in request order.
+fn step(
+    f: &FactoredUpdate,
+    terms: &EditTerms,
+    j: usize,
+    spread: f64,
+    direction: Direction,
+) -> Result<FactoredUpdate> {
+    let keys: Vec<&[f64]> = terms.keys.iter().map(|k| k[j].as_slice()).collect();
+    let residuals: Vec<&[f64]> = terms.residuals.iter().map(|r| r[j].as_slice()).collect();
+    f.stepped(&keys, &residuals, spread, direction)
 }
 
 /// `S + Σ r kᵀ` and `A + Σ k kᵀ` over a step's requests, for layer `j`, accumulated one outer
@@ -155,9 +232,21 @@ impl Editor for D4s {
             tensors.push((format!("d4s.s.{j}"), exact_tensor_from_mat(s.as_ref())?));
             tensors.push((format!("d4s.a.{j}"), exact_tensor_from_mat(a.as_ref())?));
         }
+        // The kept factors too, so a resumed run goes on with the same bits as one never stopped.
+        for (j, f) in self.factors.iter().enumerate() {
+            tensors.push((format!("d4s.l.{j}"), exact_tensor_from_mat(f.l.as_ref())?));
+            tensors.push((
+                format!("d4s.delta.{j}"),
+                exact_tensor_from_mat(f.delta.as_ref())?,
+            ));
+        }
         Ok(super::EditorSnapshot {
             tensors,
-            meta: serde_json::json!({ "method": "d4s", "n_edits": self.n_edits }),
+            meta: serde_json::json!({
+                "method": "d4s",
+                "n_edits": self.n_edits,
+                "factored": !self.factors.is_empty(),
+            }),
         })
     }
 
@@ -177,6 +266,7 @@ impl Editor for D4s {
         let (d_out, d_in) = (model.config.d_model, model.config.d_ff);
         let mut s = Vec::new();
         let mut a = Vec::new();
+        let mut factors = Vec::new();
         // An editor that never edited has empty sums; a snapshot of one holds no tensors.
         if !snap.tensors.is_empty() {
             for j in 0..self.hp.layers.len() {
@@ -184,18 +274,33 @@ impl Editor for D4s {
                 a.push(snap.matrix(&format!("d4s.a.{j}"), d_in, d_in)?);
             }
         }
+        let factored = snap.meta["factored"].as_bool().unwrap_or(false);
+        if factored && self.hp.d4s_solve == D4sSolve::Update {
+            for j in 0..self.hp.layers.len() {
+                factors.push(FactoredUpdate {
+                    l: snap.matrix(&format!("d4s.l.{j}"), d_in, d_in)?,
+                    delta: snap.matrix(&format!("d4s.delta.{j}"), d_out, d_in)?,
+                });
+            }
+        }
         self.s = s;
         self.a = a;
+        self.factors = factors;
         self.n_edits = n_edits as usize;
         if self.s.is_empty() {
             return Ok(());
         }
-        self.commit_sums(model, cx)
+        if self.factors.is_empty() {
+            self.commit_sums(model, cx, None)
+        } else {
+            self.commit_factors(model)
+        }
     }
 
     fn fold_terms(
         &self,
-        model: &Model,
+        model: &mut Model,
+        cx: &mut EditContext,
         ops: &[super::SignedTerms],
     ) -> Result<Option<super::EditorSnapshot>> {
         if ops
@@ -212,13 +317,35 @@ impl Editor for D4s {
             anchor: None,
             s: self.s.clone(),
             a: self.a.clone(),
+            factors: self.factors.clone(),
             n_edits: self.n_edits,
         };
         folded.init_state(model);
+        let covs = match self.hp.d4s_solve {
+            D4sSolve::Update if !ops.is_empty() => {
+                cx.stats
+                    .second_moments(model, &self.hp.layers.clone(), &cx.ctl)?
+            }
+            _ => Vec::new(),
+        };
         // One outer product at a time in journal order, as the edits and undos added them, so
-        // the sums come out bit-identical to the original run's.
+        // the sums come out bit-identical to the original run's; the kept factors move step by
+        // step as the edits and undos moved them.
         for (t, sign) in ops {
             folded.accumulate(t, *sign);
+            if !covs.is_empty() {
+                let direction = if *sign > 0.0 {
+                    Direction::Add
+                } else {
+                    Direction::Remove
+                };
+                folded.factors = (0..self.hp.layers.len())
+                    .map(|j| {
+                        let sums = (&folded.s[j], &folded.a[j]);
+                        folded.factor_after(j, t, direction, sums, &covs[j], &cx.ctl)
+                    })
+                    .collect::<Result<_>>()?;
+            }
             if *sign > 0.0 {
                 folded.n_edits += t.keys.len();
             } else {
@@ -231,6 +358,11 @@ impl Editor for D4s {
     fn state_bytes(&self) -> usize {
         8 * (self.s.iter().map(|m| m.nrows() * m.ncols()).sum::<usize>()
             + self.a.iter().map(|m| m.nrows() * m.ncols()).sum::<usize>())
+            + self
+                .factors
+                .iter()
+                .map(FactoredUpdate::bytes)
+                .sum::<usize>()
     }
 
     fn apply(
@@ -270,6 +402,7 @@ impl Editor for D4s {
         type Computed = (
             Vec<(usize, Tensor)>,
             Vec<(Mat<f64>, Mat<f64>)>,
+            Vec<FactoredUpdate>,
             EditTerms,
             Vec<super::TargetSummary>,
         );
@@ -292,6 +425,7 @@ impl Editor for D4s {
             };
             let mut new_weights = Vec::new();
             let mut sums = Vec::new();
+            let mut factors = Vec::new();
             for (j, &layer) in layers.iter().enumerate() {
                 cx.ctl.check()?;
                 cx.ctl.report(Progress::Phase(Phase::Keys));
@@ -316,7 +450,22 @@ impl Editor for D4s {
                 timings.keys += timer.lap();
                 cx.ctl.report(Progress::Phase(Phase::Solve));
                 let (s, a) = with_step(&self.s[j], &self.a[j], &terms, j);
-                let w = self.weight_for(model, j, &s, &a, &covs[j], &cx.ctl)?;
+                let w = match self.hp.d4s_solve {
+                    D4sSolve::Fresh => self.weight_for(model, j, &s, &a, &covs[j], &cx.ctl)?,
+                    D4sSolve::Update => {
+                        let f = self.factor_after(
+                            j,
+                            &terms,
+                            Direction::Add,
+                            (&s, &a),
+                            &covs[j],
+                            &cx.ctl,
+                        )?;
+                        let w = self.weight_with(model, j, &f.delta)?;
+                        factors.push(f);
+                        w
+                    }
+                };
                 model.set_edit_weight(layer, w.clone())?;
                 new_weights.push((layer, w));
                 sums.push((s, a));
@@ -325,13 +474,14 @@ impl Editor for D4s {
             Ok((
                 new_weights,
                 sums,
+                factors,
                 terms,
                 targets.iter().map(|t| t.summary()).collect(),
             ))
         })();
         restore_weights(model, &live)?;
         self.anchor = anchor;
-        let (new_weights, sums, terms, summaries) = computed?;
+        let (new_weights, sums, factors, terms, summaries) = computed?;
         cx.ctl.report(Progress::Phase(Phase::Apply));
         let (report, _previous, sha) =
             commit_updates(model, new_weights, self.hp.max_update_ratio)?;
@@ -339,6 +489,9 @@ impl Editor for D4s {
         for (j, (s, a)) in sums.into_iter().enumerate() {
             self.s[j] = s;
             self.a[j] = a;
+        }
+        if !factors.is_empty() {
+            self.factors = factors;
         }
         self.n_edits += requests.len();
         timings.total = timings.statistics
@@ -370,7 +523,7 @@ impl Editor for D4s {
         }
         self.init_state(model);
         self.accumulate(terms, -1.0);
-        match self.commit_sums(model, cx) {
+        match self.commit_sums(model, cx, Some((terms, Direction::Remove))) {
             Ok(()) => {
                 self.n_edits = self.n_edits.saturating_sub(terms.keys.len());
                 Ok(())
@@ -384,16 +537,50 @@ impl Editor for D4s {
 }
 
 impl D4s {
-    /// Sets every edited layer to the weights the current sums give.
-    fn commit_sums(&self, model: &mut Model, cx: &mut EditContext) -> Result<()> {
+    /// Sets every edited layer to the weights the current sums give: after `moved` (a step just
+    /// taken out of the sums, whose factor then moves by a downdate), or from the sums alone
+    /// (`None`: a restore).
+    fn commit_sums(
+        &mut self,
+        model: &mut Model,
+        cx: &mut EditContext,
+        moved: Option<(&EditTerms, Direction)>,
+    ) -> Result<()> {
         let covs = cx
             .stats
             .second_moments(model, &self.hp.layers.clone(), &cx.ctl)?;
+        let mut weights = Vec::new();
+        let mut factors = Vec::new();
+        for j in 0..self.hp.layers.len() {
+            let (s, a, c) = (&self.s[j], &self.a[j], &covs[j]);
+            let w = match self.hp.d4s_solve {
+                D4sSolve::Fresh => self.weight_for(model, j, s, a, c, &cx.ctl)?,
+                D4sSolve::Update => {
+                    let f = match moved {
+                        Some((t, d)) => self.factor_after(j, t, d, (s, a), c, &cx.ctl)?,
+                        None => self.factor_of_sums(j, s, a, c, &cx.ctl)?,
+                    };
+                    let w = self.weight_with(model, j, &f.delta)?;
+                    factors.push(f);
+                    w
+                }
+            };
+            weights.push((self.hp.layers[j], w));
+        }
+        commit_updates(model, weights, self.hp.max_update_ratio)?;
+        if !factors.is_empty() {
+            self.factors = factors;
+        }
+        Ok(())
+    }
+
+    /// Sets every edited layer to `W0 + Δ` of its kept factor (a restored checkpoint's).
+    fn commit_factors(&self, model: &mut Model) -> Result<()> {
         let weights = (0..self.hp.layers.len())
             .map(|j| {
                 Ok((
                     self.hp.layers[j],
-                    self.weight_for(model, j, &self.s[j], &self.a[j], &covs[j], &cx.ctl)?,
+                    self.weight_with(model, j, &self.factors[j].delta)?,
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -410,7 +597,9 @@ impl D4s {
         history: &[EditTerms],
     ) -> Result<()> {
         let ops: Vec<super::SignedTerms> = history.iter().map(|t| (t.clone(), 1.0)).collect();
-        let snap = self.fold_terms(model, &ops)?.expect("D4S folds its terms");
+        let snap = self
+            .fold_terms(model, cx, &ops)?
+            .expect("D4S folds its terms");
         self.restore(model, cx, &snap)
     }
 }

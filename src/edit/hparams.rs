@@ -35,6 +35,24 @@ pub enum ResidualMode {
     PerLayer,
 }
 
+/// How D4S turns its sums into the update after each step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum D4sSolve {
+    /// A fresh Cholesky solve of `(S / spread)(A + λC)⁻¹` every step: O(d_in³).
+    Fresh,
+    /// A kept factor of `A + λC` with rank-k updates and downdates ([`super::factored`]):
+    /// O(k·d_in²) per step after the first.
+    Update,
+}
+
+impl D4sSolve {
+    /// Records written before the choice existed used the fresh solve; they replay with it.
+    fn recorded_before_the_choice() -> Self {
+        Self::Fresh
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HParams {
@@ -80,6 +98,8 @@ pub struct HParams {
     pub eps: f64,
     // --- D4S
     pub d4s_residual_mode: ResidualMode,
+    #[serde(default = "D4sSolve::recorded_before_the_choice")]
+    pub d4s_solve: D4sSolve,
     // --- ENCORE
     /// μ of the update-norm penalty μ‖ΔW‖²_F (`update_norm_lambda` in ENCORE's files).
     pub update_norm_lambda: f64,
@@ -121,6 +141,7 @@ impl Default for HParams {
             n_iter: 50,
             eps: 1.0,
             d4s_residual_mode: ResidualMode::Once,
+            d4s_solve: D4sSolve::Update,
             update_norm_lambda: 0.0,
             norm_anchor: false,
             max_update_ratio: 10.0,

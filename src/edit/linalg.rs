@@ -68,10 +68,33 @@ pub fn solve_spd_right_regularized(
     m: MatRef<'_, f64>,
     warn: &dyn Fn(String),
 ) -> Result<Mat<f64>> {
-    if let Ok(x) = solve_spd_right(b, m) {
-        if all_finite(x.as_ref()) {
-            return Ok(x);
-        }
+    with_smallest_ridge(m, warn, |m| {
+        solve_spd_right(b, m)
+            .ok()
+            .filter(|x| all_finite(x.as_ref()))
+    })
+}
+
+/// The lower Cholesky factor `L` of `M = L Lᵀ` (upper triangle zero), with the same ridge rule as
+/// [`solve_spd_right_regularized`].
+pub fn cholesky_regularized(m: MatRef<'_, f64>, warn: &dyn Fn(String)) -> Result<Mat<f64>> {
+    with_smallest_ridge(m, warn, |m| {
+        let llt = m.llt(Side::Lower).ok()?;
+        let n = m.nrows();
+        let l = Mat::from_fn(n, n, |i, j| if i >= j { llt.L()[(i, j)] } else { 0.0 });
+        all_finite(l.as_ref()).then_some(l)
+    })
+}
+
+/// `attempt(M)`, or else `attempt(M + ε·mean(diag)·I)` for the smallest ε of 1e-10, 1e-8, …,
+/// 1e-2 that succeeds (said through `warn`).
+fn with_smallest_ridge<T>(
+    m: MatRef<'_, f64>,
+    warn: &dyn Fn(String),
+    attempt: impl Fn(MatRef<'_, f64>) -> Option<T>,
+) -> Result<T> {
+    if let Some(x) = attempt(m) {
+        return Ok(x);
     }
     let n = m.nrows();
     let mean_diag = ((0..n).map(|i| m[(i, i)].abs()).sum::<f64>() / n.max(1) as f64).max(1e-300);
@@ -81,14 +104,12 @@ pub fn solve_spd_right_regularized(
         for i in 0..n {
             reg[(i, i)] += ridge;
         }
-        if let Ok(x) = solve_spd_right(b, reg.as_ref()) {
-            if all_finite(x.as_ref()) {
-                warn(format!(
-                    "the regularized key covariance was not positive definite; added a ridge of {ridge:.2e} (1e-{k} × its mean diagonal). \
-                     A larger statistics corpus (--stats-tokens) avoids this"
-                ));
-                return Ok(x);
-            }
+        if let Some(x) = attempt(reg.as_ref()) {
+            warn(format!(
+                "the regularized key covariance was not positive definite; added a ridge of {ridge:.2e} (1e-{k} × its mean diagonal). \
+                 A larger statistics corpus (--stats-tokens) avoids this"
+            ));
+            return Ok(x);
         }
     }
     Err(Error::Numeric("the key covariance is singular even with a ridge of 1e-2 × its mean diagonal; the edit was not applied".into()))

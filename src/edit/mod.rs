@@ -8,6 +8,7 @@
 pub mod alphaedit;
 pub mod d4s;
 pub mod encore;
+pub mod factored;
 pub mod ft;
 pub mod grace;
 pub mod hparams;
@@ -497,7 +498,12 @@ pub trait Editor: Send {
     /// This editor's state with journaled terms added to it (applied `+1`, undone `−1`, in
     /// journal order), for an editor whose state is a sum of per-edit terms; `None` for the
     /// others, whose journaled edits are replayed instead.
-    fn fold_terms(&self, _model: &Model, _ops: &[SignedTerms]) -> Result<Option<EditorSnapshot>> {
+    fn fold_terms(
+        &self,
+        _model: &mut Model,
+        _cx: &mut EditContext,
+        _ops: &[SignedTerms],
+    ) -> Result<Option<EditorSnapshot>> {
         Ok(None)
     }
 }

@@ -292,12 +292,15 @@ impl Runner {
             .all(|e| !matches!(e, Event::Applied { terms: None, .. }));
         if !switches && every_step_has_terms {
             let recorded = self.recorded_history(events)?;
-            if let Some(snap) = self.editor.fold_terms(&self.model, &recorded.ops)? {
-                let mut cx = EditContext {
-                    stats: &mut self.stats,
-                    targets: Some(&mut self.targets),
-                    ctl: EditControl::default(),
-                };
+            let mut cx = EditContext {
+                stats: &mut self.stats,
+                targets: Some(&mut self.targets),
+                ctl: EditControl::default(),
+            };
+            if let Some(snap) = self
+                .editor
+                .fold_terms(&mut self.model, &mut cx, &recorded.ops)?
+            {
                 self.editor.restore(&mut self.model, &mut cx, &snap)?;
                 self.history = recorded.live;
                 return Ok(recorded.report);
