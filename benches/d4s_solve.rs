@@ -46,7 +46,11 @@ fn main() {
         .skip(1)
         .filter_map(|a| a.parse().ok())
         .collect();
-    let widths = if widths.is_empty() { vec![1536] } else { widths };
+    let widths = if widths.is_empty() {
+        vec![1536]
+    } else {
+        widths
+    };
     println!("| d_ff | d_model | facts per step | fresh solve (s) | rank-k update (s) | fresh / update | relative gap |");
     println!("|---|---|---|---|---|---|---|");
     for d_in in widths {

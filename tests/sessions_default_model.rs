@@ -291,6 +291,16 @@ fn export_round_trips_through_our_loader_and_transformers_if_present() {
         rows[1],
         "the exported tokenizer matches"
     );
+    // transformers learns the special tokens from tokenizer_config.json (without it a loaded
+    // tokenizer has no end-of-text token and cannot pad).
+    let tc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("tokenizer_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(tc["eos_token"], "<|im_end|>", "{tc}");
+    assert_eq!(tc["bos_token"], "<|im_start|>", "{tc}");
+    assert!(tc["chat_template"]
+        .as_str()
+        .is_some_and(|t| t.contains("im_start")));
     // Delta-only export: ΔW of the edited layer.
     let delta = tempfile::tempdir().unwrap();
     d4s::session::export::export_hf(&model, delta.path(), true).unwrap();

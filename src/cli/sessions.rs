@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use d4s::edit::{EditControl, HParams, Method, StatsCache};
+use d4s::edit::{HParams, Method, StatsCache};
 use d4s::eval::metrics::token_accuracy;
 use d4s::model::{load, Model, ModelSpec};
 use d4s::session::export::export_hf;
@@ -64,7 +64,14 @@ pub struct ResumeArgs {
 
 #[derive(Args, Debug)]
 pub struct ExportArgs {
-    pub session: PathBuf,
+    /// The session to export (or `--unedited`).
+    #[arg(required_unless_present = "unedited")]
+    pub session: Option<PathBuf>,
+    /// Export the model as loaded, with no edits (`--model`, else the default model): the
+    /// dequantized default model as a Hugging Face directory for other tools, e.g. the peer
+    /// comparison in `benches/peer/`.
+    #[arg(long, conflicts_with_all = ["session", "delta_only"])]
+    pub unedited: bool,
     /// Output directory.
     #[arg(long)]
     pub out: PathBuf,
@@ -226,9 +233,18 @@ pub fn resume(g: &GlobalArgs, a: &ResumeArgs) -> Result<()> {
 }
 
 pub fn export(g: &GlobalArgs, a: &ExportArgs) -> Result<()> {
-    let (runner, _) = restored(g, &a.session, a.force)?;
+    let Some(session) = &a.session else {
+        let model = super::load_model(g)?;
+        export_hf(&model, &a.out, false)?;
+        println!(
+            "exported the unedited {} to {}",
+            model.info.name,
+            a.out.display()
+        );
+        return Ok(());
+    };
+    let (runner, _) = restored(g, session, a.force)?;
     export_hf(&runner.model, &a.out, a.delta_only)?;
-    println!("exported {} to {}", a.session.display(), a.out.display());
-    let _ = EditControl::default();
+    println!("exported {} to {}", session.display(), a.out.display());
     Ok(())
 }

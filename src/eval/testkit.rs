@@ -202,6 +202,7 @@ pub fn record(index: usize) -> EditRecord {
         prob_initial: Some(0.01),
         prob_final: Some(0.9),
         seconds: 1.0,
+        cpu_seconds: None,
         timings: None,
         rss_bytes: None,
         rejected: None,

@@ -211,8 +211,33 @@ pub fn export_hf(model: &Model, dir: &Path, delta_only: bool) -> Result<()> {
             .to_string(true)
             .map_err(|e| Error::Tokenizer(format!("cannot serialize the tokenizer: {e}")))?;
         util::write_atomic(&dir.join("tokenizer.json"), s.as_bytes())?;
+        write_json(
+            &dir.join("tokenizer_config.json"),
+            &tokenizer_config(model)?,
+        )?;
     }
     save_tensors(&dir.join("model.safetensors"), model.hf_tensors()?)
+}
+
+/// What transformers needs beside `tokenizer.json` to know the special tokens (without it a
+/// loaded tokenizer has no end-of-text or padding token) and the chat template, if any.
+fn tokenizer_config(model: &Model) -> Result<serde_json::Value> {
+    let token = |id: Option<u32>| -> Result<serde_json::Value> {
+        Ok(match id {
+            Some(id) => serde_json::Value::String(model.decode(&[id])?),
+            None => serde_json::Value::Null,
+        })
+    };
+    let mut config = serde_json::json!({
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": token(model.config.bos_token_id)?,
+        "eos_token": token(model.config.eos_token_ids.first().copied())?,
+        "model_max_length": model.config.max_positions,
+    });
+    if let Some(t) = &model.info.chat_template {
+        config["chat_template"] = serde_json::Value::String(t.source.clone());
+    }
+    Ok(config)
 }
 
 #[cfg(test)]

@@ -140,6 +140,18 @@ pub fn resident_memory() -> Option<u64> {
         .map(|kb| kb * 1024)
 }
 
+/// CPU seconds this process has used so far, user plus system, all threads (Linux: fields 14
+/// and 15 of `/proc/self/stat`, in the kernel's fixed user-visible 100 ticks per second).
+pub fn cpu_seconds() -> Option<f64> {
+    let stat = fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces; the fields after it follow its `)`.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // `after_name` starts at field 3, so fields 14 and 15 are at 11 and 12.
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
 /// Peak resident set size of this process in bytes (Linux), if known.
 pub fn peak_memory() -> Option<u64> {
     let status = fs::read_to_string("/proc/self/status").ok()?;
@@ -232,6 +244,21 @@ pub fn progress_line(pb: &indicatif::ProgressBar, unit: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_seconds_grow_with_work() {
+        let Some(before) = cpu_seconds() else {
+            return; // not Linux
+        };
+        let t = std::time::Instant::now();
+        let mut x = 0u64;
+        while t.elapsed().as_millis() < 300 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        let used = cpu_seconds().unwrap() - before;
+        assert!((0.1..30.0).contains(&used), "{used}");
+    }
 
     #[test]
     fn a_heartbeat_lets_one_line_through_per_interval() {

@@ -188,6 +188,9 @@ pub struct EditRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prob_post: Option<f64>,
     pub seconds: f64,
+    /// CPU seconds of the process during the edit (all threads; Linux), per case of the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_seconds: Option<f64>,
     /// Where the step's time went (statistics, templates, target, keys, solve), per request of
     /// the step; absent for rejected edits.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -241,6 +241,7 @@ impl<'c, 'a> Run<'c, 'a> {
             .flat_map(|&i| self.cases[i].requests.iter().cloned())
             .collect();
         let te = Instant::now();
+        let cpu_before = crate::util::cpu_seconds();
         let hits_before = self.spec.targets.as_ref().map_or(0, |t| t.hits());
         let mut cx = EditContext {
             stats: self.spec.stats,
@@ -249,6 +250,9 @@ impl<'c, 'a> Run<'c, 'a> {
         };
         let outcome = editor.apply(model, &mut cx, &requests);
         let seconds = te.elapsed().as_secs_f64();
+        let cpu_seconds = crate::util::cpu_seconds()
+            .zip(cpu_before)
+            .map(|(after, before)| (after - before) / step.len() as f64);
         let reused = self.spec.targets.as_ref().map_or(0, |t| t.hits()) - hits_before;
         let rss_bytes = crate::util::resident_memory();
         // What a record says about case `i` whatever the outcome; each arm adds its own.
@@ -259,6 +263,7 @@ impl<'c, 'a> Run<'c, 'a> {
             prob_final: None,
             prob_post: None,
             seconds: 0.0,
+            cpu_seconds,
             timings: None,
             rss_bytes,
             rejected: None,
