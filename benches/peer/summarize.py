@@ -14,6 +14,14 @@ import statistics
 from pathlib import Path
 
 
+# Below this the method used no covariance (ROME with `mom2_adjustment: false`).
+COV_UNUSED = 0.5
+
+
+def cov_cell(seconds):
+    return f"{seconds:.1f}" if seconds > COV_UNUSED else "–"
+
+
 def process_time(folder):
     wall, user, system, max_kib = (Path(folder) / "time.txt").read_text().split()
     return {"wall": float(wall), "cpu": float(user) + float(system), "peak_mib": int(max_kib) / 1024}
@@ -74,14 +82,15 @@ def main():
             rows = {}
             for tool, read in [("easyedit", easyedit_row), ("d4s", d4s_row)]:
                 folder = runs / order / f"{tool}-{method}"
-                if not folder.exists():
-                    continue
-                row = read(folder)
-                row.update(process_time(folder))
+                try:
+                    row = read(folder)
+                    row.update(process_time(folder))
+                except (FileNotFoundError, ValueError):
+                    continue  # not run, or still running
                 rows[tool] = row
                 lines.append(
                     f"| {method.upper()} | {order} | {'EasyEdit' if tool == 'easyedit' else 'd4s'} "
-                    f"| {row['n']} | {row['cov_s']:.1f} | {row['edit_wall']:.1f} "
+                    f"| {row['n']} | {cov_cell(row['cov_s'])} | {row['edit_wall']:.1f} "
                     f"| {row['edit_cpu']:.1f} | {row['peak_mib']:,.0f} | {row['rewrite']:.2f} "
                     f"| {row['rephrase']:.2f} | {row['locality']:.2f} |"
                 )
@@ -91,10 +100,15 @@ def main():
                     all(abs(u - v) < 1e-6 for u, v in zip(x, y))
                     for x, y in zip(e["per_case"], d["per_case"])
                 )
+                cov = (
+                    f"covariance {e['cov_s'] / d['cov_s']:.1f}×; "
+                    if min(e["cov_s"], d["cov_s"]) > COV_UNUSED
+                    else ""
+                )
                 ratios.append(
                     f"- {method.upper()}, {order}: EasyEdit / d4s per-edit wall "
                     f"{e['edit_wall'] / d['edit_wall']:.1f}×, CPU {e['edit_cpu'] / d['edit_cpu']:.1f}×, "
-                    f"covariance {e['cov_s'] / max(d['cov_s'], 1e-9):.1f}×; "
+                    f"{cov}"
                     f"{same} of {len(e['per_case'])} records score the same "
                     f"(rewrite, rephrase, locality)"
                 )
