@@ -551,8 +551,8 @@ impl D4s {
             .second_moments(model, &self.hp.layers.clone(), &cx.ctl)?;
         let mut weights = Vec::new();
         let mut factors = Vec::new();
-        for j in 0..self.hp.layers.len() {
-            let (s, a, c) = (&self.s[j], &self.a[j], &covs[j]);
+        for (j, c) in covs.iter().enumerate() {
+            let (s, a) = (&self.s[j], &self.a[j]);
             let w = match self.hp.d4s_solve {
                 D4sSolve::Fresh => self.weight_for(model, j, s, a, c, &cx.ctl)?,
                 D4sSolve::Update => {
