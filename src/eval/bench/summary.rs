@@ -320,17 +320,30 @@ pub fn finish_run(
     Ok(Some(s))
 }
 
+/// A curve of `get` over the points. Where a point between two measured ones has no value (a
+/// `gen.*` metric decoded only at the ends), the curve gets a gap there, so the plot does not
+/// draw a line through points that were never measured.
 pub(crate) fn series(
     label: &str,
     points: &[EvalPoint],
     get: impl Fn(&EvalPoint) -> Option<f64>,
 ) -> Series {
+    let mut curve: Vec<(f64, f64)> = Vec::new();
+    for p in points {
+        match get(p) {
+            Some(v) => curve.push((p.edits as f64, v)),
+            None if curve.last().is_some_and(|&(_, y)| !y.is_nan()) => {
+                curve.push((p.edits as f64, f64::NAN));
+            }
+            None => {}
+        }
+    }
+    if curve.last().is_some_and(|&(_, y)| y.is_nan()) {
+        curve.pop();
+    }
     Series {
         label: label.to_string(),
-        points: points
-            .iter()
-            .filter_map(|p| get(p).map(|v| (p.edits as f64, v)))
-            .collect(),
+        points: curve,
         ..Default::default()
     }
 }
@@ -584,5 +597,24 @@ mod tests {
         let old = summarize("d4s", &[point(0), point(1)], &[record(0)]).unwrap();
         assert!(old.targets.is_none());
         assert!(!markdown(&[("old".into(), old)]).contains("target PPL"));
+    }
+
+    #[test]
+    fn a_metric_measured_only_at_the_ends_is_not_drawn_as_a_line_between_them() {
+        let points: Vec<EvalPoint> = [0, 10, 20, 30]
+            .into_iter()
+            .map(crate::eval::testkit::point)
+            .collect();
+        let measured = |p: &EvalPoint| (p.edits == 0 || p.edits == 30).then_some(0.5);
+        let s = series("gen", &points, measured);
+        assert_eq!(s.points.len(), 3, "{:?}", s.points);
+        assert_eq!((s.points[0], s.points[2]), ((0.0, 0.5), (30.0, 0.5)));
+        assert!(s.points[1].1.is_nan(), "a gap between the ends");
+        // Measured everywhere: no gap; measured nowhere: no points at all.
+        assert_eq!(series("all", &points, |_| Some(1.0)).points.len(), 4);
+        assert!(series("none", &points, |_| None).points.is_empty());
+        // Missing only at the end: no trailing gap.
+        let early = series("early", &points, |p| (p.edits < 20).then_some(1.0));
+        assert_eq!(early.points, vec![(0.0, 1.0), (10.0, 1.0)]);
     }
 }
