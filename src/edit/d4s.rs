@@ -26,7 +26,9 @@ use faer::Mat;
 use super::factored::{Direction, FactoredUpdate};
 use super::hparams::{D4sSolve, ResidualMode};
 use super::keys::{bare_activations, request_keys, KeyAverage};
-use super::linalg::{exact_tensor_from_mat, solve_spd_right_regularized, tensor_from_mat};
+use super::linalg::{
+    exact_tensor_from_mat, plus_scaled, solve_spd_right_regularized, tensor_from_mat,
+};
 use super::norm_anchor::value_targets;
 use super::templates::ContextTemplates;
 use super::{
@@ -182,9 +184,8 @@ pub fn d4s_delta(
     spread: f64,
     warn: &dyn Fn(String),
 ) -> Result<Mat<f64>> {
-    let m = Mat::from_fn(a.nrows(), a.ncols(), |i, j| a[(i, j)] + lambda * c[(i, j)]);
     let num = Mat::from_fn(s.nrows(), s.ncols(), |i, j| s[(i, j)] / spread);
-    solve_spd_right_regularized(num.as_ref(), m.as_ref(), warn)
+    solve_spd_right_regularized(num.as_ref(), plus_scaled(a, lambda, c).as_ref(), warn)
 }
 
 /// A factor moved by layer `j`'s keys and residuals of a step, in request order.

@@ -32,7 +32,7 @@ use faer::linalg::triangular_solve::{
 };
 use faer::{get_global_parallelism, Col, Mat, MatRef};
 
-use super::linalg::{all_finite, cholesky_regularized, mat_from_columns};
+use super::linalg::{all_finite, cholesky_regularized, mat_from_columns, plus_scaled};
 use crate::error::{Error, Result};
 
 /// One layer's factor `L` (`L Lᵀ = A + λC`, lower triangular) and update `Δ`.
@@ -60,8 +60,7 @@ impl FactoredUpdate {
         spread: f64,
         warn: &dyn Fn(String),
     ) -> Result<Self> {
-        let m = Mat::from_fn(a.nrows(), a.ncols(), |i, j| a[(i, j)] + lambda * c[(i, j)]);
-        let l = cholesky_regularized(m.as_ref(), warn)?;
+        let l = cholesky_regularized(plus_scaled(a, lambda, c).as_ref(), warn)?;
         // Δ = (S / spread) M⁻¹  ⇔  M Δᵀ = Sᵀ / spread.
         let mut delta_t = Mat::from_fn(s.ncols(), s.nrows(), |i, j| s[(j, i)] / spread);
         solve_with_factor(l.as_ref(), &mut delta_t);

@@ -49,6 +49,12 @@ pub fn mat_from_columns(cols: &[Vec<f64>]) -> Mat<f64> {
     Mat::from_fn(d, cols.len(), |i, j| cols[j][i])
 }
 
+/// `A + λC`: the key matrix of the closed-form solves (the edits' keys plus the regularizing
+/// second moment).
+pub fn plus_scaled(a: &Mat<f64>, lambda: f64, c: &Mat<f64>) -> Mat<f64> {
+    Mat::from_fn(a.nrows(), a.ncols(), |i, j| a[(i, j)] + lambda * c[(i, j)])
+}
+
 /// `X` with `X · M = B`, for symmetric positive definite `M` (Cholesky; no explicit inverse).
 /// `B: [m, n]`, `M: [n, n]`.
 pub fn solve_spd_right(b: MatRef<'_, f64>, m: MatRef<'_, f64>) -> Result<Mat<f64>> {
