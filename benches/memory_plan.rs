@@ -133,7 +133,9 @@ fn main() {
         let c_bytes = (f * f * 8) as f64 / GIB;
         let (stats_per_1k, stats_peak) = stats_stage(f);
         let (solve_s, solve_peak) = d4s_stage(d, f);
-        let state = ((d * f + f * f) * 8) as f64 / GIB;
+        // S and A, and beside them the kept factor L and the update Δ (`d4s_solve = update`, the
+        // default): twice (d_model·d_ff + d_ff²) f64 per layer.
+        let state = (2 * (d * f + f * f) * 8) as f64 / GIB;
         let eig_s = eig_a * (f as f64).powi(3);
         let eig_peak = eig_per_n2 * (f * f) as f64;
         println!(
