@@ -216,14 +216,22 @@ impl Heartbeat {
 }
 
 /// One line of a bar's state, for a log: `ROME: 125/1000 edits, 19 minutes elapsed, ETA 2 hours
-/// (target)`.
-pub fn progress_line(pb: &indicatif::ProgressBar, unit: &str) -> String {
+/// (target)`. `with_eta = false` leaves the ETA out (during a pause, such as an evaluation, the
+/// bar's rate says nothing about the time left); an ETA the bar cannot estimate yet is `?`.
+pub fn progress_line(pb: &indicatif::ProgressBar, unit: &str, with_eta: bool) -> String {
     use indicatif::HumanDuration;
     let prefix = pb.prefix();
     let prefix = prefix.trim();
     let message = pb.message();
+    let unfinished = pb.length().is_some_and(|l| pb.position() < l);
+    let eta = match pb.eta() {
+        _ if !with_eta => String::new(),
+        // indicatif answers zero when it has no rate yet.
+        d if d.is_zero() && unfinished => ", ETA ?".to_string(),
+        d => format!(", ETA {}", HumanDuration(d)),
+    };
     format!(
-        "{}{}/{} {unit}, {} elapsed, ETA {}{}",
+        "{}{}/{} {unit}, {} elapsed{eta}{}",
         if prefix.is_empty() {
             String::new()
         } else {
@@ -232,7 +240,6 @@ pub fn progress_line(pb: &indicatif::ProgressBar, unit: &str) -> String {
         pb.position(),
         pb.length().map_or("?".to_string(), |l| l.to_string()),
         HumanDuration(pb.elapsed()),
-        HumanDuration(pb.eta()),
         if message.is_empty() {
             String::new()
         } else {
@@ -283,12 +290,23 @@ mod tests {
         pb.set_position(125);
         pb.set_prefix("      ROME");
         pb.set_message("target");
-        let line = progress_line(&pb, "edits");
+        let line = progress_line(&pb, "edits", true);
         assert!(line.starts_with("ROME: 125/1000 edits, "), "{line}");
         assert!(line.contains(" elapsed, ETA "), "{line}");
         assert!(line.ends_with(" (target)"), "{line}");
+        // No rate yet: the ETA is unknown, not zero; during a pause it is left out.
+        pb.reset_eta();
+        assert!(
+            progress_line(&pb, "edits", true).contains(", ETA ? ("),
+            "{line}"
+        );
+        let paused = progress_line(&pb, "edits", false);
+        assert!(
+            !paused.contains("ETA") && paused.ends_with(" elapsed (target)"),
+            "{paused}"
+        );
         let bare = indicatif::ProgressBar::hidden();
-        assert!(progress_line(&bare, "edits").starts_with("0/? edits, "));
+        assert!(progress_line(&bare, "edits", true).starts_with("0/? edits, "));
     }
 
     #[test]

@@ -20,12 +20,44 @@ use crate::eval::datasets::EvalCase;
 use crate::eval::probes::{ProbeResult, ProbeSet};
 use crate::model::Model;
 
+/// What a run is doing, for progress displays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunPhase {
+    Editing,
+    /// Scoring the edit just made (the single protocol: part of every step).
+    EvaluatingEdit,
+    /// Scoring all edits so far (an evaluation point of a stream).
+    EvaluatingAll,
+    Checkpointing,
+    FinalEvaluation,
+}
+
+impl RunPhase {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Editing => "editing",
+            Self::EvaluatingEdit => "evaluating",
+            Self::EvaluatingAll => "evaluating all edits so far",
+            Self::Checkpointing => "writing a checkpoint",
+            Self::FinalEvaluation => "final evaluation",
+        }
+    }
+
+    /// A pause in the editing, whose duration says nothing about the editing's pace.
+    pub fn pauses_editing(self) -> bool {
+        matches!(
+            self,
+            Self::EvaluatingAll | Self::Checkpointing | Self::FinalEvaluation
+        )
+    }
+}
+
 /// Everything a run produces, streamed to the caller as it happens.
 pub trait BenchSink {
     fn edit(&mut self, record: &EditRecord) -> Result<()>;
     fn point(&mut self, point: &EvalPoint) -> Result<()>;
     /// Called before each edit with (edits done, total) for progress displays.
-    fn progress(&mut self, _done: usize, _total: usize, _phase: &str) {}
+    fn progress(&mut self, _done: usize, _total: usize, _phase: RunPhase) {}
     /// Something the user should know that does not stop the run.
     fn warn(&mut self, _message: &str) {}
     /// Each case's outcome at the final point (called once, just before that point).
@@ -343,14 +375,14 @@ fn run_single(
     let mut run = Run::start(model, cases, spec)?;
     let mut evaluations: Vec<Evaluation> = Vec::new();
     for i in 0..cases.len() {
-        sink.progress(i, cases.len(), "editing");
+        sink.progress(i, cases.len(), RunPhase::Editing);
         model.reset_edits();
         let mut editor = new_editor(run.spec.hparams.clone());
         run.edit_step(model, editor.as_mut(), &[i], sink)?;
-        sink.progress(i + 1, cases.len(), "evaluating");
+        sink.progress(i + 1, cases.len(), RunPhase::EvaluatingEdit);
         evaluations.push(run.evaluate(model, &[i], true)?);
     }
-    sink.progress(cases.len(), cases.len(), "final evaluation");
+    sink.progress(cases.len(), cases.len(), RunPhase::FinalEvaluation);
     // Fluency and multi-hop are case-weighted means of the parts; the per-edit metrics pool
     // every part's items, for the item-weighted means and intervals a stream run reports.
     let mut metrics = CaseMetrics::merge(evaluations.iter().map(|e| &e.metrics));
@@ -411,7 +443,7 @@ fn run_stream(
     let mut done: Vec<usize> = steps[..first_step].concat();
     let mut checkpointed = done.len();
     for (step_no, step) in steps.iter().enumerate().skip(first_step) {
-        sink.progress(done.len(), cases.len(), "editing");
+        sink.progress(done.len(), cases.len(), RunPhase::Editing);
         run.edit_step(model, editor.as_mut(), step, sink)?;
         done.extend(step.iter().copied());
         let unfinished = done.len() < cases.len();
@@ -421,7 +453,7 @@ fn run_stream(
                 .eval_every
                 .is_some_and(|k| done.len().is_multiple_of(k));
         if due {
-            sink.progress(done.len(), cases.len(), "evaluating all edits so far");
+            sink.progress(done.len(), cases.len(), RunPhase::EvaluatingAll);
             let (p, _) = run.point(model, &done, done.len(), false)?;
             sink.point(&p)?;
             points.push(p);
@@ -430,7 +462,7 @@ fn run_stream(
         if let (Some(policy), true) = (run.spec.checkpoint.clone(), unfinished) {
             let every = policy.every.max(1);
             if due || stop || done.len() / every > checkpointed / every {
-                sink.progress(done.len(), cases.len(), "writing a checkpoint");
+                sink.progress(done.len(), cases.len(), RunPhase::Checkpointing);
                 checkpointed = done.len();
                 let ck = take_checkpoint(model, editor.as_ref(), &run, step_no + 1, done.len())?;
                 // A checkpoint is insurance: failing to write one (a full disk) is reported and
@@ -454,7 +486,7 @@ fn run_stream(
             });
         }
     }
-    sink.progress(cases.len(), cases.len(), "final evaluation");
+    sink.progress(cases.len(), cases.len(), RunPhase::FinalEvaluation);
     let (last, outcomes) = run.point(model, &done, done.len(), true)?;
     sink.cases(&outcomes)?;
     sink.point(&last)?;

@@ -13,7 +13,7 @@ use super::records::{
     jsonl_lines, CaseOutcome, EditRecord, EvalPoint, RunConfig, CASES_FILE, CONFIG_FILE,
     EDITS_FILE, METRICS_FILE,
 };
-use super::run::BenchSink;
+use super::run::{BenchSink, RunPhase};
 use crate::error::{Error, Result};
 use crate::util;
 
@@ -27,6 +27,8 @@ pub struct RunWriter {
     pub records: Vec<EditRecord>,
     progress: Option<indicatif::ProgressBar>,
     heartbeat: util::Heartbeat,
+    /// An evaluation or a checkpoint interrupted the editing since the last edit.
+    paused: bool,
 }
 
 /// How often, in seconds, a headless run (its bar hidden) writes a progress line to its log,
@@ -72,6 +74,7 @@ impl RunWriter {
             records: vec![],
             progress,
             heartbeat: util::Heartbeat::new(std::time::Duration::from_secs(HEARTBEAT_SECS)),
+            paused: false,
         })
     }
 }
@@ -164,6 +167,7 @@ impl RunWriter {
             records,
             progress,
             heartbeat: util::Heartbeat::new(std::time::Duration::from_secs(HEARTBEAT_SECS)),
+            paused: false,
         })
     }
 
@@ -217,13 +221,22 @@ impl BenchSink for RunWriter {
         }
     }
 
-    fn progress(&mut self, done: usize, _total: usize, phase: &str) {
-        if let Some(pb) = &self.progress {
-            pb.set_position(done as u64);
-            pb.set_message(phase.to_string());
-            if pb.is_hidden() && self.heartbeat.due(std::time::Instant::now()) {
-                util::say(pb, util::progress_line(pb, "edits"));
-            }
+    fn progress(&mut self, done: usize, _total: usize, phase: RunPhase) {
+        let Some(pb) = self.progress.clone() else {
+            return;
+        };
+        if phase.pauses_editing() {
+            self.paused = true;
+        } else if std::mem::take(&mut self.paused) {
+            // The pause (an evaluation point, a checkpoint) is not editing time: without this the
+            // bar's rate decays through it and the next ETA reads in years.
+            pb.reset_eta();
+        }
+        pb.set_position(done as u64);
+        pb.set_message(phase.describe());
+        if pb.is_hidden() && self.heartbeat.due(std::time::Instant::now()) {
+            let with_eta = !phase.pauses_editing();
+            util::say(&pb, util::progress_line(&pb, "edits", with_eta));
         }
     }
 }
