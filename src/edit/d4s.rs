@@ -131,11 +131,9 @@ impl D4s {
 
     /// Layer `j`'s factor moved by a step's terms: a rank-k update (`Add`) or downdate
     /// (`Remove`) of the kept factor, or, when there is none yet (the first step) or the downdate
-    /// fails (the
-    /// rounding of a long history can make `M − K Kᵀ` look indefinite), a fresh factorization of
-    /// the sums after the step, `s_after` and `a_after`. Deterministic, so a replay takes the same
-    /// path.
-    #[allow(clippy::too_many_arguments)]
+    /// fails (the rounding of a long history can make `M − K Kᵀ` look indefinite), a fresh
+    /// factorization of the sums after the step, `s_after` and `a_after`. Deterministic, so a
+    /// replay takes the same path.
     fn factor_after(
         &self,
         j: usize,
