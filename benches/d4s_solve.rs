@@ -25,6 +25,36 @@ fn random_vec(rng: &mut ChaCha8Rng, n: usize) -> Vec<f64> {
     (0..n).map(|_| rng.random::<f64>() - 0.5).collect()
 }
 
+/// One step's synthetic keys (`[d_in]` each) and residuals (`[d_out]` each).
+struct Step {
+    keys: Vec<Vec<f64>>,
+    residuals: Vec<Vec<f64>>,
+}
+
+impl Step {
+    fn random(rng: &mut ChaCha8Rng, k: usize, d_in: usize, d_out: usize) -> Self {
+        Self {
+            keys: (0..k).map(|_| random_vec(rng, d_in)).collect(),
+            residuals: (0..k).map(|_| random_vec(rng, d_out)).collect(),
+        }
+    }
+
+    /// `S += Σ r kᵀ`, `A += Σ k kᵀ`, as D4S accumulates them.
+    fn add_to(&self, s: &mut Mat<f64>, a: &mut Mat<f64>) {
+        for (k, r) in self.keys.iter().zip(&self.residuals) {
+            add_outer(s, 1.0, r, k);
+            add_outer(a, 1.0, k, k);
+        }
+    }
+
+    /// The kept factor after this step.
+    fn applied_to(&self, kept: &FactoredUpdate) -> FactoredUpdate {
+        let k: Vec<&[f64]> = self.keys.iter().map(Vec::as_slice).collect();
+        let r: Vec<&[f64]> = self.residuals.iter().map(Vec::as_slice).collect();
+        kept.stepped(&k, &r, SPREAD, Direction::Add).unwrap()
+    }
+}
+
 /// A covariance-like SPD matrix `G Gᵀ / m + I·1e-3` (m = 2d random samples).
 fn covariance(rng: &mut ChaCha8Rng, d: usize) -> Mat<f64> {
     let m = 2 * d;
@@ -64,19 +94,13 @@ fn main() {
             let (mut fresh_t, mut update_t) = (Vec::new(), Vec::new());
             let mut fresh = Mat::zeros(d_out, d_in);
             for _ in 0..rounds {
-                let keys: Vec<Vec<f64>> = (0..k).map(|_| random_vec(&mut rng, d_in)).collect();
-                let res: Vec<Vec<f64>> = (0..k).map(|_| random_vec(&mut rng, d_out)).collect();
-                for (kk, r) in keys.iter().zip(&res) {
-                    add_outer(&mut s, 1.0, r, kk);
-                    add_outer(&mut a, 1.0, kk, kk);
-                }
+                let step = Step::random(&mut rng, k, d_in, d_out);
+                step.add_to(&mut s, &mut a);
                 let t = Instant::now();
                 fresh = d4s_delta(&s, &a, &c, LAMBDA, SPREAD, &|_| {}).unwrap();
                 fresh_t.push(t.elapsed().as_secs_f64());
-                let kr: Vec<&[f64]> = keys.iter().map(Vec::as_slice).collect();
-                let rr: Vec<&[f64]> = res.iter().map(Vec::as_slice).collect();
                 let t = Instant::now();
-                kept = kept.stepped(&kr, &rr, SPREAD, Direction::Add).unwrap();
+                kept = step.applied_to(&kept);
                 update_t.push(t.elapsed().as_secs_f64());
             }
             let gap = (&kept.delta - &fresh).norm_l2() / fresh.norm_l2();
@@ -99,15 +123,9 @@ fn long_history_drift(d_in: usize, steps: usize, k: usize) {
     let mut kept = FactoredUpdate::factor(&s, &a, &c, LAMBDA, SPREAD, &|_| {}).unwrap();
     let t = Instant::now();
     for _ in 0..steps {
-        let keys: Vec<Vec<f64>> = (0..k).map(|_| random_vec(&mut rng, d_in)).collect();
-        let res: Vec<Vec<f64>> = (0..k).map(|_| random_vec(&mut rng, d_out)).collect();
-        for (kk, r) in keys.iter().zip(&res) {
-            add_outer(&mut s, 1.0, r, kk);
-            add_outer(&mut a, 1.0, kk, kk);
-        }
-        let kr: Vec<&[f64]> = keys.iter().map(Vec::as_slice).collect();
-        let rr: Vec<&[f64]> = res.iter().map(Vec::as_slice).collect();
-        kept = kept.stepped(&kr, &rr, SPREAD, Direction::Add).unwrap();
+        let step = Step::random(&mut rng, k, d_in, d_out);
+        step.add_to(&mut s, &mut a);
+        kept = step.applied_to(&kept);
     }
     let updates = t.elapsed().as_secs_f64();
     let fresh = d4s_delta(&s, &a, &c, LAMBDA, SPREAD, &|_| {}).unwrap();
