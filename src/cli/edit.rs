@@ -37,8 +37,10 @@ pub struct EditorArgs {
     /// Keep the targets optimized on the unedited model on disk (in DIR, by default
     /// `<d4s home>/targets`), so a rerun, a sweep or another method finds them instead of
     /// optimizing again. Safe for concurrent runs; a damaged file is recomputed.
-    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "")]
-    pub target_cache: Option<PathBuf>,
+    /// (`Some(None)`: the flag without a DIR. An empty default value would not do: clap's path
+    /// parser refuses an empty path, so the bare flag failed to parse.)
+    #[arg(long, value_name = "DIR", num_args = 0..=1)]
+    pub target_cache: Option<Option<PathBuf>>,
 }
 
 impl EditorArgs {
@@ -60,10 +62,8 @@ impl EditorArgs {
     pub fn targets(&self) -> TargetCache {
         match &self.target_cache {
             None => TargetCache::new(),
-            Some(dir) if dir.as_os_str().is_empty() => {
-                TargetCache::persistent(d4s::edit::target_cache::disk::default_dir())
-            }
-            Some(dir) => TargetCache::persistent(dir.clone()),
+            Some(None) => TargetCache::persistent(d4s::edit::target_cache::disk::default_dir()),
+            Some(Some(dir)) => TargetCache::persistent(dir.clone()),
         }
     }
 
@@ -330,4 +330,54 @@ pub fn run(model: Model, args: &EditArgs) -> Result<()> {
         println!("saved the edited model to {}", dir.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use clap::{CommandFactory, Parser};
+
+    use super::super::{Cli, Command};
+    use super::EditorArgs;
+
+    fn editor_args(argv: &[&str]) -> EditorArgs {
+        let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        match cli.command {
+            Some(Command::Edit(a)) => a.editor,
+            Some(Command::Bench(a)) => a.editor,
+            Some(Command::Sweep(a)) => a.bench.editor,
+            Some(Command::Tui(a)) => a.editor,
+            other => panic!("not an editing command: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_bare_target_cache_flag_means_the_default_folder_in_every_command() {
+        let default = d4s::edit::target_cache::disk::default_dir();
+        let cases: [&[&str]; 5] = [
+            &["d4s", "edit", "--target-cache", "--subject", "x"],
+            &["d4s", "bench", "--target-cache", "--out", "o"],
+            &["d4s", "bench", "--out", "o", "--target-cache"],
+            &["d4s", "sweep", "--grid", "l2=1,2", "--target-cache", "--out", "o"],
+            &["d4s", "tui", "--target-cache"],
+        ];
+        for argv in cases {
+            let targets = editor_args(argv).targets();
+            assert_eq!(targets.disk_dir(), Some(default.as_path()), "{argv:?}");
+        }
+    }
+
+    #[test]
+    fn a_target_cache_folder_is_used_and_no_flag_keeps_targets_in_memory() {
+        let with_dir = editor_args(&["d4s", "bench", "--target-cache", "runs/tc", "--out", "o"]);
+        assert_eq!(with_dir.targets().disk_dir(), Some(Path::new("runs/tc")));
+        let without = editor_args(&["d4s", "bench", "--out", "o"]);
+        assert_eq!(without.targets().disk_dir(), None);
+    }
 }
