@@ -74,7 +74,7 @@ fn replay_of_20_edits_is_bit_identical_with(method: Method, tweak: fn(&mut HPara
 
     let mut replayed = Runner::new(load_default(), hp, StatsCache::new(StatsConfig::default()));
     let report = replayed
-        .replay(&loaded.events, None, true, |_, _| {})
+        .replay(&loaded.events, None, true, |_| Ok(()))
         .unwrap();
     assert_eq!(report.steps, 20);
     assert!(

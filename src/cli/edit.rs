@@ -364,7 +364,15 @@ mod tests {
             &["d4s", "edit", "--target-cache", "--subject", "x"],
             &["d4s", "bench", "--target-cache", "--out", "o"],
             &["d4s", "bench", "--out", "o", "--target-cache"],
-            &["d4s", "sweep", "--grid", "l2=1,2", "--target-cache", "--out", "o"],
+            &[
+                "d4s",
+                "sweep",
+                "--grid",
+                "l2=1,2",
+                "--target-cache",
+                "--out",
+                "o",
+            ],
             &["d4s", "tui", "--target-cache"],
         ];
         for argv in cases {

@@ -6,11 +6,11 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use d4s::edit::{HParams, Method, StatsCache};
-use d4s::eval::metrics::token_accuracy;
 use d4s::model::{load, Model, ModelSpec};
 use d4s::session::export::export_hf;
 use d4s::session::journal::{self, Event};
 use d4s::session::replay::{pending_requests, Runner};
+use d4s::session::table::replay_table;
 
 use super::{device, GlobalArgs};
 
@@ -21,16 +21,20 @@ pub fn list(dir: &Path) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<32} {:<36} {:<10} {:>6}  last change",
-        "name", "model", "method", "edits"
+        "{:<32} {:<36} {:<20} {:>6}  last change",
+        "name", "model", "methods", "edits"
     );
     for r in rows {
         match r {
             Ok(s) => println!(
-                "{:<32} {:<36} {:<10} {:>6}  {}",
+                "{:<32} {:<36} {:<20} {:>6}  {}",
                 s.name,
                 s.model,
-                s.method.name(),
+                s.methods
+                    .iter()
+                    .map(|m| m.name())
+                    .collect::<Vec<_>>()
+                    .join(","),
                 s.edits,
                 s.last_change
             ),
@@ -136,46 +140,29 @@ pub fn replay(g: &GlobalArgs, a: &ReplayArgs) -> Result<()> {
     }
     let method = a.method.as_deref().map(str::parse::<Method>).transpose()?;
     let model = base_model(g, &meta, a.force)?;
-    let verify = method.is_none_or(|m| m == meta.method);
+    // Asking for the session's own method is a plain replay only when it never switched.
+    let switched = loaded
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Method { .. }));
+    let verify = method.is_none_or(|m| m == meta.method && !switched);
     let mut runner = runner_for(model, &meta, method)?;
+    let note = if verify {
+        ""
+    } else {
+        " — A/B: every step with this method, no bit check"
+    };
+    eprintln!("replaying {} on {}{note}", meta.name, meta.model.name);
+    let table = replay_table(&mut runner, &loaded.events, a.until, verify)?;
+    let methods: Vec<&str> = table.methods().iter().map(|m| m.label()).collect();
     println!(
-        "replaying {} ({} on {}){}",
+        "{} ({} on {}){note}",
         meta.name,
-        runner.method().label(),
-        meta.model.name,
-        if verify {
-            ""
-        } else {
-            " — A/B: different method, no bit check"
-        }
+        methods.join(" → "),
+        meta.model.name
     );
-    println!(
-        "{:>5}  {:>9}  {:>8}  {:>7}  request",
-        "step", "p(target)", "rewrite", "time"
-    );
-    let mut rows = Vec::new();
-    let report = runner.replay(&loaded.events, a.until, verify, |step, outcome| {
-        rows.push((
-            step,
-            outcome.targets.iter().map(|t| t.prob_final).sum::<f64>()
-                / outcome.targets.len().max(1) as f64,
-            outcome.timings.total,
-        ));
-    })?;
-    for ((step, p, t), rec) in rows.iter().zip(&runner.history) {
-        let items: Vec<(String, String)> = rec
-            .requests
-            .iter()
-            .map(|r| (r.filled_prompt(), r.target.clone()))
-            .collect();
-        let acc = token_accuracy(&runner.model, &items)?;
-        println!(
-            "{step:>5}  {p:>9.3}  {:>8.3}  {t:>6.1}s  {}",
-            acc.iter().sum::<f64>() / acc.len().max(1) as f64,
-            rec.requests[0].describe()
-        );
-    }
-    println!("{} steps and {} undos replayed", report.steps, report.undos);
+    println!("{table}");
+    let report = table.report;
     if verify {
         if report.mismatches.is_empty() {
             println!("weights: bit-identical to the original run at every step");

@@ -106,6 +106,17 @@ pub fn agreement(pre: &[u32], post: &[u32]) -> f64 {
     pre.iter().zip(post).filter(|(a, b)| a == b).count() as f64 / pre.len() as f64
 }
 
+/// p(target | prompt) of each item: the geometric mean of its tokens' probabilities,
+/// exp(−mean token NLL). Measured on the model right after an edit lands it is the post-edit
+/// probability that bench and replay report (comparable across methods, unlike the target
+/// optimization's own probability, which some methods measure on the unedited model).
+pub fn target_prob(model: &Model, items: &[(String, String)]) -> Result<Vec<f64>> {
+    Ok(target_nll(model, items)?
+        .into_iter()
+        .map(|l| (-l).exp())
+        .collect())
+}
+
 /// Mean per-token negative log-likelihood of `" " + target` after each prompt (token-level
 /// concatenation, as ROME/MEMIT score CounterFact).
 pub fn target_nll(model: &Model, items: &[(String, String)]) -> Result<Vec<f64>> {

@@ -512,7 +512,9 @@ pub fn read_journal(path: &Path) -> Result<Loaded> {
 pub struct SessionSummary {
     pub name: String,
     pub model: String,
-    pub method: Method,
+    /// The methods the session used, in the order it switched to them (the first is the
+    /// session's own).
+    pub methods: Vec<Method>,
     pub edits: usize,
     pub last_change: String,
 }
@@ -541,10 +543,18 @@ pub fn list(root: &Path) -> Result<Vec<std::result::Result<SessionSummary, Strin
                 | Event::Requested { time, .. } => Some(time.clone()),
                 _ => None,
             });
+            let mut methods = vec![meta.method];
+            for e in &loaded.events {
+                if let Event::Method { method, .. } = e {
+                    if !methods.contains(method) {
+                        methods.push(*method);
+                    }
+                }
+            }
             Ok(SessionSummary {
                 name: meta.name,
                 model: meta.model.name,
-                method: meta.method,
+                methods,
                 edits: live,
                 last_change: last.unwrap_or(meta.created),
             })

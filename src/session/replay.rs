@@ -79,6 +79,20 @@ pub fn weights_sha256(model: &Model, layers: &[usize]) -> Result<String> {
     Ok(crate::util::hex(&h.finalize()))
 }
 
+/// One journaled event as a replay re-executes it, handed to the replay's observer.
+pub enum Replayed<'a> {
+    /// A step applied again; `model` is the model right after it landed.
+    Applied {
+        /// The journal's step number.
+        step: u64,
+        requests: &'a [EditRequest],
+        outcome: &'a EditOutcome,
+        model: &'a Model,
+    },
+    /// The journal's step `step` taken back again.
+    Undone { step: u64 },
+}
+
 /// What a replay did.
 #[derive(Debug, Default)]
 pub struct ReplayReport {
@@ -241,7 +255,7 @@ impl Runner {
         events: &[Event],
         until: Option<usize>,
         verify: bool,
-        mut on_step: impl FnMut(u64, &EditOutcome),
+        mut observe: impl FnMut(Replayed<'_>) -> Result<()>,
     ) -> Result<ReplayReport> {
         let mut report = ReplayReport::default();
         // Journal step numbers → this run's step numbers.
@@ -257,17 +271,24 @@ impl Runner {
                     if until.is_some_and(|u| report.steps >= u) {
                         break;
                     }
-                    let (new_step, outcome) = self.apply(requests, EditControl::default())?;
+                    let (new_step, _) = self.apply(requests, EditControl::default())?;
+                    let outcome = &self.history.last().expect("just applied").outcome;
                     if verify && outcome.weights_sha256 != *weights_sha256 {
                         report.mismatches.push(*step);
                     }
-                    on_step(*step, outcome);
+                    observe(Replayed::Applied {
+                        step: *step,
+                        requests,
+                        outcome,
+                        model: &self.model,
+                    })?;
                     map.insert(*step, new_step);
                     report.steps += 1;
                 }
                 Event::Undo { step, .. } => {
                     if let Some(&s) = map.get(step) {
                         self.undo(Some(s))?;
+                        observe(Replayed::Undone { step: *step })?;
                         report.undos += 1;
                     }
                 }
@@ -307,7 +328,7 @@ impl Runner {
             }
         }
         let mut detached = self.session.take();
-        let r = self.replay(events, None, true, |_, _| {});
+        let r = self.replay(events, None, true, |_| Ok(()));
         self.session = detached.take();
         r
     }

@@ -248,14 +248,14 @@ impl<'c, 'a> Run<'c, 'a> {
             .flat_map(|&i| self.cases[i].requests.iter())
             .map(|r| (r.filled_prompt(), r.target.clone()))
             .collect();
-        let nll = crate::eval::metrics::target_nll(model, &items)?;
-        let mut rest = nll.as_slice();
+        let probs = crate::eval::metrics::target_prob(model, &items)?;
+        let mut rest = probs.as_slice();
         Ok(step
             .iter()
             .map(|&i| {
                 let (case, tail) = rest.split_at(self.cases[i].requests.len());
                 rest = tail;
-                case.iter().map(|l| (-l).exp()).sum::<f64>() / case.len().max(1) as f64
+                case.iter().sum::<f64>() / case.len().max(1) as f64
             })
             .collect())
     }
