@@ -2,22 +2,23 @@
 //! [`Command`]s over a channel and streams [`Event`]s back. The UI never blocks on it and never
 //! touches the model; the worker never draws.
 //!
-//! Edits run one at a time from the worker's own queue, so pausing stops new work without losing
-//! anything queued. Cancellation is a shared flag checked at every optimization step. A panic
-//! while handling a command is caught: the edited matrices are put back as they were before the
-//! command, the UI is told, and the queue is kept.
+//! Two threads: the *desk* ([`desk`]) takes every command at once and owns the queue, the pause
+//! and the decks, so dropping the queue, pausing or loading a deck is answered while an edit is
+//! in flight; the *engine* (here) owns the model, the editor and the journal and runs one job at
+//! a time, being handed the next edit only when it is free. Pausing stops new work without
+//! losing anything queued. Cancellation is a shared flag checked at every optimization step. A
+//! panic while running a job is caught: the edited matrices are put back as they were before
+//! the job, the UI is told, and the queue is kept.
 
-use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use candle_core::Tensor;
 
-use crate::edit::{EditControl, EditRequest, HParams, Progress};
+use crate::edit::{EditControl, EditRequest, HParams, Method, Progress};
 use crate::error::{Error, Result};
 use crate::eval::bench::records::TokenMetrics;
 use crate::eval::bench::{evaluate, layer_norms, CaseOutcome, EvalOptions, Reference};
@@ -25,10 +26,38 @@ use crate::eval::datasets::EvalCase;
 use crate::eval::metrics::greedy_answers;
 use crate::eval::predict::{top_next, Prediction};
 use crate::model::Model;
-use crate::session::Runner;
+use crate::session::{Runner, Session};
 
+mod desk;
 mod protocol;
+use desk::{Desk, DeskMsg};
 pub use protocol::{Command, CurvePoint, Event, Landed, ProbeRunner, WorkerHandle, WorkerOptions};
+
+/// What the desk hands the engine, in the order the UI asked.
+#[derive(Debug)]
+enum Job {
+    /// Edit now; the engine tells the desk when it is free again.
+    Edit {
+        id: u64,
+        request: EditRequest,
+    },
+    Task(Task),
+    Quit,
+}
+
+/// The engine's work besides edits.
+#[derive(Debug)]
+enum Task {
+    /// Journal a request as queued (so `d4s resume` can finish what a crash interrupted).
+    Requested(EditRequest),
+    /// Journal requests the user dropped from the queue before they started.
+    Dropped(Vec<EditRequest>),
+    Undo,
+    SetMethod(Method),
+    RunProbes,
+    Evaluate,
+    Save,
+}
 
 /// Evaluation cadence of the all-edits curve: every edit at first, then sparser.
 pub fn curve_due(edits: usize, every: usize) -> bool {
@@ -95,26 +124,32 @@ struct Prepared {
     answers_before: Vec<String>,
 }
 
+/// The engine: the only owner of the model, the editor and the journal.
 struct Worker {
     runner: Runner,
     events: Sender<Event>,
     cancel: Arc<AtomicBool>,
-    queue: VecDeque<(u64, EditRequest)>,
     live: LiveEdits,
-    paused: bool,
     eval_every: usize,
     probes: Option<ProbeRunner>,
-    data_dir: Option<PathBuf>,
 }
 
-/// Starts the worker thread with a runner (model + editor + optional session).
+/// Starts the worker (desk and engine threads) with a runner (model + editor + optional session).
 pub fn spawn(runner: Runner, opts: WorkerOptions) -> WorkerHandle {
-    let (ctx, crx) = mpsc::channel::<Command>();
+    let (desk_tx, desk_rx) = mpsc::channel::<DeskMsg>();
+    let (job_tx, job_rx) = mpsc::channel::<Job>();
     let (etx, erx) = mpsc::channel::<Event>();
     let cancel = Arc::new(AtomicBool::new(false));
+    let desk = Desk::new(
+        job_tx,
+        etx.clone(),
+        opts.data_dir.clone(),
+        runner.model.info.sha256.clone(),
+    );
+    let free = desk_tx.clone();
     let c2 = cancel.clone();
-    let thread = std::thread::Builder::new()
-        .name("d4s-worker".into())
+    let engine = std::thread::Builder::new()
+        .name("d4s-engine".into())
         .spawn(move || {
             let ready = Event::Ready {
                 model: runner.model.info.name.clone(),
@@ -131,18 +166,22 @@ pub fn spawn(runner: Runner, opts: WorkerOptions) -> WorkerHandle {
                 runner,
                 events: etx,
                 cancel: c2,
-                queue: VecDeque::new(),
                 live: LiveEdits::default(),
-                paused: false,
                 eval_every: opts.eval_every,
                 probes: opts.probes,
-                data_dir: opts.data_dir,
             };
-            w.run(crx);
+            w.run(job_rx, free);
         })
-        .expect("spawn the worker thread");
+        .expect("spawn the worker's engine thread");
+    let thread = std::thread::Builder::new()
+        .name("d4s-desk".into())
+        .spawn(move || {
+            desk.run(desk_rx);
+            let _ = engine.join();
+        })
+        .expect("spawn the worker's desk thread");
     WorkerHandle {
-        commands: ctx,
+        commands: desk_tx,
         events: erx,
         cancel,
         thread: Some(thread),
@@ -161,29 +200,16 @@ impl Worker {
         let _ = self.events.send(e);
     }
 
-    fn run(&mut self, commands: Receiver<Command>) {
-        loop {
-            // Drain commands first so Pause / Quit / Undo are seen between edits.
-            let timeout = if self.queue.is_empty() || self.paused {
-                Duration::from_millis(200)
-            } else {
-                Duration::ZERO
-            };
-            match commands.recv_timeout(timeout) {
-                Ok(Command::Quit) | Err(RecvTimeoutError::Disconnected) => return,
-                Ok(c) => {
-                    self.guarded(|w| w.handle(c));
-                    continue;
+    /// Runs the desk's jobs in order until it says quit (or goes away).
+    fn run(&mut self, jobs: Receiver<Job>, desk: Sender<DeskMsg>) {
+        for job in jobs {
+            match job {
+                Job::Quit => return,
+                Job::Edit { id, request } => {
+                    self.guarded(|w| w.edit(id, request));
+                    let _ = desk.send(DeskMsg::EngineFree);
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-            }
-            if !self.paused {
-                if let Some((id, req)) = self.queue.pop_front() {
-                    self.guarded(|w| w.edit(id, req));
-                    if self.queue.is_empty() {
-                        self.emit(Event::Idle);
-                    }
-                }
+                Job::Task(task) => self.guarded(|w| w.handle(task)),
             }
         }
     }
@@ -221,65 +247,58 @@ impl Worker {
             .collect()
     }
 
-    fn handle(&mut self, c: Command) {
-        match c {
-            Command::Edit { id, request } => {
-                // Journaled when queued, so `d4s resume` can finish what a crash interrupted.
-                if let Some(s) = &mut self.runner.session {
-                    if let Err(e) = s.record_requested(std::slice::from_ref(&request)) {
-                        self.emit(Event::Error(format!("journal: {e}")));
-                    }
-                }
-                self.queue.push_back((id, request));
+    fn handle(&mut self, task: Task) {
+        match task {
+            Task::Requested(request) => {
+                let r = self.journal(|s| s.record_requested(std::slice::from_ref(&request)));
+                self.report_journal(r);
             }
-            Command::Undo => self.undo(),
-            Command::SetMethod(m) => {
-                let hp = HParams::defaults(m, &self.runner.model.config);
-                let layers = hp.layers.clone();
-                match self.runner.set_editor(hp) {
-                    Ok(()) => {
-                        // Steps of the previous editor cannot be undone by the new one.
-                        self.emit(Event::MethodChanged { method: m, layers });
-                        self.emit(Event::Log(format!(
-                            "method: {} for the next edits",
-                            m.label()
-                        )));
-                    }
-                    Err(e) => {
-                        self.emit(Event::Error(format!("cannot switch to {}: {e}", m.label())))
-                    }
-                }
-            }
-            Command::RunProbes => self.probes(),
-            Command::Evaluate => self.curve(true),
-            Command::Pause(p) => {
-                self.paused = p;
-                self.emit(Event::Paused(p));
-            }
-            Command::ClearQueue => {
-                for (id, request) in self.queue.drain(..).collect::<Vec<_>>() {
-                    if let Some(s) = &mut self.runner.session {
-                        let _ = s.record_rejected(
-                            std::slice::from_ref(&request),
+            Task::Dropped(requests) => {
+                let r = self.journal(|s| {
+                    requests.iter().try_for_each(|request| {
+                        s.record_rejected(
+                            std::slice::from_ref(request),
                             "dropped from the queue by the user",
-                        );
-                    }
-                    let _ = self.events.send(Event::Cancelled { id });
-                }
+                        )
+                    })
+                });
+                self.report_journal(r);
             }
-            Command::Save => self.save(),
-            Command::LoadDeck(spec) => {
-                match crate::eval::deck::load_deck(&spec, self.data_dir.as_deref()) {
-                    Ok((requests, skipped)) => self.emit(Event::Deck {
-                        source: spec,
-                        requests,
-                        skipped,
-                    }),
-                    Err(e) => self.emit(Event::Error(format!("deck {spec:?}: {e}"))),
-                }
+            Task::Undo => self.undo(),
+            Task::SetMethod(m) => self.set_method(m),
+            Task::RunProbes => self.probes(),
+            Task::Evaluate => self.curve(true),
+            Task::Save => self.save(),
+        }
+    }
+
+    /// Writes to the session's journal, if there is a session.
+    fn journal<T>(&mut self, write: impl FnOnce(&mut Session) -> Result<T>) -> Result<()> {
+        match &mut self.runner.session {
+            Some(s) => write(s).map(drop),
+            None => Ok(()),
+        }
+    }
+
+    fn report_journal(&self, r: Result<()>) {
+        if let Err(e) = r {
+            self.emit(Event::Error(format!("journal: {e}")));
+        }
+    }
+
+    fn set_method(&mut self, m: Method) {
+        let hp = HParams::defaults(m, &self.runner.model.config);
+        let layers = hp.layers.clone();
+        match self.runner.set_editor(hp) {
+            Ok(()) => {
+                // Steps of the previous editor cannot be undone by the new one.
+                self.emit(Event::MethodChanged { method: m, layers });
+                self.emit(Event::Log(format!(
+                    "method: {} for the next edits",
+                    m.label()
+                )));
             }
-            Command::OpenSession(dir) => self.open(dir),
-            Command::Quit => {}
+            Err(e) => self.emit(Event::Error(format!("cannot switch to {}: {e}", m.label()))),
         }
     }
 
@@ -512,38 +531,6 @@ impl Worker {
                 dir.display()
             ))),
             Err(e) => self.emit(Event::Error(format!("save: {e}"))),
-        }
-    }
-
-    /// Reads a session's applied edits (in order) and hands them to the UI to queue.
-    fn open(&mut self, dir: PathBuf) {
-        let r = (|| -> Result<Vec<EditRequest>> {
-            let loaded = crate::session::journal::read_journal(&dir.join("journal.jsonl"))?;
-            let meta = crate::session::journal::read_meta(&dir)?;
-            if meta.model.sha256 != self.runner.model.info.sha256 {
-                return Err(Error::Input(format!(
-                    "{} was recorded on another model ({})",
-                    dir.display(),
-                    meta.model.name
-                )));
-            }
-            Ok(loaded
-                .events
-                .iter()
-                .filter_map(|e| match e {
-                    crate::session::Event::Applied { requests, .. } => Some(requests.clone()),
-                    _ => None,
-                })
-                .flatten()
-                .collect())
-        })();
-        match r {
-            Ok(requests) => self.emit(Event::Deck {
-                source: format!("session {}", dir.display()),
-                requests,
-                skipped: 0,
-            }),
-            Err(e) => self.emit(Event::Error(format!("open session: {e}"))),
         }
     }
 }

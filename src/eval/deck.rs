@@ -28,11 +28,12 @@ pub fn demo() -> Result<Vec<EditRequest>> {
         .collect()
 }
 
-/// Reads a deck; returns its requests and how many bad records were skipped.
-pub fn load_deck(spec: &str, data_dir: Option<&Path>) -> Result<(Vec<EditRequest>, usize)> {
+/// Reads a deck; returns its requests and the bad records it skipped, each as
+/// `file:line: reason`.
+pub fn load_deck(spec: &str, data_dir: Option<&Path>) -> Result<(Vec<EditRequest>, Vec<String>)> {
     let spec = spec.trim();
     if spec == "demo" {
-        return Ok((demo()?, 0));
+        return Ok((demo()?, Vec::new()));
     }
     if let Some((name, n)) = spec.split_once(':') {
         if let Ok(n) = n.parse::<usize>() {
@@ -44,9 +45,9 @@ pub fn load_deck(spec: &str, data_dir: Option<&Path>) -> Result<(Vec<EditRequest
                 .flat_map(|c| c.requests)
                 .take(n)
                 .collect();
-            return Ok((requests, loaded.skipped.len()));
+            return Ok((requests, loaded.skipped));
         }
     }
     let (requests, skipped) = read_jsonl(Path::new(spec), false)?;
-    Ok((requests, skipped.len()))
+    Ok((requests, skipped))
 }

@@ -388,7 +388,10 @@ fn every_worker_event_is_handled() {
         Event::Deck {
             source: "demo".into(),
             requests: vec![EditRequest::new("A", "A is in", "B")],
-            skipped: 2,
+            skipped: vec![
+                "deck.jsonl:2: missing field `target`".into(),
+                "deck.jsonl:5: the subject \"X\" does not occur in the prompt".into(),
+            ],
         },
         Event::Error("disk full".into()),
         Event::Panicked("the worker hit a bug".into()),
@@ -406,6 +409,12 @@ fn every_worker_event_is_handled() {
     assert!(app.last_error.as_deref().unwrap().contains("bug"));
     assert!(app.log.iter().any(|l| l.contains("worker panic")));
     assert!(app.log.iter().any(|l| l.contains("2 bad records skipped")));
+    // Each skipped record is named with its line and why.
+    assert!(app
+        .log
+        .iter()
+        .any(|l| l.contains("deck.jsonl:2: missing field `target`")));
+    assert!(app.log.iter().any(|l| l.contains("deck.jsonl:5:")));
     let screen = render(&app, 80, 24);
     assert!(screen.contains("last error"), "{screen}");
 }
@@ -460,4 +469,46 @@ fn the_queue_header_counts_the_edit_in_flight() {
         screen.contains("Edit queue (0 done, 1 running, 1 queued)"),
         "{screen}"
     );
+}
+
+#[test]
+fn a_dropped_queue_shows_at_once_in_one_line_and_a_pause_waits_for_the_edit_in_flight() {
+    let mut app = App::default();
+    ready(&mut app);
+    for fact in ["A | A is in | B", "C | C is in | D", "E | E is in | F"] {
+        typed(&mut app, fact);
+        update(&mut app, key(KeyCode::Enter));
+    }
+    update(&mut app, Msg::Worker(Event::Started { id: 1 }));
+    update(&mut app, Msg::Worker(Event::Paused(true)));
+    let screen = render(&app, 160, 40);
+    assert!(screen.contains("pausing after this edit"), "{screen}");
+    assert!(!screen.contains("idle"), "{screen}");
+
+    update(&mut app, key(KeyCode::Esc));
+    let fx = update(&mut app, key(KeyCode::Char('x')));
+    assert_eq!(fx, vec![Effect::Send(Command::ClearQueue)]);
+    let lines_before = app.log.len();
+    update(
+        &mut app,
+        Msg::Worker(Event::QueueCleared {
+            ids: vec![2, 3],
+            in_flight: true,
+        }),
+    );
+    assert_eq!(
+        app.log.len(),
+        lines_before + 1,
+        "one line, not one per edit"
+    );
+    assert!(app.log.last().unwrap().contains("dropped 2 queued edits"));
+    assert_eq!(app.queue[0].status, Status::Running(None));
+    assert_eq!(app.queue[1].status, Status::Cancelled);
+    assert_eq!(app.queue[2].status, Status::Cancelled);
+
+    update(&mut app, Msg::Worker(Event::Cancelled { id: 1 }));
+    update(&mut app, Msg::Worker(Event::Idle));
+    let screen = render(&app, 160, 40);
+    assert!(screen.contains("paused"), "{screen}");
+    assert!(!screen.contains("pausing"), "{screen}");
 }

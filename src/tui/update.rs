@@ -332,6 +332,24 @@ fn form(app: &mut App, mut fields: [String; 5], at: usize, k: KeyEvent) -> Vec<E
     vec![]
 }
 
+/// Most skipped records a deck names in the log; the rest are counted.
+const SKIPPED_SHOWN: usize = 5;
+
+/// One line for the deck, then one per skipped record saying where and why.
+fn log_deck(app: &mut App, source: &str, loaded: usize, skipped: &[String]) {
+    let note = match skipped.len() {
+        0 => String::new(),
+        n => format!(" ({n} bad records skipped:)"),
+    };
+    app.push_log(format!("loaded {loaded} facts from {source}{note}"));
+    for why in skipped.iter().take(SKIPPED_SHOWN) {
+        app.push_log(format!("  skipped {why}"));
+    }
+    if skipped.len() > SKIPPED_SHOWN {
+        app.push_log(format!("  … and {} more", skipped.len() - SKIPPED_SHOWN));
+    }
+}
+
 fn worker_event(app: &mut App, e: Event) -> Vec<Effect> {
     match e {
         Event::Ready {
@@ -475,16 +493,21 @@ fn worker_event(app: &mut App, e: Event) -> Vec<Effect> {
             requests,
             skipped,
         } => {
-            app.push_log(format!(
-                "loaded {} facts from {source}{}",
-                requests.len(),
-                if skipped > 0 {
-                    format!(" ({skipped} bad records skipped)")
-                } else {
-                    String::new()
-                }
-            ));
+            log_deck(app, &source, requests.len(), &skipped);
             return enqueue(app, requests);
+        }
+        Event::QueueCleared { ids, in_flight } => {
+            for &id in &ids {
+                if let Some(q) = app.item_mut(id) {
+                    q.status = Status::Cancelled;
+                }
+            }
+            let running = if in_flight {
+                "; the edit in flight goes on (c cancels it)"
+            } else {
+                ""
+            };
+            app.push_log(format!("dropped {} queued edits{running}", ids.len()));
         }
         Event::Error(e) => {
             app.push_log(format!("error: {e}"));

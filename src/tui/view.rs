@@ -94,10 +94,13 @@ fn status_bar(f: &mut Frame, app: &App, r: Rect) {
             app.edits_done()
         )),
         Span::styled(
-            if app.paused {
-                "paused".to_string()
-            } else {
-                activity_label(&app.activity)
+            match (app.paused, &app.activity) {
+                // The edit in flight finishes; nothing new starts.
+                (true, Activity::Editing(p)) => {
+                    format!("pausing after this edit ({})", progress_label(p.as_ref()))
+                }
+                (true, _) => "paused".to_string(),
+                (false, a) => activity_label(a),
             },
             Style::default().fg(if app.paused {
                 Color::Magenta

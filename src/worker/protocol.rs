@@ -17,6 +17,8 @@ use crate::eval::predict::Prediction;
 use crate::eval::probes::ProbeResult;
 use crate::model::Model;
 
+use super::DeskMsg;
+
 /// Runs the downstream probes on the model: one result per task, as the benchmark records them.
 pub type ProbeRunner = Box<dyn FnMut(&Model) -> Result<Vec<ProbeResult>> + Send>;
 
@@ -42,7 +44,7 @@ pub enum Command {
     /// Read a journaled session's applied edits; the UI queues them when the `Deck` event
     /// arrives, so they replay into this model like any other edits.
     OpenSession(PathBuf),
-    /// Drop queued edits that have not started.
+    /// Drop queued edits that have not started (answered at once, also during an edit).
     ClearQueue,
     /// Read a deck of facts (`demo`, `counterfact:N`, `zsre:N`, or a JSONL path); the UI queues
     /// them when the `Deck` event arrives.
@@ -131,7 +133,14 @@ pub enum Event {
     Deck {
         source: String,
         requests: Vec<EditRequest>,
-        skipped: usize,
+        /// The bad records left out, each as `file:line: reason`.
+        skipped: Vec<String>,
+    },
+    /// The queued edits `ids` were dropped before they started (the edit in flight, if any,
+    /// goes on: `c` cancels it).
+    QueueCleared {
+        ids: Vec<u64>,
+        in_flight: bool,
     },
     Paused(bool),
     Idle,
@@ -141,7 +150,7 @@ pub enum Event {
 
 /// Handle held by the UI.
 pub struct WorkerHandle {
-    pub commands: Sender<Command>,
+    pub(super) commands: Sender<DeskMsg>,
     pub events: Receiver<Event>,
     /// Set to cancel the edit in flight (checked at every optimization step).
     pub cancel: Arc<AtomicBool>,
@@ -151,11 +160,11 @@ pub struct WorkerHandle {
 impl WorkerHandle {
     pub fn send(&self, c: Command) {
         // A dead worker has already reported why; nothing to do here.
-        let _ = self.commands.send(c);
+        let _ = self.commands.send(DeskMsg::Ui(c));
     }
 
     pub fn join(mut self) {
-        let _ = self.commands.send(Command::Quit);
+        let _ = self.commands.send(DeskMsg::Ui(Command::Quit));
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

@@ -129,3 +129,67 @@ fn a_session_opened_in_the_tui_comes_back_as_a_deck_of_its_applied_edits() {
         &[cases[0].requests[0].clone(), cases[1].requests[0].clone()]
     );
 }
+
+#[test]
+fn the_queue_the_pause_and_decks_are_answered_while_an_edit_is_in_flight() {
+    let cases = cases();
+    let stats_dir = tempfile::tempdir().unwrap();
+    // An edit that runs until it is cancelled: a vanishing learning rate never reaches the
+    // stopping loss within a million steps.
+    let mut hp = hparams(Method::Memit);
+    hp.v_num_grad_steps = 1_000_000;
+    hp.v_lr = 1e-12;
+    let runner = Runner::new(tiny_model(Arch::Llama, 21), hp, stats(stats_dir.path()));
+    let handle = spawn(
+        runner,
+        WorkerOptions {
+            eval_every: 1,
+            probes: None,
+            probes_unavailable: None,
+            data_dir: None,
+        },
+    );
+    for (i, c) in cases.iter().take(3).enumerate() {
+        handle.send(Command::Edit {
+            id: i as u64 + 1,
+            request: c.requests[0].clone(),
+        });
+    }
+    collect_until(&handle.events, |e| {
+        matches!(
+            e,
+            Event::Progress {
+                id: 1,
+                progress: Progress::TargetStep { .. }
+            }
+        )
+    });
+    handle.send(Command::ClearQueue);
+    handle.send(Command::Pause(true));
+    handle.send(Command::LoadDeck("demo".into()));
+    let answered = collect_until(&handle.events, |e| matches!(e, Event::Deck { .. }));
+    assert!(
+        answered.iter().any(|e| *e
+            == Event::QueueCleared {
+                ids: vec![2, 3],
+                in_flight: true
+            }),
+        "{answered:?}"
+    );
+    assert!(answered.contains(&Event::Paused(true)), "{answered:?}");
+    assert!(
+        !answered
+            .iter()
+            .any(|e| matches!(e, Event::Landed(_) | Event::Cancelled { .. })),
+        "the edit in flight was still running: {answered:?}"
+    );
+    handle
+        .cancel
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let rest = collect_until(&handle.events, |e| matches!(e, Event::Cancelled { id: 1 }));
+    assert!(
+        !rest.iter().any(|e| matches!(e, Event::Started { .. })),
+        "nothing else starts: the queue was dropped and the desk is paused"
+    );
+    handle.join();
+}
