@@ -224,6 +224,32 @@ fn every_pane_renders_at_small_and_large_sizes() {
 }
 
 #[test]
+fn the_help_is_whole_at_every_size_that_can_hold_it() {
+    let mut app = busy_app();
+    app.session = Some(std::path::PathBuf::from(
+        "sessions/20261206-231500-d4s-a-long-session-name",
+    ));
+    app.overlay = Overlay::Help;
+    for (w, h) in [(180, 50), (120, 40), (100, 30)] {
+        let screen = render(&app, w, h);
+        assert!(
+            screen.contains("any key closes this help"),
+            "{w}x{h}: {screen}"
+        );
+        assert!(screen.contains("q        quit"), "{w}x{h}: {screen}");
+        assert!(screen.contains("Ctrl-W"), "{w}x{h}: {screen}");
+    }
+    // Wide enough for every line: nothing wraps, the journal's path is on one line.
+    let screen = render(&app, 180, 50);
+    assert!(
+        screen.contains(
+            "journaled (fsync'ed) under sessions/20261206-231500-d4s-a-long-session-name."
+        ),
+        "{screen}"
+    );
+}
+
+#[test]
 fn overlays_render() {
     let mut app = busy_app();
     app.focus = Pane::Queue;

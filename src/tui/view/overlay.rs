@@ -22,31 +22,95 @@ fn centered(area: Rect, w: u16, h: u16) -> Rect {
     }
 }
 
+/// The keys, one per line: a fixed two-column grid wrapped badly in narrow boxes.
+const KEYS: [(&str, &str); 17] = [
+    (
+        "i",
+        "type a fact: subject | prompt | target [| paraphrase | neighbour]",
+    ),
+    (
+        "f",
+        "the fact form (an inline error says what is wrong; nothing queues until valid)",
+    ),
+    ("tab", "cycle panes"),
+    (
+        "↑/↓ j/k",
+        "select an edit (its details show below the queue)",
+    ),
+    ("m", "method for the next edits"),
+    (
+        "u",
+        "undo the last edit (D4S: exact; others: restore the pre-edit weights)",
+    ),
+    ("p", "run the downstream probes now"),
+    ("e", "re-evaluate every edit now"),
+    (
+        "l",
+        "load a deck: demo, counterfact:N, zsre:N or a .jsonl path",
+    ),
+    ("o", "open a session and queue its edits"),
+    ("s", "save ΔW of the edited layers into the session"),
+    (
+        "space",
+        "pause / resume (the edit in flight finishes first)",
+    ),
+    ("c", "cancel the edit in flight"),
+    ("x", "drop the queued edits"),
+    ("Ctrl-U", "clear the text field"),
+    ("Ctrl-W", "delete the word before the cursor"),
+    ("q", "quit (asks if work is running)"),
+];
+
+fn help_lines(app: &App) -> Vec<Line<'static>> {
+    let key_style = Style::default().fg(ACCENT).add_modifier(Modifier::BOLD);
+    let mut lines: Vec<Line<'static>> = KEYS
+        .iter()
+        .map(|(k, what)| {
+            Line::from(vec![
+                Span::styled(format!("{k:<9}"), key_style),
+                Span::raw(*what),
+            ])
+        })
+        .collect();
+    let journal = app
+        .session
+        .as_ref()
+        .map_or("sessions/".to_string(), |s| s.display().to_string());
+    lines.extend([
+        Line::from(""),
+        Line::from(format!(
+            "Every landed edit is journaled (fsync'ed) under {journal}."
+        )),
+        Line::from(format!(
+            "Render time: last {:.1} ms, worst {:.1} ms.",
+            app.frame_ms.0, app.frame_ms.1
+        )),
+        Line::from(""),
+        Line::styled(
+            "any key closes this help",
+            Style::default().add_modifier(Modifier::DIM),
+        ),
+    ]);
+    lines
+}
+
+/// A centred box as small as its lines allow (borders included), within `area`: as wide as the
+/// longest line, and as tall as the lines once wrapped to that width.
+fn fitted(area: Rect, lines: &[Line]) -> Rect {
+    let longest = lines.iter().map(Line::width).max().unwrap_or(0) as u16;
+    let width = (longest + 2).min(area.width);
+    let inner = width.saturating_sub(2).max(1) as usize;
+    let rows: usize = lines.iter().map(|l| l.width().div_ceil(inner).max(1)).sum();
+    centered(area, width, rows as u16 + 2)
+}
+
 pub(super) fn overlay(f: &mut Frame, app: &App, area: Rect) {
     match &app.overlay {
         Overlay::None => {}
         Overlay::Help => {
-            let r = centered(area, 76, 22);
+            let lines = help_lines(app);
+            let r = fitted(area, &lines);
             f.render_widget(Clear, r);
-            let lines = vec![
-                Line::from("Type a fact in the input line (i):  subject | prompt | target [| paraphrase | neighbour]"),
-                Line::from("f opens the form; an inline error says what is wrong, nothing is queued until valid."),
-                Line::from(""),
-                Line::from("tab        cycle panes            ↑/↓  select an edit (details below the queue)"),
-                Line::from("m          method for the next edits (D4S, ROME, MEMIT, PMET, AlphaEdit, FT, GRACE)"),
-                Line::from("u          undo the last edit (D4S: exact; others: restore the pre-edit weights)"),
-                Line::from("p          run the downstream probes now      e  re-evaluate every edit now"),
-                Line::from("l          load a deck: demo, counterfact:N, zsre:N or a .jsonl path"),
-                Line::from("s          save: write ΔW of the edited layers into the session"),
-                Line::from("o          open a session and replay it live"),
-                Line::from("space      pause / resume the worker     c  cancel the edit in flight"),
-                Line::from("x          drop queued edits             q  quit (asks if work is running)"),
-                Line::from(""),
-                Line::from(format!("Every landed edit is journaled (fsync'ed) under {}.", app.session.as_ref().map_or("sessions/".to_string(), |s| s.display().to_string()))),
-                Line::from(format!("Render time: last {:.1} ms, worst {:.1} ms.", app.frame_ms.0, app.frame_ms.1)),
-                Line::from(""),
-                Line::styled("any key closes this help", Style::default().add_modifier(Modifier::DIM)),
-            ];
             f.render_widget(
                 Paragraph::new(lines)
                     .wrap(Wrap { trim: false })
