@@ -204,13 +204,30 @@ impl Worker {
     fn run(&mut self, jobs: Receiver<Job>, desk: Sender<DeskMsg>) {
         for job in jobs {
             match job {
-                Job::Quit => return,
+                Job::Quit => break,
                 Job::Edit { id, request } => {
                     self.guarded(|w| w.edit(id, request));
                     let _ = desk.send(DeskMsg::EngineFree);
                 }
                 Job::Task(task) => self.guarded(|w| w.handle(task)),
             }
+        }
+        self.write_snapshot();
+    }
+
+    /// Keeps the session's edited weights beside its journal so `d4s export` need not re-run the
+    /// edits. A failure costs only that speed (export replays the journal), so it is not fatal.
+    fn write_snapshot(&self) {
+        let Some(session) = &self.runner.session else {
+            return;
+        };
+        if self.runner.model.touched_layers().is_empty() {
+            return;
+        }
+        if let Err(e) = crate::session::snapshot::write(&session.dir, &self.runner.model) {
+            self.emit(Event::Log(format!(
+                "warning: no weight snapshot written ({e})"
+            )));
         }
     }
 

@@ -288,6 +288,11 @@ pub fn run(model: Model, args: &EditArgs) -> Result<()> {
         }
     }
     let elapsed = t0.elapsed().as_secs_f64();
+    if let Some(session) = &runner.session {
+        if let Err(e) = d4s::session::snapshot::write(&session.dir, &runner.model) {
+            eprintln!("warning: could not write the weight snapshot ({e}); export will replay");
+        }
+    }
     let after = show_predictions(&runner.model, &prompts)?;
     println!();
     for (((kind, prompt), b), a) in prompts.iter().zip(&before).zip(&after) {

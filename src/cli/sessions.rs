@@ -9,7 +9,8 @@ use d4s::edit::{HParams, Method, StatsCache};
 use d4s::model::{load, Model, ModelSpec};
 use d4s::session::export::export_hf;
 use d4s::session::journal::{self, Event};
-use d4s::session::replay::{pending_requests, Runner};
+use d4s::session::replay::{live_steps as replay_live_steps, pending_requests, Runner};
+use d4s::session::snapshot::{self, Snapshot};
 use d4s::session::table::replay_table;
 
 use super::{device, GlobalArgs};
@@ -216,7 +217,45 @@ pub fn resume(g: &GlobalArgs, a: &ResumeArgs) -> Result<()> {
             Err(e) => println!("  rejected: {} — {e:#}", r.describe()),
         }
     }
+    if let Err(e) = snapshot::write(&a.session, &runner.model) {
+        eprintln!("warning: could not write the weight snapshot ({e})");
+    }
     Ok(())
+}
+
+/// The session's edited model for export: its base with the snapshot's weights when that is
+/// current (no edit is recomputed), the base itself when the journal holds no edits, and
+/// otherwise a restore of the journal (after which a snapshot is written for next time).
+fn edited_weights(g: &GlobalArgs, dir: &Path, force: bool) -> Result<Model> {
+    let meta = journal::read_meta(dir)?;
+    let loaded = journal::read_journal(&dir.join("journal.jsonl"))?;
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
+    let mut model = base_model(g, &meta, force)?;
+    if replay_live_steps(&loaded.events).is_empty() && !any_undo(&loaded.events) {
+        eprintln!("the session holds no edits: exporting its base model");
+        return Ok(model);
+    }
+    match snapshot::install(dir, &mut model, &loaded.events)? {
+        Snapshot::Installed => {
+            eprintln!("installed the session's weight snapshot (no edit recomputed)");
+            return Ok(model);
+        }
+        Snapshot::Unusable(why) => {
+            eprintln!("no usable weight snapshot ({why}): restoring the journal")
+        }
+    }
+    drop(model);
+    let (runner, _) = restored(g, dir, force)?;
+    if let Err(e) = snapshot::write(dir, &runner.model) {
+        eprintln!("warning: could not write the weight snapshot ({e}); the export goes on");
+    }
+    Ok(runner.model)
+}
+
+fn any_undo(events: &[Event]) -> bool {
+    events.iter().any(|e| matches!(e, Event::Undo { .. }))
 }
 
 pub fn export(g: &GlobalArgs, a: &ExportArgs) -> Result<()> {
@@ -230,8 +269,8 @@ pub fn export(g: &GlobalArgs, a: &ExportArgs) -> Result<()> {
         );
         return Ok(());
     };
-    let (runner, _) = restored(g, session, a.force)?;
-    export_hf(&runner.model, &a.out, a.delta_only)?;
+    let model = edited_weights(g, session, a.force)?;
+    export_hf(&model, &a.out, a.delta_only)?;
     println!("exported {} to {}", session.display(), a.out.display());
     Ok(())
 }

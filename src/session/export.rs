@@ -136,7 +136,7 @@ fn generated_config(c: &ModelConfig) -> serde_json::Value {
     v
 }
 
-fn save_tensors(path: &Path, tensors: Vec<(String, Tensor)>) -> Result<()> {
+pub(crate) fn save_tensors(path: &Path, tensors: Vec<(String, Tensor)>) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.tmp-{}",

@@ -3,6 +3,7 @@
 pub mod export;
 pub mod journal;
 pub mod replay;
+pub mod snapshot;
 pub mod table;
 
 pub use journal::{Event, Session, SessionMeta};

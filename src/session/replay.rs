@@ -307,6 +307,10 @@ impl Runner {
         if self.session.is_none() {
             return Err(Error::Input("restore needs an open session".into()));
         }
+        if !events.iter().any(|e| matches!(e, Event::Applied { .. })) {
+            // Nothing to restore: no statistics are gathered and no editor state is built.
+            return Ok(ReplayReport::default());
+        }
         let switches = events.iter().any(|e| matches!(e, Event::Method { .. }));
         let every_step_has_terms = events
             .iter()
