@@ -129,6 +129,8 @@ struct Worker {
     runner: Runner,
     events: Sender<Event>,
     cancel: Arc<AtomicBool>,
+    /// Stops the background statistics when the worker ends.
+    stop_statistics: Arc<AtomicBool>,
     live: LiveEdits,
     eval_every: usize,
     probes: Option<ProbeRunner>,
@@ -166,10 +168,12 @@ pub fn spawn(runner: Runner, opts: WorkerOptions) -> WorkerHandle {
                 runner,
                 events: etx,
                 cancel: c2,
+                stop_statistics: Arc::new(AtomicBool::new(false)),
                 live: LiveEdits::default(),
                 eval_every: opts.eval_every,
                 probes: opts.probes,
             };
+            w.prefetch_statistics();
             w.run(job_rx, free);
         })
         .expect("spawn the worker's engine thread");
@@ -212,7 +216,61 @@ impl Worker {
                 Job::Task(task) => self.guarded(|w| w.handle(task)),
             }
         }
+        self.stop_statistics.store(true, Ordering::Relaxed);
         self.write_snapshot();
+    }
+
+    /// Gathers the key statistics the editor will read on a thread of its own, as soon as the
+    /// worker starts and after a method switch, so the first edit does not pay for them after
+    /// the user has typed it. An edit that needs them meanwhile waits on the statistics' process-
+    /// wide lock and then reads them from the cache (never computing them twice); methods that
+    /// read no statistics edit at once. The thread works on a clone of the model (shared,
+    /// immutable weights) and reads the unedited weights, as the statistics are defined.
+    fn prefetch_statistics(&self) {
+        let layers = self.runner.editor.statistics_layers();
+        if layers.is_empty() {
+            return;
+        }
+        let mut model = self.runner.model.clone();
+        let mut cache = self.runner.stats.sibling();
+        let events = self.events.clone();
+        let stop = self.stop_statistics.clone();
+        let spawned = std::thread::Builder::new()
+            .name("d4s-statistics".into())
+            .spawn(move || {
+                let t0 = Instant::now();
+                let computed = AtomicBool::new(false);
+                let report = |p: Progress| {
+                    if let Progress::Tokens { done, total } = p {
+                        computed.store(true, Ordering::Relaxed);
+                        let _ = events.send(Event::Statistics {
+                            done,
+                            total,
+                            elapsed_s: t0.elapsed().as_secs_f64(),
+                        });
+                    }
+                };
+                let ctl = EditControl {
+                    cancel: Some(&stop),
+                    progress: Some(&report),
+                };
+                let done = match cache.second_moments(&mut model, &layers, &ctl) {
+                    Ok(_) => Event::StatisticsReady {
+                        seconds: t0.elapsed().as_secs_f64(),
+                        computed: computed.load(Ordering::Relaxed),
+                    },
+                    Err(Error::Cancelled) => return,
+                    Err(e) => Event::Log(format!(
+                        "warning: the background statistics failed ({e}); the first edit that needs them gathers them"
+                    )),
+                };
+                let _ = events.send(done);
+            });
+        if let Err(e) = spawned {
+            self.emit(Event::Log(format!(
+                "warning: no background statistics ({e}); the first edit gathers them"
+            )));
+        }
     }
 
     /// Keeps the session's edited weights beside its journal so `d4s export` need not re-run the
@@ -314,6 +372,7 @@ impl Worker {
                     "method: {} for the next edits",
                     m.label()
                 )));
+                self.prefetch_statistics();
             }
             Err(e) => self.emit(Event::Error(format!("cannot switch to {}: {e}", m.label()))),
         }

@@ -105,6 +105,10 @@ impl Editor for AlphaEdit {
         &self.hp
     }
 
+    fn statistics_layers(&self) -> Vec<usize> {
+        self.hp.layers.clone()
+    }
+
     /// The preserved-key sums `K_p K_pᵀ` (f64, exact); the projectors follow from the statistics.
     fn snapshot(&self) -> Result<super::EditorSnapshot> {
         let tensors = self

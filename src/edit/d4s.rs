@@ -220,6 +220,10 @@ impl Editor for D4s {
         &self.hp
     }
 
+    fn statistics_layers(&self) -> Vec<usize> {
+        self.hp.layers.clone()
+    }
+
     fn undo_reach(&self) -> UndoReach {
         UndoReach::AnyStep
     }

@@ -94,6 +94,10 @@ impl Editor for Encore {
         &self.hp
     }
 
+    fn statistics_layers(&self) -> Vec<usize> {
+        self.hp.layers.clone()
+    }
+
     fn apply(
         &mut self,
         model: &mut Model,

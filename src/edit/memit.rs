@@ -76,6 +76,10 @@ impl Editor for Memit {
         &self.hp
     }
 
+    fn statistics_layers(&self) -> Vec<usize> {
+        self.hp.layers.clone()
+    }
+
     fn apply(
         &mut self,
         model: &mut Model,

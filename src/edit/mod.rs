@@ -459,6 +459,12 @@ pub trait Editor: Send {
         0
     }
 
+    /// The layers whose key statistics C this editor reads (none by default), so they can be
+    /// gathered before the first edit, e.g. while a TUI user types.
+    fn statistics_layers(&self) -> Vec<usize> {
+        Vec::new()
+    }
+
     /// What the editor can say about its own state for a run's records (empty by default).
     fn report(&self) -> EditorReport {
         EditorReport::default()

@@ -46,6 +46,10 @@ impl Editor for Pmet {
         &self.hp
     }
 
+    fn statistics_layers(&self) -> Vec<usize> {
+        self.hp.layers.clone()
+    }
+
     fn apply(
         &mut self,
         model: &mut Model,

@@ -50,6 +50,14 @@ impl Editor for Rome {
         &self.hp
     }
 
+    fn statistics_layers(&self) -> Vec<usize> {
+        if self.hp.mom2_adjustment {
+            self.hp.layers.clone()
+        } else {
+            Vec::new()
+        }
+    }
+
     fn apply(
         &mut self,
         model: &mut Model,

@@ -179,6 +179,12 @@ impl StatsCache {
             .collect()
     }
 
+    /// An empty cache with the same configuration and folder: for a thread that gathers the
+    /// statistics in the background (the folder and a process-wide lock keep them computed once).
+    pub fn sibling(&self) -> Self {
+        Self::with_dir(self.config.clone(), self.dir.clone())
+    }
+
     /// A stable identifier of the corpus (a hash of its contents for files).
     pub fn corpus_id(&self) -> Result<String> {
         Ok(match &self.config.corpus {
@@ -230,8 +236,17 @@ impl StatsCache {
         }
         if !missing.is_empty() {
             let _guard = COMPUTE.lock().unwrap_or_else(|p| p.into_inner());
-            // Another thread may have written them meanwhile.
-            missing.retain(|&l| load_matrix(&self.file_for(model, &corpus, tokens, l)).is_none());
+            // Another thread may have written them meanwhile: take those from the disk.
+            let mut still_missing = Vec::new();
+            for &l in &missing {
+                match load_matrix(&self.file_for(model, &corpus, tokens, l)) {
+                    Some(m) => {
+                        self.mem.insert((prefix.clone(), l), Arc::new(m));
+                    }
+                    None => still_missing.push(l),
+                }
+            }
+            missing = still_missing;
             if !missing.is_empty() {
                 ctl.report(Progress::Phase(Phase::Statistics));
                 let config = self.config.clone();

@@ -48,6 +48,8 @@ pub use load::{ModelInfo, ModelRecord, ModelSpec, Precision};
 use crate::error::{Error, Result};
 use layers::{Linear, Norm, Rope};
 
+/// Cloning is cheap: tensors are reference-counted and immutable (a clone shares the weights).
+#[derive(Clone)]
 pub struct Model {
     pub config: ModelConfig,
     pub(crate) wte: Tensor,

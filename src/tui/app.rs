@@ -68,6 +68,23 @@ pub enum Activity {
     Recovered,
 }
 
+/// How far the background statistics are: tokens done of total, and the time left at the rate
+/// so far (none before the first tokens).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatisticsProgress {
+    pub done: usize,
+    pub total: usize,
+    pub eta_s: Option<f64>,
+}
+
+impl StatisticsProgress {
+    pub fn new(done: usize, total: usize, elapsed_s: f64) -> Self {
+        let eta_s =
+            (done > 0 && total >= done).then(|| elapsed_s * (total - done) as f64 / done as f64);
+        Self { done, total, eta_s }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueItem {
     pub id: u64,
@@ -155,6 +172,8 @@ pub struct App {
     pub log_scroll: usize,
     pub paused: bool,
     pub activity: Activity,
+    /// The key statistics being gathered in the background, while they are.
+    pub statistics: Option<StatisticsProgress>,
     pub last_error: Option<String>,
     pub overlay: Overlay,
     pub should_quit: bool,
@@ -186,6 +205,7 @@ impl Default for App {
             log_scroll: 0,
             paused: false,
             activity: Activity::Starting,
+            statistics: None,
             last_error: None,
             overlay: Overlay::None,
             should_quit: false,

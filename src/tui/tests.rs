@@ -538,3 +538,37 @@ fn a_dropped_queue_shows_at_once_in_one_line_and_a_pause_waits_for_the_edit_in_f
     assert!(screen.contains("paused"), "{screen}");
     assert!(!screen.contains("pausing"), "{screen}");
 }
+
+#[test]
+fn the_background_statistics_show_tokens_and_time_left_until_ready() {
+    let mut app = App::default();
+    ready(&mut app);
+    update(
+        &mut app,
+        Msg::Worker(Event::Statistics {
+            done: 4038,
+            total: 30720,
+            elapsed_s: 15.0,
+        }),
+    );
+    let screen = render(&app, 160, 40);
+    // 15 s for 4,038 tokens: 26,682 more take about 99 s.
+    assert!(
+        screen.contains("key statistics 4,038/30,720 tokens, about 1 min 39 s left"),
+        "{screen}"
+    );
+    update(
+        &mut app,
+        Msg::Worker(Event::StatisticsReady {
+            seconds: 112.0,
+            computed: true,
+        }),
+    );
+    let screen = render(&app, 160, 40);
+    assert!(!screen.contains("key statistics 4,038"), "{screen}");
+    assert!(app
+        .log
+        .last()
+        .unwrap()
+        .contains("key statistics gathered in 112 s"));
+}

@@ -4,7 +4,8 @@
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use super::app::{
-    fields_to_request, parse_quick, Activity, App, Overlay, Pane, PromptKind, QueueItem, Status,
+    fields_to_request, parse_quick, Activity, App, Overlay, Pane, PromptKind, QueueItem,
+    StatisticsProgress, Status,
 };
 use crate::edit::{EditRequest, Method};
 use crate::worker::{Command, Event};
@@ -459,6 +460,19 @@ fn worker_event(app: &mut App, e: Event) -> Vec<Effect> {
             app.curve.push(p);
             if app.activity == Activity::Evaluating {
                 app.activity = Activity::Idle;
+            }
+        }
+        Event::Statistics {
+            done,
+            total,
+            elapsed_s,
+        } => app.statistics = Some(StatisticsProgress::new(done, total, elapsed_s)),
+        Event::StatisticsReady { seconds, computed } => {
+            app.statistics = None;
+            if computed {
+                app.push_log(format!(
+                    "key statistics gathered in {seconds:.0} s (once per model; cached for next time)"
+                ));
             }
         }
         Event::ProbesStarted => {

@@ -13,7 +13,7 @@ use ratatui::widgets::{
 };
 use ratatui::Frame;
 
-use super::app::{layers_label, Activity, App, Pane, Status};
+use super::app::{layers_label, Activity, App, Pane, StatisticsProgress, Status};
 use crate::edit::{Phase, Progress};
 use crate::eval::bench::records::TokenMetric;
 
@@ -109,6 +109,13 @@ fn status_bar(f: &mut Frame, app: &App, r: Rect) {
             }),
         ),
     ];
+    if let Some(st) = &app.statistics {
+        spans.push(Span::raw(" │ "));
+        spans.push(Span::styled(
+            statistics_label(st),
+            Style::default().fg(Color::Cyan),
+        ));
+    }
     if let Some(e) = &app.last_error {
         spans.push(Span::raw(" │ "));
         spans.push(Span::styled(
@@ -529,6 +536,41 @@ fn two(v: Option<f64>) -> String {
     v.map_or("–".to_string(), |v| format!("{v:.2}"))
 }
 
+/// The background statistics' progress: tokens with their unit, and the time left.
+fn statistics_label(st: &StatisticsProgress) -> String {
+    let eta = match st.eta_s {
+        Some(s) => format!(", about {} left", duration_label(s)),
+        None => String::new(),
+    };
+    format!(
+        "key statistics {}/{} tokens{eta}",
+        thousands(st.done),
+        thousands(st.total)
+    )
+}
+
+/// `1 min 50 s`, `40 s`.
+fn duration_label(seconds: f64) -> String {
+    let s = seconds.round() as u64;
+    match (s / 60, s % 60) {
+        (0, s) => format!("{s} s"),
+        (m, s) => format!("{m} min {s} s"),
+    }
+}
+
+/// `30,720`.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Where an edit in flight is, in words.
 fn progress_label(p: Option<&Progress>) -> String {
     match p {
@@ -540,9 +582,11 @@ fn progress_label(p: Option<&Progress>) -> String {
             loss,
             prob,
         }) => format!("target {}/{of} loss {loss:.2} p {prob:.2}", step + 1),
-        Some(Progress::Tokens { done, total }) => {
-            format!("statistics (once per model) {done}/{total}")
-        }
+        Some(Progress::Tokens { done, total }) => format!(
+            "key statistics (once per model) {}/{} tokens",
+            thousands(*done),
+            thousands(*total)
+        ),
         Some(Progress::Warning(w)) => format!("warning: {w}"),
     }
 }

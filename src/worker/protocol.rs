@@ -119,6 +119,18 @@ pub enum Event {
     /// All live edits are being re-evaluated.
     Evaluating,
     Curve(CurvePoint),
+    /// The key statistics are being gathered in the background (`done` of `total` tokens,
+    /// `elapsed_s` since they started).
+    Statistics {
+        done: usize,
+        total: usize,
+        elapsed_s: f64,
+    },
+    /// The background statistics are ready (`computed`: gathered now, not read from the cache).
+    StatisticsReady {
+        seconds: f64,
+        computed: bool,
+    },
     /// The probes started running.
     ProbesStarted,
     Probes {
@@ -167,6 +179,18 @@ impl WorkerHandle {
         let _ = self.commands.send(DeskMsg::Ui(Command::Quit));
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+    }
+}
+
+impl Drop for WorkerHandle {
+    /// A handle dropped without `join` (the UI failed) cancels the edit in flight and stops the
+    /// worker instead of leaving it running.
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.cancel
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = self.commands.send(DeskMsg::Ui(Command::Quit));
         }
     }
 }

@@ -16,6 +16,9 @@ fn collect_until(events: &Receiver<Event>, mut done: impl FnMut(&Event) -> bool)
             .recv_timeout(Duration::from_secs(60))
             .expect("the worker answers");
         let stop = done(&e);
+        if std::env::var("D4S_DEBUG_EVENTS").is_ok() {
+            eprintln!("{:?}", e);
+        }
         seen.push(e);
         if stop {
             return seen;
@@ -192,4 +195,91 @@ fn the_queue_the_pause_and_decks_are_answered_while_an_edit_is_in_flight() {
         "nothing else starts: the queue was dropped and the desk is paused"
     );
     handle.join();
+}
+
+fn quiet_options() -> WorkerOptions {
+    WorkerOptions {
+        eval_every: 1,
+        probes: None,
+        probes_unavailable: None,
+        data_dir: None,
+    }
+}
+
+#[test]
+fn the_statistics_are_gathered_in_the_background_before_the_first_edit() {
+    let stats_dir = tempfile::tempdir().unwrap();
+    let runner = Runner::new(
+        tiny_model(Arch::Llama, 21),
+        hparams(Method::Memit),
+        stats(stats_dir.path()),
+    );
+    let handle = spawn(runner, quiet_options());
+    // No edit was asked for: the statistics come on their own, with their progress.
+    let seen = collect_until(&handle.events, |e| {
+        matches!(e, Event::StatisticsReady { .. })
+    });
+    handle.join();
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, Event::Statistics { done, total, .. } if done <= total)),
+        "{seen:?}"
+    );
+    assert!(matches!(
+        seen.last(),
+        Some(Event::StatisticsReady { computed: true, .. })
+    ));
+    assert!(
+        std::fs::read_dir(stats_dir.path()).unwrap().count() > 0,
+        "they are in the cache for the first edit"
+    );
+
+    // A second worker finds them cached.
+    let runner = Runner::new(
+        tiny_model(Arch::Llama, 21),
+        hparams(Method::Memit),
+        stats(stats_dir.path()),
+    );
+    let handle = spawn(runner, quiet_options());
+    let seen = collect_until(&handle.events, |e| {
+        matches!(e, Event::StatisticsReady { .. })
+    });
+    handle.join();
+    assert!(!seen.iter().any(|e| matches!(e, Event::Statistics { .. })));
+    assert!(matches!(
+        seen.last(),
+        Some(Event::StatisticsReady {
+            computed: false,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_method_without_statistics_edits_while_they_are_gathered() {
+    let stats_dir = tempfile::tempdir().unwrap();
+    // A budget large enough that the statistics are still running when the edit lands.
+    let mut slow = stats(stats_dir.path());
+    slow.config.tokens = Some(5_000_000);
+    let runner = Runner::new(tiny_model(Arch::Llama, 21), hparams(Method::FtL), slow);
+    let handle = spawn(runner, quiet_options());
+    handle.send(Command::SetMethod(Method::Memit));
+    collect_until(&handle.events, |e| matches!(e, Event::Statistics { .. }));
+    handle.send(Command::SetMethod(Method::FtL));
+    handle.send(Command::Edit {
+        id: 1,
+        request: cases()[0].requests[0].clone(),
+    });
+    let seen = collect_until(&handle.events, |e| {
+        matches!(
+            e,
+            Event::Landed(_) | Event::Rejected { .. } | Event::StatisticsReady { .. }
+        )
+    });
+    handle.join();
+    assert!(
+        matches!(seen.last(), Some(Event::Landed(_))),
+        "FT-L landed before the statistics were ready: {:?}",
+        seen.last()
+    );
 }

@@ -132,3 +132,40 @@ fn statistics_are_cached_per_precision() {
     let rel = (a.as_ref() - b.as_ref()).norm_l2() / a.norm_l2();
     assert!(rel > 0.0 && rel < 0.05, "{rel}");
 }
+
+#[test]
+fn statistics_another_thread_wrote_while_this_one_waited_are_read_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StatsConfig {
+        corpus: CorpusSpec::ModelSamples { seed: 3 },
+        tokens: Some(600),
+        seq_len: 32,
+    };
+    let model = tiny_model(Arch::Llama, 1);
+    let writer = StatsCache::with_dir(config.clone(), dir.path().to_path_buf());
+    let corpus = writer.corpus_id().unwrap();
+    let tokens = config.token_budget(model.config.d_ff);
+    let d = model.config.d_ff;
+    let written = Mat::<f64>::from_fn(d, d, |i, j| if i == j { 2.0 } else { 0.0 });
+    let layers = [0usize, 1];
+
+    // This thread holds the computation lock, as a thread gathering the statistics would; the
+    // reader misses them on disk and waits; then they are written and the lock is released.
+    let guard = COMPUTE.lock().unwrap();
+    let reader = {
+        let (mut model, config, path) = (model.clone(), config.clone(), dir.path().to_path_buf());
+        std::thread::spawn(move || {
+            let mut cache = StatsCache::with_dir(config, path);
+            cache.second_moments(&mut model, &layers, &EditControl::default())
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for &l in &layers {
+        save_matrix(&writer.file_for(&model, &corpus, tokens, l), &written).unwrap();
+    }
+    drop(guard);
+    let got = reader.join().expect("no panic").unwrap();
+    for c in got {
+        assert_eq!(c.as_ref(), &written, "read from the other thread's files");
+    }
+}
