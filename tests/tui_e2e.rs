@@ -1,6 +1,8 @@
-//! End to end in a real terminal: the release binary in tmux, on the default model. Types a
-//! fact, waits for it to land, checks the screen (new prediction, norm change, chart), undoes it,
-//! checks the old prediction is back, quits. The captured screens are kept under
+//! End to end in a real terminal: the release binary in tmux, on the default model, with an empty
+//! d4s home (only the model is linked in), so the key statistics are gathered from scratch: they
+//! start in the background before anything is typed. Types a fact, waits for it to land, checks
+//! the screen (new prediction, norm change, chart), undoes it, checks the old prediction is back,
+//! quits. The captured screens are kept under
 //! `target/tui-e2e/` as artifacts.
 
 mod common;
@@ -72,9 +74,21 @@ fn type_a_fact_watch_it_land_undo_and_quit() {
     // Make sure the default model is cached before the TUI starts (fetching prints to stderr).
     let _ = common::default_model();
     let work = tempfile::tempdir().unwrap();
+    // A fresh home with the cached model linked in: no statistics, no targets.
+    let home = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(
+        d4s::util::d4s_home().join("models"),
+        home.path().join("models"),
+    )
+    .unwrap();
     let name = format!("d4s-e2e-{}", std::process::id());
     let bin = env!("CARGO_BIN_EXE_d4s");
-    let cmd = format!("cd {} && {bin} tui --probes none --frame-stats 2> stderr.txt; echo EXITED $? >> stderr.txt; sleep 30", work.path().display());
+    // A small statistics budget keeps the test short; the path is the same at any size.
+    let cmd = format!(
+        "cd {} && D4S_HOME={} {bin} tui --probes none --stats-tokens 4096 --frame-stats 2> stderr.txt; echo EXITED $? >> stderr.txt; sleep 30",
+        work.path().display(),
+        home.path().display()
+    );
     tmux(&[
         "new-session",
         "-d",
@@ -93,6 +107,14 @@ fn type_a_fact_watch_it_land_undo_and_quit() {
         Duration::from_secs(120),
         |sc| sc.contains("ready: type a fact"),
     );
+    // Nothing typed yet, and the statistics are already being gathered, in tokens, with an ETA.
+    let gathering = wait_for(
+        &s,
+        "the background statistics",
+        Duration::from_secs(120),
+        |sc| sc.contains("key statistics") && sc.contains("tokens"),
+    );
+    artifact("background-statistics.txt", &gathering);
 
     tmux(&["send-keys", "-t", &s.0, "-l", "Eiffel Tower | The Eiffel Tower is located in the city of | Rome | The Eiffel Tower can be found in | The capital of France is"]);
     tmux(&["send-keys", "-t", &s.0, "Enter"]);
