@@ -473,7 +473,7 @@ fn run_methods(
             probes: tasks.iter().map(|t| t.name().to_string()).collect(),
             probe_config: probe_cfg.clone(),
             stats: StatsRecord {
-                config: stats.config.clone(),
+                config: stats.config.clone().pinned(model.config.d_ff),
                 corpus_id: stats.corpus_id()?,
             },
             seed: hp.seed,

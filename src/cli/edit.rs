@@ -31,7 +31,8 @@ pub struct EditorArgs {
     /// text file, a folder of .txt, or `file.json[l]#field`.
     #[arg(long, default_value = "model")]
     pub stats_corpus: String,
-    /// Token budget of the statistics (default: 20 × d_ff).
+    /// Token budget of the statistics (default: 10 × d_ff; BENCHMARKS.md measures how few give
+    /// the same edits).
     #[arg(long)]
     pub stats_tokens: Option<usize>,
     /// Keep the targets optimized on the unedited model on disk (in DIR, by default

@@ -129,7 +129,7 @@ fn runner_for(model: Model, meta: &journal::SessionMeta, method: Option<Method>)
         Some(m) if m != meta.method => HParams::defaults(m, &model.config),
         _ => meta.hparams.clone(),
     };
-    let stats = StatsCache::new(meta.stats.clone());
+    let stats = StatsCache::new(meta.stats.clone().as_recorded(model.config.d_ff));
     Ok(Runner::new(model, hp, stats))
 }
 

@@ -383,8 +383,6 @@ impl Editor for D4s {
         let z_layer = self.hp.last_layer();
         let mut timer = Stopwatch::start();
         let mut timings = Timings::default();
-        let covs = cx.stats.second_moments(model, &layers, &cx.ctl)?;
-        timings.statistics = timer.lap();
         cx.ctl.report(Progress::Phase(Phase::Templates));
         let templates = cx.templates(&mut self.templates, model, &self.hp)?;
         timings.templates = timer.lap();
@@ -422,6 +420,11 @@ impl Editor for D4s {
             let z: Vec<Vec<f64>> = targets.iter().map(|t| t.sites[0].target()).collect();
             let h0 = bare_activations(model, requests, &[(z_layer, Site::BlockOut)])?.remove(0);
             timings.target += timer.lap();
+            // C is read only from here on: the targets do not need it, so a first edit that
+            // arrives while the statistics are gathered in the background optimizes its targets
+            // beside them instead of after them.
+            let covs = cx.stats.second_moments(model, &layers, &cx.ctl)?;
+            timings.statistics = timer.lap();
             let mut terms = EditTerms {
                 residuals: vec![Vec::new(); requests.len()],
                 keys: vec![Vec::new(); requests.len()],

@@ -94,8 +94,6 @@ impl Editor for Memit {
         let z_layer = self.hp.last_layer();
         let mut timer = Stopwatch::start();
         let mut timings = Timings::default();
-        let covs = cx.stats.second_moments(model, &layers, &cx.ctl)?;
-        timings.statistics = timer.lap();
         cx.ctl.report(Progress::Phase(Phase::Templates));
         let templates = cx.templates(&mut self.templates, model, &self.hp)?;
         timings.templates = timer.lap();
@@ -111,6 +109,10 @@ impl Editor for Memit {
         )?;
         let z: Vec<Vec<f64>> = targets.iter().map(|t| t.sites[0].target()).collect();
         timings.target = timer.lap();
+        // Read after the targets, which do not need C (see D4S: a first edit's targets run beside
+        // statistics gathered in the background).
+        let covs = cx.stats.second_moments(model, &layers, &cx.ctl)?;
+        timings.statistics = timer.lap();
 
         let spread = Spread {
             layers: &layers,

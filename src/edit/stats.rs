@@ -71,8 +71,9 @@ impl CorpusSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatsConfig {
     pub corpus: CorpusSpec,
-    /// Token budget; `None` = 20 × d_ff (30,720 for the default model), enough for a
-    /// well-conditioned C.
+    /// Token budget; `None` = [`TOKENS_PER_DFF`] × d_ff (15,360 for the default model). Sampled
+    /// text comes in whole batches (64 rows of `seq_len`), so the tokens used are the budget
+    /// rounded up to a multiple of 64 × `seq_len` (8,192 by default).
     pub tokens: Option<usize>,
     /// Tokens per document (longer ones are truncated, as the reference truncates to the context).
     pub seq_len: usize,
@@ -88,9 +89,32 @@ impl Default for StatsConfig {
     }
 }
 
+/// The default statistics budget per MLP width. 10 × d_ff gives the same single edits as 20 ×
+/// d_ff on the default model (efficacy, paraphrase and specificity identical on 40
+/// counterfact-train edits, post-edit probability within 0.016 on average) at half the cost;
+/// BENCHMARKS.md, "How few statistics tokens".
+pub const TOKENS_PER_DFF: usize = 10;
+
+/// The default before 2026-12-07: records that name no budget were made with it.
+pub const LEGACY_TOKENS_PER_DFF: usize = 20;
+
 impl StatsConfig {
     pub fn token_budget(&self, d_ff: usize) -> usize {
-        self.tokens.unwrap_or(20 * d_ff)
+        self.tokens.unwrap_or(TOKENS_PER_DFF * d_ff)
+    }
+
+    /// The same configuration with its budget written out, so a record keeps meaning the same
+    /// statistics if the default changes.
+    pub fn pinned(mut self, d_ff: usize) -> Self {
+        self.tokens = Some(self.token_budget(d_ff));
+        self
+    }
+
+    /// A configuration read from a record made before budgets were written out: no budget
+    /// meant the default of the time, 20 × d_ff.
+    pub fn as_recorded(mut self, d_ff: usize) -> Self {
+        self.tokens = Some(self.tokens.unwrap_or(LEGACY_TOKENS_PER_DFF * d_ff));
+        self
     }
 }
 

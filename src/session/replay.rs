@@ -135,7 +135,7 @@ impl Runner {
             model: self.model.record(),
             method: self.editor.method(),
             hparams: self.editor.hparams().clone(),
-            stats: self.stats.config.clone(),
+            stats: self.stats.config.clone().pinned(self.model.config.d_ff),
             stats_corpus_id: self.stats.corpus_id()?,
         };
         self.session = Some(Session::create(root, meta)?);
