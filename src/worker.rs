@@ -122,6 +122,19 @@ struct Prepared {
     reference: Reference,
     before: Vec<Prediction>,
     answers_before: Vec<String>,
+    /// The first neighbour's prompt, the answer whose length bounds its decoding, and its
+    /// greedy continuation on the model before the edit.
+    neighbour_before: Option<(String, String, String)>,
+}
+
+/// The greedy continuation of a neighbour prompt, as long as its answer allows (the same decode
+/// as the `gen.*` metrics).
+fn neighbour_says(model: &Model, prompt: &str, answer: &str) -> Result<String> {
+    Ok(
+        greedy_answers(model, &[(prompt.to_string(), answer.to_string())])?
+            .pop()
+            .unwrap_or_default(),
+    )
 }
 
 /// The engine: the only owner of the model, the editor and the journal.
@@ -397,6 +410,7 @@ impl Worker {
             reference,
             before,
             answers_before,
+            neighbour_before,
         } = match prepared {
             Ok(x) => x,
             Err(e) => {
@@ -443,6 +457,10 @@ impl Worker {
                 let after = top_next(&self.runner.model, &[prompt], 3)
                     .map(|mut v| v.remove(0))
                     .unwrap_or_default();
+                let neighbour = neighbour_before.and_then(|(p, answer, before)| {
+                    let now = neighbour_says(&self.runner.model, &p, &answer).ok()?;
+                    Some((p, before, now))
+                });
                 self.emit(Event::Landed(Box::new(Landed {
                     id,
                     step,
@@ -451,6 +469,7 @@ impl Worker {
                     gen,
                     answers_before,
                     answers,
+                    neighbour,
                     before,
                     after,
                     layer_deltas,
@@ -510,10 +529,19 @@ impl Worker {
             .map(|p| (p, request.target.clone()))
             .collect();
         let answers_before = greedy_answers(&self.runner.model, &asked)?;
+        let neighbour_before = match request.neighbors.first() {
+            Some(n) => {
+                let answer = n.answer.clone().unwrap_or_default();
+                let said = neighbour_says(&self.runner.model, &n.prompt, &answer)?;
+                Some((n.prompt.clone(), answer, said))
+            }
+            None => None,
+        };
         Ok(Prepared {
             reference,
             before,
             answers_before,
+            neighbour_before,
         })
     }
 

@@ -43,7 +43,9 @@ pub struct BenchArgs {
     /// single, batch[:k] or sequential.
     #[arg(long, default_value = "sequential")]
     pub protocol: String,
-    /// Re-evaluate all edits so far every k edits (the forgetting curve); the end is always evaluated.
+    /// Re-evaluate all edits so far every k edits (the forgetting curve); the start and the end are
+    /// always evaluated. Default: a fifth of the edits, so the curve has six points; 0: only the
+    /// start and the end.
     #[arg(long)]
     pub eval_every: Option<usize>,
     /// Evaluate a fixed, seeded random sample of this many cases instead of all of them: every
@@ -270,6 +272,16 @@ fn parse_probes(spec: &str) -> Result<Vec<Task>> {
         .collect()
 }
 
+/// The evaluation cadence a run uses: `--eval-every k`, none for 0 (only the ends), and by
+/// default a fifth of the edits. (With only the ends evaluated every curve was a straight line.)
+fn eval_every(asked: Option<usize>, edits: usize) -> Option<usize> {
+    match asked {
+        Some(0) => None,
+        Some(k) => Some(k),
+        None => Some((edits / 5).max(1)),
+    }
+}
+
 pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
     let methods: Vec<Method> = match &a.methods {
         Some(list) => list
@@ -468,7 +480,7 @@ fn run_methods(
                 order_seed,
             },
             protocol,
-            eval_every: a.eval_every,
+            eval_every: eval_every(a.eval_every, cases.len()),
             eval_sample: a.eval_sample,
             probes: tasks.iter().map(|t| t.name().to_string()).collect(),
             probe_config: probe_cfg.clone(),
@@ -539,7 +551,7 @@ fn run_methods(
         let spec = BenchRun {
             hparams: hp,
             protocol,
-            eval_every: a.eval_every,
+            eval_every: eval_every(a.eval_every, cases.len()),
             eval_sample: a.eval_sample,
             probes: probe_sets,
             multihop: a.multihop,
@@ -680,4 +692,17 @@ pub fn compare(a: &CompareArgs) -> Result<()> {
             .join(", ")
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::eval_every;
+
+    #[test]
+    fn the_default_evaluation_cadence_draws_a_curve() {
+        assert_eq!(eval_every(None, 100), Some(20), "six points: 0, 20, …, 100");
+        assert_eq!(eval_every(None, 3), Some(1));
+        assert_eq!(eval_every(Some(7), 100), Some(7));
+        assert_eq!(eval_every(Some(0), 100), None, "0: only the ends");
+    }
 }

@@ -96,6 +96,8 @@ pub struct QueueItem {
     pub gen: Option<GenMetrics>,
     /// Greedy answers to the prompt and its paraphrases, before and after the edit.
     pub answers_before: Vec<String>,
+    /// The first neighbour's prompt and its greedy continuation before and after the edit.
+    pub neighbour: Option<(String, String, String)>,
     pub answers: Vec<String>,
     pub seconds: Option<f64>,
     pub before: Vec<Prediction>,
@@ -174,6 +176,8 @@ pub struct App {
     pub activity: Activity,
     /// The key statistics being gathered in the background, while they are.
     pub statistics: Option<StatisticsProgress>,
+    /// Signs of collapse seen so far (the status bar turns amber or red).
+    pub watch: super::watch::CollapseWatch,
     pub last_error: Option<String>,
     pub overlay: Overlay,
     pub should_quit: bool,
@@ -206,6 +210,7 @@ impl Default for App {
             paused: false,
             activity: Activity::Starting,
             statistics: None,
+            watch: Default::default(),
             last_error: None,
             overlay: Overlay::None,
             should_quit: false,

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod update;
 pub mod view;
+pub mod watch;
 
 use std::time::{Duration, Instant};
 

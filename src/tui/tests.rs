@@ -123,6 +123,11 @@ fn busy_app() -> App {
                 ..Default::default()
             },
             answers_before: vec!["Paris, the capital".into()],
+            neighbour: Some((
+                "The capital of France is".into(),
+                "Paris".into(),
+                "Paris".into(),
+            )),
             answers: vec!["Rome, Italy".into()],
             before: vec![pred(" Paris", 0.7)],
             after: vec![pred(" Rome", 0.98)],
@@ -571,4 +576,85 @@ fn the_background_statistics_show_tokens_and_time_left_until_ready() {
         .last()
         .unwrap()
         .contains("key statistics gathered in 112 s"));
+}
+
+#[test]
+fn a_single_evaluation_point_is_drawn_and_the_legend_covers_no_point() {
+    let mut app = App::default();
+    ready(&mut app);
+    update(
+        &mut app,
+        Msg::Worker(Event::Curve(CurvePoint {
+            edits: 1,
+            metrics: metrics(1.0, 0.5, 1.0),
+        })),
+    );
+    let screen = render(&app, 120, 40);
+    assert!(screen.contains('•'), "the one point is marked:\n{screen}");
+    let legend = screen
+        .lines()
+        .find(|l| l.contains("● efficacy"))
+        .unwrap_or_else(|| panic!("a legend line:\n{screen}"));
+    assert!(
+        legend.contains("● paraphrase") && legend.contains("● specificity"),
+        "{legend}"
+    );
+    // The legend line is its own row: no plotted mark shares it.
+    let chart_part: String = legend.chars().skip_while(|&c| c != '●').collect();
+    assert!(!chart_part.contains('•'), "{legend}");
+}
+
+#[test]
+fn a_small_terminal_keeps_the_probes_pane_and_the_details_key_lines() {
+    let mut app = busy_app();
+    app.focus = Pane::Queue;
+    let screen = render(&app, 80, 24);
+    assert!(screen.contains("Probes"), "{screen}");
+    assert!(screen.contains("after:"), "{screen}");
+    assert!(screen.contains("efficacy 1.00"), "{screen}");
+    assert!(screen.contains("Metrics vs edits"), "{screen}");
+}
+
+#[test]
+fn the_detail_previews_a_neighbours_continuation_before_and_after() {
+    let mut app = busy_app();
+    app.focus = Pane::Queue;
+    let screen = render(&app, 160, 45);
+    // (The line may wrap in a narrow pane.)
+    assert!(screen.contains("says \"Paris\" → \"Paris\""), "{screen}");
+    assert!(screen.contains("(unchanged)"), "{screen}");
+    assert!(
+        screen.contains("prompt says \"Paris, the capital\" → \"Rome, Italy\""),
+        "{screen}"
+    );
+}
+
+#[test]
+fn the_status_bar_names_a_probe_that_fell_beyond_its_interval() {
+    let mut app = busy_app();
+    // busy_app's baseline: ARC-Easy 0.42 ± 0.05. A fall to 0.37 is within the two intervals
+    // (±0.10 together); to 0.20 it is twice beyond them.
+    update(
+        &mut app,
+        Msg::Worker(Event::Probes {
+            edits: 5,
+            results: vec![arc_easy(0.37)],
+        }),
+    );
+    assert_eq!(app.watch.alert, None);
+    update(
+        &mut app,
+        Msg::Worker(Event::Probes {
+            edits: 9,
+            results: vec![arc_easy(0.20)],
+        }),
+    );
+    let alert = app.watch.alert.clone().expect("an alert");
+    assert_eq!(alert.severity, crate::tui::watch::Severity::Red);
+    assert!(
+        alert.message.contains("arc_easy fell 0.22 by edit 9"),
+        "{alert:?}"
+    );
+    let screen = render(&app, 200, 40);
+    assert!(screen.contains("⚠ arc_easy fell"), "{screen}");
 }

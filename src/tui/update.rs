@@ -51,6 +51,7 @@ pub fn enqueue(app: &mut App, requests: Vec<EditRequest>) -> Vec<Effect> {
             metrics: None,
             gen: None,
             answers_before: vec![],
+            neighbour: None,
             answers: vec![],
             seconds: None,
             before: vec![],
@@ -388,6 +389,7 @@ fn worker_event(app: &mut App, e: Event) -> Vec<Effect> {
             }
         }
         Event::Landed(l) => {
+            app.watch.landed(l.id, &l.layer_deltas, l.metrics.efficacy);
             if let Some(q) = app.item_mut(l.id) {
                 q.status = Status::Done;
                 q.step = Some(l.step);
@@ -395,6 +397,7 @@ fn worker_event(app: &mut App, e: Event) -> Vec<Effect> {
                 q.metrics = Some(l.metrics);
                 q.gen = Some(l.gen);
                 q.answers_before = l.answers_before.clone();
+                q.neighbour = l.neighbour.clone();
                 q.answers = l.answers.clone();
                 q.seconds = Some(l.seconds);
                 q.before = l.before.clone();
@@ -427,6 +430,7 @@ fn worker_event(app: &mut App, e: Event) -> Vec<Effect> {
             app.activity = Activity::Idle;
         }
         Event::Undone { id, step, after } => {
+            app.watch.undone(id);
             if let Some(q) = app.item_mut(id) {
                 q.status = Status::Undone;
                 q.after = after.clone();
@@ -434,6 +438,7 @@ fn worker_event(app: &mut App, e: Event) -> Vec<Effect> {
                 q.metrics = None;
                 q.gen = None;
                 q.answers.clear();
+                q.neighbour = None;
             }
             let top = after.first().map(|p| p.token.clone()).unwrap_or_default();
             app.push_log(format!("undid step {step} (top-1 now {top:?})"));
@@ -482,6 +487,9 @@ fn worker_event(app: &mut App, e: Event) -> Vec<Effect> {
         Event::Probes { edits, results } => {
             if app.probes_baseline.is_none() || edits == 0 {
                 app.probes_baseline = Some((edits, results.clone()));
+            }
+            if let Some((_, baseline)) = &app.probes_baseline {
+                app.watch.probes(edits, &results, baseline);
             }
             app.probes = results;
             app.probes_note = None;

@@ -14,6 +14,7 @@ use ratatui::widgets::{
 use ratatui::Frame;
 
 use super::app::{layers_label, Activity, App, Pane, StatisticsProgress, Status};
+use super::watch::Severity;
 use crate::edit::{Phase, Progress};
 use crate::eval::bench::records::TokenMetric;
 
@@ -109,6 +110,17 @@ fn status_bar(f: &mut Frame, app: &App, r: Rect) {
             }),
         ),
     ];
+    if let Some(alert) = &app.watch.alert {
+        let color = match alert.severity {
+            Severity::Amber => Color::Rgb(255, 176, 0),
+            Severity::Red => Color::Red,
+        };
+        spans.push(Span::raw(" │ "));
+        spans.push(Span::styled(
+            format!("⚠ {}", alert.message),
+            Style::default().fg(color).add_modifier(Modifier::BOLD),
+        ));
+    }
     if let Some(st) = &app.statistics {
         spans.push(Span::raw(" │ "));
         spans.push(Span::styled(
@@ -143,41 +155,35 @@ fn main(f: &mut Frame, app: &App, r: Rect, compact: bool) {
             Constraint::Percentage(if compact { 50 } else { 55 }),
         ])
         .split(r);
+    // A small terminal keeps every pane: the detail takes the larger share of the left column
+    // (its key lines come first), the norms and probes panes shrink to a few lines.
     let left = Layout::default()
         .direction(Direction::Vertical)
-        .constraints([
-            Constraint::Min(4),
-            Constraint::Length(if compact { 5 } else { 9 }),
-        ])
+        .constraints(if compact {
+            [Constraint::Min(3), Constraint::Percentage(60)]
+        } else {
+            [Constraint::Min(4), Constraint::Length(12)]
+        })
         .split(cols[0]);
     queue(f, app, left[0]);
     detail(f, app, left[1]);
     let n_layers = app.norms.len().max(1) as u16;
-    let norms_h = if compact {
-        (n_layers + 2).min(5)
+    let (norms_h, probes_h) = if compact {
+        ((n_layers + 2).min(4), 3)
     } else {
-        (n_layers + 2).min(9)
+        ((n_layers + 2).min(9), 5)
     };
-    let right = if compact {
-        Layout::default()
-            .direction(Direction::Vertical)
-            .constraints([Constraint::Min(5), Constraint::Length(norms_h)])
-            .split(cols[1])
-    } else {
-        Layout::default()
-            .direction(Direction::Vertical)
-            .constraints([
-                Constraint::Min(8),
-                Constraint::Length(norms_h),
-                Constraint::Length(5),
-            ])
-            .split(cols[1])
-    };
+    let right = Layout::default()
+        .direction(Direction::Vertical)
+        .constraints([
+            Constraint::Min(4),
+            Constraint::Length(norms_h),
+            Constraint::Length(probes_h),
+        ])
+        .split(cols[1]);
     chart(f, app, right[0]);
     norms(f, app, right[1]);
-    if !compact {
-        probes(f, app, right[2]);
-    }
+    probes(f, app, right[2]);
 }
 
 fn queue(f: &mut Frame, app: &App, r: Rect) {
@@ -279,6 +285,17 @@ fn detail(f: &mut Frame, app: &App, r: Rect) {
             let before = q.answers_before.get(k).map_or("", String::as_str);
             lines.push(Line::from(format!("{what} says {before:?} → {after:?}")));
         }
+        if let Some((prompt, before, after)) = &q.neighbour {
+            let kept = if before == after {
+                "unchanged"
+            } else {
+                "CHANGED"
+            };
+            lines.push(Line::from(format!(
+                "neighbour {:?} says {before:?} → {after:?} ({kept})",
+                truncate(prompt, 40)
+            )));
+        }
         if let Some((a, b)) = q.probs {
             lines.push(Line::from(format!("p(target) {a:.3} → {b:.3}")));
         }
@@ -315,32 +332,43 @@ fn chart(f: &mut Frame, app: &App, r: Rect) {
     let par = series(TokenMetric::Paraphrase);
     let spe = series(TokenMetric::Specificity);
     let max_x = app.curve.last().map_or(1.0, |p| p.edits as f64).max(1.0);
-    let mut datasets = vec![Dataset::default()
-        .name("efficacy")
-        .marker(symbols::Marker::Braille)
-        .graph_type(GraphType::Line)
-        .style(Style::default().fg(Color::Green))
-        .data(&eff)];
-    if !par.is_empty() {
+    let lines: [(&str, Color, &[(f64, f64)]); 3] = [
+        ("efficacy", Color::Green, &eff),
+        ("paraphrase", Color::Yellow, &par),
+        ("specificity", Color::Magenta, &spe),
+    ];
+    // Each metric twice: a line between the evaluation points and a dot on each, so a single
+    // point (one edit) is visible and every measured point is marked.
+    let mut datasets = Vec::new();
+    for (_, color, data) in lines.iter().filter(|(_, _, d)| !d.is_empty()) {
+        let style = Style::default().fg(*color);
         datasets.push(
             Dataset::default()
-                .name("paraphrase")
                 .marker(symbols::Marker::Braille)
                 .graph_type(GraphType::Line)
-                .style(Style::default().fg(Color::Yellow))
-                .data(&par),
+                .style(style)
+                .data(data),
         );
-    }
-    if !spe.is_empty() {
         datasets.push(
             Dataset::default()
-                .name("specificity")
-                .marker(symbols::Marker::Braille)
-                .graph_type(GraphType::Line)
-                .style(Style::default().fg(Color::Magenta))
-                .data(&spe),
+                .marker(symbols::Marker::Dot)
+                .graph_type(GraphType::Scatter)
+                .style(style)
+                .data(data),
         );
     }
+    // The legend goes on its own line above the plot, where it covers no point.
+    let legend = Line::from(
+        lines
+            .iter()
+            .flat_map(|(name, color, _)| {
+                [
+                    Span::styled("● ", Style::default().fg(*color)),
+                    Span::raw(format!("{name}  ")),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
     let title = match app.curve.last() {
         Some(p) => format!(
             "Metrics vs edits — eff {}{}{}",
@@ -356,8 +384,16 @@ fn chart(f: &mut Frame, app: &App, r: Rect) {
         ),
         None => "Metrics vs edits (all edits re-evaluated as they land)".into(),
     };
+    let outer = block(&title, app.focus == Pane::Charts);
+    let inner = outer.inner(r);
+    f.render_widget(outer, r);
+    let [legend_row, plot] = Layout::default()
+        .direction(Direction::Vertical)
+        .constraints([Constraint::Length(1), Constraint::Min(0)])
+        .areas(inner);
+    f.render_widget(Paragraph::new(legend), legend_row);
     let chart = Chart::new(datasets)
-        .block(block(&title, app.focus == Pane::Charts))
+        .legend_position(None)
         .x_axis(
             Axis::default()
                 .bounds([0.0, max_x])
@@ -368,7 +404,7 @@ fn chart(f: &mut Frame, app: &App, r: Rect) {
                 .bounds([0.0, 1.0])
                 .labels(vec![Line::from("0"), Line::from("1")]),
         );
-    f.render_widget(chart, r);
+    f.render_widget(chart, plot);
 }
 
 fn norms(f: &mut Frame, app: &App, r: Rect) {

@@ -72,6 +72,9 @@ pub struct Landed {
     pub gen: GenMetrics,
     pub answers_before: Vec<String>,
     pub answers: Vec<String>,
+    /// The first neighbour's greedy continuation before and after the edit (it should not
+    /// change): `(prompt, before, after)`.
+    pub neighbour: Option<(String, String, String)>,
     pub before: Vec<Prediction>,
     pub after: Vec<Prediction>,
     pub layer_deltas: Vec<(usize, f64)>,

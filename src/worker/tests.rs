@@ -74,6 +74,15 @@ fn the_worker_reports_the_benchmarks_numbers_for_the_same_edits() {
     };
     // All edits so far on the final model: the benchmark's final point.
     assert_eq!(last.metrics, final_point.token);
+    // A case with a neighbour previews its continuation before and after the edit.
+    for (l, c) in landed.iter().zip(&cases) {
+        let first = c.requests[0].neighbors.first();
+        assert_eq!(
+            l.neighbour.as_ref().map(|(p, _, _)| p),
+            first.map(|n| &n.prompt),
+            "{l:?}"
+        );
+    }
     // The last edit, measured right after it landed (on the final model): its case's outcome.
     assert_eq!(landed[n - 1].metrics, sink.cases[n - 1].token);
     // The norms the TUI plots are the benchmark's for the same layers.
