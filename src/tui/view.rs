@@ -332,7 +332,9 @@ fn chart(f: &mut Frame, app: &App, r: Rect) {
     let par = series(TokenMetric::Paraphrase);
     let spe = series(TokenMetric::Specificity);
     let max_x = app.curve.last().map_or(1.0, |p| p.edits as f64).max(1.0);
-    let lines: [(&str, Color, &[(f64, f64)]); 3] = [
+    /// One metric's curve: its name, colour and points.
+    type Curve<'a> = (&'static str, Color, &'a [(f64, f64)]);
+    let lines: [Curve; 3] = [
         ("efficacy", Color::Green, &eff),
         ("paraphrase", Color::Yellow, &par),
         ("specificity", Color::Magenta, &spe),
