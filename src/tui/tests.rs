@@ -536,6 +536,14 @@ fn a_dropped_queue_shows_at_once_in_one_line_and_a_pause_waits_for_the_edit_in_f
     assert_eq!(app.queue[0].status, Status::Running(None));
     assert_eq!(app.queue[1].status, Status::Cancelled);
     assert_eq!(app.queue[2].status, Status::Cancelled);
+    update(
+        &mut app,
+        Msg::Worker(Event::QueueCleared {
+            ids: vec![],
+            in_flight: true,
+        }),
+    );
+    assert!(app.log.last().unwrap().starts_with("no queued edits to drop"));
 
     update(&mut app, Msg::Worker(Event::Cancelled { id: 1 }));
     update(&mut app, Msg::Worker(Event::Idle));

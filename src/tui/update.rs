@@ -529,7 +529,10 @@ fn worker_event(app: &mut App, e: Event) -> Vec<Effect> {
             } else {
                 ""
             };
-            app.push_log(format!("dropped {} queued edits{running}", ids.len()));
+            app.push_log(match ids.len() {
+                0 => format!("no queued edits to drop{running}"),
+                n => format!("dropped {n} queued edits{running}"),
+            });
         }
         Event::Error(e) => {
             app.push_log(format!("error: {e}"));
