@@ -83,6 +83,9 @@ pub enum Command {
     },
     /// Re-apply a session's edits to its base model and print per-edit metrics.
     Replay(sessions::ReplayArgs),
+    /// Find the first edit of a session after which a probe fell by more than a drop (binary
+    /// search over the journal's prefixes; D4S prefixes are folded back, not recomputed).
+    Bisect(sessions::BisectArgs),
     /// Continue a session after a crash or quit: restore its state, then apply what was queued.
     Resume(sessions::ResumeArgs),
     /// Write a session's edited model as a Hugging Face directory (or only the ΔW).
@@ -337,6 +340,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Compare(a)) => bench::compare(&a),
         Some(Command::Sessions { dir }) => sessions::list(&dir),
         Some(Command::Replay(a)) => sessions::replay(&cli.global, &a),
+        Some(Command::Bisect(a)) => sessions::bisect(&cli.global, &a),
         Some(Command::Resume(a)) => sessions::resume(&cli.global, &a),
         Some(Command::Export(a)) => sessions::export(&cli.global, &a),
         Some(Command::Generate(a)) => {

@@ -6,7 +6,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use d4s::edit::{HParams, Method, StatsCache};
+use d4s::eval::probes::{self, ProbeConfig, Task};
 use d4s::model::{load, Model, ModelSpec};
+use d4s::session::bisect as bisection;
 use d4s::session::export::export_hf;
 use d4s::session::journal::{self, Event};
 use d4s::session::replay::{live_steps as replay_live_steps, pending_requests, Runner};
@@ -55,6 +57,29 @@ pub struct ReplayArgs {
     /// Replay the same fact stream with another method (A/B comparison).
     #[arg(long)]
     pub method: Option<String>,
+    /// Load the model even if its sha256 differs from the session's.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BisectArgs {
+    /// The session directory.
+    pub session: PathBuf,
+    /// The probe whose fall is looked for: arc_easy, arc, mmlu, truthfulqa, winogrande, gsm8k or
+    /// hellaswag.
+    #[arg(long)]
+    pub probe: String,
+    /// How far below the unedited model's score counts as fallen (absolute, e.g. 0.05).
+    #[arg(long, default_value_t = 0.05)]
+    pub drop: f64,
+    /// Probe items (a seeded subset; 500 give a 95% interval of about ±4 points at 50%: choose a
+    /// drop above the noise).
+    #[arg(long, default_value_t = 500)]
+    pub probe_items: usize,
+    /// Data root for the probe (default: $D4S_DATA or ../shared/data).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
     /// Load the model even if its sha256 differs from the session's.
     #[arg(long)]
     pub force: bool,
@@ -170,6 +195,71 @@ pub fn replay(g: &GlobalArgs, a: &ReplayArgs) -> Result<()> {
         } else {
             println!("weights differ from the journal at steps {:?} (different machine, build or statistics?)", report.mismatches);
         }
+    }
+    Ok(())
+}
+
+pub fn bisect(g: &GlobalArgs, a: &BisectArgs) -> Result<()> {
+    let meta = journal::read_meta(&a.session)?;
+    let loaded = journal::read_journal(&a.session.join("journal.jsonl"))?;
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
+    let task: Task = a.probe.parse()?;
+    let data_dir = a
+        .data_dir
+        .clone()
+        .or_else(d4s::eval::probes::default_data_dir)
+        .context("no probe data: pass --data-dir or set D4S_DATA (e.g. ../shared/data)")?;
+    let base = base_model(g, &meta, a.force)?;
+    let cfg = ProbeConfig {
+        data_dir,
+        limit: Some(a.probe_items),
+        ..Default::default()
+    };
+    let set = probes::prepare(task, &cfg, &base)?;
+    let events = &loaded.events;
+    let n = bisection::applied_steps(events);
+    eprintln!(
+        "bisecting {} ({n} applied steps) on {task}: first step more than {} below the unedited model",
+        meta.name, a.drop
+    );
+    let found = bisection::bisect(n, a.drop, |k| -> Result<f64> {
+        let mut runner = runner_for(base.clone(), &meta, None)?;
+        runner.session = Some(journal::Session::open(&a.session)?.0);
+        runner
+            .restore(bisection::prefix(events, k))
+            .with_context(|| format!("restoring the first {k} steps"))?;
+        let score = set.run(&runner.model, None)?.headline().1;
+        eprintln!("  after {k:>5} steps: {score:.3}");
+        Ok(score)
+    })?;
+    let mut measured = found.measured.clone();
+    measured.sort_by_key(|&(k, _)| k);
+    println!("{:>6}  {:>8}  {:>8}", "steps", task.to_string(), "change");
+    for (k, score) in &measured {
+        println!("{k:>6}  {score:>8.3}  {:>+8.3}", score - found.baseline);
+    }
+    match found.first_drop {
+        Some(k) => {
+            let step = events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Applied { step, requests, .. } => Some((*step, requests)),
+                    _ => None,
+                })
+                .nth(k - 1)
+                .context("the journal changed during the bisection")?;
+            let what = step.1.first().map(|r| r.describe()).unwrap_or_default();
+            println!(
+                "first fall beyond {}: after applied step {k} (journal step {}): {what}",
+                a.drop, step.0
+            );
+        }
+        None => println!(
+            "no prefix fell more than {} below the unedited model's {:.3}",
+            a.drop, found.baseline
+        ),
     }
     Ok(())
 }

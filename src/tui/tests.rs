@@ -543,7 +543,11 @@ fn a_dropped_queue_shows_at_once_in_one_line_and_a_pause_waits_for_the_edit_in_f
             in_flight: true,
         }),
     );
-    assert!(app.log.last().unwrap().starts_with("no queued edits to drop"));
+    assert!(app
+        .log
+        .last()
+        .unwrap()
+        .starts_with("no queued edits to drop"));
 
     update(&mut app, Msg::Worker(Event::Cancelled { id: 1 }));
     update(&mut app, Msg::Worker(Event::Idle));
