@@ -215,20 +215,27 @@ fn quiet_options() -> WorkerOptions {
     }
 }
 
-#[test]
-fn the_statistics_are_gathered_in_the_background_before_the_first_edit() {
-    let stats_dir = tempfile::tempdir().unwrap();
+/// A MEMIT worker on the tiny model with statistics cached in `dir`, asked for nothing: its
+/// events until the background statistics are ready.
+fn events_until_statistics_ready(dir: &std::path::Path) -> Vec<Event> {
     let runner = Runner::new(
         tiny_model(Arch::Llama, 21),
         hparams(Method::Memit),
-        stats(stats_dir.path()),
+        stats(dir),
     );
     let handle = spawn(runner, quiet_options());
-    // No edit was asked for: the statistics come on their own, with their progress.
     let seen = collect_until(&handle.events, |e| {
         matches!(e, Event::StatisticsReady { .. })
     });
     handle.join();
+    seen
+}
+
+#[test]
+fn the_statistics_are_gathered_in_the_background_before_the_first_edit() {
+    let stats_dir = tempfile::tempdir().unwrap();
+    // No edit was asked for: the statistics come on their own, with their progress.
+    let seen = events_until_statistics_ready(stats_dir.path());
     assert!(
         seen.iter()
             .any(|e| matches!(e, Event::Statistics { done, total, .. } if done <= total)),
@@ -244,16 +251,7 @@ fn the_statistics_are_gathered_in_the_background_before_the_first_edit() {
     );
 
     // A second worker finds them cached.
-    let runner = Runner::new(
-        tiny_model(Arch::Llama, 21),
-        hparams(Method::Memit),
-        stats(stats_dir.path()),
-    );
-    let handle = spawn(runner, quiet_options());
-    let seen = collect_until(&handle.events, |e| {
-        matches!(e, Event::StatisticsReady { .. })
-    });
-    handle.join();
+    let seen = events_until_statistics_ready(stats_dir.path());
     assert!(!seen.iter().any(|e| matches!(e, Event::Statistics { .. })));
     assert!(matches!(
         seen.last(),
