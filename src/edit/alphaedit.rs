@@ -82,6 +82,27 @@ impl AlphaEdit {
             .iter()
             .map(|p| (0..p.nrows()).map(|i| p[(i, i)]).sum::<f64>().round() as usize)
             .collect();
+        // An empty null space makes the update exactly zero: say so instead of "editing".
+        let empty: Vec<usize> = self
+            .hp
+            .layers
+            .iter()
+            .zip(&self.ranks)
+            .filter(|(_, &r)| r == 0)
+            .map(|(&l, _)| l)
+            .collect();
+        if !empty.is_empty() {
+            let why = format!(
+                "AlphaEdit's null space is empty at layer(s) {empty:?}: every eigenvalue of C is \
+                 above nullspace_threshold = {threshold:e}, so the update there is zero (raise \
+                 nullspace_threshold; its scale follows C's)"
+            );
+            if empty.len() == self.hp.layers.len() {
+                self.projectors.clear();
+                return Err(Error::Input(why));
+            }
+            cx.ctl.warn(why);
+        }
         // A restored checkpoint brings its preserved-key sums; the projectors are recomputed.
         if self.preserved.len() != self.hp.layers.len() {
             let d = model.config.d_ff;

@@ -196,10 +196,38 @@ fn alphaedit_leaves_preserved_keys_untouched() {
 }
 
 #[test]
+fn an_alphaedit_threshold_below_every_eigenvalue_is_refused_not_a_silent_zero_edit() {
+    let mut model = tiny_model(Arch::Llama, 16);
+    let mut env = env();
+    let mut hp = hparams(Method::AlphaEdit, Arch::Llama, vec![1]);
+    hp.nullspace_threshold = 0.0;
+    let mut editor = alphaedit::AlphaEdit::new(hp);
+    let w_before = model.edit_weight(1).unwrap().clone();
+    let err = apply(&mut editor, &mut model, &mut env, &requests()[..1]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("null space is empty at layer(s) [1]"),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("raise nullspace_threshold"),
+        "{err}"
+    );
+    let w_after = model.edit_weight(1).unwrap();
+    assert!(
+        crate::model::same_tensor(&w_before, w_after).unwrap(),
+        "nothing changed"
+    );
+}
+
+#[test]
 fn a_new_alphaedit_editor_reuses_the_projector_and_edits_identically() {
     let mut model = tiny_model(Arch::Llama, 16);
     let mut env = env();
-    let hp = hparams(Method::AlphaEdit, Arch::Llama, vec![1]);
+    let mut hp = hparams(Method::AlphaEdit, Arch::Llama, vec![1]);
+    // P = I: every eigenvalue of the tiny model's C lies above the default 2e-2, where the null
+    // space is empty and the edit is refused.
+    hp.nullspace_threshold = 1e9;
     let w0 = model.edit_weight(1).unwrap().clone();
     let mut first = alphaedit::AlphaEdit::new(hp.clone());
     apply(&mut first, &mut model, &mut env, &requests()[..1]).unwrap();
@@ -502,7 +530,13 @@ fn a_shared_target_cache_changes_no_weight() {
             } else {
                 vec![0, 1]
             };
-            let hp = HParams { layers, ..hp };
+            // AlphaEdit: P = I on the tiny model, whose C lies above the default threshold
+            // (an empty null space is refused; the null-space property has its own test).
+            let hp = HParams {
+                layers,
+                nullspace_threshold: 1e9,
+                ..hp
+            };
             for (m, cached) in [(&mut model, true), (&mut plain_model, false)] {
                 m.reset_edits();
                 let mut editor = new_editor(hp.clone());
