@@ -11,7 +11,7 @@ use d4s::model::{load, Model, ModelSpec};
 use d4s::session::bisect as bisection;
 use d4s::session::export::export_hf;
 use d4s::session::journal::{self, Event};
-use d4s::session::replay::{live_steps as replay_live_steps, pending_requests, Runner};
+use d4s::session::replay::{pending_requests, Runner};
 use d4s::session::snapshot::{self, Snapshot};
 use d4s::session::table::replay_table;
 
@@ -323,7 +323,7 @@ fn edited_weights(g: &GlobalArgs, dir: &Path, force: bool) -> Result<Model> {
         eprintln!("warning: {w}");
     }
     let mut model = base_model(g, &meta, force)?;
-    if replay_live_steps(&loaded.events).is_empty() && !any_undo(&loaded.events) {
+    if bisection::applied_steps(&loaded.events) == 0 {
         eprintln!("the session holds no edits: exporting its base model");
         return Ok(model);
     }
@@ -342,10 +342,6 @@ fn edited_weights(g: &GlobalArgs, dir: &Path, force: bool) -> Result<Model> {
         eprintln!("warning: could not write the weight snapshot ({e}); the export goes on");
     }
     Ok(runner.model)
-}
-
-fn any_undo(events: &[Event]) -> bool {
-    events.iter().any(|e| matches!(e, Event::Undo { .. }))
 }
 
 pub fn export(g: &GlobalArgs, a: &ExportArgs) -> Result<()> {

@@ -8,6 +8,7 @@
 //! search over k); every prefix it measured is reported, so a history that recovers shows.
 
 use super::journal::Event;
+pub use super::replay::applied_steps;
 
 /// The journal's events up to and including its `k`-th applied step (none for k = 0).
 pub fn prefix(events: &[Event], k: usize) -> &[Event] {
@@ -24,14 +25,6 @@ pub fn prefix(events: &[Event], k: usize) -> &[Event] {
         }
     }
     events
-}
-
-/// How many steps the journal applied (undone ones included).
-pub fn applied_steps(events: &[Event]) -> usize {
-    events
-        .iter()
-        .filter(|e| matches!(e, Event::Applied { .. }))
-        .count()
 }
 
 /// What a bisection measured and found.

@@ -46,6 +46,14 @@ pub fn live_steps(events: &[Event]) -> Vec<u64> {
     live
 }
 
+/// How many steps the journal applied (undone ones included).
+pub fn applied_steps(events: &[Event]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, Event::Applied { .. }))
+        .count()
+}
+
 /// Requests queued but neither applied nor rejected, in queue order.
 pub fn pending_requests(events: &[Event]) -> Vec<EditRequest> {
     let mut queue: Vec<EditRequest> = Vec::new();
@@ -307,7 +315,7 @@ impl Runner {
         if self.session.is_none() {
             return Err(Error::Input("restore needs an open session".into()));
         }
-        if !events.iter().any(|e| matches!(e, Event::Applied { .. })) {
+        if applied_steps(events) == 0 {
             // Nothing to restore: no statistics are gathered and no editor state is built.
             return Ok(ReplayReport::default());
         }

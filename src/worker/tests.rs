@@ -26,6 +26,16 @@ fn collect_until(events: &Receiver<Event>, mut done: impl FnMut(&Event) -> bool)
     }
 }
 
+/// Options with no probes and no data: every edit re-evaluates the curve.
+fn quiet_options() -> WorkerOptions {
+    WorkerOptions {
+        eval_every: 1,
+        probes: None,
+        probes_unavailable: None,
+        data_dir: None,
+    }
+}
+
 #[test]
 fn the_worker_reports_the_benchmarks_numbers_for_the_same_edits() {
     let cases = cases();
@@ -40,15 +50,7 @@ fn the_worker_reports_the_benchmarks_numbers_for_the_same_edits() {
         hparams(Method::Memit),
         stats(stats_dir.path()),
     );
-    let handle = spawn(
-        runner,
-        WorkerOptions {
-            eval_every: 1,
-            probes: None,
-            probes_unavailable: None,
-            data_dir: None,
-        },
-    );
+    let handle = spawn(runner, quiet_options());
     for (i, c) in cases.iter().enumerate() {
         handle.send(Command::Edit {
             id: i as u64 + 1,
@@ -123,9 +125,7 @@ fn a_session_opened_in_the_tui_comes_back_as_a_deck_of_its_applied_edits() {
         ),
         WorkerOptions {
             eval_every: 0,
-            probes: None,
-            probes_unavailable: None,
-            data_dir: None,
+            ..quiet_options()
         },
     );
     handle.send(Command::OpenSession(dir));
@@ -152,15 +152,7 @@ fn the_queue_the_pause_and_decks_are_answered_while_an_edit_is_in_flight() {
     hp.v_num_grad_steps = 1_000_000;
     hp.v_lr = 1e-12;
     let runner = Runner::new(tiny_model(Arch::Llama, 21), hp, stats(stats_dir.path()));
-    let handle = spawn(
-        runner,
-        WorkerOptions {
-            eval_every: 1,
-            probes: None,
-            probes_unavailable: None,
-            data_dir: None,
-        },
-    );
+    let handle = spawn(runner, quiet_options());
     for (i, c) in cases.iter().take(3).enumerate() {
         handle.send(Command::Edit {
             id: i as u64 + 1,
@@ -204,15 +196,6 @@ fn the_queue_the_pause_and_decks_are_answered_while_an_edit_is_in_flight() {
         "nothing else starts: the queue was dropped and the desk is paused"
     );
     handle.join();
-}
-
-fn quiet_options() -> WorkerOptions {
-    WorkerOptions {
-        eval_every: 1,
-        probes: None,
-        probes_unavailable: None,
-        data_dir: None,
-    }
 }
 
 /// A MEMIT worker on the tiny model with statistics cached in `dir`, asked for nothing: its
