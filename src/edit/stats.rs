@@ -123,11 +123,13 @@ impl StatsConfig {
 pub struct StatsCache {
     pub config: StatsConfig,
     dir: PathBuf,
-    mem: HashMap<(String, usize), Arc<Mat<f64>>>,
+    /// Shared with every [`StatsCache::sibling`]: the background thread's matrices, and those of
+    /// the other editors of an A/B run, are held once.
+    mem: Shared<(String, usize)>,
     /// Matrices derived from a layer's C (e.g. AlphaEdit's null-space projector), by
     /// (statistics key, layer, derivation tag): an eigendecomposition per layer costs seconds,
     /// which every new editor of the same model would otherwise pay again.
-    derived: HashMap<(String, usize, String), Arc<Mat<f64>>>,
+    derived: Shared<(String, usize, String)>,
     /// Context templates sampled from the unedited model, shared by every editor of it (the
     /// single-edit protocol makes a new editor for every case).
     pub templates: super::templates::TemplateCache,
@@ -152,6 +154,21 @@ fn precision_tag(model: &Model) -> String {
     }
 }
 
+/// Matrices by key, shared between the handles on one cache.
+type Shared<K> = Arc<Mutex<HashMap<K, Arc<Mat<f64>>>>>;
+
+/// A shared map's entry (a poisoned lock still holds whole entries: they are inserted whole).
+fn get<K: std::hash::Hash + Eq>(map: &Shared<K>, key: &K) -> Option<Arc<Mat<f64>>> {
+    map.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(key)
+        .cloned()
+}
+
+fn put<K: std::hash::Hash + Eq>(map: &Shared<K>, key: K, m: Arc<Mat<f64>>) {
+    map.lock().unwrap_or_else(|p| p.into_inner()).insert(key, m);
+}
+
 /// Serializes the (expensive) computation across threads of one process; the disk cache is checked
 /// again after taking it.
 static COMPUTE: Mutex<()> = Mutex::new(());
@@ -165,8 +182,8 @@ impl StatsCache {
         Self {
             config,
             dir,
-            mem: HashMap::new(),
-            derived: HashMap::new(),
+            mem: Default::default(),
+            derived: Default::default(),
             templates: Default::default(),
         }
     }
@@ -192,21 +209,28 @@ impl StatsCache {
             .zip(covs)
             .map(|(&l, c)| {
                 let key = (stats_key.clone(), l, tag.to_string());
-                if let Some(m) = self.derived.get(&key) {
-                    return Ok(m.clone());
+                if let Some(m) = get(&self.derived, &key) {
+                    return Ok(m);
                 }
                 ctl.check()?;
                 let m = Arc::new(derive(&c)?);
-                self.derived.insert(key, m.clone());
+                put(&self.derived, key, m.clone());
                 Ok(m)
             })
             .collect()
     }
 
-    /// An empty cache with the same configuration and folder: for a thread that gathers the
-    /// statistics in the background (the folder and a process-wide lock keep them computed once).
+    /// Another handle on this cache (same configuration, folder and matrices in memory): for a
+    /// thread that gathers the statistics in the background, or another editor of the same
+    /// model. A process-wide lock keeps them computed once; memory holds them once.
     pub fn sibling(&self) -> Self {
-        Self::with_dir(self.config.clone(), self.dir.clone())
+        Self {
+            config: self.config.clone(),
+            dir: self.dir.clone(),
+            mem: self.mem.clone(),
+            derived: self.derived.clone(),
+            templates: Default::default(),
+        }
     }
 
     /// A stable identifier of the corpus (a hash of its contents for files).
@@ -248,13 +272,11 @@ impl StatsCache {
         let mut missing = Vec::new();
         for &l in layers {
             let key = (prefix.clone(), l);
-            if self.mem.contains_key(&key) {
+            if get(&self.mem, &key).is_some() {
                 continue;
             }
             match load_matrix(&self.file_for(model, &corpus, tokens, l)) {
-                Some(m) => {
-                    self.mem.insert(key, Arc::new(m));
-                }
+                Some(m) => put(&self.mem, key, Arc::new(m)),
                 None => missing.push(l),
             }
         }
@@ -263,10 +285,11 @@ impl StatsCache {
             // Another thread may have written them meanwhile: take those from the disk.
             let mut still_missing = Vec::new();
             for &l in &missing {
+                if get(&self.mem, &(prefix.clone(), l)).is_some() {
+                    continue;
+                }
                 match load_matrix(&self.file_for(model, &corpus, tokens, l)) {
-                    Some(m) => {
-                        self.mem.insert((prefix.clone(), l), Arc::new(m));
-                    }
+                    Some(m) => put(&self.mem, (prefix.clone(), l), Arc::new(m)),
                     None => still_missing.push(l),
                 }
             }
@@ -285,28 +308,32 @@ impl StatsCache {
                             path.display()
                         );
                     }
-                    self.mem.insert((prefix.clone(), *l), Arc::new(c));
+                    put(&self.mem, (prefix.clone(), *l), Arc::new(c));
                 }
             }
             for &l in &missing {
                 let key = (prefix.clone(), l);
-                if !self.mem.contains_key(&key) {
+                if get(&self.mem, &key).is_none() {
                     let m = load_matrix(&self.file_for(model, &corpus, tokens, l)).ok_or_else(
                         || Error::Numeric(format!("statistics of layer {l} are missing")),
                     )?;
-                    self.mem.insert(key, Arc::new(m));
+                    put(&self.mem, key, Arc::new(m));
                 }
             }
         }
-        Ok(layers
+        layers
             .iter()
-            .map(|&l| self.mem[&(prefix.clone(), l)].clone())
-            .collect())
+            .map(|&l| {
+                get(&self.mem, &(prefix.clone(), l))
+                    .ok_or_else(|| Error::Numeric(format!("statistics of layer {l} are missing")))
+            })
+            .collect()
     }
 
-    /// Bytes of statistics held in memory.
+    /// Bytes of statistics held in memory (by this cache and its siblings).
     pub fn bytes(&self) -> usize {
-        self.mem.values().map(|m| m.nrows() * m.ncols() * 8).sum()
+        let mem = self.mem.lock().unwrap_or_else(|p| p.into_inner());
+        mem.values().map(|m| m.nrows() * m.ncols() * 8).sum()
     }
 }
 

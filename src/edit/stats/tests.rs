@@ -169,3 +169,32 @@ fn statistics_another_thread_wrote_while_this_one_waited_are_read_from_disk() {
         assert_eq!(c.as_ref(), &written, "read from the other thread's files");
     }
 }
+
+#[test]
+fn siblings_hold_one_copy_of_the_matrices() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("c.txt");
+    std::fs::write(&corpus, "Some text here.\n\nAnd another paragraph of text.").unwrap();
+    let mut model = tiny_model(Arch::Llama, 1);
+    let config = StatsConfig {
+        corpus: CorpusSpec::Path {
+            path: corpus,
+            field: None,
+        },
+        tokens: Some(500),
+        seq_len: 64,
+    };
+    let mut first = StatsCache::with_dir(config.clone(), dir.path().join("stats"));
+    let mut sibling = first.sibling();
+    let ctl = EditControl::default();
+    let a = first.second_moments(&mut model, &[1], &ctl).unwrap();
+    // The sibling finds the first one's matrix in memory: the same allocation, not a reload.
+    let b = sibling.second_moments(&mut model, &[1], &ctl).unwrap();
+    assert!(Arc::ptr_eq(&a[0], &b[0]));
+    assert_eq!(first.bytes(), sibling.bytes());
+    // A cache made afresh on the same folder reads the file: equal values, its own copy.
+    let mut other = StatsCache::with_dir(config, dir.path().join("stats"));
+    let c = other.second_moments(&mut model, &[1], &ctl).unwrap();
+    assert!(!Arc::ptr_eq(&a[0], &c[0]));
+    assert_eq!(a[0].as_ref(), c[0].as_ref());
+}
