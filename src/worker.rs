@@ -6,7 +6,12 @@
 //! and the decks, so dropping the queue, pausing or loading a deck is answered while an edit is
 //! in flight; the *engine* (here) owns the model, the editor and the journal and runs one job at
 //! a time, being handed the next edit only when it is free. Pausing stops new work without
-//! losing anything queued. Cancellation is a shared flag checked at every optimization step. A
+//! losing anything queued.
+//!
+//! The engine edits in one or more *lanes* (A/B mode): each lane is a runner of its own (an
+//! editor, a journal, and a copy of the model whose edited matrices are its own; the untouched
+//! weights and the key statistics are shared), and every edit is made in each lane in turn, so
+//! the methods see the same stream of facts. Cancellation is a shared flag checked at every optimization step. A
 //! panic while running a job is caught: the edited matrices are put back as they were before
 //! the job, the UI is told, and the queue is kept.
 
@@ -31,7 +36,9 @@ use crate::session::{Runner, Session};
 mod desk;
 mod protocol;
 use desk::{Desk, DeskMsg};
-pub use protocol::{Command, CurvePoint, Event, Landed, ProbeRunner, WorkerHandle, WorkerOptions};
+pub use protocol::{
+    Command, CurvePoint, Event, Landed, LaneInfo, ProbeRunner, WorkerHandle, WorkerOptions,
+};
 
 /// What the desk hands the engine, in the order the UI asked.
 #[derive(Debug)]
@@ -117,9 +124,8 @@ impl LiveEdits {
     }
 }
 
-/// What [`Worker::prepare`] finds out before an edit.
+/// What [`Worker::prepare`] finds out before an edit, in one lane's model.
 struct Prepared {
-    reference: Reference,
     before: Vec<Prediction>,
     answers_before: Vec<String>,
     /// The first neighbour's prompt, the answer whose length bounds its decoding, and its
@@ -137,20 +143,49 @@ fn neighbour_says(model: &Model, prompt: &str, answer: &str) -> Result<String> {
     )
 }
 
-/// The engine: the only owner of the model, the editor and the journal.
-struct Worker {
+/// One editor and what it has edited: its runner (model copy, editor, journal) and its live
+/// edits.
+struct Lane {
     runner: Runner,
+    live: LiveEdits,
+}
+
+impl Lane {
+    fn info(&self) -> LaneInfo {
+        LaneInfo {
+            method: self.runner.method(),
+            layers: self.runner.editor.hparams().layers.clone(),
+            session: self.runner.session.as_ref().map(|s| s.dir.clone()),
+        }
+    }
+
+    /// The queue id of the newest live edit.
+    fn newest(&self) -> Option<u64> {
+        self.live.ids.last().copied()
+    }
+}
+
+/// The engine: the only owner of the models, the editors and the journals.
+struct Worker {
+    lanes: Vec<Lane>,
     events: Sender<Event>,
     cancel: Arc<AtomicBool>,
     /// Stops the background statistics when the worker ends.
     stop_statistics: Arc<AtomicBool>,
-    live: LiveEdits,
     eval_every: usize,
     probes: Option<ProbeRunner>,
 }
 
 /// Starts the worker (desk and engine threads) with a runner (model + editor + optional session).
 pub fn spawn(runner: Runner, opts: WorkerOptions) -> WorkerHandle {
+    spawn_lanes(vec![runner], opts)
+}
+
+/// Starts the worker in A/B mode: every edit is made by each runner in turn. The runners must
+/// edit the same model (each its own copy); their statistics caches should be siblings, so the
+/// matrices are held once.
+pub fn spawn_lanes(runners: Vec<Runner>, opts: WorkerOptions) -> WorkerHandle {
+    assert!(!runners.is_empty(), "a worker needs at least one runner");
     let (desk_tx, desk_rx) = mpsc::channel::<DeskMsg>();
     let (job_tx, job_rx) = mpsc::channel::<Job>();
     let (etx, erx) = mpsc::channel::<Event>();
@@ -159,33 +194,36 @@ pub fn spawn(runner: Runner, opts: WorkerOptions) -> WorkerHandle {
         job_tx,
         etx.clone(),
         opts.data_dir.clone(),
-        runner.model.info.sha256.clone(),
+        runners[0].model.info.sha256.clone(),
     );
     let free = desk_tx.clone();
     let c2 = cancel.clone();
     let engine = std::thread::Builder::new()
         .name("d4s-engine".into())
         .spawn(move || {
-            let ready = Event::Ready {
-                model: runner.model.info.name.clone(),
-                method: runner.method(),
-                layers: runner.editor.hparams().layers.clone(),
-                device: format!("{:?}", runner.model.device),
-                session: runner.session.as_ref().map(|s| s.dir.clone()),
-            };
-            let _ = etx.send(ready);
-            if let Some(why) = opts.probes_unavailable {
-                let _ = etx.send(Event::ProbesUnavailable(why));
-            }
             let mut w = Worker {
-                runner,
+                lanes: runners
+                    .into_iter()
+                    .map(|runner| Lane {
+                        runner,
+                        live: LiveEdits::default(),
+                    })
+                    .collect(),
                 events: etx,
                 cancel: c2,
                 stop_statistics: Arc::new(AtomicBool::new(false)),
-                live: LiveEdits::default(),
                 eval_every: opts.eval_every,
                 probes: opts.probes,
             };
+            let model = &w.lanes[0].runner.model;
+            w.emit(Event::Ready {
+                model: model.info.name.clone(),
+                device: format!("{:?}", model.device),
+                lanes: w.lanes.iter().map(Lane::info).collect(),
+            });
+            if let Some(why) = opts.probes_unavailable {
+                w.emit(Event::ProbesUnavailable(why));
+            }
             w.prefetch_statistics();
             w.run(job_rx, free);
         })
@@ -217,6 +255,10 @@ impl Worker {
         let _ = self.events.send(e);
     }
 
+    fn ab(&self) -> bool {
+        self.lanes.len() > 1
+    }
+
     /// Runs the desk's jobs in order until it says quit (or goes away).
     fn run(&mut self, jobs: Receiver<Job>, desk: Sender<DeskMsg>) {
         for job in jobs {
@@ -230,22 +272,31 @@ impl Worker {
             }
         }
         self.stop_statistics.store(true, Ordering::Relaxed);
-        self.write_snapshot();
+        for lane in &self.lanes {
+            self.write_snapshot(lane);
+        }
     }
 
-    /// Gathers the key statistics the editor will read on a thread of its own, as soon as the
+    /// Gathers the key statistics the editors will read on a thread of its own, as soon as the
     /// worker starts and after a method switch, so the first edit does not pay for them after
     /// the user has typed it. An edit that needs them meanwhile waits on the statistics' process-
-    /// wide lock and then reads them from the cache (never computing them twice); methods that
-    /// read no statistics edit at once. The thread works on a clone of the model (shared,
+    /// wide lock and then finds them in the shared cache (never computing them twice); methods
+    /// that read no statistics edit at once. The thread works on a clone of the model (shared,
     /// immutable weights) and reads the unedited weights, as the statistics are defined.
     fn prefetch_statistics(&self) {
-        let layers = self.runner.editor.statistics_layers();
+        let mut layers: Vec<usize> = self
+            .lanes
+            .iter()
+            .flat_map(|l| l.runner.editor.statistics_layers())
+            .collect();
+        layers.sort_unstable();
+        layers.dedup();
         if layers.is_empty() {
             return;
         }
-        let mut model = self.runner.model.clone();
-        let mut cache = self.runner.stats.sibling();
+        let first = &self.lanes[0].runner;
+        let mut model = first.model.clone();
+        let mut cache = first.stats.sibling();
         let events = self.events.clone();
         let stop = self.stop_statistics.clone();
         let spawned = std::thread::Builder::new()
@@ -286,53 +337,38 @@ impl Worker {
         }
     }
 
-    /// Keeps the session's edited weights beside its journal so `d4s export` need not re-run the
+    /// Keeps a session's edited weights beside its journal so `d4s export` need not re-run the
     /// edits. A failure costs only that speed (export replays the journal), so it is not fatal.
-    fn write_snapshot(&self) {
-        let Some(session) = &self.runner.session else {
+    fn write_snapshot(&self, lane: &Lane) {
+        let Some(session) = &lane.runner.session else {
             return;
         };
-        if self.runner.model.touched_layers().is_empty() {
+        if lane.runner.model.touched_layers().is_empty() {
             return;
         }
-        if let Err(e) = crate::session::snapshot::write(&session.dir, &self.runner.model) {
+        if let Err(e) = crate::session::snapshot::write(&session.dir, &lane.runner.model) {
             self.emit(Event::Log(format!(
                 "warning: no weight snapshot written ({e})"
             )));
         }
     }
 
-    /// Runs `f`, catching a panic: the edited matrices go back to their state before `f`.
+    /// Runs `f`, catching a panic: every lane's edited matrices go back to their state before
+    /// `f`.
     fn guarded(&mut self, f: impl FnOnce(&mut Self)) {
-        let snapshot = self.snapshot();
+        let snapshots: Vec<_> = self.lanes.iter().map(|l| snapshot(&l.runner)).collect();
         let r = catch_unwind(AssertUnwindSafe(|| f(self)));
         if let Err(p) = r {
             let msg = panic_message(p.as_ref());
-            for (l, w) in snapshot {
-                let _ = self.runner.model.set_edit_weight(l, w);
+            for (lane, snapshot) in self.lanes.iter_mut().zip(snapshots) {
+                for (l, w) in snapshot {
+                    let _ = lane.runner.model.set_edit_weight(l, w);
+                }
             }
             self.emit(Event::Panicked(format!(
                 "the worker hit a bug ({msg}); the model was restored and the queue kept"
             )));
         }
-    }
-
-    /// Cheap: tensors are reference-counted and immutable.
-    fn snapshot(&self) -> Vec<(usize, Tensor)> {
-        let mut layers = self.runner.model.touched_layers();
-        layers.extend(self.runner.editor.hparams().layers.iter().copied());
-        layers.sort_unstable();
-        layers.dedup();
-        layers
-            .into_iter()
-            .filter_map(|l| {
-                self.runner
-                    .model
-                    .edit_weight(l)
-                    .ok()
-                    .map(|w| (l, w.clone()))
-            })
-            .collect()
     }
 
     fn handle(&mut self, task: Task) {
@@ -355,17 +391,21 @@ impl Worker {
             Task::Undo => self.undo(),
             Task::SetMethod(m) => self.set_method(m),
             Task::RunProbes => self.probes(),
-            Task::Evaluate => self.curve(true),
+            Task::Evaluate => {
+                for lane in 0..self.lanes.len() {
+                    self.curve(lane, true);
+                }
+            }
             Task::Save => self.save(),
         }
     }
 
-    /// Writes to the session's journal, if there is a session.
-    fn journal<T>(&mut self, write: impl FnOnce(&mut Session) -> Result<T>) -> Result<()> {
-        match &mut self.runner.session {
-            Some(s) => write(s).map(drop),
-            None => Ok(()),
-        }
+    /// Writes to every lane's journal (the lanes that keep one).
+    fn journal(&mut self, write: impl Fn(&mut Session) -> Result<()>) -> Result<()> {
+        self.lanes
+            .iter_mut()
+            .filter_map(|l| l.runner.session.as_mut())
+            .try_for_each(write)
     }
 
     fn report_journal(&self, r: Result<()>) {
@@ -375,9 +415,16 @@ impl Worker {
     }
 
     fn set_method(&mut self, m: Method) {
-        let hp = HParams::defaults(m, &self.runner.model.config);
+        if self.ab() {
+            self.emit(Event::Error(
+                "A/B mode compares the methods it started with; restart with other --methods to change them".into(),
+            ));
+            return;
+        }
+        let runner = &mut self.lanes[0].runner;
+        let hp = HParams::defaults(m, &runner.model.config);
         let layers = hp.layers.clone();
-        match self.runner.set_editor(hp) {
+        match runner.set_editor(hp) {
             Ok(()) => {
                 // Steps of the previous editor cannot be undone by the new one.
                 self.emit(Event::MethodChanged { method: m, layers });
@@ -391,47 +438,77 @@ impl Worker {
         }
     }
 
-    fn progress_event(id: u64, p: &Progress) -> Event {
+    fn progress_event(id: u64, lane: usize, p: &Progress) -> Event {
         match p {
             Progress::Warning(w) => Event::Log(format!("warning: {w}")),
             progress => Event::Progress {
                 id,
+                lane,
                 progress: progress.clone(),
             },
         }
     }
 
+    /// Makes the edit in every lane in turn. The request is checked (and its unanswered
+    /// neighbours answered by the unedited model) once; a cancel stops it in the lanes that
+    /// have not landed it.
     fn edit(&mut self, id: u64, mut request: EditRequest) {
         self.cancel.store(false, Ordering::Relaxed);
-        self.emit(Event::Started { id });
-        let t0 = Instant::now();
-        let prepared = self.prepare(&mut request);
-        let Prepared {
-            reference,
-            before,
-            answers_before,
-            neighbour_before,
-        } = match prepared {
-            Ok(x) => x,
+        let reference = match self.complete(&mut request) {
+            Ok(r) => r,
             Err(e) => {
                 self.emit(Event::Rejected {
                     id,
+                    lane: None,
                     error: e.to_string(),
                 });
                 return;
             }
         };
+        for lane in 0..self.lanes.len() {
+            if !self.edit_lane(lane, id, &request, reference.clone()) {
+                return;
+            }
+        }
+    }
+
+    /// One lane's edit; false when the user cancelled it (the other lanes leave it too).
+    fn edit_lane(
+        &mut self,
+        lane: usize,
+        id: u64,
+        request: &EditRequest,
+        reference: Reference,
+    ) -> bool {
+        self.emit(Event::Started { id, lane });
+        let t0 = Instant::now();
+        let Prepared {
+            before,
+            answers_before,
+            neighbour_before,
+        } = match self.prepare(lane, request) {
+            Ok(x) => x,
+            Err(e) => {
+                self.emit(Event::Rejected {
+                    id,
+                    lane: Some(lane),
+                    error: e.to_string(),
+                });
+                return true;
+            }
+        };
         let tx = self.events.clone();
         let report = move |p: Progress| {
-            let _ = tx.send(Self::progress_event(id, &p));
+            let _ = tx.send(Self::progress_event(id, lane, &p));
         };
         let ctl = EditControl {
             cancel: Some(&self.cancel),
             progress: Some(&report),
         };
-        let applied = self
+        let l = &mut self.lanes[lane];
+        let applied = l
             .runner
-            .apply(std::slice::from_ref(&request), ctl)
+            .apply(std::slice::from_ref(request), ctl)
             .map(|(step, o)| {
                 let deltas = o
                     .layers
@@ -444,25 +521,26 @@ impl Worker {
         match applied {
             Ok((step, method, layer_deltas, t)) => {
                 let prompt = request.filled_prompt();
-                self.live.push(
+                l.live.push(
                     id,
-                    EvalCase::single(request, format!("tui#{id}")),
+                    EvalCase::single(request.clone(), format!("tui#{id}")),
                     reference,
                 );
-                let newest = self.live.len() - 1;
-                let outcome = self.live.outcome(&self.runner.model, newest).ok();
+                let model = &l.runner.model;
+                let outcome = l.live.outcome(model, l.live.len() - 1).ok();
                 let metrics = outcome.as_ref().map(|o| o.token).unwrap_or_default();
                 let gen = outcome.as_ref().map(|o| o.gen).unwrap_or_default();
                 let answers = outcome.map(|o| o.answers).unwrap_or_default();
-                let after = top_next(&self.runner.model, &[prompt], 3)
+                let after = top_next(model, &[prompt], 3)
                     .map(|mut v| v.remove(0))
                     .unwrap_or_default();
                 let neighbour = neighbour_before.and_then(|(p, answer, before)| {
-                    let now = neighbour_says(&self.runner.model, &p, &answer).ok()?;
+                    let now = neighbour_says(model, &p, &answer).ok()?;
                     Some((p, before, now))
                 });
                 self.emit(Event::Landed(Box::new(Landed {
                     id,
+                    lane,
                     step,
                     method,
                     metrics,
@@ -477,29 +555,41 @@ impl Worker {
                     prob_final: t.as_ref().map_or(0.0, |t| t.prob_final),
                     seconds: t0.elapsed().as_secs_f64(),
                 })));
-                self.norms();
-                self.curve(false);
+                self.norms(lane);
+                self.curve(lane, false);
+                true
             }
             Err(Error::Cancelled) => {
-                // Journaled as not-to-be-resumed: the user chose to drop it.
-                if let Some(s) = &mut self.runner.session {
-                    let _ =
-                        s.record_rejected(std::slice::from_ref(&request), "cancelled by the user");
+                // Journaled as not-to-be-resumed, in every lane that had not landed it (the
+                // lanes after this one never started it): the user chose to drop it.
+                for l in &mut self.lanes[lane..] {
+                    if let Some(s) = &mut l.runner.session {
+                        let _ = s.record_rejected(
+                            std::slice::from_ref(request),
+                            "cancelled by the user",
+                        );
+                    }
                 }
-                self.emit(Event::Cancelled { id })
+                self.emit(Event::Cancelled { id });
+                false
             }
-            Err(e) => self.emit(Event::Rejected {
-                id,
-                error: e.to_string(),
-            }),
+            Err(e) => {
+                self.emit(Event::Rejected {
+                    id,
+                    lane: Some(lane),
+                    error: e.to_string(),
+                });
+                true
+            }
         }
     }
 
-    /// The request's locality references on the unedited model, and what the model says now:
-    /// the prompt's top predictions and the greedy answers to the prompt and its paraphrases.
-    /// A neighbour typed without an answer keeps whatever the unedited model says next.
-    fn prepare(&mut self, request: &mut EditRequest) -> Result<Prepared> {
+    /// Checks the request, lets the unedited model answer the neighbours typed without an
+    /// answer, and takes the locality references on the unedited model (the same for every
+    /// lane, so taken once).
+    fn complete(&mut self, request: &mut EditRequest) -> Result<Reference> {
         request.validate()?;
+        let model = &mut self.lanes[0].runner.model;
         let unanswered: Vec<String> = request
             .neighbors
             .iter()
@@ -507,10 +597,8 @@ impl Worker {
             .map(|n| n.prompt.clone())
             .collect();
         if !unanswered.is_empty() {
-            let said = self
-                .runner
-                .model
-                .with_unedited(|m| crate::eval::predict::continuations(m, &unanswered, 3))?;
+            let said =
+                model.with_unedited(|m| crate::eval::predict::continuations(m, &unanswered, 3))?;
             for (n, text) in request
                 .neighbors
                 .iter_mut()
@@ -522,56 +610,69 @@ impl Worker {
             }
         }
         let case = EvalCase::single(request.clone(), "");
-        let reference = Reference::of(&mut self.runner.model, std::slice::from_ref(&case), true)?;
-        let before = top_next(&self.runner.model, &[request.filled_prompt()], 3)?.remove(0);
+        Reference::of(model, std::slice::from_ref(&case), true)
+    }
+
+    /// What lane `lane`'s model says before the edit: the prompt's top predictions and the
+    /// greedy answers to the prompt, its paraphrases and the first neighbour.
+    fn prepare(&self, lane: usize, request: &EditRequest) -> Result<Prepared> {
+        let model = &self.lanes[lane].runner.model;
+        let before = top_next(model, &[request.filled_prompt()], 3)?.remove(0);
         let asked: Vec<(String, String)> = std::iter::once(request.filled_prompt())
             .chain(request.paraphrases.iter().cloned())
             .map(|p| (p, request.target.clone()))
             .collect();
-        let answers_before = greedy_answers(&self.runner.model, &asked)?;
+        let answers_before = greedy_answers(model, &asked)?;
         let neighbour_before = match request.neighbors.first() {
             Some(n) => {
                 let answer = n.answer.clone().unwrap_or_default();
-                let said = neighbour_says(&self.runner.model, &n.prompt, &answer)?;
+                let said = neighbour_says(model, &n.prompt, &answer)?;
                 Some((n.prompt.clone(), answer, said))
             }
             None => None,
         };
         Ok(Prepared {
-            reference,
             before,
             answers_before,
             neighbour_before,
         })
     }
 
-    fn norms(&self) {
-        let m = &self.runner.model;
+    fn norms(&self, lane: usize) {
+        let l = &self.lanes[lane];
+        let m = &l.runner.model;
         let mut layers = m.touched_layers();
         layers.retain(|&l| l < m.n_layers());
         match layer_norms(m, &layers) {
             Ok(layers) => self.emit(Event::Norms {
-                edits: self.live.len(),
+                lane,
+                edits: l.live.len(),
                 layers,
             }),
             Err(e) => self.emit(Event::Error(format!("norms: {e}"))),
         }
     }
 
-    /// Re-evaluates all live edits (the sequential protocol's "evaluate everything so far").
-    fn curve(&mut self, forced: bool) {
-        let n = self.live.len();
+    /// Re-evaluates all live edits of a lane (the sequential protocol's "evaluate everything
+    /// so far").
+    fn curve(&mut self, lane: usize, forced: bool) {
+        let l = &self.lanes[lane];
+        let n = l.live.len();
         if n == 0 || !(forced || curve_due(n, self.eval_every)) {
             return;
         }
         self.emit(Event::Evaluating);
         let all: Vec<usize> = (0..n).collect();
-        match self.live.metrics(&self.runner.model, &all) {
-            Ok(metrics) => self.emit(Event::Curve(CurvePoint { edits: n, metrics })),
+        match l.live.metrics(&l.runner.model, &all) {
+            Ok(metrics) => self.emit(Event::Curve {
+                lane,
+                point: CurvePoint { edits: n, metrics },
+            }),
             Err(e) => self.emit(Event::Error(format!("evaluation failed: {e}"))),
         }
     }
 
+    /// Runs the probes on every lane's model, journaling each lane's results in its session.
     fn probes(&mut self) {
         let Some(mut run) = self.probes.take() else {
             self.emit(Event::ProbesUnavailable(
@@ -580,63 +681,108 @@ impl Worker {
             return;
         };
         self.emit(Event::ProbesStarted);
-        let outcome = run(&self.runner.model);
-        self.probes = Some(run);
-        match outcome {
-            Ok(results) => {
-                if let Some(s) = &mut self.runner.session {
-                    let json: serde_json::Value = results
-                        .iter()
-                        .map(|r| (r.task.clone(), serde_json::json!(r.headline().1)))
-                        .collect::<serde_json::Map<_, _>>()
-                        .into();
-                    if let Err(e) = s.record_probes(self.live.len() as u64, json) {
+        for lane in 0..self.lanes.len() {
+            let l = &mut self.lanes[lane];
+            let edits = l.live.len();
+            match run(&l.runner.model) {
+                Ok(results) => {
+                    let journaled = match &mut l.runner.session {
+                        Some(s) => s.record_probes(edits as u64, probes_json(&results)),
+                        None => Ok(()),
+                    };
+                    if let Err(e) = journaled {
                         self.emit(Event::Error(format!("journal: {e}")));
                     }
+                    self.emit(Event::Probes {
+                        lane,
+                        edits,
+                        results,
+                    });
                 }
-                self.emit(Event::Probes {
-                    edits: self.live.len(),
-                    results,
-                });
+                Err(e) => self.emit(Event::Error(format!("probes failed: {e}"))),
             }
-            Err(e) => self.emit(Event::Error(format!("probes failed: {e}"))),
+        }
+        self.probes = Some(run);
+    }
+
+    /// Takes back the newest live edit: in each lane whose newest live edit it is (a lane that
+    /// rejected it has an older one, which stays).
+    fn undo(&mut self) {
+        let Some(id) = self.lanes.iter().filter_map(Lane::newest).max() else {
+            self.emit(Event::Error("undo: nothing to undo".into()));
+            return;
+        };
+        for lane in 0..self.lanes.len() {
+            if self.lanes[lane].newest() == Some(id) {
+                self.undo_lane(lane, id);
+            }
         }
     }
 
-    fn undo(&mut self) {
-        match self.runner.undo(None) {
+    fn undo_lane(&mut self, lane: usize, id: u64) {
+        let l = &mut self.lanes[lane];
+        match l.runner.undo(None) {
             Ok(step) => {
-                let undone = self.live.pop();
-                let id = undone.as_ref().map_or(0, |(id, _)| *id);
+                let undone = l.live.pop();
                 let after = undone
                     .and_then(|(_, case)| {
                         let prompt = case.requests[0].filled_prompt();
-                        top_next(&self.runner.model, &[prompt], 3).ok()
+                        top_next(&l.runner.model, &[prompt], 3).ok()
                     })
                     .map(|mut v| v.remove(0))
                     .unwrap_or_default();
-                self.emit(Event::Undone { id, step, after });
-                self.norms();
-                self.curve(true);
+                self.emit(Event::Undone {
+                    id,
+                    lane,
+                    step,
+                    after,
+                });
+                self.norms(lane);
+                self.curve(lane, true);
             }
             Err(e) => self.emit(Event::Error(format!("undo: {e}"))),
         }
     }
 
+    /// Exports each lane's ΔW into its session.
     fn save(&mut self) {
-        let Some(s) = &self.runner.session else {
-            self.emit(Event::Error("no session to save into".into()));
-            return;
-        };
-        let dir = s.dir.join("export");
-        match crate::session::export::export_hf(&self.runner.model, &dir, true) {
-            Ok(()) => self.emit(Event::Log(format!(
-                "saved ΔW of the edited layers to {}",
-                dir.display()
-            ))),
-            Err(e) => self.emit(Event::Error(format!("save: {e}"))),
+        for lane in &self.lanes {
+            let Some(s) = &lane.runner.session else {
+                self.emit(Event::Error("no session to save into".into()));
+                continue;
+            };
+            let dir = s.dir.join("export");
+            match crate::session::export::export_hf(&lane.runner.model, &dir, true) {
+                Ok(()) => self.emit(Event::Log(format!(
+                    "saved {}'s ΔW of the edited layers to {}",
+                    lane.runner.method().label(),
+                    dir.display()
+                ))),
+                Err(e) => self.emit(Event::Error(format!("save: {e}"))),
+            }
         }
     }
+}
+
+/// The probes' headline values by task, as the journal keeps them.
+fn probes_json(results: &[crate::eval::probes::ProbeResult]) -> serde_json::Value {
+    results
+        .iter()
+        .map(|r| (r.task.clone(), serde_json::json!(r.headline().1)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// A runner's edited matrices as they are (cheap: tensors are reference-counted and immutable).
+fn snapshot(runner: &Runner) -> Vec<(usize, Tensor)> {
+    let mut layers = runner.model.touched_layers();
+    layers.extend(runner.editor.hparams().layers.iter().copied());
+    layers.sort_unstable();
+    layers.dedup();
+    layers
+        .into_iter()
+        .filter_map(|l| runner.model.edit_weight(l).ok().map(|w| (l, w.clone())))
+        .collect()
 }
 
 #[cfg(test)]

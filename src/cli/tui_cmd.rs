@@ -3,9 +3,11 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 
+use d4s::edit::Method;
+use d4s::model::Model;
 use d4s::session::Runner;
 use d4s::tui::{self, App, Effect};
 use d4s::worker::{self, Command, WorkerOptions};
@@ -17,7 +19,12 @@ use super::GlobalArgs;
 pub struct TuiArgs {
     #[command(flatten)]
     pub editor: EditorArgs,
-    /// Session name (default: timestamp + method).
+    /// A/B mode: two or three methods (e.g. `d4s,alphaedit`) edit every fact, each in its own
+    /// copy of the edited layers; every pane shows them side by side. Replaces --method.
+    #[arg(long, value_delimiter = ',', value_name = "M1,M2[,M3]")]
+    pub methods: Vec<String>,
+    /// Session name (default: timestamp + method; in A/B mode each method journals to
+    /// `<name>-<method>`).
     #[arg(long)]
     pub session: Option<String>,
     /// Where sessions live.
@@ -62,26 +69,17 @@ pub fn run(g: &GlobalArgs, a: &TuiArgs) -> Result<()> {
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
         bail!("the d4s TUI needs an interactive terminal; for scripts use a subcommand (see `d4s --help`)");
     }
+    let methods = a.lane_methods()?;
     let model = super::load_model(g)?;
-    let method = a.editor.method()?;
-    let hp = a.editor.hparams_for(method, &model)?;
-    let stats = a.editor.stats()?;
-    let mut runner = Runner::new(model, hp, stats).with_targets(a.editor.targets());
-    if !a.no_session {
-        let name = a
-            .session
-            .clone()
-            .unwrap_or_else(|| d4s::session::journal::default_name(method));
-        runner.start_session(&a.sessions_dir, &name)?;
-    }
+    let runners = runners(a, &methods, model)?;
     let data_dir = a
         .data_dir
         .clone()
         .or_else(d4s::eval::probes::default_data_dir);
     let (probes, probes_unavailable) =
         super::probes::worker_probes(&a.probes, a.probe_items, data_dir.clone());
-    let worker = worker::spawn(
-        runner,
+    let worker = worker::spawn_lanes(
+        runners,
         WorkerOptions {
             eval_every: a.eval_every,
             probes,
@@ -95,13 +93,20 @@ pub fn run(g: &GlobalArgs, a: &TuiArgs) -> Result<()> {
         .map(|d| Effect::Send(Command::LoadDeck(d.clone())))
         .collect();
     let app = tui::run(worker, App::default(), initial)?;
+    let journals: Vec<String> = app
+        .lanes
+        .iter()
+        .filter_map(|l| l.session.as_ref())
+        .map(|s| s.display().to_string())
+        .collect();
     println!(
         "{} edits landed{}",
         app.edits_done(),
-        app.session
-            .as_ref()
-            .map(|s| format!("; session journaled in {}", s.display()))
-            .unwrap_or_default()
+        match journals.len() {
+            0 => String::new(),
+            1 => format!("; session journaled in {}", journals[0]),
+            _ => format!("; sessions journaled in {}", journals.join(", ")),
+        }
     );
     if a.frame_stats {
         eprintln!(
@@ -110,4 +115,108 @@ pub fn run(g: &GlobalArgs, a: &TuiArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Most methods A/B mode runs side by side (the panes split three ways at most).
+const MAX_LANES: usize = 3;
+
+impl TuiArgs {
+    /// The lanes' methods: `--methods` (two or three, distinct), else `--method` alone.
+    pub fn lane_methods(&self) -> Result<Vec<Method>> {
+        if self.methods.is_empty() {
+            return Ok(vec![self.editor.method()?]);
+        }
+        let methods = self
+            .methods
+            .iter()
+            .map(|m| m.trim().parse::<Method>())
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        if !(2..=MAX_LANES).contains(&methods.len()) {
+            bail!(
+                "--methods takes two or three methods to compare (got {}); for one, use --method",
+                methods.len()
+            );
+        }
+        for (i, m) in methods.iter().enumerate() {
+            if methods[..i].contains(m) {
+                bail!("--methods names {} twice", m.label());
+            }
+        }
+        Ok(methods)
+    }
+}
+
+/// One runner per lane, each on its own copy of the model (untouched weights shared), with
+/// sibling statistics caches (the matrices held once) and, unless `--no-session`, a journal
+/// each.
+fn runners(a: &TuiArgs, methods: &[Method], model: Model) -> Result<Vec<Runner>> {
+    let stats = a.editor.stats()?;
+    let ab = methods.len() > 1;
+    let mut runners = Vec::new();
+    for &method in methods {
+        let hp = a
+            .editor
+            .hparams_for(method, &model)
+            .with_context(|| format!("hyperparameters of {}", method.label()))?;
+        let mut runner =
+            Runner::new(model.clone(), hp, stats.sibling()).with_targets(a.editor.targets());
+        if !a.no_session {
+            let name = match (&a.session, ab) {
+                (Some(name), false) => name.clone(),
+                (Some(name), true) => format!("{name}-{}", method.name()),
+                (None, _) => d4s::session::journal::default_name(method),
+            };
+            runner.start_session(&a.sessions_dir, &name)?;
+        }
+        runners.push(runner);
+    }
+    Ok(runners)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::super::{Cli, Command};
+    use super::*;
+
+    fn lanes(argv: &[&str]) -> Result<Vec<Method>> {
+        let cli = Cli::try_parse_from(argv).map_err(|e| anyhow::anyhow!("{e}"))?;
+        match cli.command {
+            Some(Command::Tui(a)) => a.lane_methods(),
+            other => panic!("not the TUI: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn methods_names_two_or_three_distinct_lanes_and_method_one() {
+        assert_eq!(lanes(&["d4s", "tui"]).unwrap(), [Method::D4s]);
+        assert_eq!(
+            lanes(&["d4s", "tui", "--method", "memit"]).unwrap(),
+            [Method::Memit]
+        );
+        assert_eq!(
+            lanes(&["d4s", "tui", "--methods", "d4s,alphaedit"]).unwrap(),
+            [Method::D4s, Method::AlphaEdit]
+        );
+        assert_eq!(
+            lanes(&["d4s", "tui", "--methods", "d4s, memit,rome"]).unwrap(),
+            [Method::D4s, Method::Memit, Method::Rome]
+        );
+        for (argv, why) in [
+            (&["d4s", "tui", "--methods", "d4s"][..], "two or three"),
+            (
+                &["d4s", "tui", "--methods", "d4s,memit,rome,pmet"][..],
+                "two or three",
+            ),
+            (
+                &["d4s", "tui", "--methods", "d4s,d4s"][..],
+                "names D4S twice",
+            ),
+            (&["d4s", "tui", "--methods", "d4s,nope"][..], "nope"),
+        ] {
+            let e = lanes(argv).unwrap_err().to_string();
+            assert!(e.contains(why), "{argv:?}: {e}");
+        }
+    }
 }

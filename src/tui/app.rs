@@ -4,10 +4,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::edit::{EditRequest, Method, Probe, Progress};
-use crate::eval::bench::records::{GenMetrics, TokenMetrics};
+use crate::eval::bench::records::TokenMetric;
 use crate::eval::predict::Prediction;
 use crate::eval::probes::ProbeResult;
-use crate::worker::CurvePoint;
+use crate::worker::{CurvePoint, Landed, LaneInfo};
+
+use super::watch::{Alert, CollapseWatch};
 
 /// Panes that take focus (Tab cycles them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,8 +60,11 @@ impl Status {
 pub enum Activity {
     Starting,
     Idle,
-    /// An edit is in flight, at this point of it.
-    Editing(Option<Progress>),
+    /// An edit is in flight in a lane, at this point of it.
+    Editing {
+        lane: usize,
+        progress: Option<Progress>,
+    },
     /// Every live edit is being re-evaluated.
     Evaluating,
     /// The downstream probes are running.
@@ -85,25 +90,142 @@ impl StatisticsProgress {
     }
 }
 
+/// One lane's part of a queued edit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LaneEdit {
+    Queued,
+    /// Running; where the edit is, once the worker has said.
+    Running(Option<Progress>),
+    /// Landed: what the worker measured right after (metrics, answers, predictions, ‖ΔW‖).
+    Landed(Box<Landed>),
+    Rejected(String),
+    /// Taken back: the prompt's top predictions before the edit, and now. What was measured
+    /// when it landed describes no model that exists any more, so it is not kept.
+    Undone {
+        before: Vec<Prediction>,
+        after: Vec<Prediction>,
+    },
+    Cancelled,
+}
+
+impl LaneEdit {
+    pub fn status(&self) -> Status {
+        match self {
+            LaneEdit::Queued => Status::Queued,
+            LaneEdit::Running(p) => Status::Running(p.clone()),
+            LaneEdit::Landed(_) => Status::Done,
+            LaneEdit::Rejected(e) => Status::Rejected(e.clone()),
+            LaneEdit::Undone { .. } => Status::Undone,
+            LaneEdit::Cancelled => Status::Cancelled,
+        }
+    }
+
+    pub fn landed(&self) -> Option<&Landed> {
+        match self {
+            LaneEdit::Landed(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// The prompt's top predictions before and after (the latest known).
+    pub fn predictions(&self) -> (&[Prediction], &[Prediction]) {
+        match self {
+            LaneEdit::Landed(l) => (&l.before, &l.after),
+            LaneEdit::Undone { before, after } => (before, after),
+            _ => (&[], &[]),
+        }
+    }
+
+    fn open(&self) -> bool {
+        matches!(self, LaneEdit::Queued | LaneEdit::Running(_))
+    }
+}
+
+/// A fact in the queue and what each lane made of it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueItem {
     pub id: u64,
     pub request: EditRequest,
+    /// One entry per lane, in the lanes' order.
+    pub lanes: Vec<LaneEdit>,
+}
+
+impl QueueItem {
+    /// The fact's status over its lanes: running while a lane runs or some lanes still wait
+    /// after others finished; once all are through, done if any lane landed it, else undone,
+    /// rejected (the first reason) or cancelled.
+    pub fn status(&self) -> Status {
+        if let Some(LaneEdit::Running(p)) = self
+            .lanes
+            .iter()
+            .find(|l| matches!(l, LaneEdit::Running(_)))
+        {
+            return Status::Running(p.clone());
+        }
+        let waiting = self
+            .lanes
+            .iter()
+            .filter(|l| **l == LaneEdit::Queued)
+            .count();
+        if waiting == self.lanes.len() {
+            return Status::Queued;
+        }
+        if waiting > 0 {
+            return Status::Running(None);
+        }
+        let has = |f: fn(&LaneEdit) -> bool| self.lanes.iter().any(f);
+        if has(|l| matches!(l, LaneEdit::Landed(_))) {
+            Status::Done
+        } else if has(|l| matches!(l, LaneEdit::Undone { .. })) {
+            Status::Undone
+        } else if let Some(e) = self.lanes.iter().find_map(|l| match l {
+            LaneEdit::Rejected(e) => Some(e.clone()),
+            _ => None,
+        }) {
+            Status::Rejected(e)
+        } else {
+            Status::Cancelled
+        }
+    }
+
+    /// Whether some lane has still to make (or finish) this edit.
+    pub fn open(&self) -> bool {
+        self.lanes.iter().any(LaneEdit::open)
+    }
+
+    pub fn lane_mut(&mut self, lane: usize) -> Option<&mut LaneEdit> {
+        self.lanes.get_mut(lane)
+    }
+}
+
+/// What the UI knows of one lane (one editor): its method, curve, norms, probes and watch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaneView {
     pub method: Method,
-    pub status: Status,
-    pub step: Option<u64>,
-    pub metrics: Option<TokenMetrics>,
-    pub gen: Option<GenMetrics>,
-    /// Greedy answers to the prompt and its paraphrases, before and after the edit.
-    pub answers_before: Vec<String>,
-    /// The first neighbour's prompt and its greedy continuation before and after the edit.
-    pub neighbour: Option<(String, String, String)>,
-    pub answers: Vec<String>,
-    pub seconds: Option<f64>,
-    pub before: Vec<Prediction>,
-    pub after: Vec<Prediction>,
-    pub layer_deltas: Vec<(usize, f64)>,
-    pub probs: Option<(f64, f64)>,
+    pub layers: Vec<usize>,
+    pub session: Option<PathBuf>,
+    pub curve: Vec<CurvePoint>,
+    pub norms: BTreeMap<usize, LayerHistory>,
+    pub probes: Vec<ProbeResult>,
+    /// The first probe results of the lane, and after how many edits they were taken.
+    pub probes_baseline: Option<(usize, Vec<ProbeResult>)>,
+    /// Signs of collapse seen so far (the status bar turns amber or red).
+    pub watch: CollapseWatch,
+}
+
+impl LaneView {
+    pub fn new(info: LaneInfo) -> Self {
+        Self {
+            method: info.method,
+            layers: info.layers,
+            session: info.session,
+            curve: vec![],
+            norms: BTreeMap::new(),
+            probes: vec![],
+            probes_baseline: None,
+            watch: Default::default(),
+        }
+    }
 }
 
 /// A modal on top of the panes.
@@ -153,10 +275,9 @@ impl LayerHistory {
 #[derive(Debug, Clone, PartialEq)]
 pub struct App {
     pub model: String,
-    pub method: Method,
-    pub layers: Vec<usize>,
+    /// The editors: one, or two or three in A/B mode (every edit goes to each).
+    pub lanes: Vec<LaneView>,
     pub device: String,
-    pub session: Option<PathBuf>,
     pub ready: bool,
     pub queue: Vec<QueueItem>,
     pub selected: usize,
@@ -164,11 +285,8 @@ pub struct App {
     pub focus: Pane,
     pub input: String,
     pub input_error: Option<String>,
-    pub curve: Vec<CurvePoint>,
-    pub norms: BTreeMap<usize, LayerHistory>,
-    pub probes: Vec<ProbeResult>,
-    /// The first probe results of the session, and after how many edits they were taken.
-    pub probes_baseline: Option<(usize, Vec<ProbeResult>)>,
+    /// The metric the A/B chart draws, one line per lane (←/→ in the chart pane).
+    pub chart_metric: TokenMetric,
     pub probes_note: Option<String>,
     pub log: Vec<String>,
     pub log_scroll: usize,
@@ -176,8 +294,6 @@ pub struct App {
     pub activity: Activity,
     /// The key statistics being gathered in the background, while they are.
     pub statistics: Option<StatisticsProgress>,
-    /// Signs of collapse seen so far (the status bar turns amber or red).
-    pub watch: super::watch::CollapseWatch,
     pub last_error: Option<String>,
     pub overlay: Overlay,
     pub should_quit: bool,
@@ -189,10 +305,12 @@ impl Default for App {
     fn default() -> Self {
         Self {
             model: "loading…".into(),
-            method: Method::D4s,
-            layers: vec![],
+            lanes: vec![LaneView::new(LaneInfo {
+                method: Method::D4s,
+                layers: vec![],
+                session: None,
+            })],
             device: String::new(),
-            session: None,
             ready: false,
             queue: vec![],
             selected: 0,
@@ -200,17 +318,13 @@ impl Default for App {
             focus: Pane::Input,
             input: String::new(),
             input_error: None,
-            curve: vec![],
-            norms: BTreeMap::new(),
-            probes: vec![],
-            probes_baseline: None,
+            chart_metric: TokenMetric::Efficacy,
             probes_note: None,
             log: vec![],
             log_scroll: 0,
             paused: false,
             activity: Activity::Starting,
             statistics: None,
-            watch: Default::default(),
             last_error: None,
             overlay: Overlay::None,
             should_quit: false,
@@ -220,17 +334,43 @@ impl Default for App {
 }
 
 impl App {
+    /// Facts that landed (in at least one lane).
     pub fn edits_done(&self) -> usize {
         self.queue
             .iter()
-            .filter(|q| q.status == Status::Done)
+            .filter(|q| q.status() == Status::Done)
             .count()
     }
 
     pub fn work_running(&self) -> bool {
-        self.queue
+        self.queue.iter().any(QueueItem::open)
+    }
+
+    /// The method of the next edits (the first lane's).
+    pub fn method(&self) -> Method {
+        self.lanes.first().map_or(Method::D4s, |l| l.method)
+    }
+
+    /// A/B mode: more than one editor.
+    pub fn ab(&self) -> bool {
+        self.lanes.len() > 1
+    }
+
+    /// The most severe collapse alert of any lane, with its lane.
+    pub fn alert(&self) -> Option<(&LaneView, &Alert)> {
+        self.lanes
             .iter()
-            .any(|q| matches!(q.status, Status::Running(_) | Status::Queued))
+            .filter_map(|l| l.watch.alert.as_ref().map(|a| (l, a)))
+            .max_by_key(|(_, a)| a.severity)
+    }
+
+    /// The methods, as the status bar names them ("D4S vs AlphaEdit").
+    pub fn methods_label(&self) -> String {
+        self.lanes
+            .iter()
+            .map(|l| l.method.label())
+            .collect::<Vec<_>>()
+            .join(" vs ")
     }
 
     pub fn selected_item(&self) -> Option<&QueueItem> {

@@ -4,7 +4,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 
-use super::app::{App, Overlay, Pane, PromptKind, Status};
+use super::app::{App, LaneEdit, Overlay, Pane, PromptKind, Status};
 use super::update::{update, Effect, Msg};
 use super::view::view;
 use crate::edit::{EditRequest, Method, Progress};
@@ -12,7 +12,7 @@ use crate::eval::bench::records::{GenMetrics, TokenMetrics};
 use crate::eval::bench::LayerNorms;
 use crate::eval::predict::Prediction;
 use crate::eval::probes::ProbeResult;
-use crate::worker::{Command, CurvePoint, Event, Landed};
+use crate::worker::{Command, CurvePoint, Event, Landed, LaneInfo};
 
 fn key(c: KeyCode) -> Msg {
     Msg::Key(KeyEvent::new(c, KeyModifiers::NONE))
@@ -45,10 +45,12 @@ fn ready(app: &mut App) {
         app,
         Msg::Worker(Event::Ready {
             model: "tiny".into(),
-            method: Method::D4s,
-            layers: vec![4, 5, 6, 7, 8],
             device: "Cpu".into(),
-            session: None,
+            lanes: vec![LaneInfo {
+                method: Method::D4s,
+                layers: vec![4, 5, 6, 7, 8],
+                session: None,
+            }],
         }),
     );
 }
@@ -109,11 +111,12 @@ fn busy_app() -> App {
     assert!(fx.is_empty());
     let fx = update(&mut app, key(KeyCode::Enter));
     assert_eq!(fx.len(), 1);
-    update(&mut app, Msg::Worker(Event::Started { id: 1 }));
+    update(&mut app, Msg::Worker(Event::Started { id: 1, lane: 0 }));
     update(
         &mut app,
         Msg::Worker(Event::Landed(Box::new(Landed {
             id: 1,
+            lane: 0,
             step: 1,
             method: Method::D4s,
             metrics: metrics(1.0, 0.5, 1.0),
@@ -140,6 +143,7 @@ fn busy_app() -> App {
     update(
         &mut app,
         Msg::Worker(Event::Norms {
+            lane: 0,
             edits: 1,
             layers: vec![
                 norms(4, 0.14399, 4.9e-4, 0.14390),
@@ -149,14 +153,18 @@ fn busy_app() -> App {
     );
     update(
         &mut app,
-        Msg::Worker(Event::Curve(CurvePoint {
-            edits: 1,
-            metrics: metrics(1.0, 0.5, 1.0),
-        })),
+        Msg::Worker(Event::Curve {
+            lane: 0,
+            point: CurvePoint {
+                edits: 1,
+                metrics: metrics(1.0, 0.5, 1.0),
+            },
+        }),
     );
     update(
         &mut app,
         Msg::Worker(Event::Probes {
+            lane: 0,
             edits: 0,
             results: vec![arc_easy(0.42)],
         }),
@@ -164,6 +172,7 @@ fn busy_app() -> App {
     update(
         &mut app,
         Msg::Worker(Event::Probes {
+            lane: 0,
             edits: 1,
             results: vec![arc_easy(0.40)],
         }),
@@ -178,6 +187,7 @@ fn the_probes_title_names_the_baselines_edit() {
         update(
             &mut app,
             Msg::Worker(Event::Probes {
+                lane: 0,
                 edits,
                 results: vec![arc_easy(v)],
             }),
@@ -231,7 +241,7 @@ fn every_pane_renders_at_small_and_large_sizes() {
 #[test]
 fn the_help_is_whole_at_every_size_that_can_hold_it() {
     let mut app = busy_app();
-    app.session = Some(std::path::PathBuf::from(
+    app.lanes[0].session = Some(std::path::PathBuf::from(
         "sessions/20261206-231500-d4s-a-long-session-name",
     ));
     app.overlay = Overlay::Help;
@@ -370,7 +380,7 @@ fn quitting_asks_while_work_runs() {
     let mut app = busy_app();
     app.focus = Pane::Queue;
     app.queue.push(app.queue[0].clone());
-    app.queue[1].status = Status::Queued;
+    app.queue[1].lanes[0] = LaneEdit::Queued;
     assert!(update(&mut app, key(KeyCode::Char('q'))).is_empty());
     assert_eq!(app.overlay, Overlay::ConfirmQuit);
     assert!(update(&mut app, key(KeyCode::Char('n'))).is_empty());
@@ -390,6 +400,7 @@ fn every_worker_event_is_handled() {
         Event::Log("hello".into()),
         Event::Progress {
             id: 1,
+            lane: 0,
             progress: Progress::TargetStep {
                 step: 3,
                 of: 25,
@@ -401,11 +412,13 @@ fn every_worker_event_is_handled() {
         Event::ProbesStarted,
         Event::Rejected {
             id: 1,
+            lane: Some(0),
             error: "edit rejected: NaN".into(),
         },
         Event::Cancelled { id: 1 },
         Event::Undone {
             id: 1,
+            lane: 0,
             step: 1,
             after: vec![pred(" Paris", 0.7)],
         },
@@ -430,12 +443,12 @@ fn every_worker_event_is_handled() {
     for e in events {
         update(&mut app, Msg::Worker(e));
     }
-    assert_eq!(app.method, Method::Memit);
+    assert_eq!(app.method(), Method::Memit);
     assert!(app.paused);
     assert_eq!(app.queue.len(), 2, "the deck was queued");
-    assert_eq!(app.queue[0].status, Status::Undone);
+    assert_eq!(app.queue[0].status(), Status::Undone);
     // What was measured when the edit landed describes no model that exists any more.
-    assert_eq!(app.queue[0].metrics, None);
+    assert_eq!(app.queue[0].lanes[0].landed(), None);
     assert_eq!(app.probes_note.as_deref(), Some("no data"));
     assert!(app.last_error.as_deref().unwrap().contains("bug"));
     assert!(app.log.iter().any(|l| l.contains("worker panic")));
@@ -453,7 +466,7 @@ fn every_worker_event_is_handled() {
 #[test]
 fn norm_history_starts_at_the_unedited_value() {
     let app = busy_app();
-    let h = &app.norms[&4];
+    let h = &app.lanes[0].norms[&4];
     assert_eq!(h.weight, vec![0.14390, 0.14399]);
     assert!((h.growth().unwrap() - 0.14399 / 0.14390).abs() < 1e-12);
 }
@@ -494,7 +507,7 @@ fn the_queue_header_counts_the_edit_in_flight() {
     update(&mut app, key(KeyCode::Enter));
     typed(&mut app, "C | C is in | D");
     update(&mut app, key(KeyCode::Enter));
-    update(&mut app, Msg::Worker(Event::Started { id: 1 }));
+    update(&mut app, Msg::Worker(Event::Started { id: 1, lane: 0 }));
     let screen = render(&app, 120, 30);
     assert!(
         screen.contains("Edit queue (0 done, 1 running, 1 queued)"),
@@ -510,7 +523,7 @@ fn a_dropped_queue_shows_at_once_in_one_line_and_a_pause_waits_for_the_edit_in_f
         typed(&mut app, fact);
         update(&mut app, key(KeyCode::Enter));
     }
-    update(&mut app, Msg::Worker(Event::Started { id: 1 }));
+    update(&mut app, Msg::Worker(Event::Started { id: 1, lane: 0 }));
     update(&mut app, Msg::Worker(Event::Paused(true)));
     let screen = render(&app, 160, 40);
     assert!(screen.contains("pausing after this edit"), "{screen}");
@@ -533,9 +546,9 @@ fn a_dropped_queue_shows_at_once_in_one_line_and_a_pause_waits_for_the_edit_in_f
         "one line, not one per edit"
     );
     assert!(app.log.last().unwrap().contains("dropped 2 queued edits"));
-    assert_eq!(app.queue[0].status, Status::Running(None));
-    assert_eq!(app.queue[1].status, Status::Cancelled);
-    assert_eq!(app.queue[2].status, Status::Cancelled);
+    assert_eq!(app.queue[0].status(), Status::Running(None));
+    assert_eq!(app.queue[1].status(), Status::Cancelled);
+    assert_eq!(app.queue[2].status(), Status::Cancelled);
     update(
         &mut app,
         Msg::Worker(Event::QueueCleared {
@@ -596,10 +609,13 @@ fn a_single_evaluation_point_is_drawn_and_the_legend_covers_no_point() {
     ready(&mut app);
     update(
         &mut app,
-        Msg::Worker(Event::Curve(CurvePoint {
-            edits: 1,
-            metrics: metrics(1.0, 0.5, 1.0),
-        })),
+        Msg::Worker(Event::Curve {
+            lane: 0,
+            point: CurvePoint {
+                edits: 1,
+                metrics: metrics(1.0, 0.5, 1.0),
+            },
+        }),
     );
     let screen = render(&app, 120, 40);
     assert!(screen.contains('•'), "the one point is marked:\n{screen}");
@@ -649,19 +665,21 @@ fn the_status_bar_names_a_probe_that_fell_beyond_its_interval() {
     update(
         &mut app,
         Msg::Worker(Event::Probes {
+            lane: 0,
             edits: 5,
             results: vec![arc_easy(0.37)],
         }),
     );
-    assert_eq!(app.watch.alert, None);
+    assert_eq!(app.lanes[0].watch.alert, None);
     update(
         &mut app,
         Msg::Worker(Event::Probes {
+            lane: 0,
             edits: 9,
             results: vec![arc_easy(0.20)],
         }),
     );
-    let alert = app.watch.alert.clone().expect("an alert");
+    let alert = app.lanes[0].watch.alert.clone().expect("an alert");
     assert_eq!(alert.severity, crate::tui::watch::Severity::Red);
     assert!(
         alert.message.contains("arc_easy fell 0.22 by edit 9"),
@@ -669,4 +687,195 @@ fn the_status_bar_names_a_probe_that_fell_beyond_its_interval() {
     );
     let screen = render(&app, 200, 40);
     assert!(screen.contains("⚠ arc_easy fell"), "{screen}");
+}
+
+/// An A/B app (D4S against AlphaEdit) that has seen one fact land in both lanes, the second
+/// lane's efficacy lower, with norms, curves and probes for each.
+fn ab_app() -> App {
+    let mut app = App::default();
+    update(
+        &mut app,
+        Msg::Worker(Event::Ready {
+            model: "tiny".into(),
+            device: "Cpu".into(),
+            lanes: [Method::D4s, Method::AlphaEdit]
+                .into_iter()
+                .map(|method| LaneInfo {
+                    method,
+                    layers: vec![4, 5, 6, 7, 8],
+                    session: None,
+                })
+                .collect(),
+        }),
+    );
+    typed(
+        &mut app,
+        "Eiffel Tower | The Eiffel Tower is located in the city of | Rome",
+    );
+    update(&mut app, key(KeyCode::Enter));
+    for (lane, (eff, top)) in [(1.0, " Rome"), (0.25, " Paris")].into_iter().enumerate() {
+        update(&mut app, Msg::Worker(Event::Started { id: 1, lane }));
+        assert_eq!(app.queue[0].status(), Status::Running(None));
+        let method = app.lanes[lane].method;
+        update(
+            &mut app,
+            Msg::Worker(Event::Landed(Box::new(Landed {
+                id: 1,
+                lane,
+                step: 1,
+                method,
+                metrics: metrics(eff, 0.5, 1.0),
+                gen: GenMetrics::default(),
+                answers_before: vec![],
+                neighbour: None,
+                answers: vec![],
+                before: vec![pred(" Paris", 0.7)],
+                after: vec![pred(top, 0.9)],
+                layer_deltas: vec![(4, 0.5)],
+                prob_initial: 0.003,
+                prob_final: eff,
+                seconds: 2.0,
+            }))),
+        );
+        update(
+            &mut app,
+            Msg::Worker(Event::Norms {
+                lane,
+                edits: 1,
+                layers: vec![norms(4, 0.144 + 0.001 * lane as f64, 1e-4, 0.1439)],
+            }),
+        );
+        update(
+            &mut app,
+            Msg::Worker(Event::Curve {
+                lane,
+                point: CurvePoint {
+                    edits: 1,
+                    metrics: metrics(eff, 0.5, 0.9 - 0.2 * lane as f64),
+                },
+            }),
+        );
+        update(
+            &mut app,
+            Msg::Worker(Event::Probes {
+                lane,
+                edits: 1,
+                results: vec![arc_easy(0.40 + 0.1 * lane as f64)],
+            }),
+        );
+    }
+    app
+}
+
+#[test]
+fn ab_mode_shows_every_pane_side_by_side() {
+    let mut app = ab_app();
+    assert_eq!(app.queue[0].status(), Status::Done);
+    assert_eq!(app.activity, crate::tui::app::Activity::Idle);
+    app.focus = Pane::Queue;
+    let screen = render(&app, 200, 50);
+    // Status bar and input name both methods.
+    assert!(screen.contains("D4S L4–8 vs AlphaEdit L4–8"), "{screen}");
+    assert!(
+        screen.contains("New fact (edited by D4S vs AlphaEdit)"),
+        "{screen}"
+    );
+    // The queue row gives each lane's efficacy.
+    assert!(
+        screen.contains("D4S eff 1.00 · AlphaEdit eff 0.25"),
+        "{screen}"
+    );
+    // The detail has a column per lane with that lane's predictions.
+    assert!(screen.contains("D4S — done"), "{screen}");
+    assert!(screen.contains("AlphaEdit — done"), "{screen}");
+    assert!(screen.contains("after:  \" Rome\" 0.90"), "{screen}");
+    assert!(screen.contains("after:  \" Paris\" 0.90"), "{screen}");
+    // The chart draws one metric, a line per method, and says which.
+    assert!(
+        screen.contains("efficacy vs edits — D4S 1.00 · AlphaEdit 0.25"),
+        "{screen}"
+    );
+    assert!(screen.contains("● D4S  ● AlphaEdit"), "{screen}");
+    // Norms and probes, per lane.
+    assert!(
+        screen.contains("×1.001") && screen.contains("×1.008"),
+        "{screen}"
+    );
+    assert!(screen.contains("D4S: arc_easy 0.40"), "{screen}");
+    assert!(screen.contains("AlphaEdit: arc_easy 0.50"), "{screen}");
+    // ←/→ in the chart pane switch the metric.
+    app.focus = Pane::Charts;
+    update(&mut app, key(KeyCode::Right));
+    update(&mut app, key(KeyCode::Right));
+    let screen = render(&app, 200, 50);
+    assert!(
+        screen.contains("specificity vs edits — D4S 0.90 · AlphaEdit 0.70"),
+        "{screen}"
+    );
+    update(&mut app, key(KeyCode::Left));
+    assert_eq!(
+        app.chart_metric,
+        crate::eval::bench::records::TokenMetric::Paraphrase
+    );
+    // A small terminal still draws it.
+    let screen = render(&app, 80, 24);
+    assert!(screen.contains("Edit queue"), "{screen}");
+}
+
+#[test]
+fn ab_mode_keeps_its_methods_and_shows_a_lane_that_failed() {
+    let mut app = ab_app();
+    app.focus = Pane::Queue;
+    assert!(update(&mut app, key(KeyCode::Char('m'))).is_empty());
+    assert_eq!(app.overlay, Overlay::None);
+    assert!(app
+        .log
+        .last()
+        .unwrap()
+        .contains("A/B mode compares D4S vs AlphaEdit"));
+    // A second fact: D4S lands it, AlphaEdit rejects it; the fact counts as done.
+    app.focus = Pane::Input;
+    typed(&mut app, "A | A is in | B");
+    update(&mut app, key(KeyCode::Enter));
+    update(&mut app, Msg::Worker(Event::Started { id: 2, lane: 0 }));
+    let mut landed = match &app.queue[0].lanes[0] {
+        LaneEdit::Landed(l) => l.clone(),
+        other => panic!("{other:?}"),
+    };
+    landed.id = 2;
+    update(&mut app, Msg::Worker(Event::Landed(landed)));
+    update(&mut app, Msg::Worker(Event::Started { id: 2, lane: 1 }));
+    assert!(matches!(
+        app.activity,
+        crate::tui::app::Activity::Editing { lane: 1, .. }
+    ));
+    update(
+        &mut app,
+        Msg::Worker(Event::Rejected {
+            id: 2,
+            lane: Some(1),
+            error: "the update is not finite".into(),
+        }),
+    );
+    assert_eq!(app.queue[1].status(), Status::Done);
+    assert!(app.log.last().unwrap().starts_with("AlphaEdit: rejected"));
+    app.focus = Pane::Queue;
+    app.selected = 1;
+    let screen = render(&app, 200, 50);
+    assert!(
+        screen.contains("D4S eff 1.00 · AlphaEdit rejected"),
+        "{screen}"
+    );
+    assert!(screen.contains("the update is not finite"), "{screen}");
+    // An undo in one lane leaves the other's result.
+    update(
+        &mut app,
+        Msg::Worker(Event::Undone {
+            id: 2,
+            lane: 0,
+            step: 2,
+            after: vec![pred(" C", 0.5)],
+        }),
+    );
+    assert_eq!(app.queue[1].status(), Status::Undone);
 }

@@ -4,11 +4,12 @@
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use super::app::{
-    fields_to_request, parse_quick, Activity, App, Overlay, Pane, PromptKind, QueueItem,
-    StatisticsProgress, Status,
+    fields_to_request, parse_quick, Activity, App, LaneEdit, LaneView, Overlay, Pane, PromptKind,
+    QueueItem, StatisticsProgress,
 };
 use crate::edit::{EditRequest, Method};
-use crate::worker::{Command, Event};
+use crate::eval::bench::records::TokenMetric;
+use crate::worker::{Command, Event, Landed};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Msg {
@@ -45,19 +46,7 @@ pub fn enqueue(app: &mut App, requests: Vec<EditRequest>) -> Vec<Effect> {
         app.queue.push(QueueItem {
             id,
             request: request.clone(),
-            method: app.method,
-            status: Status::Queued,
-            step: None,
-            metrics: None,
-            gen: None,
-            answers_before: vec![],
-            neighbour: None,
-            answers: vec![],
-            seconds: None,
-            before: vec![],
-            after: vec![],
-            layer_deltas: vec![],
-            probs: None,
+            lanes: vec![LaneEdit::Queued; app.lanes.len()],
         });
         fx.push(Effect::Send(Command::Edit { id, request }));
     }
@@ -123,12 +112,23 @@ fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
             vec![]
         }
         KeyCode::Char('f') => open(app, Overlay::Form(Default::default(), 0)),
+        KeyCode::Char('m') if app.ab() => {
+            app.push_log(format!(
+                "A/B mode compares {}; restart with other --methods to change them",
+                app.methods_label()
+            ));
+            vec![]
+        }
         KeyCode::Char('m') => {
             let sel = Method::ALL
                 .iter()
-                .position(|&m| m == app.method)
+                .position(|&m| m == app.method())
                 .unwrap_or(0);
             open(app, Overlay::MethodPicker(sel))
+        }
+        KeyCode::Left | KeyCode::Right if app.focus == Pane::Charts => {
+            app.chart_metric = next_chart_metric(app.chart_metric, k.code == KeyCode::Right);
+            vec![]
         }
         KeyCode::Char('u') => {
             app.push_log("undo requested");
@@ -172,6 +172,23 @@ fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
         }
         _ => vec![],
     }
+}
+
+/// The metrics the A/B chart cycles through (every edit has these three).
+const CHART_METRICS: [TokenMetric; 3] = [
+    TokenMetric::Efficacy,
+    TokenMetric::Paraphrase,
+    TokenMetric::Specificity,
+];
+
+fn next_chart_metric(m: TokenMetric, forward: bool) -> TokenMetric {
+    let n = CHART_METRICS.len();
+    let at = CHART_METRICS.iter().position(|&c| c == m).unwrap_or(0);
+    CHART_METRICS[if forward {
+        (at + 1) % n
+    } else {
+        (at + n - 1) % n
+    }]
 }
 
 fn scroll(app: &mut App, d: i64) {
@@ -270,7 +287,7 @@ fn method_picker(app: &mut App, sel: usize, k: KeyEvent) -> Vec<Effect> {
         KeyCode::Enter => {
             app.overlay = Overlay::None;
             let m = Method::ALL[sel];
-            if m != app.method {
+            if m != app.method() {
                 app.push_log(format!("switching to {}", m.label()));
                 return vec![Effect::Send(Command::SetMethod(m))];
             }
@@ -352,100 +369,150 @@ fn log_deck(app: &mut App, source: &str, loaded: usize, skipped: &[String]) {
     }
 }
 
+/// "AlphaEdit: " in A/B mode, where a log line must say which lane it is about; nothing
+/// otherwise.
+fn lane_tag(app: &App, lane: usize) -> String {
+    match app.lanes.get(lane) {
+        Some(l) if app.ab() => format!("{}: ", l.method.label()),
+        _ => String::new(),
+    }
+}
+
+/// Sets lane `lane`'s part of edit `id` (an unknown id or lane, a worker bug, changes nothing).
+fn set_lane(app: &mut App, id: u64, lane: usize, edit: LaneEdit) {
+    if let Some(l) = app.item_mut(id).and_then(|q| q.lane_mut(lane)) {
+        *l = edit;
+    }
+}
+
+/// After a lane finished with edit `id`: idle unless another lane still has it to make.
+fn lane_finished(app: &mut App, id: u64) {
+    if !app.item_mut(id).is_some_and(|q| q.open()) {
+        app.activity = Activity::Idle;
+    }
+}
+
+fn landed(app: &mut App, l: Box<Landed>) {
+    let (id, lane) = (l.id, l.lane);
+    if let Some(view) = app.lanes.get_mut(lane) {
+        view.watch.landed(id, &l.layer_deltas, l.metrics.efficacy);
+    }
+    let top = l.after.first().map(|p| p.token.clone()).unwrap_or_default();
+    let (seconds, efficacy) = (l.seconds, l.metrics.efficacy.unwrap_or(f64::NAN));
+    let tag = lane_tag(app, lane);
+    if let Some(q) = app.item_mut(id) {
+        let fact = q.request.describe();
+        if let Some(slot) = q.lane_mut(lane) {
+            *slot = LaneEdit::Landed(l);
+        }
+        app.push_log(format!(
+            "{tag}landed in {seconds:.1}s: {fact} (top-1 now {top:?}, efficacy {efficacy:.2})"
+        ));
+    }
+    lane_finished(app, id);
+}
+
 fn worker_event(app: &mut App, e: Event) -> Vec<Effect> {
     match e {
         Event::Ready {
             model,
-            method,
-            layers,
             device,
-            session,
+            lanes,
         } => {
             app.model = model;
-            app.method = method;
-            app.layers = layers;
             app.device = device;
-            if let Some(s) = &session {
-                app.push_log(format!("journaling to {}", s.display()));
+            app.lanes = lanes.into_iter().map(LaneView::new).collect();
+            for lane in 0..app.lanes.len() {
+                if let Some(s) = app.lanes[lane].session.clone() {
+                    let tag = lane_tag(app, lane);
+                    app.push_log(format!("{tag}journaling to {}", s.display()));
+                }
             }
-            app.session = session;
             app.ready = true;
             app.activity = Activity::Idle;
+            if app.ab() {
+                app.push_log(format!(
+                    "A/B mode: every fact is edited by {}, each in its own copy of the edited layers",
+                    app.methods_label()
+                ));
+            }
             app.push_log("ready: type a fact below (subject | prompt | target), or press l to load the demo deck");
         }
         Event::Log(line) => app.push_log(line),
-        Event::Started { id } => {
+        Event::Started { id, lane } => {
+            let tag = lane_tag(app, lane);
             if let Some(q) = app.item_mut(id) {
-                q.status = Status::Running(None);
                 let d = q.request.describe();
-                app.push_log(format!("editing: {d}"));
+                if let Some(l) = q.lane_mut(lane) {
+                    *l = LaneEdit::Running(None);
+                }
+                app.push_log(format!("{tag}editing: {d}"));
             }
-            app.activity = Activity::Editing(None);
+            app.activity = Activity::Editing {
+                lane,
+                progress: None,
+            };
         }
-        Event::Progress { id, progress } => {
-            app.activity = Activity::Editing(Some(progress.clone()));
-            if let Some(q) = app.item_mut(id) {
-                q.status = Status::Running(Some(progress));
-            }
+        Event::Progress { id, lane, progress } => {
+            app.activity = Activity::Editing {
+                lane,
+                progress: Some(progress.clone()),
+            };
+            set_lane(app, id, lane, LaneEdit::Running(Some(progress)));
         }
-        Event::Landed(l) => {
-            app.watch.landed(l.id, &l.layer_deltas, l.metrics.efficacy);
-            if let Some(q) = app.item_mut(l.id) {
-                q.status = Status::Done;
-                q.step = Some(l.step);
-                q.method = l.method;
-                q.metrics = Some(l.metrics);
-                q.gen = Some(l.gen);
-                q.answers_before = l.answers_before.clone();
-                q.neighbour = l.neighbour.clone();
-                q.answers = l.answers.clone();
-                q.seconds = Some(l.seconds);
-                q.before = l.before.clone();
-                q.after = l.after.clone();
-                q.layer_deltas = l.layer_deltas.clone();
-                q.probs = Some((l.prob_initial, l.prob_final));
-                let top = l.after.first().map(|p| p.token.clone()).unwrap_or_default();
-                let d = q.request.describe();
-                app.push_log(format!(
-                    "landed in {:.1}s: {d} (top-1 now {top:?}, efficacy {:.2})",
-                    l.seconds,
-                    l.metrics.efficacy.unwrap_or(f64::NAN)
-                ));
+        Event::Landed(l) => landed(app, l),
+        Event::Rejected { id, lane, error } => {
+            let lanes = match lane {
+                Some(lane) => lane..lane + 1,
+                None => 0..app.lanes.len(),
+            };
+            let tag = lane.map(|l| lane_tag(app, l)).unwrap_or_default();
+            for lane in lanes {
+                set_lane(app, id, lane, LaneEdit::Rejected(error.clone()));
             }
-            app.activity = Activity::Idle;
-        }
-        Event::Rejected { id, error } => {
-            if let Some(q) = app.item_mut(id) {
-                q.status = Status::Rejected(error.clone());
-            }
-            app.push_log(format!("rejected: {error}"));
+            app.push_log(format!("{tag}rejected: {error}"));
             app.last_error = Some(error);
-            app.activity = Activity::Idle;
+            lane_finished(app, id);
         }
         Event::Cancelled { id } => {
             if let Some(q) = app.item_mut(id) {
-                q.status = Status::Cancelled;
+                for l in q.lanes.iter_mut().filter(|l| l.landed().is_none()) {
+                    *l = LaneEdit::Cancelled;
+                }
             }
             app.push_log(format!("cancelled edit #{id}"));
             app.activity = Activity::Idle;
         }
-        Event::Undone { id, step, after } => {
-            app.watch.undone(id);
-            if let Some(q) = app.item_mut(id) {
-                q.status = Status::Undone;
-                q.after = after.clone();
-                // Measured when the edit landed; they describe no model that exists any more.
-                q.metrics = None;
-                q.gen = None;
-                q.answers.clear();
-                q.neighbour = None;
+        Event::Undone {
+            id,
+            lane,
+            step,
+            after,
+        } => {
+            if let Some(view) = app.lanes.get_mut(lane) {
+                view.watch.undone(id);
+            }
+            let tag = lane_tag(app, lane);
+            if let Some(slot) = app.item_mut(id).and_then(|q| q.lane_mut(lane)) {
+                let before = slot.predictions().0.to_vec();
+                *slot = LaneEdit::Undone {
+                    before,
+                    after: after.clone(),
+                };
             }
             let top = after.first().map(|p| p.token.clone()).unwrap_or_default();
-            app.push_log(format!("undid step {step} (top-1 now {top:?})"));
+            app.push_log(format!("{tag}undid step {step} (top-1 now {top:?})"));
         }
-        Event::Norms { edits, layers } => {
+        Event::Norms {
+            lane,
+            edits,
+            layers,
+        } => {
+            let Some(view) = app.lanes.get_mut(lane) else {
+                return vec![];
+            };
             for l in layers {
-                let h = app.norms.entry(l.layer).or_default();
+                let h = view.norms.entry(l.layer).or_default();
                 if let (true, true, Some(w0)) = (h.weight.is_empty(), edits > 0, l.w0_l1_mean) {
                     // The first report comes after one edit; start the line at the unedited value.
                     h.weight.push(w0);
@@ -460,9 +527,11 @@ fn worker_event(app: &mut App, e: Event) -> Vec<Effect> {
             }
         }
         Event::Evaluating => app.activity = Activity::Evaluating,
-        Event::Curve(p) => {
-            app.curve.retain(|c| c.edits < p.edits);
-            app.curve.push(p);
+        Event::Curve { lane, point } => {
+            if let Some(view) = app.lanes.get_mut(lane) {
+                view.curve.retain(|c| c.edits < point.edits);
+                view.curve.push(point);
+            }
             if app.activity == Activity::Evaluating {
                 app.activity = Activity::Idle;
             }
@@ -484,22 +553,35 @@ fn worker_event(app: &mut App, e: Event) -> Vec<Effect> {
             app.activity = Activity::Probing;
             app.push_log("running probes…");
         }
-        Event::Probes { edits, results } => {
-            if app.probes_baseline.is_none() || edits == 0 {
-                app.probes_baseline = Some((edits, results.clone()));
+        Event::Probes {
+            lane,
+            edits,
+            results,
+        } => {
+            let tag = lane_tag(app, lane);
+            let last = lane + 1 == app.lanes.len();
+            let Some(view) = app.lanes.get_mut(lane) else {
+                return vec![];
+            };
+            if view.probes_baseline.is_none() || edits == 0 {
+                view.probes_baseline = Some((edits, results.clone()));
             }
-            if let Some((_, baseline)) = &app.probes_baseline {
-                app.watch.probes(edits, &results, baseline);
+            if let Some((_, baseline)) = &view.probes_baseline {
+                view.watch.probes(edits, &results, baseline);
             }
-            app.probes = results;
+            view.probes = results;
             app.probes_note = None;
-            app.push_log(format!("probes after {edits} edits"));
-            app.activity = Activity::Idle;
+            app.push_log(format!("{tag}probes after {edits} edits"));
+            if last {
+                app.activity = Activity::Idle;
+            }
         }
         Event::ProbesUnavailable(why) => app.probes_note = Some(why),
         Event::MethodChanged { method, layers } => {
-            app.method = method;
-            app.layers = layers;
+            if let Some(view) = app.lanes.first_mut() {
+                view.method = method;
+                view.layers = layers;
+            }
         }
         Event::Paused(p) => {
             app.paused = p;
@@ -521,7 +603,9 @@ fn worker_event(app: &mut App, e: Event) -> Vec<Effect> {
         Event::QueueCleared { ids, in_flight } => {
             for &id in &ids {
                 if let Some(q) = app.item_mut(id) {
-                    q.status = Status::Cancelled;
+                    for l in q.lanes.iter_mut().filter(|l| **l == LaneEdit::Queued) {
+                        *l = LaneEdit::Cancelled;
+                    }
                 }
             }
             let running = if in_flight {

@@ -13,14 +13,24 @@ use ratatui::widgets::{
 };
 use ratatui::Frame;
 
-use super::app::{layers_label, Activity, App, Pane, StatisticsProgress, Status};
+use super::app::{
+    layers_label, Activity, App, LaneEdit, LaneView, Pane, QueueItem, StatisticsProgress, Status,
+};
 use super::watch::Severity;
 use crate::edit::{Phase, Progress};
 use crate::eval::bench::records::TokenMetric;
+use crate::worker::Landed;
 
 mod overlay;
 
 const ACCENT: Color = Color::Cyan;
+
+/// Each lane's colour in the A/B chart (at most three lanes).
+const LANE_COLORS: [Color; 3] = [Color::Green, Color::Magenta, Color::Yellow];
+
+fn lane_color(lane: usize) -> Color {
+    LANE_COLORS[lane % LANE_COLORS.len()]
+}
 
 fn block(title: &str, focused: bool) -> Block<'static> {
     let style = if focused {
@@ -87,21 +97,25 @@ fn status_bar(f: &mut Frame, app: &App, r: Rect) {
             Style::default().fg(ACCENT).add_modifier(Modifier::BOLD),
         ),
         Span::raw(format!(
-            "│ {} │ {} {} │ {} │ edits {} │ ",
+            "│ {} │ {} │ {} │ edits {} │ ",
             app.model,
-            app.method.label(),
-            layers_label(&app.layers),
+            app.lanes
+                .iter()
+                .map(|l| format!("{} {}", l.method.label(), layers_label(&l.layers)))
+                .collect::<Vec<_>>()
+                .join(" vs "),
             app.device,
             app.edits_done()
         )),
         Span::styled(
             match (app.paused, &app.activity) {
                 // The edit in flight finishes; nothing new starts.
-                (true, Activity::Editing(p)) => {
-                    format!("pausing after this edit ({})", progress_label(p.as_ref()))
-                }
+                (true, Activity::Editing { progress, .. }) => format!(
+                    "pausing after this edit ({})",
+                    progress_label(progress.as_ref())
+                ),
                 (true, _) => "paused".to_string(),
-                (false, a) => activity_label(a),
+                (false, a) => activity_label(app, a),
             },
             Style::default().fg(if app.paused {
                 Color::Magenta
@@ -110,14 +124,19 @@ fn status_bar(f: &mut Frame, app: &App, r: Rect) {
             }),
         ),
     ];
-    if let Some(alert) = &app.watch.alert {
+    if let Some((lane, alert)) = app.alert() {
         let color = match alert.severity {
             Severity::Amber => Color::Rgb(255, 176, 0),
             Severity::Red => Color::Red,
         };
+        let who = if app.ab() {
+            format!("{}: ", lane.method.label())
+        } else {
+            String::new()
+        };
         spans.push(Span::raw(" │ "));
         spans.push(Span::styled(
-            format!("⚠ {}", alert.message),
+            format!("⚠ {who}{}", alert.message),
             Style::default().fg(color).add_modifier(Modifier::BOLD),
         ));
     }
@@ -162,16 +181,28 @@ fn main(f: &mut Frame, app: &App, r: Rect, compact: bool) {
         .constraints(if compact {
             [Constraint::Min(3), Constraint::Percentage(60)]
         } else {
-            [Constraint::Min(4), Constraint::Length(12)]
+            // A/B columns wrap their lines in half the width: a few more rows.
+            [
+                Constraint::Min(4),
+                Constraint::Length(if app.ab() { 15 } else { 12 }),
+            ]
         })
         .split(cols[0]);
     queue(f, app, left[0]);
     detail(f, app, left[1]);
-    let n_layers = app.norms.len().max(1) as u16;
+    // A/B mode draws each lane's norms in a column under its method's name (one more row).
+    let n_layers = app
+        .lanes
+        .iter()
+        .map(|l| l.norms.len())
+        .max()
+        .unwrap_or(0)
+        .max(1) as u16;
+    let n_layers = n_layers + u16::from(app.ab());
     let (norms_h, probes_h) = if compact {
         ((n_layers + 2).min(4), 3)
     } else {
-        ((n_layers + 2).min(9), 5)
+        ((n_layers + 2).min(9), 3 + app.lanes.len() as u16)
     };
     let right = Layout::default()
         .direction(Direction::Vertical)
@@ -192,38 +223,33 @@ fn queue(f: &mut Frame, app: &App, r: Rect) {
         .queue
         .iter()
         .map(|q| {
-            let top = q.after.first().map(|p| p.token.trim().to_string());
-            let tail = match (&q.status, &q.metrics) {
-                (Status::Done, Some(m)) => format!(
-                    " · top-1 {} · eff {}",
-                    top.unwrap_or_default(),
-                    two(m.efficacy)
-                ),
-                (Status::Undone, _) => format!(" · top-1 {} (undone)", top.unwrap_or_default()),
-                (Status::Running(p), _) => format!(" {}", progress_label(p.as_ref())),
-                (Status::Rejected(_), _) => " rejected".into(),
-                _ => format!(" {}", q.status.label()),
+            let status = q.status();
+            let tail = if app.ab() {
+                lanes_tail(app, q)
+            } else {
+                lane_tail(&q.lanes[0])
             };
-            let head = format!(
-                "{} {:>3} {} ",
-                status_icon(&q.status),
-                q.id,
-                q.method.label()
-            );
+            let head = if app.ab() {
+                format!("{} {:>3} ", status_icon(&status), q.id)
+            } else {
+                let method = q.lanes[0].landed().map_or(app.method(), |l| l.method);
+                format!("{} {:>3} {} ", status_icon(&status), q.id, method.label())
+            };
             let fact = q.request.describe();
             let room = width.saturating_sub(head.chars().count() + tail.chars().count());
             ListItem::new(Line::from(vec![
                 Span::raw(head),
                 Span::raw(truncate(&fact, room.max(8))),
-                Span::styled(tail, status_style(&q.status)),
+                Span::styled(tail, status_style(&status)),
             ]))
         })
         .collect();
     let count = |running: bool| {
         app.queue
             .iter()
-            .filter(|q| matches!(q.status, Status::Running(_)) == running)
-            .filter(|q| running || q.status == Status::Queued)
+            .map(QueueItem::status)
+            .filter(|s| matches!(s, Status::Running(_)) == running)
+            .filter(|s| running || *s == Status::Queued)
             .count()
     };
     let title = format!(
@@ -242,6 +268,44 @@ fn queue(f: &mut Frame, app: &App, r: Rect) {
     f.render_stateful_widget(list, r, &mut state);
 }
 
+/// A queue row's end for one lane: the new top-1 and the efficacy, or where the edit is.
+fn lane_tail(edit: &LaneEdit) -> String {
+    let top = |after: &[crate::eval::predict::Prediction]| {
+        after
+            .first()
+            .map(|p| p.token.trim().to_string())
+            .unwrap_or_default()
+    };
+    match edit {
+        LaneEdit::Landed(l) => format!(
+            " · top-1 {} · eff {}",
+            top(&l.after),
+            two(l.metrics.efficacy)
+        ),
+        LaneEdit::Undone { after, .. } => format!(" · top-1 {} (undone)", top(after)),
+        LaneEdit::Running(p) => format!(" {}", progress_label(p.as_ref())),
+        LaneEdit::Rejected(_) => " rejected".into(),
+        other => format!(" {}", other.status().label()),
+    }
+}
+
+/// A queue row's end in A/B mode: each lane's efficacy (or state), under its method's name.
+fn lanes_tail(app: &App, q: &QueueItem) -> String {
+    let parts: Vec<String> = app
+        .lanes
+        .iter()
+        .zip(&q.lanes)
+        .map(|(view, edit)| {
+            let what = match edit {
+                LaneEdit::Landed(l) => format!("eff {}", two(l.metrics.efficacy)),
+                other => other.status().label().to_string(),
+            };
+            format!("{} {what}", view.method.label())
+        })
+        .collect();
+    format!(" · {}", parts.join(" · "))
+}
+
 fn preds(p: &[crate::eval::predict::Prediction]) -> String {
     p.iter()
         .map(|x| format!("{:?} {:.2}", x.token, x.prob))
@@ -250,128 +314,189 @@ fn preds(p: &[crate::eval::predict::Prediction]) -> String {
 }
 
 fn detail(f: &mut Frame, app: &App, r: Rect) {
-    let mut lines = Vec::new();
-    if let Some(q) = app.selected_item() {
-        lines.push(Line::from(vec![
-            Span::styled(format!("#{} ", q.id), Style::default().fg(ACCENT)),
-            Span::raw(q.request.describe()),
-        ]));
-        if !q.before.is_empty() {
-            lines.push(Line::from(format!("before: {}", preds(&q.before))));
-        }
-        if !q.after.is_empty() {
-            lines.push(Line::from(format!("after:  {}", preds(&q.after))));
-        }
-        if let Some(m) = &q.metrics {
-            lines.push(Line::from(format!(
-                "efficacy {}  paraphrase {}  specificity {}  {}",
-                two(m.efficacy),
-                two(m.paraphrase),
-                two(m.specificity),
-                q.seconds.map(|s| format!("{s:.1}s")).unwrap_or_default()
-            )));
-        }
-        if let Some(g) = &q.gen {
-            lines.push(Line::from(format!(
-                "generated: EM {}  F1 {}  paraphrase EM {}  neighbours kept {}",
-                two(g.efficacy_em),
-                two(g.efficacy_f1),
-                two(g.paraphrase_em),
-                two(g.specificity)
-            )));
-        }
-        for (k, after) in q.answers.iter().enumerate().take(2) {
-            let what = if k == 0 { "prompt" } else { "paraphrase" };
-            let before = q.answers_before.get(k).map_or("", String::as_str);
-            lines.push(Line::from(format!("{what} says {before:?} → {after:?}")));
-        }
-        if let Some((prompt, before, after)) = &q.neighbour {
-            let kept = if before == after {
-                "unchanged"
-            } else {
-                "CHANGED"
-            };
-            lines.push(Line::from(format!(
-                "neighbour {:?} says {before:?} → {after:?} ({kept})",
-                truncate(prompt, 40)
-            )));
-        }
-        if let Some((a, b)) = q.probs {
-            lines.push(Line::from(format!("p(target) {a:.3} → {b:.3}")));
-        }
-        if !q.layer_deltas.is_empty() {
-            let d: Vec<String> = q
-                .layer_deltas
-                .iter()
-                .map(|(l, n)| format!("L{l} {n:.2}"))
-                .collect();
-            lines.push(Line::from(format!("‖ΔW‖_F  {}", d.join("  "))));
-        }
-        if let Status::Rejected(e) = &q.status {
-            lines.push(Line::styled(e.clone(), Style::default().fg(Color::Red)));
-        }
-    } else {
-        lines.push(Line::from("no edit selected"));
+    let outer = block("Detail", false);
+    let Some(q) = app.selected_item() else {
+        f.render_widget(Paragraph::new("no edit selected").block(outer), r);
+        return;
+    };
+    let header = Line::from(vec![
+        Span::styled(format!("#{} ", q.id), Style::default().fg(ACCENT)),
+        Span::raw(q.request.describe()),
+    ]);
+    if !app.ab() {
+        let mut lines = vec![header];
+        lines.extend(lane_detail(&q.lanes[0]));
+        f.render_widget(
+            Paragraph::new(lines).wrap(Wrap { trim: true }).block(outer),
+            r,
+        );
+        return;
     }
-    f.render_widget(
-        Paragraph::new(lines)
-            .wrap(Wrap { trim: true })
-            .block(block("Detail", false)),
-        r,
-    );
+    // A/B: the fact on top, then one column per lane, side by side.
+    let inner = outer.inner(r);
+    f.render_widget(outer, r);
+    let [top, body] = Layout::default()
+        .direction(Direction::Vertical)
+        .constraints([Constraint::Length(1), Constraint::Min(0)])
+        .areas(inner);
+    f.render_widget(Paragraph::new(header), top);
+    let columns = Layout::default()
+        .direction(Direction::Horizontal)
+        .constraints(vec![
+            Constraint::Ratio(1, app.lanes.len() as u32);
+            app.lanes.len()
+        ])
+        .split(body);
+    for (lane, ((view, edit), area)) in app
+        .lanes
+        .iter()
+        .zip(&q.lanes)
+        .zip(columns.iter())
+        .enumerate()
+    {
+        let mut lines = vec![Line::styled(
+            format!("{} — {}", view.method.label(), edit.status().label()),
+            Style::default()
+                .fg(lane_color(lane))
+                .add_modifier(Modifier::BOLD),
+        )];
+        lines.extend(lane_detail(edit));
+        f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }), *area);
+    }
 }
 
-fn chart(f: &mut Frame, app: &App, r: Rect) {
-    let series = |metric: TokenMetric| -> Vec<(f64, f64)> {
-        app.curve
-            .iter()
-            .filter_map(|p| metric.get(&p.metrics).map(|v| (p.edits as f64, v)))
-            .collect()
-    };
-    let eff = series(TokenMetric::Efficacy);
-    let par = series(TokenMetric::Paraphrase);
-    let spe = series(TokenMetric::Specificity);
-    let max_x = app.curve.last().map_or(1.0, |p| p.edits as f64).max(1.0);
-    /// One metric's curve: its name, colour and points.
-    type Curve<'a> = (&'static str, Color, &'a [(f64, f64)]);
-    let lines: [Curve; 3] = [
-        ("efficacy", Color::Green, &eff),
-        ("paraphrase", Color::Yellow, &par),
-        ("specificity", Color::Magenta, &spe),
+/// What one lane made of the selected edit: predictions, metrics, generations, ‖ΔW‖.
+fn lane_detail(edit: &LaneEdit) -> Vec<Line<'static>> {
+    let mut lines = Vec::new();
+    let (before, after) = edit.predictions();
+    if !before.is_empty() {
+        lines.push(Line::from(format!("before: {}", preds(before))));
+    }
+    if !after.is_empty() {
+        lines.push(Line::from(format!("after:  {}", preds(after))));
+    }
+    if let Some(l) = edit.landed() {
+        lines.extend(landed_lines(l));
+    }
+    if let LaneEdit::Rejected(e) = edit {
+        lines.push(Line::styled(e.clone(), Style::default().fg(Color::Red)));
+    }
+    lines
+}
+
+fn landed_lines(l: &Landed) -> Vec<Line<'static>> {
+    let m = &l.metrics;
+    let g = &l.gen;
+    let mut lines = vec![
+        Line::from(format!(
+            "efficacy {}  paraphrase {}  specificity {}  {:.1}s",
+            two(m.efficacy),
+            two(m.paraphrase),
+            two(m.specificity),
+            l.seconds
+        )),
+        Line::from(format!(
+            "generated: EM {}  F1 {}  paraphrase EM {}  neighbours kept {}",
+            two(g.efficacy_em),
+            two(g.efficacy_f1),
+            two(g.paraphrase_em),
+            two(g.specificity)
+        )),
     ];
-    // Each metric twice: a line between the evaluation points and a dot on each, so a single
-    // point (one edit) is visible and every measured point is marked.
-    let mut datasets = Vec::new();
-    for (_, color, data) in lines.iter().filter(|(_, _, d)| !d.is_empty()) {
-        let style = Style::default().fg(*color);
-        datasets.push(
-            Dataset::default()
-                .marker(symbols::Marker::Braille)
-                .graph_type(GraphType::Line)
-                .style(style)
-                .data(data),
-        );
-        datasets.push(
-            Dataset::default()
-                .marker(symbols::Marker::Dot)
-                .graph_type(GraphType::Scatter)
-                .style(style)
-                .data(data),
+    for (k, after) in l.answers.iter().enumerate().take(2) {
+        let what = if k == 0 { "prompt" } else { "paraphrase" };
+        let before = l.answers_before.get(k).map_or("", String::as_str);
+        lines.push(Line::from(format!("{what} says {before:?} → {after:?}")));
+    }
+    if let Some((prompt, before, after)) = &l.neighbour {
+        let kept = if before == after {
+            "unchanged"
+        } else {
+            "CHANGED"
+        };
+        lines.push(Line::from(format!(
+            "neighbour {:?} says {before:?} → {after:?} ({kept})",
+            truncate(prompt, 40)
+        )));
+    }
+    lines.push(Line::from(format!(
+        "p(target) {:.3} → {:.3}",
+        l.prob_initial, l.prob_final
+    )));
+    if !l.layer_deltas.is_empty() {
+        let d: Vec<String> = l
+            .layer_deltas
+            .iter()
+            .map(|(l, n)| format!("L{l} {n:.2}"))
+            .collect();
+        lines.push(Line::from(format!("‖ΔW‖_F  {}", d.join("  "))));
+    }
+    lines
+}
+
+/// One curve of the chart: its name, colour and points.
+struct Curve {
+    name: String,
+    color: Color,
+    points: Vec<(f64, f64)>,
+}
+
+fn points(curve: &[crate::worker::CurvePoint], metric: TokenMetric) -> Vec<(f64, f64)> {
+    curve
+        .iter()
+        .filter_map(|p| metric.get(&p.metrics).map(|v| (p.edits as f64, v)))
+        .collect()
+}
+
+/// One lane: its three metrics. A/B: the chosen metric, one curve per lane.
+fn curves(app: &App) -> Vec<Curve> {
+    if app.ab() {
+        return app
+            .lanes
+            .iter()
+            .enumerate()
+            .map(|(lane, view)| Curve {
+                name: view.method.label().to_string(),
+                color: lane_color(lane),
+                points: points(&view.curve, app.chart_metric),
+            })
+            .collect();
+    }
+    let curve = &app.lanes[0].curve;
+    [
+        (TokenMetric::Efficacy, Color::Green),
+        (TokenMetric::Paraphrase, Color::Yellow),
+        (TokenMetric::Specificity, Color::Magenta),
+    ]
+    .into_iter()
+    .map(|(metric, color)| Curve {
+        name: metric.name().to_string(),
+        color,
+        points: points(curve, metric),
+    })
+    .collect()
+}
+
+fn chart_title(app: &App) -> String {
+    if app.ab() {
+        let latest: Vec<String> = app
+            .lanes
+            .iter()
+            .map(|l| {
+                let v = l
+                    .curve
+                    .last()
+                    .and_then(|p| app.chart_metric.get(&p.metrics));
+                format!("{} {}", l.method.label(), two(v))
+            })
+            .collect();
+        return format!(
+            "{} vs edits — {} (←/→ metric)",
+            app.chart_metric.name(),
+            latest.join(" · ")
         );
     }
-    // The legend goes on its own line above the plot, where it covers no point.
-    let legend = Line::from(
-        lines
-            .iter()
-            .flat_map(|(name, color, _)| {
-                [
-                    Span::styled("● ", Style::default().fg(*color)),
-                    Span::raw(format!("{name}  ")),
-                ]
-            })
-            .collect::<Vec<_>>(),
-    );
-    let title = match app.curve.last() {
+    match app.lanes[0].curve.last() {
         Some(p) => format!(
             "Metrics vs edits — eff {}{}{}",
             two(p.metrics.efficacy),
@@ -385,8 +510,50 @@ fn chart(f: &mut Frame, app: &App, r: Rect) {
                 .unwrap_or_default()
         ),
         None => "Metrics vs edits (all edits re-evaluated as they land)".into(),
-    };
-    let outer = block(&title, app.focus == Pane::Charts);
+    }
+}
+
+fn chart(f: &mut Frame, app: &App, r: Rect) {
+    let curves = curves(app);
+    let max_x = app
+        .lanes
+        .iter()
+        .filter_map(|l| l.curve.last())
+        .map(|p| p.edits as f64)
+        .fold(1.0, f64::max);
+    // Each curve twice: a line between the evaluation points and a dot on each, so a single
+    // point (one edit) is visible and every measured point is marked.
+    let mut datasets = Vec::new();
+    for c in curves.iter().filter(|c| !c.points.is_empty()) {
+        let style = Style::default().fg(c.color);
+        datasets.push(
+            Dataset::default()
+                .marker(symbols::Marker::Braille)
+                .graph_type(GraphType::Line)
+                .style(style)
+                .data(&c.points),
+        );
+        datasets.push(
+            Dataset::default()
+                .marker(symbols::Marker::Dot)
+                .graph_type(GraphType::Scatter)
+                .style(style)
+                .data(&c.points),
+        );
+    }
+    // The legend goes on its own line above the plot, where it covers no point.
+    let legend = Line::from(
+        curves
+            .iter()
+            .flat_map(|c| {
+                [
+                    Span::styled("● ", Style::default().fg(c.color)),
+                    Span::raw(format!("{}  ", c.name)),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+    let outer = block(&chart_title(app), app.focus == Pane::Charts);
     let inner = outer.inner(r);
     f.render_widget(outer, r);
     let [legend_row, plot] = Layout::default()
@@ -413,11 +580,43 @@ fn norms(f: &mut Frame, app: &App, r: Rect) {
     let b = block("‖W‖₁/n per edited layer (growth ×)", false);
     let inner = b.inner(r);
     f.render_widget(b, r);
-    if app.norms.is_empty() {
+    if app.lanes.iter().all(|l| l.norms.is_empty()) {
         f.render_widget(Paragraph::new("no edits yet"), inner);
         return;
     }
-    for (i, (layer, h)) in app.norms.iter().enumerate() {
+    if !app.ab() {
+        lane_norms(f, &app.lanes[0], inner);
+        return;
+    }
+    // A/B: one column per lane, under its method's name.
+    let columns = Layout::default()
+        .direction(Direction::Horizontal)
+        .constraints(vec![
+            Constraint::Ratio(1, app.lanes.len() as u32);
+            app.lanes.len()
+        ])
+        .split(inner);
+    for (lane, (view, area)) in app.lanes.iter().zip(columns.iter()).enumerate() {
+        let [name, rows] = Layout::default()
+            .direction(Direction::Vertical)
+            .constraints([Constraint::Length(1), Constraint::Min(0)])
+            .areas(*area);
+        f.render_widget(
+            Paragraph::new(Line::styled(
+                view.method.label(),
+                Style::default()
+                    .fg(lane_color(lane))
+                    .add_modifier(Modifier::BOLD),
+            )),
+            name,
+        );
+        lane_norms(f, view, rows);
+    }
+}
+
+/// One lane's layers, a row each: the norm, its growth, and a sparkline of ‖W − W0‖.
+fn lane_norms(f: &mut Frame, view: &LaneView, inner: Rect) {
+    for (i, (layer, h)) in view.norms.iter().enumerate() {
         if i as u16 >= inner.height {
             break;
         }
@@ -461,12 +660,38 @@ fn probes(f: &mut Frame, app: &App, r: Rect) {
             note.clone(),
             Style::default().add_modifier(Modifier::DIM),
         ));
-    } else if app.probes.is_empty() {
+    } else if app.lanes.iter().all(|l| l.probes.is_empty()) {
         lines.push(Line::from("press p to run the downstream probes"));
     }
-    let baseline = app.probes_baseline.as_ref();
-    let spans: Vec<Span> = app
-        .probes
+    for (lane, view) in app.lanes.iter().enumerate() {
+        let mut spans = lane_probes(view);
+        if app.ab() && !spans.is_empty() {
+            spans.insert(
+                0,
+                Span::styled(
+                    format!("{}: ", view.method.label()),
+                    Style::default()
+                        .fg(lane_color(lane))
+                        .add_modifier(Modifier::BOLD),
+                ),
+            );
+        }
+        if !spans.is_empty() {
+            lines.push(Line::from(spans));
+        }
+    }
+    f.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: true })
+            .block(block(&probes_title(app), false)),
+        r,
+    );
+}
+
+/// One lane's probe results: value, interval, items and change since its baseline.
+fn lane_probes(view: &LaneView) -> Vec<Span<'static>> {
+    let baseline = view.probes_baseline.as_ref();
+    view.probes
         .iter()
         .map(|result| {
             let v = result.headline().1;
@@ -490,21 +715,12 @@ fn probes(f: &mut Frame, app: &App, r: Rect) {
                 Style::default().fg(color),
             )
         })
-        .collect();
-    if !spans.is_empty() {
-        lines.push(Line::from(spans));
-    }
-    f.render_widget(
-        Paragraph::new(lines)
-            .wrap(Wrap { trim: true })
-            .block(block(&probes_title(app), false)),
-        r,
-    );
+        .collect()
 }
 
 /// The probes pane's title names the edit count its baseline was measured at.
 fn probes_title(app: &App) -> String {
-    match &app.probes_baseline {
+    match &app.lanes[0].probes_baseline {
         Some((edits, _)) => format!("Probes (change since edit {edits})"),
         None => "Probes".into(),
     }
@@ -529,7 +745,11 @@ fn input(f: &mut Frame, app: &App, r: Rect) {
         Span::raw(cursor),
     ]))
     .block(block(
-        &format!("New fact ({} next)", app.method.label()),
+        &if app.ab() {
+            format!("New fact (edited by {})", app.methods_label())
+        } else {
+            format!("New fact ({} next)", app.method().label())
+        },
         focused,
     ));
     f.render_widget(p, r);
@@ -640,15 +860,21 @@ fn phase_label(p: Phase) -> &'static str {
     }
 }
 
-/// The worker's activity for the status bar.
-fn activity_label(a: &Activity) -> String {
+/// The worker's activity for the status bar (in A/B mode, naming the lane that edits).
+fn activity_label(app: &App, a: &Activity) -> String {
     match a {
         Activity::Starting => "starting".into(),
         Activity::Idle => "idle".into(),
-        Activity::Editing(p) => match p {
-            None => "editing".into(),
-            Some(p) => progress_label(Some(p)),
-        },
+        Activity::Editing { lane, progress } => {
+            let what = match progress {
+                None => "editing".into(),
+                Some(p) => progress_label(Some(p)),
+            };
+            match app.lanes.get(*lane) {
+                Some(view) if app.ab() => format!("{}: {what}", view.method.label()),
+                _ => what,
+            }
+        }
         Activity::Evaluating => "evaluating all edits".into(),
         Activity::Probing => "running probes".into(),
         Activity::Recovered => "recovered".into(),

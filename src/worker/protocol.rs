@@ -32,7 +32,8 @@ pub enum Command {
     },
     /// Take back the most recent landed edit.
     Undo,
-    /// Use this method (with its defaults) for the next edits.
+    /// Use this method (with its defaults) for the next edits (refused in A/B mode, whose
+    /// methods are the comparison).
     SetMethod(Method),
     /// Run the downstream probes now.
     RunProbes,
@@ -60,9 +61,22 @@ pub struct CurvePoint {
     pub metrics: TokenMetrics,
 }
 
+/// One editor of the worker and what it edits: a plain run has one lane, A/B mode two or three,
+/// each on its own copy of the edited matrices, all taking the same edit stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaneInfo {
+    pub method: Method,
+    pub layers: Vec<usize>,
+    /// The lane's own journal, if it keeps one.
+    pub session: Option<PathBuf>,
+}
+
+/// An edit landed in one lane.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Landed {
     pub id: u64,
+    /// The lane (index into `Ready`'s lanes) it landed in.
+    pub lane: usize,
     pub step: u64,
     pub method: Method,
     /// The edit's own metrics on the model right after it landed.
@@ -88,40 +102,50 @@ pub struct Landed {
 pub enum Event {
     Ready {
         model: String,
-        method: Method,
-        layers: Vec<usize>,
         device: String,
-        session: Option<PathBuf>,
+        /// The editors, in the order every lane-tagged event refers to them.
+        lanes: Vec<LaneInfo>,
     },
     Log(String),
+    /// Lane `lane` started the edit `id` (the lanes take it in turn).
     Started {
         id: u64,
+        lane: usize,
     },
     /// Where the edit in flight is (warnings come as `Log` lines instead).
     Progress {
         id: u64,
+        lane: usize,
         progress: Progress,
     },
     Landed(Box<Landed>),
+    /// The edit failed in `lane`, or in every lane (`None`: the request itself is bad).
     Rejected {
         id: u64,
+        lane: Option<usize>,
         error: String,
     },
+    /// The user cancelled the edit: the lanes that had not landed it yet leave it.
     Cancelled {
         id: u64,
     },
     Undone {
         id: u64,
+        lane: usize,
         step: u64,
         after: Vec<Prediction>,
     },
     Norms {
+        lane: usize,
         edits: usize,
         layers: Vec<LayerNorms>,
     },
     /// All live edits are being re-evaluated.
     Evaluating,
-    Curve(CurvePoint),
+    Curve {
+        lane: usize,
+        point: CurvePoint,
+    },
     /// The key statistics are being gathered in the background (`done` of `total` tokens,
     /// `elapsed_s` since they started).
     Statistics {
@@ -137,6 +161,7 @@ pub enum Event {
     /// The probes started running.
     ProbesStarted,
     Probes {
+        lane: usize,
         edits: usize,
         results: Vec<ProbeResult>,
     },

@@ -60,7 +60,7 @@ fn the_worker_reports_the_benchmarks_numbers_for_the_same_edits() {
     let n = cases.len();
     let events = collect_until(
         &handle.events,
-        |e| matches!(e, Event::Curve(p) if p.edits == n),
+        |e| matches!(e, Event::Curve { point, .. } if point.edits == n),
     );
     handle.join();
     let landed: Vec<&Landed> = events
@@ -71,7 +71,7 @@ fn the_worker_reports_the_benchmarks_numbers_for_the_same_edits() {
         })
         .collect();
     assert_eq!(landed.len(), n, "{events:?}");
-    let Some(Event::Curve(last)) = events.last() else {
+    let Some(Event::Curve { point: last, .. }) = events.last() else {
         unreachable!()
     };
     // All edits so far on the final model: the benchmark's final point.
@@ -92,7 +92,7 @@ fn the_worker_reports_the_benchmarks_numbers_for_the_same_edits() {
         .iter()
         .rev()
         .find_map(|e| match e {
-            Event::Norms { edits, layers } if *edits == n => Some(layers.clone()),
+            Event::Norms { edits, layers, .. } if *edits == n => Some(layers.clone()),
             _ => None,
         })
         .unwrap();
@@ -164,7 +164,8 @@ fn the_queue_the_pause_and_decks_are_answered_while_an_edit_is_in_flight() {
             e,
             Event::Progress {
                 id: 1,
-                progress: Progress::TargetStep { .. }
+                progress: Progress::TargetStep { .. },
+                ..
             }
         )
     });
@@ -272,4 +273,123 @@ fn a_method_without_statistics_edits_while_they_are_gathered() {
         "FT-L landed before the statistics were ready: {:?}",
         seen.last()
     );
+}
+
+/// The last curve point of each lane, from a run's events.
+fn last_curves(events: &[Event], lanes: usize) -> Vec<CurvePoint> {
+    (0..lanes)
+        .map(|lane| {
+            events
+                .iter()
+                .rev()
+                .find_map(|e| match e {
+                    Event::Curve { lane: l, point } if *l == lane => Some(point.clone()),
+                    _ => None,
+                })
+                .expect("a curve point per lane")
+        })
+        .collect()
+}
+
+#[test]
+fn ab_lanes_edit_the_same_stream_each_as_if_alone_and_undo_together() {
+    let cases = cases();
+    let stats_dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(Arch::Llama, 21);
+    let shared = stats(stats_dir.path());
+    let lanes = vec![
+        Runner::new(model.clone(), hparams(Method::Memit), shared.sibling()),
+        Runner::new(model.clone(), hparams(Method::Rome), shared.sibling()),
+    ];
+    let n = 3;
+    let send_all = |handle: &WorkerHandle| {
+        for (i, c) in cases.iter().take(n).enumerate() {
+            handle.send(Command::Edit {
+                id: i as u64 + 1,
+                request: c.requests[0].clone(),
+            });
+        }
+    };
+    let handle = spawn_lanes(lanes, quiet_options());
+    send_all(&handle);
+    // The last lane's curve after the last edit ends the stream.
+    let events = collect_until(
+        &handle.events,
+        |e| matches!(e, Event::Curve { lane: 1, point } if point.edits == n),
+    );
+    let Some(Event::Ready { lanes: info, .. }) = events.first() else {
+        panic!("Ready first: {events:?}")
+    };
+    let methods: Vec<Method> = info.iter().map(|l| l.method).collect();
+    assert_eq!(methods, [Method::Memit, Method::Rome]);
+    // Every fact landed in both lanes, lane 0 first.
+    let landed: Vec<(u64, usize, Method)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Landed(l) => Some((l.id, l.lane, l.method)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        landed,
+        [
+            (1, 0, Method::Memit),
+            (1, 1, Method::Rome),
+            (2, 0, Method::Memit),
+            (2, 1, Method::Rome),
+            (3, 0, Method::Memit),
+            (3, 1, Method::Rome),
+        ]
+    );
+    let ab = last_curves(&events, 2);
+    // Undo takes the newest fact back in both lanes.
+    handle.send(Command::Undo);
+    let undone = collect_until(
+        &handle.events,
+        |e| matches!(e, Event::Curve { lane: 1, point } if point.edits == n - 1),
+    );
+    let undos: Vec<(u64, usize)> = undone
+        .iter()
+        .filter_map(|e| match e {
+            Event::Undone { id, lane, .. } => Some((*id, *lane)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(undos, [(3, 0), (3, 1)]);
+    handle.join();
+
+    // Each lane's numbers are those of its method run alone on the same facts: the lanes share
+    // nothing that an edit changes.
+    for (lane, method) in [Method::Memit, Method::Rome].into_iter().enumerate() {
+        let alone = spawn(
+            Runner::new(model.clone(), hparams(method), shared.sibling()),
+            quiet_options(),
+        );
+        send_all(&alone);
+        let events = collect_until(
+            &alone.events,
+            |e| matches!(e, Event::Curve { point, .. } if point.edits == n),
+        );
+        alone.join();
+        assert_eq!(last_curves(&events, 1)[0], ab[lane], "{method:?}");
+    }
+}
+
+#[test]
+fn ab_mode_refuses_a_method_switch_by_name() {
+    let stats_dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(Arch::Llama, 21);
+    let shared = stats(stats_dir.path());
+    let lanes = vec![
+        Runner::new(model.clone(), hparams(Method::Rome), shared.sibling()),
+        Runner::new(model, hparams(Method::FtL), shared.sibling()),
+    ];
+    let handle = spawn_lanes(lanes, quiet_options());
+    handle.send(Command::SetMethod(Method::Memit));
+    let events = collect_until(&handle.events, |e| matches!(e, Event::Error(_)));
+    let Some(Event::Error(why)) = events.last() else {
+        unreachable!()
+    };
+    assert!(why.contains("A/B mode"), "{why}");
+    handle.join();
 }

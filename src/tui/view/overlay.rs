@@ -23,7 +23,7 @@ fn centered(area: Rect, w: u16, h: u16) -> Rect {
 }
 
 /// The keys, one per line: a fixed two-column grid wrapped badly in narrow boxes.
-const KEYS: [(&str, &str); 17] = [
+const KEYS: [(&str, &str); 18] = [
     (
         "i",
         "type a fact: subject | prompt | target [| paraphrase | neighbour]",
@@ -37,7 +37,11 @@ const KEYS: [(&str, &str); 17] = [
         "↑/↓ j/k",
         "select an edit (its details show below the queue)",
     ),
-    ("m", "method for the next edits"),
+    (
+        "m",
+        "method for the next edits (A/B mode: fixed by --methods)",
+    ),
+    ("←/→", "A/B mode, chart pane: the metric drawn per method"),
     (
         "u",
         "undo the last edit (D4S: exact; others: restore the pre-edit weights)",
@@ -73,9 +77,15 @@ fn help_lines(app: &App) -> Vec<Line<'static>> {
         })
         .collect();
     let journal = app
-        .session
-        .as_ref()
-        .map_or("sessions/".to_string(), |s| s.display().to_string());
+        .lanes
+        .iter()
+        .filter_map(|l| l.session.as_ref())
+        .map(|s| s.display().to_string())
+        .collect::<Vec<_>>();
+    let journal = match journal.is_empty() {
+        true => "sessions/".to_string(),
+        false => journal.join(" and "),
+    };
     lines.extend([
         Line::from(""),
         Line::from(format!(
