@@ -37,7 +37,8 @@ mod desk;
 mod protocol;
 use desk::{Desk, DeskMsg};
 pub use protocol::{
-    Command, CurvePoint, Event, Landed, LaneInfo, ProbeRunner, WorkerHandle, WorkerOptions,
+    Command, CurvePoint, Event, Landed, LaneInfo, ProbeRunner, ProbeScorer, WorkerHandle,
+    WorkerOptions,
 };
 
 /// What the desk hands the engine, in the order the UI asked.
@@ -64,6 +65,10 @@ enum Task {
     RunProbes,
     Evaluate,
     Save,
+    Bisect {
+        probe: crate::eval::probes::Task,
+        drop: f64,
+    },
 }
 
 /// Evaluation cadence of the all-edits curve: every edit at first, then sparser.
@@ -174,6 +179,7 @@ struct Worker {
     stop_statistics: Arc<AtomicBool>,
     eval_every: usize,
     probes: Option<ProbeRunner>,
+    scorer: Option<ProbeScorer>,
 }
 
 /// Starts the worker (desk and engine threads) with a runner (model + editor + optional session).
@@ -214,6 +220,7 @@ pub fn spawn_lanes(runners: Vec<Runner>, opts: WorkerOptions) -> WorkerHandle {
                 stop_statistics: Arc::new(AtomicBool::new(false)),
                 eval_every: opts.eval_every,
                 probes: opts.probes,
+                scorer: opts.scorer,
             };
             let model = &w.lanes[0].runner.model;
             w.emit(Event::Ready {
@@ -397,6 +404,7 @@ impl Worker {
                 }
             }
             Task::Save => self.save(),
+            Task::Bisect { probe, drop } => self.bisect(probe, drop),
         }
     }
 
@@ -742,6 +750,48 @@ impl Worker {
             }
             Err(e) => self.emit(Event::Error(format!("undo: {e}"))),
         }
+    }
+
+    /// Bisects every lane's session on `probe`: each prefix is restored on a copy of the
+    /// unedited model (the lane's own model is not touched), so the edits stay as they are.
+    fn bisect(&mut self, probe: crate::eval::probes::Task, drop: f64) {
+        let Some(mut scorer) = self.scorer.take() else {
+            self.emit(Event::Error(
+                "bisect: no probe data configured (see --data-dir)".into(),
+            ));
+            return;
+        };
+        for lane in 0..self.lanes.len() {
+            let l = &self.lanes[lane];
+            let Some(session) = &l.runner.session else {
+                self.emit(Event::Error(
+                    "bisect: this run keeps no journal (--no-session)".into(),
+                ));
+                continue;
+            };
+            let dir = session.dir.clone();
+            let mut base = l.runner.model.clone();
+            base.reset_edits();
+            let stats = l.runner.stats.sibling();
+            self.emit(Event::Bisecting { lane, probe });
+            let events = self.events.clone();
+            let found =
+                crate::session::bisect::bisect_session(&dir, &base, &stats, drop, |k, m| {
+                    let score = scorer(probe, m)?;
+                    let _ = events.send(Event::BisectStep { lane, k, score });
+                    Ok(score)
+                });
+            match found {
+                Ok(found) => self.emit(Event::Bisected {
+                    lane,
+                    probe,
+                    drop,
+                    found,
+                }),
+                Err(e) => self.emit(Event::Error(format!("bisect: {e}"))),
+            }
+        }
+        self.scorer = Some(scorer);
     }
 
     /// Exports each lane's ΔW into its session.

@@ -6,7 +6,7 @@ use d4s::error::Result;
 use d4s::eval::probes::{self, ProbeConfig, ProbeSet, Task};
 use d4s::model::Model;
 
-use d4s::worker::ProbeRunner;
+use d4s::worker::{ProbeRunner, ProbeScorer};
 
 /// A probe runner for the worker (tasks prepared on first use, then reused), or why there is none.
 pub fn worker_probes(
@@ -57,4 +57,25 @@ pub fn worker_probes(
         sets.iter().map(|s| s.run(model, None)).collect()
     });
     (Some(runner), None)
+}
+
+/// A scorer for the worker's bisection: each task prepared on first use (with `items` items, a
+/// seeded subset), then reused; `None` without probe data.
+pub fn worker_scorer(items: usize, data_dir: Option<PathBuf>) -> Option<ProbeScorer> {
+    let data_dir = data_dir.filter(|d| d.is_dir())?;
+    let cfg = ProbeConfig {
+        data_dir,
+        limit: Some(items),
+        ..Default::default()
+    };
+    let mut prepared: std::collections::HashMap<Task, ProbeSet> = Default::default();
+    Some(Box::new(move |task: Task, model: &Model| {
+        let set = match prepared.entry(task) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(probes::prepare(task, &cfg, model)?)
+            }
+        };
+        Ok(set.run(model, None)?.headline().1)
+    }))
 }

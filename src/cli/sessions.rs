@@ -218,47 +218,35 @@ pub fn bisect(g: &GlobalArgs, a: &BisectArgs) -> Result<()> {
         ..Default::default()
     };
     let set = probes::prepare(task, &cfg, &base)?;
-    let events = &loaded.events;
-    let n = bisection::applied_steps(events);
     eprintln!(
-        "bisecting {} ({n} applied steps) on {task}: first step more than {} below the unedited model",
-        meta.name, a.drop
+        "bisecting {} ({} applied steps) on {task}: first step more than {} below the unedited model",
+        meta.name,
+        bisection::applied_steps(&loaded.events),
+        a.drop
     );
-    let found = bisection::bisect(n, a.drop, |k| -> Result<f64> {
-        let mut runner = runner_for(base.clone(), &meta, None)?;
-        runner.session = Some(journal::Session::open(&a.session)?.0);
-        runner
-            .restore(bisection::prefix(events, k))
-            .with_context(|| format!("restoring the first {k} steps"))?;
-        let score = set.run(&runner.model, None)?.headline().1;
+    let stats = StatsCache::new(meta.stats.clone().as_recorded(base.config.d_ff));
+    let found = bisection::bisect_session(&a.session, &base, &stats, a.drop, |k, model| {
+        let score = set.run(model, None)?.headline().1;
         eprintln!("  after {k:>5} steps: {score:.3}");
         Ok(score)
     })?;
-    let mut measured = found.measured.clone();
+    let mut measured = found.bisection.measured.clone();
     measured.sort_by_key(|&(k, _)| k);
     println!("{:>6}  {:>8}  {:>8}", "steps", task.to_string(), "change");
     for (k, score) in &measured {
-        println!("{k:>6}  {score:>8.3}  {:>+8.3}", score - found.baseline);
+        println!(
+            "{k:>6}  {score:>8.3}  {:>+8.3}",
+            score - found.bisection.baseline
+        );
     }
-    match found.first_drop {
-        Some(k) => {
-            let step = events
-                .iter()
-                .filter_map(|e| match e {
-                    Event::Applied { step, requests, .. } => Some((*step, requests)),
-                    _ => None,
-                })
-                .nth(k - 1)
-                .context("the journal changed during the bisection")?;
-            let what = step.1.first().map(|r| r.describe()).unwrap_or_default();
-            println!(
-                "first fall beyond {}: after applied step {k} (journal step {}): {what}",
-                a.drop, step.0
-            );
-        }
+    match found.culprit {
+        Some(c) => println!(
+            "first fall beyond {}: after applied step {} (journal step {}): {}",
+            a.drop, c.k, c.step, c.fact
+        ),
         None => println!(
             "no prefix fell more than {} below the unedited model's {:.3}",
-            a.drop, found.baseline
+            a.drop, found.bisection.baseline
         ),
     }
     Ok(())

@@ -39,6 +39,10 @@ pub struct TuiArgs {
     /// Items per probe task.
     #[arg(long, default_value_t = 50)]
     pub probe_items: usize,
+    /// Probe items for `b` (bisect): 500 give a 95% interval of about ±4 points at 50%, so a
+    /// drop of 0.05 is above the noise.
+    #[arg(long, default_value_t = 500)]
+    pub bisect_items: usize,
     /// Data directory for probes and `counterfact:N` decks (default: $D4S_DATA or ../shared/data).
     #[arg(long = "data-dir")]
     pub data_dir: Option<PathBuf>,
@@ -78,6 +82,7 @@ pub fn run(g: &GlobalArgs, a: &TuiArgs) -> Result<()> {
         .or_else(d4s::eval::probes::default_data_dir);
     let (probes, probes_unavailable) =
         super::probes::worker_probes(&a.probes, a.probe_items, data_dir.clone());
+    let scorer = super::probes::worker_scorer(a.bisect_items, data_dir.clone());
     let worker = worker::spawn_lanes(
         runners,
         WorkerOptions {
@@ -85,6 +90,7 @@ pub fn run(g: &GlobalArgs, a: &TuiArgs) -> Result<()> {
             probes,
             probes_unavailable,
             data_dir,
+            scorer,
         },
     );
     let initial = a

@@ -7,8 +7,14 @@
 //! methods replay the prefix. The search assumes the score, once fallen, stays down (a binary
 //! search over k); every prefix it measured is reported, so a history that recovers shows.
 
-use super::journal::Event;
+use std::path::Path;
+
+use super::journal::{self, Event, Session};
 pub use super::replay::applied_steps;
+use super::Runner;
+use crate::edit::StatsCache;
+use crate::error::Error;
+use crate::model::Model;
 
 /// The journal's events up to and including its `k`-th applied step (none for k = 0).
 pub fn prefix(events: &[Event], k: usize) -> &[Event] {
@@ -73,6 +79,72 @@ pub fn bisect<E>(
         baseline,
         measured,
         first_drop: Some(hi),
+    })
+}
+
+/// The applied step after which the score first fell.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Culprit {
+    /// Its place among the applied steps (1-based: the prefix that fell).
+    pub k: usize,
+    /// Its journal step number.
+    pub step: u64,
+    /// The fact it edited.
+    pub fact: String,
+}
+
+/// A session's bisection: what was measured, over how many applied steps, and the culprit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionBisection {
+    pub steps: usize,
+    pub bisection: Bisection,
+    pub culprit: Option<Culprit>,
+}
+
+/// Bisects the session in `dir`: each probed prefix is restored from `base` (the unedited model)
+/// with the session's recorded method and settings and `stats` (the session's statistics
+/// configuration), and scored by `score(k, model)`. The CLI's `d4s bisect` and the TUI's `b`
+/// both call this.
+pub fn bisect_session(
+    dir: &Path,
+    base: &Model,
+    stats: &StatsCache,
+    drop: f64,
+    mut score: impl FnMut(usize, &Model) -> crate::error::Result<f64>,
+) -> crate::error::Result<SessionBisection> {
+    let meta = journal::read_meta(dir)?;
+    let events = journal::read_journal(&dir.join(journal::JOURNAL_FILE))?.events;
+    let steps = applied_steps(&events);
+    let bisection = bisect(steps, drop, |k| -> crate::error::Result<f64> {
+        let mut runner = Runner::new(base.clone(), meta.hparams.clone(), stats.sibling());
+        runner.session = Some(Session::open(dir)?.0);
+        runner
+            .restore(prefix(&events, k))
+            .map_err(|e| Error::Input(format!("restoring the first {k} steps: {e}")))?;
+        score(k, &runner.model)
+    })?;
+    let culprit = match bisection.first_drop {
+        Some(k) => {
+            let (step, requests) = events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Applied { step, requests, .. } => Some((*step, requests)),
+                    _ => None,
+                })
+                .nth(k - 1)
+                .ok_or_else(|| Error::Input("the journal changed during the bisection".into()))?;
+            Some(Culprit {
+                k,
+                step,
+                fact: requests.first().map(|r| r.describe()).unwrap_or_default(),
+            })
+        }
+        None => None,
+    };
+    Ok(SessionBisection {
+        steps,
+        bisection,
+        culprit,
     })
 }
 

@@ -22,7 +22,7 @@ use crate::util;
 
 pub const FORMAT_VERSION: u32 = 1;
 const META_FILE: &str = "session.json";
-const JOURNAL_FILE: &str = "journal.jsonl";
+pub const JOURNAL_FILE: &str = "journal.jsonl";
 const TERMS_FILE: &str = "terms.bin";
 
 pub use crate::model::ModelRecord;

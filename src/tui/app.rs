@@ -69,6 +69,11 @@ pub enum Activity {
     Evaluating,
     /// The downstream probes are running.
     Probing,
+    /// A lane's journal is being bisected on a probe.
+    Bisecting {
+        lane: usize,
+        probe: crate::eval::probes::Task,
+    },
     /// A bug was caught; the model was restored.
     Recovered,
 }
@@ -245,6 +250,8 @@ pub enum Overlay {
 pub enum PromptKind {
     Deck,
     OpenSession,
+    /// `probe [drop]`, e.g. `arc_easy 0.05`.
+    Bisect,
 }
 
 pub const FORM_LABELS: [&str; 5] = [

@@ -879,3 +879,80 @@ fn ab_mode_keeps_its_methods_and_shows_a_lane_that_failed() {
     );
     assert_eq!(app.queue[1].status(), Status::Undone);
 }
+
+#[test]
+fn b_bisects_the_journal_and_selects_the_edit_it_finds() {
+    use crate::eval::probes::Task;
+    use crate::session::bisect::{Bisection, Culprit, SessionBisection};
+    let mut app = busy_app();
+    app.focus = Pane::Queue;
+    update(&mut app, key(KeyCode::Char('b')));
+    assert_eq!(
+        app.overlay,
+        Overlay::Prompt(PromptKind::Bisect, "arc_easy 0.05".into())
+    );
+    let fx = update(&mut app, key(KeyCode::Enter));
+    assert_eq!(
+        fx,
+        vec![Effect::Send(Command::Bisect {
+            probe: Task::ArcEasy,
+            drop: 0.05
+        })]
+    );
+    // Bad input is explained and sends nothing.
+    for bad in ["nope 0.05", "mmlu 2", "mmlu 0.1 extra"] {
+        update(&mut app, key(KeyCode::Char('b')));
+        update(
+            &mut app,
+            Msg::Key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL)),
+        );
+        typed(&mut app, bad);
+        assert!(update(&mut app, key(KeyCode::Enter)).is_empty(), "{bad}");
+        assert!(app.log.last().unwrap().starts_with("bisect: "), "{bad}");
+    }
+    update(
+        &mut app,
+        Msg::Worker(Event::Bisecting {
+            lane: 0,
+            probe: Task::ArcEasy,
+        }),
+    );
+    assert!(render(&app, 160, 40).contains("bisecting on arc_easy"));
+    // Another fact after the culprit, selected: the answer moves the selection to the culprit.
+    let mut later = app.queue[0].clone();
+    later.id = 2;
+    later.lanes = vec![LaneEdit::Queued];
+    app.queue.push(later);
+    app.selected = 1;
+    update(
+        &mut app,
+        Msg::Worker(Event::Bisected {
+            lane: 0,
+            probe: Task::ArcEasy,
+            drop: 0.05,
+            found: SessionBisection {
+                steps: 1,
+                bisection: Bisection {
+                    baseline: 0.42,
+                    measured: vec![(0, 0.42), (1, 0.30)],
+                    first_drop: Some(1),
+                },
+                culprit: Some(Culprit {
+                    k: 1,
+                    step: 1,
+                    fact: "The Eiffel Tower is located in the city of → Rome".into(),
+                }),
+            },
+        }),
+    );
+    let line = app.log.last().unwrap();
+    assert!(
+        line.contains(
+            "arc_easy first fell more than 0.05 below the unedited 0.420 after edit 1 of 1"
+        ),
+        "{line}"
+    );
+    assert!(line.contains("(#1 in the queue, selected)"), "{line}");
+    assert_eq!(app.selected, 0);
+    assert_eq!(app.activity, crate::tui::app::Activity::Idle);
+}

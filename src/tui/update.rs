@@ -9,6 +9,8 @@ use super::app::{
 };
 use crate::edit::{EditRequest, Method};
 use crate::eval::bench::records::TokenMetric;
+use crate::eval::probes::Task;
+use crate::session::bisect::SessionBisection;
 use crate::worker::{Command, Event, Landed};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -145,6 +147,10 @@ fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
             Overlay::Prompt(PromptKind::OpenSession, "sessions/".into()),
         ),
         KeyCode::Char('s') => vec![Effect::Send(Command::Save)],
+        KeyCode::Char('b') => open(
+            app,
+            Overlay::Prompt(PromptKind::Bisect, format!("arc_easy {BISECT_DROP}")),
+        ),
         KeyCode::Char(' ') => {
             let p = !app.paused;
             vec![Effect::Send(Command::Pause(p))]
@@ -306,10 +312,23 @@ fn prompt(app: &mut App, kind: PromptKind, mut text: String, k: KeyEvent) -> Vec
             if t.is_empty() {
                 return vec![];
             }
-            return vec![Effect::Send(match kind {
-                PromptKind::Deck => Command::LoadDeck(t),
-                PromptKind::OpenSession => Command::OpenSession(t.into()),
-            })];
+            return match kind {
+                PromptKind::Deck => vec![Effect::Send(Command::LoadDeck(t))],
+                PromptKind::OpenSession => vec![Effect::Send(Command::OpenSession(t.into()))],
+                PromptKind::Bisect => match parse_bisect(&t) {
+                    Ok((probe, drop)) => {
+                        app.push_log(format!(
+                            "bisect requested: the first edit after which {probe} fell more than {drop}"
+                        ));
+                        vec![Effect::Send(Command::Bisect { probe, drop })]
+                    }
+                    Err(e) => {
+                        app.push_log(format!("bisect: {e}"));
+                        app.last_error = Some(e);
+                        vec![]
+                    }
+                },
+            };
         }
         _ => {
             edit_line(&mut text, k);
@@ -349,6 +368,31 @@ fn form(app: &mut App, mut fields: [String; 5], at: usize, k: KeyEvent) -> Vec<E
         }
     }
     vec![]
+}
+
+/// The drop the bisect prompt suggests (as `d4s bisect`'s default).
+const BISECT_DROP: f64 = 0.05;
+
+/// `probe [drop]`: the task and how far below the unedited model counts as fallen.
+fn parse_bisect(text: &str) -> Result<(Task, f64), String> {
+    let mut words = text.split_whitespace();
+    let probe: Task = words
+        .next()
+        .ok_or("write: probe [drop], e.g. arc_easy 0.05")?
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    let drop = match words.next() {
+        None => BISECT_DROP,
+        Some(d) => d
+            .parse::<f64>()
+            .ok()
+            .filter(|d| d.is_finite() && *d > 0.0 && *d < 1.0)
+            .ok_or_else(|| format!("the drop {d:?} is not a number between 0 and 1"))?,
+    };
+    if words.next().is_some() {
+        return Err("write: probe [drop], e.g. arc_easy 0.05".into());
+    }
+    Ok((probe, drop))
 }
 
 /// Most skipped records a deck names in the log; the rest are counted.
@@ -577,6 +621,23 @@ fn worker_event(app: &mut App, e: Event) -> Vec<Effect> {
             }
         }
         Event::ProbesUnavailable(why) => app.probes_note = Some(why),
+        Event::Bisecting { lane, probe } => {
+            app.activity = Activity::Bisecting { lane, probe };
+            let tag = lane_tag(app, lane);
+            app.push_log(format!(
+                "{tag}bisecting the journal on {probe} (each probed prefix is restored on a copy of the unedited model)"
+            ));
+        }
+        Event::BisectStep { lane, k, score } => {
+            let tag = lane_tag(app, lane);
+            app.push_log(format!("{tag}bisect: after {k} edits {score:.3}"));
+        }
+        Event::Bisected {
+            lane,
+            probe,
+            drop,
+            found,
+        } => bisected(app, lane, probe, drop, found),
         Event::MethodChanged { method, layers } => {
             if let Some(view) = app.lanes.first_mut() {
                 view.method = method;
@@ -629,4 +690,38 @@ fn worker_event(app: &mut App, e: Event) -> Vec<Effect> {
         }
     }
     vec![]
+}
+
+/// A bisection's answer: the log says which edit (and selects it in the queue when it is there).
+fn bisected(app: &mut App, lane: usize, probe: Task, drop: f64, found: SessionBisection) {
+    let tag = lane_tag(app, lane);
+    let base = found.bisection.baseline;
+    match &found.culprit {
+        Some(c) => {
+            let at = app.queue.iter().position(|q| {
+                q.lanes
+                    .get(lane)
+                    .and_then(LaneEdit::landed)
+                    .is_some_and(|l| l.step == c.step)
+            });
+            let shown = match at {
+                Some(i) => {
+                    app.selected = i;
+                    format!(" (#{} in the queue, selected)", app.queue[i].id)
+                }
+                None => String::new(),
+            };
+            app.push_log(format!(
+                "{tag}bisect: {probe} first fell more than {drop} below the unedited {base:.3} after edit {} of {}: {}{shown}",
+                c.k, found.steps, c.fact
+            ));
+        }
+        None => app.push_log(format!(
+            "{tag}bisect: no prefix of the {} edits fell more than {drop} below the unedited {probe} {base:.3}",
+            found.steps
+        )),
+    }
+    if lane + 1 == app.lanes.len() {
+        app.activity = Activity::Idle;
+    }
 }

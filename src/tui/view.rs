@@ -877,6 +877,10 @@ fn activity_label(app: &App, a: &Activity) -> String {
         }
         Activity::Evaluating => "evaluating all edits".into(),
         Activity::Probing => "running probes".into(),
+        Activity::Bisecting { lane, probe } => match app.lanes.get(*lane) {
+            Some(view) if app.ab() => format!("{}: bisecting on {probe}", view.method.label()),
+            _ => format!("bisecting on {probe}"),
+        },
         Activity::Recovered => "recovered".into(),
     }
 }

@@ -130,6 +130,7 @@ impl Desk {
             Command::RunProbes => self.task(Task::RunProbes),
             Command::Evaluate => self.task(Task::Evaluate),
             Command::Save => self.task(Task::Save),
+            Command::Bisect { probe, drop } => self.task(Task::Bisect { probe, drop }),
             Command::Quit => {}
         }
     }

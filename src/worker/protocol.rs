@@ -14,13 +14,17 @@ use crate::error::Result;
 use crate::eval::bench::records::{GenMetrics, TokenMetrics};
 use crate::eval::bench::LayerNorms;
 use crate::eval::predict::Prediction;
-use crate::eval::probes::ProbeResult;
+use crate::eval::probes::{ProbeResult, Task};
 use crate::model::Model;
+use crate::session::bisect::SessionBisection;
 
 use super::DeskMsg;
 
 /// Runs the downstream probes on the model: one result per task, as the benchmark records them.
 pub type ProbeRunner = Box<dyn FnMut(&Model) -> Result<Vec<ProbeResult>> + Send>;
+
+/// Scores the model on one probe task (its headline metric), for bisection.
+pub type ProbeScorer = Box<dyn FnMut(Task, &Model) -> Result<f64> + Send>;
 
 /// What the UI asks for.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +51,12 @@ pub enum Command {
     OpenSession(PathBuf),
     /// Drop queued edits that have not started (answered at once, also during an edit).
     ClearQueue,
+    /// Find the first journaled edit after which `probe` fell more than `drop` below the
+    /// unedited model (every lane's session, by binary search over its journal's prefixes).
+    Bisect {
+        probe: Task,
+        drop: f64,
+    },
     /// Read a deck of facts (`demo`, `counterfact:N`, `zsre:N`, or a JSONL path); the UI queues
     /// them when the `Deck` event arrives.
     LoadDeck(String),
@@ -166,6 +176,23 @@ pub enum Event {
         results: Vec<ProbeResult>,
     },
     ProbesUnavailable(String),
+    /// A bisection started in a lane's session.
+    Bisecting {
+        lane: usize,
+        probe: Task,
+    },
+    /// One prefix measured: the score after the first `k` applied steps.
+    BisectStep {
+        lane: usize,
+        k: usize,
+        score: f64,
+    },
+    Bisected {
+        lane: usize,
+        probe: Task,
+        drop: f64,
+        found: SessionBisection,
+    },
     MethodChanged {
         method: Method,
         layers: Vec<usize>,
@@ -232,4 +259,6 @@ pub struct WorkerOptions {
     pub probes_unavailable: Option<String>,
     /// Where `counterfact:N` / `zsre:N` decks are read from.
     pub data_dir: Option<PathBuf>,
+    /// Scores one probe for `Command::Bisect`; `None` = no probe data (bisect says why).
+    pub scorer: Option<ProbeScorer>,
 }

@@ -33,6 +33,7 @@ fn quiet_options() -> WorkerOptions {
         probes: None,
         probes_unavailable: None,
         data_dir: None,
+        scorer: None,
     }
 }
 
@@ -391,5 +392,126 @@ fn ab_mode_refuses_a_method_switch_by_name() {
         unreachable!()
     };
     assert!(why.contains("A/B mode"), "{why}");
+    handle.join();
+}
+
+#[test]
+fn bisect_finds_the_first_edit_after_which_the_score_fell_and_leaves_the_edits_alone() {
+    let cases = cases();
+    let stats_dir = tempfile::tempdir().unwrap();
+    let sessions = tempfile::tempdir().unwrap();
+    let mut runner = Runner::new(
+        tiny_model(Arch::Llama, 21),
+        hparams(Method::D4s),
+        stats(stats_dir.path()),
+    );
+    runner.start_session(sessions.path(), "b").unwrap();
+    let dir = runner.session.as_ref().unwrap().dir.clone();
+    let layers = hparams(Method::D4s).layers;
+    // A probe whose score falls from the third edit on: it recognises each prefix by the
+    // weights the journal recorded for it, so a prefix restored wrong cannot score.
+    let journal = dir.join("journal.jsonl");
+    let scorer: ProbeScorer = Box::new(move |_, model: &Model| {
+        if !model.is_edited()? {
+            return Ok(0.5);
+        }
+        let now = crate::session::replay::weights_sha256(model, &layers)?;
+        let events = crate::session::journal::read_journal(&journal)?.events;
+        let k = events
+            .iter()
+            .filter_map(|e| match e {
+                crate::session::journal::Event::Applied { weights_sha256, .. } => {
+                    Some(weights_sha256)
+                }
+                _ => None,
+            })
+            .position(|w| *w == now)
+            .expect("the weights of a journaled prefix")
+            + 1;
+        Ok(if k >= 3 { 0.3 } else { 0.5 })
+    });
+    let handle = spawn(
+        runner,
+        WorkerOptions {
+            scorer: Some(scorer),
+            ..quiet_options()
+        },
+    );
+    let n = 5;
+    for (i, c) in cases.iter().take(n).enumerate() {
+        handle.send(Command::Edit {
+            id: i as u64 + 1,
+            request: c.requests[0].clone(),
+        });
+    }
+    let edited = collect_until(
+        &handle.events,
+        |e| matches!(e, Event::Curve { point, .. } if point.edits == n),
+    );
+    let before = last_curves(&edited, 1);
+    handle.send(Command::Bisect {
+        probe: crate::eval::probes::Task::ArcEasy,
+        drop: 0.1,
+    });
+    let events = collect_until(&handle.events, |e| {
+        matches!(e, Event::Bisected { .. } | Event::Error(_))
+    });
+    let Some(Event::Bisected { found, .. }) = events.last() else {
+        panic!("{events:?}")
+    };
+    assert_eq!(found.steps, n);
+    let culprit = found.culprit.clone().expect("a culprit");
+    assert_eq!(culprit.k, 3);
+    assert_eq!(culprit.fact, cases[2].requests[0].describe());
+    let measured = events
+        .iter()
+        .filter(|e| matches!(e, Event::BisectStep { .. }))
+        .count();
+    assert!(measured <= 5, "log2(5) + 2 prefixes at most: {events:?}");
+    // The live model still has all its edits: re-evaluating gives the same numbers.
+    handle.send(Command::Evaluate);
+    let after = collect_until(&handle.events, |e| matches!(e, Event::Curve { .. }));
+    assert_eq!(last_curves(&after, 1), before);
+    handle.join();
+}
+
+#[test]
+fn bisect_without_probe_data_or_journal_says_why() {
+    let stats_dir = tempfile::tempdir().unwrap();
+    let runner = Runner::new(
+        tiny_model(Arch::Llama, 21),
+        hparams(Method::Rome),
+        stats(stats_dir.path()),
+    );
+    let handle = spawn(runner, quiet_options());
+    let bisect = Command::Bisect {
+        probe: crate::eval::probes::Task::ArcEasy,
+        drop: 0.05,
+    };
+    handle.send(bisect.clone());
+    let events = collect_until(&handle.events, |e| matches!(e, Event::Error(_)));
+    assert!(
+        matches!(events.last(), Some(Event::Error(e)) if e.contains("no probe data")),
+        "{events:?}"
+    );
+    handle.join();
+    let runner = Runner::new(
+        tiny_model(Arch::Llama, 21),
+        hparams(Method::Rome),
+        stats(stats_dir.path()),
+    );
+    let handle = spawn(
+        runner,
+        WorkerOptions {
+            scorer: Some(Box::new(|_, _| Ok(0.5))),
+            ..quiet_options()
+        },
+    );
+    handle.send(bisect);
+    let events = collect_until(&handle.events, |e| matches!(e, Event::Error(_)));
+    assert!(
+        matches!(events.last(), Some(Event::Error(e)) if e.contains("no journal")),
+        "{events:?}"
+    );
     handle.join();
 }

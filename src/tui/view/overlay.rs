@@ -23,7 +23,7 @@ fn centered(area: Rect, w: u16, h: u16) -> Rect {
 }
 
 /// The keys, one per line: a fixed two-column grid wrapped badly in narrow boxes.
-const KEYS: [(&str, &str); 18] = [
+const KEYS: [(&str, &str); 19] = [
     (
         "i",
         "type a fact: subject | prompt | target [| paraphrase | neighbour]",
@@ -53,6 +53,10 @@ const KEYS: [(&str, &str); 18] = [
         "load a deck: demo, counterfact:N, zsre:N or a .jsonl path",
     ),
     ("o", "open a session and queue its edits"),
+    (
+        "b",
+        "bisect the journal: the first edit after which a probe fell (e.g. arc_easy 0.05)",
+    ),
     ("s", "save ΔW of the edited layers into the session"),
     (
         "space",
@@ -163,6 +167,9 @@ pub(super) fn overlay(f: &mut Frame, app: &App, area: Rect) {
             let title = match kind {
                 PromptKind::Deck => "Load deck (demo, counterfact:N, zsre:N, or a .jsonl path)",
                 PromptKind::OpenSession => "Open session (directory)",
+                PromptKind::Bisect => {
+                    "Bisect the journal: probe [drop] (first edit after which it fell)"
+                }
             };
             f.render_widget(
                 Paragraph::new(format!("> {text}▏")).block(block(title, true)),
