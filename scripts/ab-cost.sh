@@ -28,7 +28,7 @@ for methods in "${RUNS[@]}"; do
   until tmux capture-pane -p -t "$SESSION" | grep -q "($N done, 0 running, 0 queued)"; do sleep 0.5; done
   T1=$(date +%s.%N)
   tmux capture-pane -p -t "$SESSION" > "$WORK/screen-${methods//,/-}.txt"
-  tmux send-keys -t "$SESSION" q
+  tmux send-keys -t "$SESSION" Escape; sleep 0.3; tmux send-keys -t "$SESSION" q
   until [ -s "$WORK/time.txt" ]; do sleep 0.5; done
   tmux kill-session -t "$SESSION"
   rss=$(awk -F': ' '/Maximum resident/ {print $2}' "$WORK/time.txt")

@@ -956,3 +956,38 @@ fn b_bisects_the_journal_and_selects_the_edit_it_finds() {
     assert_eq!(app.selected, 0);
     assert_eq!(app.activity, crate::tui::app::Activity::Idle);
 }
+
+#[test]
+fn a_deck_queued_before_the_worker_is_ready_gets_a_slot_in_every_lane() {
+    let mut app = App::default();
+    update(
+        &mut app,
+        Msg::Worker(Event::Deck {
+            source: "demo".into(),
+            requests: vec![EditRequest::new("A", "A is in", "B")],
+            skipped: vec![],
+        }),
+    );
+    update(
+        &mut app,
+        Msg::Worker(Event::Ready {
+            model: "tiny".into(),
+            device: "Cpu".into(),
+            lanes: [Method::D4s, Method::Memit, Method::AlphaEdit]
+                .into_iter()
+                .map(|method| LaneInfo {
+                    method,
+                    layers: vec![4],
+                    session: None,
+                })
+                .collect(),
+        }),
+    );
+    assert_eq!(app.queue[0].lanes, vec![LaneEdit::Queued; 3]);
+    app.focus = Pane::Queue;
+    let screen = render(&app, 200, 40);
+    assert!(
+        screen.contains("D4S queued · MEMIT queued · AlphaEdit queued"),
+        "{screen}"
+    );
+}

@@ -466,6 +466,11 @@ fn worker_event(app: &mut App, e: Event) -> Vec<Effect> {
             app.model = model;
             app.device = device;
             app.lanes = lanes.into_iter().map(LaneView::new).collect();
+            // A deck given on the command line can be queued before the worker says how many
+            // lanes it edits in (the desk answers before the engine is up); nothing has started.
+            for q in &mut app.queue {
+                q.lanes.resize(app.lanes.len(), LaneEdit::Queued);
+            }
             for lane in 0..app.lanes.len() {
                 if let Some(s) = app.lanes[lane].session.clone() {
                     let tag = lane_tag(app, lane);
