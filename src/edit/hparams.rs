@@ -106,6 +106,12 @@ pub struct HParams {
     // --- NAS, an option of the MEMIT family (see `norm_anchor.rs`)
     /// Rescale every solved value vector to the unedited model's reference norm.
     pub norm_anchor: bool,
+    // --- MEMIT-style targets
+    /// Facts whose targets go through one forward/backward pass per step when a step edits
+    /// several (`--protocol sequential:k`, batch): 1 optimizes each alone. Measured in
+    /// BENCHMARKS.md §2 (the targets agree with single ones to the last bits of the products).
+    #[serde(default = "target_batch_recorded_before_the_choice")]
+    pub target_batch: usize,
     // --- common
     /// Safety gate: reject an update whose norm exceeds this multiple of ‖W0‖.
     pub max_update_ratio: f64,
@@ -144,10 +150,16 @@ impl Default for HParams {
             d4s_solve: D4sSolve::Update,
             update_norm_lambda: 0.0,
             norm_anchor: false,
+            target_batch: crate::edit::target_cache::TARGET_BATCH,
             max_update_ratio: 10.0,
             seed: 42,
         }
     }
+}
+
+/// Records written before targets were batched optimized each alone; they replay that way.
+fn target_batch_recorded_before_the_choice() -> usize {
+    1
 }
 
 /// Scales a layer index of a reference model with `ref_layers` layers to `n` layers.
@@ -307,6 +319,9 @@ impl HParams {
         let bad = |m: String| Err(Error::Input(format!("hyperparameters: {m}")));
         if self.layers.is_empty() {
             return bad("`layers` is empty".into());
+        }
+        if self.target_batch == 0 {
+            return bad("`target_batch` must be at least 1 (1 optimizes each target alone)".into());
         }
         if let Some(&l) = self.layers.iter().find(|&&l| l >= cfg.n_layers) {
             return bad(format!(

@@ -56,14 +56,22 @@ pub fn value_targets(
 ) -> Result<Vec<TargetResult>> {
     let layer = hp.last_layer();
     let params = TargetParams::from_hparams(hp);
-    let mut targets = residual_targets(model, requests, contexts, layer, &params, cx)?;
+    let mut targets = residual_targets(
+        model,
+        requests,
+        contexts,
+        layer,
+        &params,
+        hp.target_batch,
+        cx,
+    )?;
     if !hp.norm_anchor {
         return Ok(targets);
     }
     let m = match *anchor {
         Some(m) => m,
         None => {
-            let m = reference_norm(model, contexts, layer, &params, cx)?;
+            let m = reference_norm(model, contexts, layer, &params, hp.target_batch, cx)?;
             *anchor = Some(m);
             m
         }
@@ -106,11 +114,12 @@ pub fn reference_norm(
     contexts: &[String],
     layer: usize,
     params: &TargetParams,
+    batch: usize,
     cx: &mut EditContext,
 ) -> Result<f64> {
     let facts = crate::eval::deck::demo()?;
     let norms = model.with_unedited(|m| -> Result<Vec<f64>> {
-        let targets = residual_targets(m, &facts, contexts, layer, params, cx)?;
+        let targets = residual_targets(m, &facts, contexts, layer, params, batch, cx)?;
         let v0 = bare_activations(m, &facts, &[(layer, Site::MlpOut)])?.remove(0);
         Ok(targets
             .iter()
@@ -181,11 +190,11 @@ mod tests {
         let contexts = hp.context_templates.clone().unwrap();
         let params = TargetParams::from_hparams(&hp);
         let mut model = tiny_model(Arch::Llama, 5);
-        let m0 = reference_norm(&mut model, &contexts, 2, &params, &mut cx).unwrap();
+        let m0 = reference_norm(&mut model, &contexts, 2, &params, 8, &mut cx).unwrap();
         // Edit the model (scale the last edited layer): the anchor stays the unedited model's.
         let w = model.edit_weight(2).unwrap().clone();
         model.set_edit_weight(2, (&w * 1.7).unwrap()).unwrap();
-        let m = reference_norm(&mut model, &contexts, 2, &params, &mut cx).unwrap();
+        let m = reference_norm(&mut model, &contexts, 2, &params, 8, &mut cx).unwrap();
         assert_eq!(m.to_bits(), m0.to_bits());
 
         let requests = vec![

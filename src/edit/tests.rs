@@ -7,7 +7,8 @@ use faer::Mat;
 
 use super::linalg::{mat_from_columns, mat_from_tensor};
 use super::target::{
-    optimize, KlPrompt, Lookup, NllSchedule, OptimOptions, SiteSpec, TargetParams, TargetProblem,
+    optimize, optimize_batch, KlPrompt, Lookup, NllSchedule, OptimOptions, SiteSpec, TargetParams,
+    TargetProblem,
 };
 use super::*;
 use crate::eval::testkit::layers_for;
@@ -456,6 +457,104 @@ fn target_speedups_are_exact() {
             }
         }
     }
+}
+
+/// Problems optimized in one batch follow the trajectories they follow alone (to the last bits
+/// of the wider products), each with its own early stop; a batch of one is the single
+/// optimization bit for bit.
+#[test]
+fn a_batch_of_target_problems_optimizes_each_as_if_alone() {
+    for arch in [Arch::Llama, Arch::Gpt2] {
+        let model = tiny_model(arch, 20);
+        // Requests of different lengths: padded rows in the batch.
+        let problems: Vec<TargetProblem> = requests()
+            .iter()
+            .map(|r| TargetProblem::residual(&model, r, &fixed_templates(), 1).unwrap())
+            .collect();
+        // Fixed steps, then an early stop that the problems reach at different steps: the
+        // midpoint of their final probabilities after the fixed steps.
+        let mut finals: Vec<f64> = Vec::new();
+        for stopping in [false, true] {
+            let stop_prob = stopping.then(|| {
+                let lo = finals.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = finals.iter().copied().fold(0.0, f64::max);
+                (lo + hi) / 2.0
+            });
+            for prefix_cache in [true, false] {
+                let params = TargetParams {
+                    steps: 8,
+                    lr: 0.5,
+                    weight_decay: 0.1,
+                    clamp_norm_factor: Some(4.0),
+                    kl_factor: 0.5,
+                    stop_loss: None,
+                    stop_prob,
+                    stop_top1: None,
+                    schedule: NllSchedule::Constant,
+                    nll_factor: 1.0,
+                };
+                let opts = OptimOptions {
+                    prefix_cache,
+                    record_trajectory: true,
+                };
+                let ctl = EditControl::default();
+                let batch = optimize_batch(&model, &problems, &params, opts, &ctl).unwrap();
+                let what = format!("{arch:?} stop {stop_prob:?} cache {prefix_cache}");
+                let mut steps = Vec::new();
+                for (p, b) in problems.iter().zip(&batch) {
+                    let alone = optimize(&model, p, &params, opts, &ctl).unwrap();
+                    assert_eq!(alone.steps_run, b.steps_run, "{what}");
+                    assert_eq!(alone.trajectory.len(), b.trajectory.len(), "{what}");
+                    for (x, y) in alone.trajectory.iter().zip(&b.trajectory) {
+                        let err = x[0]
+                            .iter()
+                            .zip(&y[0])
+                            .map(|(a, b)| (a - b).abs())
+                            .fold(0f32, f32::max);
+                        assert!(err < 1e-4, "{what}: max |Δδ| = {err}");
+                    }
+                    assert!((alone.prob_final - b.prob_final).abs() < 1e-4, "{what}");
+                    assert_eq!(alone.sites[0].reference.len(), b.sites[0].reference.len());
+                    steps.push(b.steps_run);
+                    if !stopping && prefix_cache {
+                        finals.push(b.prob_final);
+                    }
+                }
+                if stop_prob.is_some() {
+                    steps.dedup();
+                    assert!(
+                        steps.len() > 1,
+                        "{what}: the problems stop at different steps"
+                    );
+                }
+            }
+        }
+        // A batch of one is the single optimization exactly.
+        let params = TargetParams::from_hparams(&hparams(Method::Memit, arch, vec![1]));
+        let opts = OptimOptions::default();
+        let ctl = EditControl::default();
+        let one = optimize_batch(&model, &problems[..1], &params, opts, &ctl).unwrap();
+        let alone = optimize(&model, &problems[0], &params, opts, &ctl).unwrap();
+        assert_eq!(one[0].sites[0].delta, alone.sites[0].delta);
+    }
+}
+
+#[test]
+fn a_batch_of_target_problems_must_share_layer_and_sites() {
+    let model = tiny_model(Arch::Llama, 20);
+    let r = &requests()[0];
+    let a = TargetProblem::residual(&model, r, &fixed_templates(), 1).unwrap();
+    let b = TargetProblem::residual(&model, r, &fixed_templates(), 0).unwrap();
+    let params = TargetParams::from_hparams(&hparams(Method::Memit, Arch::Llama, vec![1]));
+    let e = optimize_batch(
+        &model,
+        &[a, b],
+        &params,
+        OptimOptions::default(),
+        &EditControl::default(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("share the layer"), "{e}");
 }
 
 #[test]
