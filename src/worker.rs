@@ -168,6 +168,202 @@ impl Lane {
     fn newest(&self) -> Option<u64> {
         self.live.ids.last().copied()
     }
+
+    /// This lane's edit: prepare, apply (journaled), measure, report.
+    fn edit(
+        &mut self,
+        lane: usize,
+        id: u64,
+        request: &EditRequest,
+        reference: Reference,
+        env: &Env,
+    ) -> LaneOutcome {
+        env.emit(Event::Started { id, lane });
+        let t0 = Instant::now();
+        let Prepared {
+            before,
+            answers_before,
+            neighbour_before,
+        } = match self.prepare(request) {
+            Ok(x) => x,
+            Err(e) => {
+                env.emit(Event::Rejected {
+                    id,
+                    lane: Some(lane),
+                    error: e.to_string(),
+                });
+                return LaneOutcome::Rejected;
+            }
+        };
+        let tx = env.events.clone();
+        let report = move |p: Progress| {
+            let _ = tx.send(progress_event(id, lane, &p));
+        };
+        let ctl = EditControl {
+            cancel: Some(env.cancel),
+            progress: Some(&report),
+        };
+        let applied = self
+            .runner
+            .apply(std::slice::from_ref(request), ctl)
+            .map(|(step, o)| {
+                let deltas = o
+                    .layers
+                    .iter()
+                    .map(|l| (l.layer, l.delta_fro))
+                    .collect::<Vec<_>>();
+                let t = o.targets.first().cloned();
+                (step, o.method, deltas, t)
+            });
+        match applied {
+            Ok((step, method, layer_deltas, t)) => {
+                let prompt = request.filled_prompt();
+                self.live.push(
+                    id,
+                    EvalCase::single(request.clone(), format!("tui#{id}")),
+                    reference,
+                );
+                let model = &self.runner.model;
+                let outcome = self.live.outcome(model, self.live.len() - 1).ok();
+                let metrics = outcome.as_ref().map(|o| o.token).unwrap_or_default();
+                let gen = outcome.as_ref().map(|o| o.gen).unwrap_or_default();
+                let answers = outcome.map(|o| o.answers).unwrap_or_default();
+                let after = top_next(model, &[prompt], 3)
+                    .map(|mut v| v.remove(0))
+                    .unwrap_or_default();
+                let neighbour = neighbour_before.and_then(|(p, answer, before)| {
+                    let now = neighbour_says(model, &p, &answer).ok()?;
+                    Some((p, before, now))
+                });
+                env.emit(Event::Landed(Box::new(Landed {
+                    id,
+                    lane,
+                    step,
+                    method,
+                    metrics,
+                    gen,
+                    answers_before,
+                    answers,
+                    neighbour,
+                    before,
+                    after,
+                    layer_deltas,
+                    prob_initial: t.as_ref().map_or(0.0, |t| t.prob_initial),
+                    prob_final: t.as_ref().map_or(0.0, |t| t.prob_final),
+                    seconds: t0.elapsed().as_secs_f64(),
+                })));
+                self.norms(lane, env);
+                self.curve(lane, false, env);
+                LaneOutcome::Landed
+            }
+            Err(Error::Cancelled) => {
+                // Journaled as not-to-be-resumed: the user chose to drop it.
+                if let Some(s) = &mut self.runner.session {
+                    let _ =
+                        s.record_rejected(std::slice::from_ref(request), "cancelled by the user");
+                }
+                LaneOutcome::Cancelled
+            }
+            Err(e) => {
+                env.emit(Event::Rejected {
+                    id,
+                    lane: Some(lane),
+                    error: e.to_string(),
+                });
+                LaneOutcome::Rejected
+            }
+        }
+    }
+
+    /// What this lane's model says before the edit: the prompt's top predictions and the
+    /// greedy answers to the prompt, its paraphrases and the first neighbour.
+    fn prepare(&self, request: &EditRequest) -> Result<Prepared> {
+        let model = &self.runner.model;
+        let before = top_next(model, &[request.filled_prompt()], 3)?.remove(0);
+        let asked: Vec<(String, String)> = std::iter::once(request.filled_prompt())
+            .chain(request.paraphrases.iter().cloned())
+            .map(|p| (p, request.target.clone()))
+            .collect();
+        let answers_before = greedy_answers(model, &asked)?;
+        let neighbour_before = match request.neighbors.first() {
+            Some(n) => {
+                let answer = n.answer.clone().unwrap_or_default();
+                let said = neighbour_says(model, &n.prompt, &answer)?;
+                Some((n.prompt.clone(), answer, said))
+            }
+            None => None,
+        };
+        Ok(Prepared {
+            before,
+            answers_before,
+            neighbour_before,
+        })
+    }
+
+    fn norms(&self, lane: usize, env: &Env) {
+        let m = &self.runner.model;
+        let mut layers = m.touched_layers();
+        layers.retain(|&l| l < m.n_layers());
+        match layer_norms(m, &layers) {
+            Ok(layers) => env.emit(Event::Norms {
+                lane,
+                edits: self.live.len(),
+                layers,
+            }),
+            Err(e) => env.emit(Event::Error(format!("norms: {e}"))),
+        }
+    }
+
+    /// Re-evaluates all live edits of the lane (the sequential protocol's "evaluate everything
+    /// so far").
+    fn curve(&self, lane: usize, forced: bool, env: &Env) {
+        let n = self.live.len();
+        if n == 0 || !(forced || curve_due(n, env.eval_every)) {
+            return;
+        }
+        env.emit(Event::Evaluating);
+        let all: Vec<usize> = (0..n).collect();
+        match self.live.metrics(&self.runner.model, &all) {
+            Ok(metrics) => env.emit(Event::Curve {
+                lane,
+                point: CurvePoint { edits: n, metrics },
+            }),
+            Err(e) => env.emit(Event::Error(format!("evaluation failed: {e}"))),
+        }
+    }
+}
+
+/// What one lane made of an edit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LaneOutcome {
+    Landed,
+    Rejected,
+    Cancelled,
+}
+
+/// What a lane's edit reads from the worker: where to report, the cancel flag, the cadence.
+struct Env<'a> {
+    events: &'a Sender<Event>,
+    cancel: &'a AtomicBool,
+    eval_every: usize,
+}
+
+impl Env<'_> {
+    fn emit(&self, e: Event) {
+        let _ = self.events.send(e);
+    }
+}
+
+/// A progress report as an event (warnings go to the log).
+fn progress_event(id: u64, lane: usize, p: &Progress) -> Event {
+    match p {
+        Progress::Warning(w) => Event::Log(format!("warning: {w}")),
+        progress => Event::Progress {
+            id,
+            lane,
+            progress: progress.clone(),
+        },
+    }
 }
 
 /// The engine: the only owner of the models, the editors and the journals.
@@ -264,6 +460,15 @@ impl Worker {
 
     fn ab(&self) -> bool {
         self.lanes.len() > 1
+    }
+
+    /// What a lane's work reads from the worker.
+    fn env(&self) -> Env<'_> {
+        Env {
+            events: &self.events,
+            cancel: &self.cancel,
+            eval_every: self.eval_every,
+        }
     }
 
     /// Runs the desk's jobs in order until it says quit (or goes away).
@@ -399,8 +604,9 @@ impl Worker {
             Task::SetMethod(m) => self.set_method(m),
             Task::RunProbes => self.probes(),
             Task::Evaluate => {
-                for lane in 0..self.lanes.len() {
-                    self.curve(lane, true);
+                let env = self.env();
+                for (i, lane) in self.lanes.iter().enumerate() {
+                    lane.curve(i, true, &env);
                 }
             }
             Task::Save => self.save(),
@@ -446,20 +652,11 @@ impl Worker {
         }
     }
 
-    fn progress_event(id: u64, lane: usize, p: &Progress) -> Event {
-        match p {
-            Progress::Warning(w) => Event::Log(format!("warning: {w}")),
-            progress => Event::Progress {
-                id,
-                lane,
-                progress: progress.clone(),
-            },
-        }
-    }
-
-    /// Makes the edit in every lane in turn. The request is checked (and its unanswered
-    /// neighbours answered by the unedited model) once; a cancel stops it in the lanes that
-    /// have not landed it.
+    /// Makes the edit in every lane, the lanes side by side on threads of their own (each lane
+    /// owns its model copy, editor and journal, so they share nothing an edit changes; with
+    /// `--threads 1` two lanes use two cores). The request is checked (and its unanswered
+    /// neighbours answered by the unedited model) once; a cancel stops it in every lane that has
+    /// not landed it.
     fn edit(&mut self, id: u64, mut request: EditRequest) {
         self.cancel.store(false, Ordering::Relaxed);
         let reference = match self.complete(&mut request) {
@@ -473,122 +670,31 @@ impl Worker {
                 return;
             }
         };
-        for lane in 0..self.lanes.len() {
-            if !self.edit_lane(lane, id, &request, reference.clone()) {
-                return;
-            }
-        }
-    }
-
-    /// One lane's edit; false when the user cancelled it (the other lanes leave it too).
-    fn edit_lane(
-        &mut self,
-        lane: usize,
-        id: u64,
-        request: &EditRequest,
-        reference: Reference,
-    ) -> bool {
-        self.emit(Event::Started { id, lane });
-        let t0 = Instant::now();
-        let Prepared {
-            before,
-            answers_before,
-            neighbour_before,
-        } = match self.prepare(lane, request) {
-            Ok(x) => x,
-            Err(e) => {
-                self.emit(Event::Rejected {
-                    id,
-                    lane: Some(lane),
-                    error: e.to_string(),
-                });
-                return true;
-            }
+        let env = Env {
+            events: &self.events,
+            cancel: &self.cancel,
+            eval_every: self.eval_every,
         };
-        let tx = self.events.clone();
-        let report = move |p: Progress| {
-            let _ = tx.send(Self::progress_event(id, lane, &p));
+        let outcomes: Vec<LaneOutcome> = match self.lanes.as_mut_slice() {
+            [lane] => vec![lane.edit(0, id, &request, reference, &env)],
+            lanes => std::thread::scope(|scope| {
+                let running: Vec<_> = lanes
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(i, lane)| {
+                        let (request, reference, env) = (&request, reference.clone(), &env);
+                        scope.spawn(move || lane.edit(i, id, request, reference, env))
+                    })
+                    .collect();
+                running
+                    .into_iter()
+                    // A lane's panic goes on to `guarded`, which restores every lane.
+                    .map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect()
+            }),
         };
-        let ctl = EditControl {
-            cancel: Some(&self.cancel),
-            progress: Some(&report),
-        };
-        let l = &mut self.lanes[lane];
-        let applied = l
-            .runner
-            .apply(std::slice::from_ref(request), ctl)
-            .map(|(step, o)| {
-                let deltas = o
-                    .layers
-                    .iter()
-                    .map(|l| (l.layer, l.delta_fro))
-                    .collect::<Vec<_>>();
-                let t = o.targets.first().cloned();
-                (step, o.method, deltas, t)
-            });
-        match applied {
-            Ok((step, method, layer_deltas, t)) => {
-                let prompt = request.filled_prompt();
-                l.live.push(
-                    id,
-                    EvalCase::single(request.clone(), format!("tui#{id}")),
-                    reference,
-                );
-                let model = &l.runner.model;
-                let outcome = l.live.outcome(model, l.live.len() - 1).ok();
-                let metrics = outcome.as_ref().map(|o| o.token).unwrap_or_default();
-                let gen = outcome.as_ref().map(|o| o.gen).unwrap_or_default();
-                let answers = outcome.map(|o| o.answers).unwrap_or_default();
-                let after = top_next(model, &[prompt], 3)
-                    .map(|mut v| v.remove(0))
-                    .unwrap_or_default();
-                let neighbour = neighbour_before.and_then(|(p, answer, before)| {
-                    let now = neighbour_says(model, &p, &answer).ok()?;
-                    Some((p, before, now))
-                });
-                self.emit(Event::Landed(Box::new(Landed {
-                    id,
-                    lane,
-                    step,
-                    method,
-                    metrics,
-                    gen,
-                    answers_before,
-                    answers,
-                    neighbour,
-                    before,
-                    after,
-                    layer_deltas,
-                    prob_initial: t.as_ref().map_or(0.0, |t| t.prob_initial),
-                    prob_final: t.as_ref().map_or(0.0, |t| t.prob_final),
-                    seconds: t0.elapsed().as_secs_f64(),
-                })));
-                self.norms(lane);
-                self.curve(lane, false);
-                true
-            }
-            Err(Error::Cancelled) => {
-                // Journaled as not-to-be-resumed, in every lane that had not landed it (the
-                // lanes after this one never started it): the user chose to drop it.
-                for l in &mut self.lanes[lane..] {
-                    if let Some(s) = &mut l.runner.session {
-                        let _ = s.record_rejected(
-                            std::slice::from_ref(request),
-                            "cancelled by the user",
-                        );
-                    }
-                }
-                self.emit(Event::Cancelled { id });
-                false
-            }
-            Err(e) => {
-                self.emit(Event::Rejected {
-                    id,
-                    lane: Some(lane),
-                    error: e.to_string(),
-                });
-                true
-            }
+        if outcomes.contains(&LaneOutcome::Cancelled) {
+            self.emit(Event::Cancelled { id });
         }
     }
 
@@ -619,65 +725,6 @@ impl Worker {
         }
         let case = EvalCase::single(request.clone(), "");
         Reference::of(model, std::slice::from_ref(&case), true)
-    }
-
-    /// What lane `lane`'s model says before the edit: the prompt's top predictions and the
-    /// greedy answers to the prompt, its paraphrases and the first neighbour.
-    fn prepare(&self, lane: usize, request: &EditRequest) -> Result<Prepared> {
-        let model = &self.lanes[lane].runner.model;
-        let before = top_next(model, &[request.filled_prompt()], 3)?.remove(0);
-        let asked: Vec<(String, String)> = std::iter::once(request.filled_prompt())
-            .chain(request.paraphrases.iter().cloned())
-            .map(|p| (p, request.target.clone()))
-            .collect();
-        let answers_before = greedy_answers(model, &asked)?;
-        let neighbour_before = match request.neighbors.first() {
-            Some(n) => {
-                let answer = n.answer.clone().unwrap_or_default();
-                let said = neighbour_says(model, &n.prompt, &answer)?;
-                Some((n.prompt.clone(), answer, said))
-            }
-            None => None,
-        };
-        Ok(Prepared {
-            before,
-            answers_before,
-            neighbour_before,
-        })
-    }
-
-    fn norms(&self, lane: usize) {
-        let l = &self.lanes[lane];
-        let m = &l.runner.model;
-        let mut layers = m.touched_layers();
-        layers.retain(|&l| l < m.n_layers());
-        match layer_norms(m, &layers) {
-            Ok(layers) => self.emit(Event::Norms {
-                lane,
-                edits: l.live.len(),
-                layers,
-            }),
-            Err(e) => self.emit(Event::Error(format!("norms: {e}"))),
-        }
-    }
-
-    /// Re-evaluates all live edits of a lane (the sequential protocol's "evaluate everything
-    /// so far").
-    fn curve(&mut self, lane: usize, forced: bool) {
-        let l = &self.lanes[lane];
-        let n = l.live.len();
-        if n == 0 || !(forced || curve_due(n, self.eval_every)) {
-            return;
-        }
-        self.emit(Event::Evaluating);
-        let all: Vec<usize> = (0..n).collect();
-        match l.live.metrics(&l.runner.model, &all) {
-            Ok(metrics) => self.emit(Event::Curve {
-                lane,
-                point: CurvePoint { edits: n, metrics },
-            }),
-            Err(e) => self.emit(Event::Error(format!("evaluation failed: {e}"))),
-        }
     }
 
     /// Runs the probes on every lane's model, journaling each lane's results in its session.
@@ -745,8 +792,9 @@ impl Worker {
                     step,
                     after,
                 });
-                self.norms(lane);
-                self.curve(lane, true);
+                let env = self.env();
+                self.lanes[lane].norms(lane, &env);
+                self.lanes[lane].curve(lane, true, &env);
             }
             Err(e) => self.emit(Event::Error(format!("undo: {e}"))),
         }

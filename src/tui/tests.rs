@@ -991,3 +991,42 @@ fn a_deck_queued_before_the_worker_is_ready_gets_a_slot_in_every_lane() {
         "{screen}"
     );
 }
+
+#[test]
+fn the_status_bar_says_running_probes_until_they_return() {
+    let mut app = busy_app();
+    update(&mut app, Msg::Worker(Event::ProbesStarted));
+    let screen = render(&app, 160, 40);
+    let status = screen.lines().next().unwrap();
+    assert!(status.contains("running probes"), "{status}");
+    assert!(!status.contains("idle"), "{status}");
+    // An evaluation point arriving meanwhile does not make it idle.
+    update(
+        &mut app,
+        Msg::Worker(Event::Curve {
+            lane: 0,
+            point: CurvePoint {
+                edits: 1,
+                metrics: metrics(1.0, 0.5, 1.0),
+            },
+        }),
+    );
+    assert!(render(&app, 160, 40)
+        .lines()
+        .next()
+        .unwrap()
+        .contains("running probes"));
+    update(
+        &mut app,
+        Msg::Worker(Event::Probes {
+            lane: 0,
+            edits: 1,
+            results: vec![arc_easy(0.41)],
+        }),
+    );
+    assert!(render(&app, 160, 40)
+        .lines()
+        .next()
+        .unwrap()
+        .contains("idle"));
+}

@@ -313,17 +313,21 @@ fn ab_lanes_edit_the_same_stream_each_as_if_alone_and_undo_together() {
     };
     let handle = spawn_lanes(lanes, quiet_options());
     send_all(&handle);
-    // The last lane's curve after the last edit ends the stream.
-    let events = collect_until(
-        &handle.events,
-        |e| matches!(e, Event::Curve { lane: 1, point } if point.edits == n),
-    );
+    // Both lanes' curves after the last edit end the stream.
+    let mut last = [false, false];
+    let events = collect_until(&handle.events, |e| {
+        if let Event::Curve { lane, point } = e {
+            last[*lane] |= point.edits == n;
+        }
+        last == [true, true]
+    });
     let Some(Event::Ready { lanes: info, .. }) = events.first() else {
         panic!("Ready first: {events:?}")
     };
     let methods: Vec<Method> = info.iter().map(|l| l.method).collect();
     assert_eq!(methods, [Method::Memit, Method::Rome]);
-    // Every fact landed in both lanes, lane 0 first.
+    // Every fact landed in both lanes (side by side, so in either order within a fact), each
+    // lane taking the facts in order.
     let landed: Vec<(u64, usize, Method)> = events
         .iter()
         .filter_map(|e| match e {
@@ -331,17 +335,18 @@ fn ab_lanes_edit_the_same_stream_each_as_if_alone_and_undo_together() {
             _ => None,
         })
         .collect();
-    assert_eq!(
-        landed,
-        [
-            (1, 0, Method::Memit),
-            (1, 1, Method::Rome),
-            (2, 0, Method::Memit),
-            (2, 1, Method::Rome),
-            (3, 0, Method::Memit),
-            (3, 1, Method::Rome),
-        ]
-    );
+    for (lane, method) in [Method::Memit, Method::Rome].into_iter().enumerate() {
+        let ids: Vec<u64> = landed
+            .iter()
+            .filter(|l| l.1 == lane)
+            .inspect(|l| assert_eq!(l.2, method))
+            .map(|l| l.0)
+            .collect();
+        assert_eq!(ids, [1, 2, 3], "lane {lane}: {landed:?}");
+    }
+    // A fact's lanes both land before the next fact starts.
+    let firsts: Vec<u64> = landed.iter().map(|l| l.0).collect();
+    assert!(firsts.windows(2).all(|w| w[0] <= w[1]), "{firsts:?}");
     let ab = last_curves(&events, 2);
     // Undo takes the newest fact back in both lanes.
     handle.send(Command::Undo);
@@ -349,6 +354,7 @@ fn ab_lanes_edit_the_same_stream_each_as_if_alone_and_undo_together() {
         &handle.events,
         |e| matches!(e, Event::Curve { lane: 1, point } if point.edits == n - 1),
     );
+    // (Undo takes the lanes in order on the engine thread.)
     let undos: Vec<(u64, usize)> = undone
         .iter()
         .filter_map(|e| match e {
