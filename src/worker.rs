@@ -153,6 +153,9 @@ fn neighbour_says(model: &Model, prompt: &str, answer: &str) -> Result<String> {
 struct Lane {
     runner: Runner,
     live: LiveEdits,
+    /// A/B mode: the lane's own compute threads (as many as the process's), so two lanes'
+    /// parallel loops do not queue on one shared pool; `None` for a single lane.
+    pool: Option<rayon::ThreadPool>,
 }
 
 impl Lane {
@@ -333,6 +336,16 @@ impl Lane {
     }
 }
 
+/// A compute pool for one A/B lane, as wide as the process's (`--threads`); none if it cannot
+/// be built (the lane then shares the global pool: slower, not wrong).
+fn lane_pool() -> Option<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(rayon::current_num_threads())
+        .thread_name(|i| format!("d4s-lane-{i}"))
+        .build()
+        .ok()
+}
+
 /// What one lane made of an edit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LaneOutcome {
@@ -404,13 +417,17 @@ pub fn spawn_lanes(runners: Vec<Runner>, opts: WorkerOptions) -> WorkerHandle {
         .name("d4s-engine".into())
         .spawn(move || {
             let mut w = Worker {
-                lanes: runners
-                    .into_iter()
-                    .map(|runner| Lane {
-                        runner,
-                        live: LiveEdits::default(),
-                    })
-                    .collect(),
+                lanes: {
+                    let ab = runners.len() > 1;
+                    runners
+                        .into_iter()
+                        .map(|runner| Lane {
+                            runner,
+                            live: LiveEdits::default(),
+                            pool: ab.then(lane_pool).flatten(),
+                        })
+                        .collect()
+                },
                 events: etx,
                 cancel: c2,
                 stop_statistics: Arc::new(AtomicBool::new(false)),
@@ -683,7 +700,15 @@ impl Worker {
                     .enumerate()
                     .map(|(i, lane)| {
                         let (request, reference, env) = (&request, reference.clone(), &env);
-                        scope.spawn(move || lane.edit(i, id, request, reference, env))
+                        scope.spawn(move || match lane.pool.take() {
+                            Some(pool) => {
+                                let outcome =
+                                    pool.install(|| lane.edit(i, id, request, reference, env));
+                                lane.pool = Some(pool);
+                                outcome
+                            }
+                            None => lane.edit(i, id, request, reference, env),
+                        })
                     })
                     .collect();
                 running
