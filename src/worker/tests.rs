@@ -417,7 +417,7 @@ fn bisect_finds_the_first_edit_after_which_the_score_fell_and_leaves_the_edits_a
     // A probe whose score falls from the third edit on: it recognises each prefix by the
     // weights the journal recorded for it, so a prefix restored wrong cannot score.
     let journal = dir.join("journal.jsonl");
-    let scorer: ProbeScorer = Box::new(move |_, model: &Model| {
+    let scorer: ProbeScorer = Box::new(move |_, model: &crate::model::Model| {
         if !model.is_edited()? {
             return Ok(0.5);
         }
