@@ -408,31 +408,17 @@ mod tests {
             .map(|t| problem(&model, t))
             .collect();
         let mut cache = TargetCache::new();
-        let first = optimize_many(
-            Some(&mut cache),
-            &model,
-            &problems,
-            &params(),
-            opts,
-            2,
-            &ctl,
-        )
-        .unwrap();
+        // Two problems per pass.
+        let in_pairs = |cache: &mut TargetCache| {
+            optimize_many(Some(cache), &model, &problems, &params(), opts, 2, &ctl).unwrap()
+        };
+        let first = in_pairs(&mut cache);
         // Chunks of 2 and 1: the lone one is the single optimization bit for bit.
         let alone = optimize(&model, &problems[2], &params(), opts, &ctl).unwrap();
         assert!(same(&first[2], &alone));
         assert_eq!((cache.misses(), cache.hits()), (3, 0));
         // The same batched configuration finds all three, bit for bit.
-        let again = optimize_many(
-            Some(&mut cache),
-            &model,
-            &problems,
-            &params(),
-            opts,
-            2,
-            &ctl,
-        )
-        .unwrap();
+        let again = in_pairs(&mut cache);
         assert_eq!(cache.hits(), 3);
         assert!(first.iter().zip(&again).all(|(a, b)| same(a, b)));
         // A single optimization does not read a batched target: it computes its own.
