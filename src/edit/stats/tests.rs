@@ -2,20 +2,26 @@ use super::*;
 use crate::model::config::Arch;
 use crate::model::random::tiny_model;
 
-#[test]
-fn second_moment_is_mean_outer_product_and_cached() {
-    let dir = tempfile::tempdir().unwrap();
-    let corpus = dir.path().join("c.txt");
+/// A two-paragraph text corpus in `dir` and statistics over `tokens` of it.
+fn text_corpus(dir: &Path, tokens: usize) -> (PathBuf, StatsConfig) {
+    let corpus = dir.join("c.txt");
     std::fs::write(&corpus, "Some text here.\n\nAnd another paragraph of text.").unwrap();
-    let mut model = tiny_model(Arch::Llama, 1);
     let config = StatsConfig {
         corpus: CorpusSpec::Path {
             path: corpus.clone(),
             field: None,
         },
-        tokens: Some(1000),
+        tokens: Some(tokens),
         seq_len: 64,
     };
+    (corpus, config)
+}
+
+#[test]
+fn second_moment_is_mean_outer_product_and_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let (corpus, config) = text_corpus(dir.path(), 1000);
+    let mut model = tiny_model(Arch::Llama, 1);
     let mut cache = StatsCache::with_dir(config.clone(), dir.path().join("stats"));
     let c = cache
         .second_moments(&mut model, &[1], &EditControl::default())
@@ -173,17 +179,8 @@ fn statistics_another_thread_wrote_while_this_one_waited_are_read_from_disk() {
 #[test]
 fn siblings_hold_one_copy_of_the_matrices() {
     let dir = tempfile::tempdir().unwrap();
-    let corpus = dir.path().join("c.txt");
-    std::fs::write(&corpus, "Some text here.\n\nAnd another paragraph of text.").unwrap();
+    let (_, config) = text_corpus(dir.path(), 500);
     let mut model = tiny_model(Arch::Llama, 1);
-    let config = StatsConfig {
-        corpus: CorpusSpec::Path {
-            path: corpus,
-            field: None,
-        },
-        tokens: Some(500),
-        seq_len: 64,
-    };
     let mut first = StatsCache::with_dir(config.clone(), dir.path().join("stats"));
     let mut sibling = first.sibling();
     let ctl = EditControl::default();
