@@ -122,64 +122,40 @@ impl TargetCache {
         opts: OptimOptions,
         ctl: &EditControl,
     ) -> Result<TargetResult> {
-        // Trajectories are for the exactness tests and can be large; they are never stored.
-        if opts.record_trajectory || model.is_edited()? {
+        let Some(key) = storable_key(model, problem, params, opts, 1)? else {
             return optimize(model, problem, params, opts, ctl);
-        }
-        if let Some(hit) = self.lookup(model, problem, params, opts, 1, ctl)? {
+        };
+        if let Some(hit) = self.lookup(&key, problem, params, ctl) {
             return Ok(hit);
         }
         let result = optimize(model, problem, params, opts, ctl)?;
-        self.store(model, problem, params, opts, 1, &result, ctl);
+        self.store(key, &result, ctl);
         Ok(result)
     }
 
-    /// The stored target of `problem` as optimized with `batch` problems per pass, if any (and
-    /// only on an unedited model).
+    /// The stored target under `key` (see [`storable_key`]), from memory or the disk layer.
     fn lookup(
         &mut self,
-        model: &Model,
+        key: &str,
         problem: &TargetProblem,
         params: &TargetParams,
-        opts: OptimOptions,
-        batch: usize,
         ctl: &EditControl,
-    ) -> Result<Option<TargetResult>> {
-        if opts.record_trajectory || model.is_edited()? {
-            return Ok(None);
-        }
-        let key = cache_key(model, problem, params, opts, batch);
-        if let Some(hit) = self.entries.get(&key) {
+    ) -> Option<TargetResult> {
+        if let Some(hit) = self.entries.get(key) {
             self.hits += 1;
             report_hit(hit, params, ctl);
-            return Ok(Some(hit.clone()));
+            return Some(hit.clone());
         }
-        if let Some(hit) = self.load_from_disk(&key, problem, ctl) {
-            self.hits += 1;
-            self.disk_hits += 1;
-            report_hit(&hit, params, ctl);
-            self.insert(key, hit.clone());
-            return Ok(Some(hit));
-        }
-        Ok(None)
+        let hit = self.load_from_disk(key, problem, ctl)?;
+        self.hits += 1;
+        self.disk_hits += 1;
+        report_hit(&hit, params, ctl);
+        self.insert(key.to_string(), hit.clone());
+        Some(hit)
     }
 
-    /// Keeps a target just optimized on the unedited model (nothing for an edited one).
-    #[allow(clippy::too_many_arguments)]
-    fn store(
-        &mut self,
-        model: &Model,
-        problem: &TargetProblem,
-        params: &TargetParams,
-        opts: OptimOptions,
-        batch: usize,
-        result: &TargetResult,
-        ctl: &EditControl,
-    ) {
-        if opts.record_trajectory || !matches!(model.is_edited(), Ok(false)) {
-            return;
-        }
-        let key = cache_key(model, problem, params, opts, batch);
+    /// Keeps a target just optimized on the unedited model under its key.
+    fn store(&mut self, key: String, result: &TargetResult, ctl: &EditControl) {
         self.misses += 1;
         if let Some(disk) = &self.disk {
             // The disk is a convenience: failing to write (a full disk) costs a recomputation
@@ -271,11 +247,18 @@ pub fn optimize_many(
     ctl: &EditControl,
 ) -> Result<Vec<TargetResult>> {
     let batch = batch.max(1);
+    let keys: Vec<Option<String>> = match cache {
+        Some(_) => problems
+            .iter()
+            .map(|p| storable_key(model, p, params, opts, batch))
+            .collect::<Result<_>>()?,
+        None => vec![None; problems.len()],
+    };
     let mut found: Vec<Option<TargetResult>> = Vec::with_capacity(problems.len());
-    for p in problems {
-        found.push(match cache.as_deref_mut() {
-            Some(c) => c.lookup(model, p, params, opts, batch, ctl)?,
-            None => None,
+    for (p, key) in problems.iter().zip(&keys) {
+        found.push(match (cache.as_deref_mut(), key) {
+            (Some(c), Some(key)) => c.lookup(key, p, params, ctl),
+            _ => None,
         });
     }
     let missing: Vec<usize> = (0..problems.len())
@@ -285,8 +268,8 @@ pub fn optimize_many(
         let group: Vec<TargetProblem> = chunk.iter().map(|&i| problems[i].clone()).collect();
         let results = optimize_batch(model, &group, params, opts, ctl)?;
         for (&i, r) in chunk.iter().zip(results) {
-            if let Some(c) = cache.as_deref_mut() {
-                c.store(model, &problems[i], params, opts, batch, &r, ctl);
+            if let (Some(c), Some(key)) = (cache.as_deref_mut(), &keys[i]) {
+                c.store(key.clone(), &r, ctl);
             }
             found[i] = Some(r);
         }
@@ -295,6 +278,21 @@ pub fn optimize_many(
         .into_iter()
         .map(|r| r.expect("found or optimized"))
         .collect())
+}
+
+/// The key a target may be kept under: none while the model carries edits (its targets depend on
+/// them) or when trajectories are recorded (they are for the exactness tests and can be large).
+fn storable_key(
+    model: &Model,
+    problem: &TargetProblem,
+    params: &TargetParams,
+    opts: OptimOptions,
+    batch: usize,
+) -> Result<Option<String>> {
+    if opts.record_trajectory || model.is_edited()? {
+        return Ok(None);
+    }
+    Ok(Some(cache_key(model, problem, params, opts, batch)))
 }
 
 /// A digest of everything the optimization reads besides the (unedited) weights, which the
