@@ -42,6 +42,7 @@ fn apply(model: &mut Model, stats: &mut StatsCache, d4s: &mut D4s, r: &EditReque
     let mut cx = EditContext {
         stats,
         targets: None,
+        target_group: None,
         ctl: EditControl::default(),
     };
     d4s.apply(model, &mut cx, std::slice::from_ref(r))
@@ -52,6 +53,7 @@ fn undo(model: &mut Model, stats: &mut StatsCache, d4s: &mut D4s, record: &UndoR
     let mut cx = EditContext {
         stats,
         targets: None,
+        target_group: None,
         ctl: EditControl::default(),
     };
     d4s.undo(model, &mut cx, record).expect("D4S undo");
@@ -84,6 +86,7 @@ fn main() {
         let mut cx = EditContext {
             stats: &mut stats,
             targets: None,
+            target_group: None,
             ctl: EditControl::default(),
         };
         long.restore_history(&mut model, &mut cx, &cycled)

@@ -36,6 +36,7 @@ fn edit(
     let mut cx = EditContext {
         stats,
         targets: Some(targets),
+        target_group: None,
         ctl: EditControl::default(),
     };
     editor

@@ -99,6 +99,7 @@ fn edit_raises_target(name: &str) {
         let mut cx = EditContext {
             stats: &mut stats,
             targets: None,
+            target_group: None,
             ctl: EditControl::default(),
         };
         let outcome = editor

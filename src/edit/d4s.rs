@@ -220,6 +220,11 @@ impl Editor for D4s {
         &self.hp
     }
 
+    /// Every residual is measured on W0 (the model is re-based before each step).
+    fn targets_on_unedited_model(&self) -> bool {
+        true
+    }
+
     fn statistics_layers(&self) -> Vec<usize> {
         self.hp.layers.clone()
     }

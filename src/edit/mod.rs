@@ -415,7 +415,25 @@ pub struct EditContext<'a> {
     pub stats: &'a mut StatsCache,
     /// Targets already optimized on the unedited model (`None`: always optimize).
     pub targets: Option<&'a mut TargetCache>,
+    /// Facts to optimize this step's target with, when a driver knows them in advance (see
+    /// [`TargetGroup`]); `None` in the TUI and in sessions, which edit as facts arrive.
+    pub target_group: Option<TargetGroup<'a>>,
     pub ctl: EditControl<'a>,
+}
+
+/// A step's single fact and the facts around it in a known stream (bench's chunks of
+/// `target_batch` steps), whose targets may be optimized in one batched pass (spec §1.7).
+///
+/// It is used only where every target of the group is computed on the unedited model — D4S
+/// measures each residual on W0, and the single protocol resets the model before each case — and
+/// a [`TargetCache`] keeps the others' targets for their own steps. The pass is keyed by the whole
+/// group, so each fact's target is the same bits whichever of the group's steps computed it (a
+/// resumed run recomputes the group and gets what the uninterrupted one had).
+#[derive(Debug, Clone, Copy)]
+pub struct TargetGroup<'a> {
+    pub requests: &'a [EditRequest],
+    /// Where this step's request is in `requests`.
+    pub position: usize,
 }
 
 impl EditContext<'_> {
@@ -463,6 +481,13 @@ pub trait Editor: Send {
     /// gathered before the first edit, e.g. while a TUI user types.
     fn statistics_layers(&self) -> Vec<usize> {
         Vec::new()
+    }
+
+    /// Whether every target this editor optimizes is computed on the unedited model, whatever
+    /// edits came before (D4S), so a driver may optimize upcoming facts' targets ahead in one
+    /// batched pass ([`TargetGroup`]).
+    fn targets_on_unedited_model(&self) -> bool {
+        false
     }
 
     /// What the editor can say about its own state for a run's records (empty by default).

@@ -184,6 +184,7 @@ mod tests {
         let mut cx = EditContext {
             stats: &mut stats,
             targets: None,
+            target_group: None,
             ctl: EditControl::default(),
         };
         let hp = anchored_hparams(Method::Memit);

@@ -762,20 +762,54 @@ pub fn residual_targets(
     batch: usize,
     cx: &mut super::EditContext,
 ) -> Result<Vec<TargetResult>> {
-    let problems = requests
-        .iter()
-        .map(|r| TargetProblem::residual(model, r, contexts, layer))
-        .collect::<Result<Vec<_>>>()?;
+    let problems_of = |requests: &[EditRequest]| {
+        requests
+            .iter()
+            .map(|r| TargetProblem::residual(model, r, contexts, layer))
+            .collect::<Result<Vec<_>>>()
+    };
+    if let Some(group) = prefetch_group(model, requests, batch, cx)? {
+        return Ok(vec![super::target_cache::optimize_member(
+            cx.targets.as_deref_mut(),
+            model,
+            &problems_of(group.requests)?,
+            group.position,
+            params,
+            OptimOptions::default(),
+            &cx.ctl,
+        )?]);
+    }
     // One fact per step (the TUI, sessions, the paper's protocol) optimizes alone, exactly as it
     // always did; a step of several facts optimizes them `batch` at a time.
-    let batch = if problems.len() > 1 { batch } else { 1 };
+    let batch = if requests.len() > 1 { batch } else { 1 };
     super::target_cache::optimize_many(
         cx.targets.as_deref_mut(),
         model,
-        &problems,
+        &problems_of(requests)?,
         params,
         OptimOptions::default(),
         batch,
         &cx.ctl,
     )
+}
+
+/// The group a step's single fact is optimized with ([`super::TargetGroup`]): only when the
+/// model is unedited, so the group's other targets are the ones their own steps would compute,
+/// and a cache keeps them until then; otherwise the fact is optimized alone.
+fn prefetch_group<'g>(
+    model: &Model,
+    requests: &[EditRequest],
+    batch: usize,
+    cx: &super::EditContext<'g>,
+) -> Result<Option<super::TargetGroup<'g>>> {
+    let (Some(group), [request]) = (cx.target_group, requests) else {
+        return Ok(None);
+    };
+    let usable = batch > 1
+        && group.requests.len() > 1
+        && group.requests.len() <= batch
+        && group.requests.get(group.position) == Some(request)
+        && cx.targets.is_some()
+        && !model.is_edited()?;
+    Ok(usable.then_some(group))
 }

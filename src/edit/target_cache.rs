@@ -122,7 +122,7 @@ impl TargetCache {
         opts: OptimOptions,
         ctl: &EditControl,
     ) -> Result<TargetResult> {
-        let Some(key) = storable_key(model, problem, params, opts, 1)? else {
+        let Some(key) = storable_key(model, params, opts, Pass::Alone(problem))? else {
             return optimize(model, problem, params, opts, ctl);
         };
         if let Some(hit) = self.lookup(&key, problem, params, ctl) {
@@ -235,8 +235,12 @@ pub fn optimize_with(
 /// batch's cached keys and values stay small (8 facts × their template rows).
 pub const TARGET_BATCH: usize = 8;
 
-/// The targets of several problems: those the cache holds (on an unedited model), and the rest
-/// optimized `batch` at a time in one pass each ([`optimize_batch`]), then kept.
+/// The targets of several problems, optimized `batch` at a time in one pass each
+/// ([`optimize_batch`]; a chunk of one is [`optimize`] exactly), each chunk answered from the cache
+/// when it holds the whole chunk, else optimized and kept.
+///
+/// The chunks are the problems' own (`problems.chunks(batch)`), whatever the cache holds: a
+/// member's last bits depend on its companions, so the result is the cache-less run's bit for bit.
 pub fn optimize_many(
     mut cache: Option<&mut TargetCache>,
     model: &Model,
@@ -246,66 +250,136 @@ pub fn optimize_many(
     batch: usize,
     ctl: &EditControl,
 ) -> Result<Vec<TargetResult>> {
-    let batch = batch.max(1);
-    let keys: Vec<Option<String>> = match cache {
-        Some(_) => problems
-            .iter()
-            .map(|p| storable_key(model, p, params, opts, batch))
-            .collect::<Result<_>>()?,
-        None => vec![None; problems.len()],
-    };
-    let mut found: Vec<Option<TargetResult>> = Vec::with_capacity(problems.len());
-    for (p, key) in problems.iter().zip(&keys) {
-        found.push(match (cache.as_deref_mut(), key) {
-            (Some(c), Some(key)) => c.lookup(key, p, params, ctl),
-            _ => None,
-        });
+    let mut results = Vec::with_capacity(problems.len());
+    for chunk in problems.chunks(batch.max(1)) {
+        results.extend(optimize_chunk(
+            cache.as_deref_mut(),
+            model,
+            chunk,
+            params,
+            opts,
+            ctl,
+        )?);
     }
-    let missing: Vec<usize> = (0..problems.len())
-        .filter(|&i| found[i].is_none())
-        .collect();
-    for chunk in missing.chunks(batch) {
-        let group: Vec<TargetProblem> = chunk.iter().map(|&i| problems[i].clone()).collect();
-        let results = optimize_batch(model, &group, params, opts, ctl)?;
-        for (&i, r) in chunk.iter().zip(results) {
-            if let (Some(c), Some(key)) = (cache.as_deref_mut(), &keys[i]) {
-                c.store(key.clone(), &r, ctl);
-            }
-            found[i] = Some(r);
-        }
-    }
-    Ok(found
-        .into_iter()
-        .map(|r| r.expect("found or optimized"))
-        .collect())
+    Ok(results)
 }
 
-/// The key a target may be kept under: none while the model carries edits (its targets depend on
-/// them) or when trajectories are recorded (they are for the exactness tests and can be large).
-fn storable_key(
+/// One batched pass over `chunk`, or the cache's copy of it.
+fn optimize_chunk(
+    cache: Option<&mut TargetCache>,
     model: &Model,
-    problem: &TargetProblem,
+    chunk: &[TargetProblem],
     params: &TargetParams,
     opts: OptimOptions,
-    batch: usize,
-) -> Result<Option<String>> {
-    if opts.record_trajectory || model.is_edited()? {
-        return Ok(None);
+    ctl: &EditControl,
+) -> Result<Vec<TargetResult>> {
+    if let [alone] = chunk {
+        return Ok(vec![optimize_with(cache, model, alone, params, opts, ctl)?]);
     }
-    Ok(Some(cache_key(model, problem, params, opts, batch)))
+    let Some(cache) = cache else {
+        return optimize_batch(model, chunk, params, opts, ctl);
+    };
+    if !storable(model, opts)? {
+        return optimize_batch(model, chunk, params, opts, ctl);
+    }
+    let keys: Vec<String> = (0..chunk.len())
+        .map(|position| cache_key(model, params, opts, Pass::Batched { chunk, position }))
+        .collect();
+    // All or nothing (a part is dropped only when the budget evicted the rest).
+    let held: Option<Vec<TargetResult>> = keys
+        .iter()
+        .zip(chunk)
+        .map(|(key, p)| cache.lookup(key, p, params, ctl))
+        .collect();
+    if let Some(held) = held {
+        return Ok(held);
+    }
+    batch_and_store(cache, keys, model, chunk, params, opts, ctl)
+}
+
+/// The target of `chunk[position]` as optimized in one batched pass over `chunk`: from the cache
+/// when an earlier step made that pass, else the pass is made and every member's target kept for
+/// its own step ([`super::TargetGroup`]). Without a cache, or on an edited model, the pass is made
+/// every time, as [`optimize_many`] would.
+pub fn optimize_member(
+    cache: Option<&mut TargetCache>,
+    model: &Model,
+    chunk: &[TargetProblem],
+    position: usize,
+    params: &TargetParams,
+    opts: OptimOptions,
+    ctl: &EditControl,
+) -> Result<TargetResult> {
+    let take = |mut all: Vec<TargetResult>| all.swap_remove(position);
+    match cache {
+        Some(cache) if chunk.len() > 1 && storable(model, opts)? => {
+            let key = cache_key(model, params, opts, Pass::Batched { chunk, position });
+            if let Some(hit) = cache.lookup(&key, &chunk[position], params, ctl) {
+                return Ok(hit);
+            }
+            let keys = (0..chunk.len())
+                .map(|position| cache_key(model, params, opts, Pass::Batched { chunk, position }))
+                .collect();
+            batch_and_store(cache, keys, model, chunk, params, opts, ctl).map(take)
+        }
+        cache => optimize_many(cache, model, chunk, params, opts, chunk.len(), ctl).map(take),
+    }
+}
+
+/// One batched pass over `chunk`, each member's target kept under its key.
+fn batch_and_store(
+    cache: &mut TargetCache,
+    keys: Vec<String>,
+    model: &Model,
+    chunk: &[TargetProblem],
+    params: &TargetParams,
+    opts: OptimOptions,
+    ctl: &EditControl,
+) -> Result<Vec<TargetResult>> {
+    let results = optimize_batch(model, chunk, params, opts, ctl)?;
+    for (key, r) in keys.into_iter().zip(&results) {
+        cache.store(key, r, ctl);
+    }
+    Ok(results)
+}
+
+/// How a target is optimized: alone, or at `position` of one batched pass over `chunk`, whose
+/// other members change its last bits and so are part of its key.
+#[derive(Debug, Clone, Copy)]
+enum Pass<'p> {
+    Alone(&'p TargetProblem),
+    Batched {
+        chunk: &'p [TargetProblem],
+        position: usize,
+    },
+}
+
+/// The key a target may be kept under (see [`storable`]).
+fn storable_key(
+    model: &Model,
+    params: &TargetParams,
+    opts: OptimOptions,
+    pass: Pass,
+) -> Result<Option<String>> {
+    Ok(storable(model, opts)?.then(|| cache_key(model, params, opts, pass)))
+}
+
+/// Whether targets optimized now may be kept: not while the model carries edits (its targets
+/// depend on them), nor when trajectories are recorded (they are for the exactness tests and can
+/// be large).
+fn storable(model: &Model, opts: OptimOptions) -> Result<bool> {
+    Ok(!opts.record_trajectory && !model.is_edited()?)
 }
 
 /// A digest of everything the optimization reads besides the (unedited) weights, which the
 /// weight file's sha256, the architecture and the device stand for. `Debug` prints floats in
-/// their shortest round-trip form, so equal text means equal inputs. Targets optimized in
-/// batches get keys of their own (single ones keep the keys they always had).
-fn cache_key(
-    model: &Model,
-    problem: &TargetProblem,
-    params: &TargetParams,
-    opts: OptimOptions,
-    batch: usize,
-) -> String {
+/// their shortest round-trip form, so equal text means equal inputs. A single target keeps the
+/// key it always had; a batched one's names its pass's problems in order and its place there.
+fn cache_key(model: &Model, params: &TargetParams, opts: OptimOptions, pass: Pass) -> String {
+    let problem = match pass {
+        Pass::Alone(p) => p,
+        Pass::Batched { chunk, position } => &chunk[position],
+    };
     let mut text = format!(
         "{}\n{}\n{:?}\n{:?}\n{problem:?}\n{params:?}\n{opts:?}",
         disk::FORMAT,
@@ -313,8 +387,8 @@ fn cache_key(
         model.config,
         model.device
     );
-    if batch > 1 {
-        text.push_str(&format!("\nbatch {batch}"));
+    if let Pass::Batched { chunk, position } = pass {
+        text.push_str(&format!("\nbatch {} at {position}\n{chunk:?}", chunk.len()));
     }
     crate::util::sha256_hex(text.as_bytes())
 }
@@ -424,6 +498,32 @@ mod tests {
             .optimize(&model, &problems[0], &params(), opts, &ctl)
             .unwrap();
         assert_eq!((cache.misses(), cache.hits()), (4, 3));
+    }
+
+    #[test]
+    fn a_batched_target_is_answered_only_with_its_whole_chunk() {
+        let model = tiny_model(Arch::Llama, 7);
+        let ctl = EditControl::default();
+        let opts = OptimOptions::default();
+        let p: Vec<TargetProblem> = ["Rome", "Berlin", "Madrid"]
+            .iter()
+            .map(|t| problem(&model, t))
+            .collect();
+        let mut cache = TargetCache::new();
+        optimize_many(Some(&mut cache), &model, &p[..2], &params(), opts, 2, &ctl).unwrap();
+        // Berlin in another company is another pass: its target is computed, bit for bit what a
+        // run without the cache gets, not the copy from the pass with Rome.
+        let with_cache =
+            optimize_many(Some(&mut cache), &model, &p[1..], &params(), opts, 2, &ctl).unwrap();
+        let without = optimize_batch(&model, &p[1..], &params(), opts, &ctl).unwrap();
+        assert_eq!((cache.misses(), cache.hits()), (4, 0));
+        assert!(with_cache.iter().zip(&without).all(|(a, b)| same(a, b)));
+        // The same company in another order is another pass too.
+        let swapped = [p[1].clone(), p[0].clone()];
+        optimize_many(Some(&mut cache), &model, &swapped, &params(), opts, 2, &ctl).unwrap();
+        assert_eq!((cache.misses(), cache.hits()), (6, 0));
+        optimize_many(Some(&mut cache), &model, &p[..2], &params(), opts, 2, &ctl).unwrap();
+        assert_eq!((cache.misses(), cache.hits()), (6, 2));
     }
 
     #[test]
@@ -576,7 +676,7 @@ mod tests {
                 &EditControl::default(),
             )
             .unwrap();
-        let key = cache_key(&model, &p, &params(), OptimOptions::default(), 1);
+        let key = cache_key(&model, &params(), OptimOptions::default(), Pass::Alone(&p));
         let path = DiskTargets::new(dir.path().to_path_buf()).path(&key);
         std::fs::write(&path, b"not a safetensors file").unwrap();
 
@@ -626,7 +726,7 @@ mod tests {
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
         assert!(results.windows(2).all(|w| same(&w[0], &w[1])));
-        let key = cache_key(&model, &p, &params(), OptimOptions::default(), 1);
+        let key = cache_key(&model, &params(), OptimOptions::default(), Pass::Alone(&p));
         let shard = DiskTargets::new(dir.path().to_path_buf())
             .path(&key)
             .parent()

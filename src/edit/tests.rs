@@ -68,6 +68,7 @@ fn apply(
     let mut cx = EditContext {
         stats: &mut env.stats,
         targets: None,
+        target_group: None,
         ctl: EditControl::default(),
     };
     editor.apply(model, &mut cx, reqs)
@@ -295,6 +296,7 @@ fn grace_is_invisible_outside_its_radius_and_edits_inside() {
     let mut cx = EditContext {
         stats: &mut env.stats,
         targets: None,
+        target_group: None,
         ctl: EditControl::default(),
     };
     grace
@@ -341,6 +343,7 @@ fn cancelled_edit_changes_nothing() {
     let mut cx = EditContext {
         stats: &mut env.stats,
         targets: None,
+        target_group: None,
         ctl: EditControl {
             cancel: Some(&cancel),
             progress: None,
@@ -586,6 +589,7 @@ fn every_editor_runs_and_undoes_on_every_architecture() {
             let mut cx = EditContext {
                 stats: &mut env.stats,
                 targets: None,
+                target_group: None,
                 ctl: EditControl::default(),
             };
             // Another method's record is refused, naming the editor, and changes nothing.
@@ -642,6 +646,7 @@ fn a_shared_target_cache_changes_no_weight() {
                 let mut cx = EditContext {
                     stats: &mut env.stats,
                     targets: cached.then_some(&mut cache),
+                    target_group: None,
                     ctl: EditControl::default(),
                 };
                 editor
@@ -694,6 +699,7 @@ fn every_editor_edits_and_undoes_a_half_precision_model() {
             let mut cx = EditContext {
                 stats: &mut env.stats,
                 targets: None,
+                target_group: None,
                 ctl: EditControl::default(),
             };
             editor.undo(&mut model, &mut cx, &out.undo).unwrap();

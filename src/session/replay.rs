@@ -172,6 +172,7 @@ impl Runner {
         let mut cx = EditContext {
             stats: &mut self.stats,
             targets: Some(&mut self.targets),
+            target_group: None,
             ctl,
         };
         match self.editor.apply(&mut self.model, &mut cx, requests) {
@@ -185,6 +186,7 @@ impl Runner {
                             let mut cx = EditContext {
                                 stats: &mut self.stats,
                                 targets: Some(&mut self.targets),
+                                target_group: None,
                                 ctl: EditControl::default(),
                             };
                             let undone = self.editor.undo(&mut self.model, &mut cx, &outcome.undo);
@@ -244,6 +246,7 @@ impl Runner {
         let mut cx = EditContext {
             stats: &mut self.stats,
             targets: Some(&mut self.targets),
+            target_group: None,
             ctl: EditControl::default(),
         };
         self.editor.undo(&mut self.model, &mut cx, &record)?;
@@ -328,6 +331,7 @@ impl Runner {
             let mut cx = EditContext {
                 stats: &mut self.stats,
                 targets: Some(&mut self.targets),
+                target_group: None,
                 ctl: EditControl::default(),
             };
             if let Some(snap) = self

@@ -51,6 +51,7 @@ fn d4s_state_does_not_grow_with_edits() {
     let mut cx = EditContext {
         stats: &mut env.stats,
         targets: None,
+        target_group: None,
         ctl: EditControl::default(),
     };
     let ten: Vec<EditTerms> = (0..10).map(synthetic).collect();
@@ -82,6 +83,7 @@ fn d4s_undo_removes_any_edit_exactly() {
     let mut cx = EditContext {
         stats: &mut env.stats,
         targets: None,
+        target_group: None,
         ctl: EditControl::default(),
     };
     d4s.undo(&mut model, &mut cx, &records[1]).unwrap();
@@ -104,6 +106,7 @@ fn d4s_undo_removes_any_edit_exactly() {
     let mut cx = EditContext {
         stats: &mut env.stats,
         targets: None,
+        target_group: None,
         ctl: EditControl::default(),
     };
     for (i, rec) in records.iter().enumerate() {
@@ -131,6 +134,7 @@ fn d4s_undo_removes_any_edit_exactly() {
     let mut cx = EditContext {
         stats: &mut env.stats,
         targets: None,
+        target_group: None,
         ctl: EditControl::default(),
     };
     d4s.undo(&mut model, &mut cx, &UndoRecord::Terms(terms[0].clone()))
@@ -244,6 +248,7 @@ fn d4s_run(
         let mut cx = EditContext {
             stats: &mut env.stats,
             targets: None,
+            target_group: None,
             ctl: EditControl::default(),
         };
         d4s.undo(&mut model, &mut cx, &records[i]).unwrap();
@@ -285,6 +290,7 @@ fn a_restored_snapshot_continues_with_the_same_bits() {
     let mut cx = EditContext {
         stats: &mut env.stats,
         targets: None,
+        target_group: None,
         ctl: EditControl::default(),
     };
     resumed.restore(&mut resumed_model, &mut cx, &snap).unwrap();

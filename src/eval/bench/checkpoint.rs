@@ -447,6 +447,7 @@ mod tests {
         let mut cx = crate::edit::EditContext {
             stats: &mut st,
             targets: None,
+            target_group: None,
             ctl: Default::default(),
         };
         let mut other = crate::edit::new_editor(hparams(Method::AlphaEdit));

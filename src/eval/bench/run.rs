@@ -14,6 +14,7 @@ use super::records::{retention_by_age, CaseMetrics, CaseOutcome, EditRecord, Eva
 use super::{GenSchedule, Protocol};
 use crate::edit::{
     new_editor, EditContext, EditControl, EditRequest, Editor, HParams, StatsCache, TargetCache,
+    TargetGroup,
 };
 use crate::error::{Error, Result};
 use crate::eval::datasets::EvalCase;
@@ -275,9 +276,14 @@ impl<'c, 'a> Run<'c, 'a> {
         let te = Instant::now();
         let cpu_before = crate::util::cpu_seconds();
         let hits_before = self.spec.targets.as_ref().map_or(0, |t| t.hits());
+        let group = self.target_group(editor, step);
         let mut cx = EditContext {
             stats: self.spec.stats,
             targets: self.spec.targets.as_deref_mut(),
+            target_group: group.as_ref().map(|(requests, position)| TargetGroup {
+                requests,
+                position: *position,
+            }),
             ctl: EditControl::default(),
         };
         let outcome = editor.apply(model, &mut cx, &requests);
@@ -340,6 +346,35 @@ impl<'c, 'a> Run<'c, 'a> {
             }
         }
         Ok(())
+    }
+
+    /// The facts a single-case step's target is optimized with ([`TargetGroup`]): the requests
+    /// of its chunk of `target_batch` cases of the stream, and its place there. Only where every
+    /// target is computed on the unedited model (the single protocol; D4S in a stream), a cache
+    /// keeps the chunk's targets for their steps, and each case of the chunk is one request.
+    fn target_group(
+        &self,
+        editor: &dyn Editor,
+        step: &[usize],
+    ) -> Option<(Vec<EditRequest>, usize)> {
+        let batch = self.spec.hparams.target_batch;
+        let on_w0 = self.spec.protocol == Protocol::Single || editor.targets_on_unedited_model();
+        let &[case] = step else {
+            return None;
+        };
+        if batch < 2 || !on_w0 || self.spec.targets.is_none() {
+            return None;
+        }
+        let start = case / batch * batch;
+        let end = (start + batch).min(self.cases.len());
+        let requests = self.cases[start..end]
+            .iter()
+            .map(|c| match c.requests.as_slice() {
+                [r] => Some(r.clone()),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some((requests, case - start))
     }
 
     fn interrupted(&self) -> bool {
@@ -563,6 +598,7 @@ fn resume_from(
     let mut cx = EditContext {
         stats: run.spec.stats,
         targets: None,
+        target_group: None,
         ctl: EditControl::default(),
     };
     editor.restore(model, &mut cx, &ck.editor)?;
