@@ -13,10 +13,13 @@
 //! exactly what [`optimize`] would return, bit for bit. Once a model carries edits, its targets
 //! depend on those edits and are always computed.
 //!
-//! Targets optimized in batches ([`optimize_many`] with a batch size above one) agree with their
-//! single optimization only to the last bits of the wider products, so they are kept under keys
-//! of their own (the batch size is part of the key): a run that optimizes one target at a time
-//! (the TUI, the single protocol, sessions) never reads a batched one.
+//! Targets optimized in batches ([`optimize_many`] with a batch size above one, and
+//! [`optimize_member`] for a bench's targets optimized ahead) agree with their single
+//! optimization only to the last bits of the wider products, which depend on the companions: a
+//! batched target's key names its whole pass (the problems in order) and its place there. So a
+//! hit is always what the same pass computes, a run that optimizes one target at a time (the TUI,
+//! sessions, `target_batch = 1`) never reads a batched one, and a member is never answered from
+//! a pass with other companions.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -276,15 +279,10 @@ fn optimize_chunk(
     if let [alone] = chunk {
         return Ok(vec![optimize_with(cache, model, alone, params, opts, ctl)?]);
     }
-    let Some(cache) = cache else {
+    let (Some(cache), true) = (cache, storable(model, opts)?) else {
         return optimize_batch(model, chunk, params, opts, ctl);
     };
-    if !storable(model, opts)? {
-        return optimize_batch(model, chunk, params, opts, ctl);
-    }
-    let keys: Vec<String> = (0..chunk.len())
-        .map(|position| cache_key(model, params, opts, Pass::Batched { chunk, position }))
-        .collect();
+    let keys = chunk_keys(model, params, opts, chunk);
     // All or nothing (a part is dropped only when the budget evicted the rest).
     let held: Option<Vec<TargetResult>> = keys
         .iter()
@@ -317,13 +315,23 @@ pub fn optimize_member(
             if let Some(hit) = cache.lookup(&key, &chunk[position], params, ctl) {
                 return Ok(hit);
             }
-            let keys = (0..chunk.len())
-                .map(|position| cache_key(model, params, opts, Pass::Batched { chunk, position }))
-                .collect();
+            let keys = chunk_keys(model, params, opts, chunk);
             batch_and_store(cache, keys, model, chunk, params, opts, ctl).map(take)
         }
         cache => optimize_many(cache, model, chunk, params, opts, chunk.len(), ctl).map(take),
     }
+}
+
+/// The keys of a batched pass's members, in order.
+fn chunk_keys(
+    model: &Model,
+    params: &TargetParams,
+    opts: OptimOptions,
+    chunk: &[TargetProblem],
+) -> Vec<String> {
+    (0..chunk.len())
+        .map(|position| cache_key(model, params, opts, Pass::Batched { chunk, position }))
+        .collect()
 }
 
 /// One batched pass over `chunk`, each member's target kept under its key.
