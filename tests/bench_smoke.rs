@@ -150,11 +150,12 @@ fn ten_sequential_d4s_edits_write_metrics_and_plots() {
         entropy > 0.0 && entropy <= 10f64.log2() + 1e-12,
         "{summary}"
     );
-    let median = &summary["median_timings"];
-    assert!(
-        median["total"].as_f64().unwrap() >= median["target"].as_f64().unwrap(),
-        "{median}"
-    );
+    for phases in [&summary["median_timings"], &summary["mean_timings"]] {
+        assert!(
+            phases["total"].as_f64().unwrap() >= phases["target"].as_f64().unwrap(),
+            "{phases}"
+        );
+    }
     assert!(std::fs::read_to_string(run.join("summary.csv"))
         .unwrap()
         .starts_with("method,edits,efficacy"));

@@ -207,6 +207,7 @@ pub fn record(index: usize) -> EditRecord {
         rss_bytes: None,
         rejected: None,
         targets_reused: 0,
+        targets_ahead: 0,
         target_ppl: None,
         target_tokens: None,
         target_new: vec![],

@@ -200,10 +200,16 @@ pub struct EditRecord {
     pub rss_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejected: Option<String>,
-    /// Target optimizations of this edit answered by the shared cache (an earlier method of the
-    /// same command solved them on the unedited model): its `seconds` exclude their cost.
+    /// Target optimizations of this edit answered by the cache that this run did not make (an
+    /// earlier method of the same command, or an earlier run with `--target-cache`, solved them
+    /// on the unedited model): its `seconds` exclude their cost.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub targets_reused: usize,
+    /// Targets of this edit that this run optimized ahead, in one pass at the first step of the
+    /// edit's chunk (`target_batch`): that step's `seconds` carry their cost, so a run's mean
+    /// seconds per edit is its cost and a median is not.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub targets_ahead: usize,
     /// Perplexity of the case's new target after its prompt on the unedited model
     /// ([`super::evaluate::TargetDifficulty`]), and its length in tokens: what the D4S paper
     /// (§3.3) relates the damage of editing to.

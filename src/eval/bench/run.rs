@@ -168,6 +168,8 @@ struct Run<'c, 'a> {
     /// Final target probabilities of the applied edits so far, and the rejected edits.
     probs: Vec<f64>,
     rejected: usize,
+    /// Cases whose targets this run optimized ahead, at an earlier step of their chunk.
+    ahead: std::collections::HashSet<usize>,
 }
 
 impl<'c, 'a> Run<'c, 'a> {
@@ -188,6 +190,7 @@ impl<'c, 'a> Run<'c, 'a> {
             wall_offset,
             probs: Vec::new(),
             rejected: 0,
+            ahead: Default::default(),
         })
     }
 
@@ -275,7 +278,8 @@ impl<'c, 'a> Run<'c, 'a> {
             .collect();
         let te = Instant::now();
         let cpu_before = crate::util::cpu_seconds();
-        let hits_before = self.spec.targets.as_ref().map_or(0, |t| t.hits());
+        let cache_counts = |run: &Self| run.spec.targets.as_ref().map(|t| (t.hits(), t.misses()));
+        let counts_before = cache_counts(self);
         let group = self.target_group(editor, step);
         let mut cx = EditContext {
             stats: self.spec.stats,
@@ -291,7 +295,14 @@ impl<'c, 'a> Run<'c, 'a> {
         let cpu_seconds = crate::util::cpu_seconds()
             .zip(cpu_before)
             .map(|(after, before)| (after - before) / step.len() as f64);
-        let reused = self.spec.targets.as_ref().map_or(0, |t| t.hits()) - hits_before;
+        let (hits, misses) = match (cache_counts(self), counts_before) {
+            (Some((h, m)), Some((h0, m0))) => (h - h0, m - m0),
+            _ => (0, 0),
+        };
+        let chunk = group
+            .as_ref()
+            .map(|(requests, position)| (requests.len(), *position));
+        let (reused, ahead) = self.target_sources(step, chunk, hits, misses);
         let rss_bytes = crate::util::resident_memory();
         // What a record says about case `i` whatever the outcome; each arm adds its own.
         let case_record = |i: usize| EditRecord {
@@ -306,6 +317,7 @@ impl<'c, 'a> Run<'c, 'a> {
             rss_bytes,
             rejected: None,
             targets_reused: 0,
+            targets_ahead: 0,
             target_ppl: Some(self.difficulty[i].ppl()),
             target_tokens: Some(self.difficulty[i].tokens),
             target_new: self.cases[i].new_targets(),
@@ -326,7 +338,8 @@ impl<'c, 'a> Run<'c, 'a> {
                         prob_post: Some(post[k]),
                         seconds: seconds / step.len() as f64,
                         timings: Some(timings.clone()),
-                        targets_reused: reused as usize / step.len(),
+                        targets_reused: reused,
+                        targets_ahead: ahead,
                         projector_rank: projector_rank.clone(),
                         ..case_record(i)
                     })?;
@@ -375,6 +388,34 @@ impl<'c, 'a> Run<'c, 'a> {
             })
             .collect::<Option<Vec<_>>>()?;
         Some((requests, case - start))
+    }
+
+    /// Per edit of a step, how many of its targets the cache answered that this run did not
+    /// optimize (`reused`: their cost is elsewhere) and how many this run optimized ahead at the
+    /// first step of their chunk (`ahead`: their cost is in that step's seconds). `chunk` is the
+    /// step's (chunk length, place) when it had one; a step that optimized its chunk marks the
+    /// chunk's other cases.
+    fn target_sources(
+        &mut self,
+        step: &[usize],
+        chunk: Option<(usize, usize)>,
+        hits: u64,
+        misses: u64,
+    ) -> (usize, usize) {
+        let per_edit = hits as usize / step.len();
+        let (Some((len, position)), &[case]) = (chunk, step) else {
+            return (per_edit, 0);
+        };
+        let start = case - position;
+        if misses > 0 {
+            self.ahead
+                .extend((start..start + len).filter(|&c| c != case));
+        }
+        if hits > 0 && self.ahead.remove(&case) {
+            (0, 1)
+        } else {
+            (per_edit, 0)
+        }
     }
 
     fn interrupted(&self) -> bool {

@@ -51,9 +51,14 @@ pub struct Summary {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub edits_with_reused_targets: usize,
     /// Median of each phase over the accepted edits (a typical edit: the first one also gathers
-    /// the key statistics once).
+    /// the key statistics once). Where targets are optimized ahead ([`EditRecord::targets_ahead`])
+    /// most edits find theirs, so read `mean_timings` for what an edit costs.
     #[serde(default)]
     pub median_timings: Option<Timings>,
+    /// Mean of each phase over the accepted edits: the per-edit cost, one-off statistics and a
+    /// chunk's targets optimized ahead included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_timings: Option<Timings>,
     /// Largest resident memory seen after an edit, in bytes.
     #[serde(default)]
     pub peak_rss_bytes: Option<u64>,
@@ -183,24 +188,29 @@ fn target_diversity(records: &[EditRecord]) -> Option<(usize, f64)> {
     Some((counts.len(), entropy.max(0.0)))
 }
 
-/// The median of each timed phase.
-fn median_timings(all: &[&Timings]) -> Option<Timings> {
+/// Each timed phase summarized over the edits by `of` (a median or a mean).
+fn phase_timings(all: &[&Timings], of: fn(Vec<f64>) -> f64) -> Option<Timings> {
     if all.is_empty() {
         return None;
     }
-    let med = |f: fn(&Timings) -> f64| {
-        let mut xs: Vec<f64> = all.iter().map(|t| f(t)).collect();
-        xs.sort_by(f64::total_cmp);
-        xs[xs.len() / 2]
-    };
+    let phase = |f: fn(&Timings) -> f64| of(all.iter().map(|t| f(t)).collect());
     Some(Timings {
-        statistics: med(|t| t.statistics),
-        templates: med(|t| t.templates),
-        target: med(|t| t.target),
-        keys: med(|t| t.keys),
-        solve: med(|t| t.solve),
-        total: med(|t| t.total),
+        statistics: phase(|t| t.statistics),
+        templates: phase(|t| t.templates),
+        target: phase(|t| t.target),
+        keys: phase(|t| t.keys),
+        solve: phase(|t| t.solve),
+        total: phase(|t| t.total),
     })
+}
+
+fn median_of(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn mean_of(xs: Vec<f64>) -> f64 {
+    xs.iter().sum::<f64>() / xs.len() as f64
 }
 
 pub fn summarize(method: &str, points: &[EvalPoint], records: &[EditRecord]) -> Option<Summary> {
@@ -231,6 +241,7 @@ pub fn summarize(method: &str, points: &[EvalPoint], records: &[EditRecord]) -> 
         .filter(|r| r.rejected.is_none())
         .map(|r| r.seconds)
         .collect();
+    let timings: Vec<&Timings> = records.iter().filter_map(|r| r.timings.as_ref()).collect();
     Some(Summary {
         method: method.to_string(),
         edits: last.edits,
@@ -251,12 +262,8 @@ pub fn summarize(method: &str, points: &[EvalPoint], records: &[EditRecord]) -> 
         rejected: last.rejected,
         seconds_per_edit: mean(&times),
         edits_with_reused_targets: records.iter().filter(|r| r.targets_reused > 0).count(),
-        median_timings: median_timings(
-            &records
-                .iter()
-                .filter_map(|r| r.timings.as_ref())
-                .collect::<Vec<_>>(),
-        ),
+        median_timings: phase_timings(&timings, median_of),
+        mean_timings: phase_timings(&timings, mean_of),
         peak_rss_bytes: records.iter().filter_map(|r| r.rss_bytes).max(),
         wall_seconds: last.wall_seconds,
         targets: target_difficulty_summary(records),

@@ -446,6 +446,7 @@ mod tests {
             for i in 0..5 {
                 w.edit(&EditRecord {
                     targets_reused: if i < 3 { reused } else { 0 },
+                    targets_ahead: 0,
                     ..record(i)
                 })
                 .unwrap();

@@ -345,23 +345,24 @@ fn a_sampled_run_evaluates_only_the_sampled_cases_at_every_point() {
     }
 }
 
-/// A bench run of `method` over `cases` with targets optimized `batch` cases ahead and a cache
-/// of its own (a fresh process's): the final weights of its edited layers, and what it wrote.
+/// A bench run of `method` over `cases` with targets optimized `batch` cases ahead, through
+/// `targets` (a fresh cache is a fresh process's): the final weights of its edited layers, and
+/// what it wrote.
 fn ahead_run(
     method: crate::edit::Method,
     cases: &[EvalCase],
     batch: usize,
+    targets: &mut TargetCache,
     configure: impl FnOnce(&mut BenchRun),
 ) -> (Vec<Vec<f32>>, Memory, bool) {
     use crate::eval::testkit::{spec, stats};
     let stats_dir = tempfile::tempdir().unwrap();
     let mut st = stats(stats_dir.path());
-    let mut targets = TargetCache::new();
     let mut model = tiny_model(Arch::Llama, 21);
     let mut sink = Memory::default();
     let mut run = spec(method, &mut st, None, None, None);
     run.hparams.target_batch = batch;
-    run.targets = Some(&mut targets);
+    run.targets = Some(targets);
     configure(&mut run);
     let layers = run.hparams.layers.clone();
     let out = super::run(&mut model, cases, run, &mut sink).unwrap();
@@ -375,19 +376,29 @@ fn ahead_run(
     (weights, sink, out.complete)
 }
 
-fn reused(sink: &Memory) -> Vec<usize> {
-    sink.records.iter().map(|r| r.targets_reused).collect()
+/// Per edit: (targets found that the run did not optimize, targets it optimized ahead).
+fn sources(sink: &Memory) -> Vec<(usize, usize)> {
+    sink.records
+        .iter()
+        .map(|r| (r.targets_reused, r.targets_ahead))
+        .collect()
+}
+
+/// Edits whose target the run optimized ahead, as 0/1 per edit.
+fn ahead(sink: &Memory) -> Vec<usize> {
+    sources(sink).iter().map(|&(_, a)| a).collect()
 }
 
 #[test]
 fn d4s_optimizes_a_chunk_of_targets_ahead_and_a_resume_mid_chunk_changes_no_bit() {
+    use crate::edit::Method::D4s;
     use crate::eval::bench::checkpoint::{load, CheckpointPolicy};
     let cases = cases();
     // Chunks of four cases: the first step of a chunk optimizes its four targets in one pass,
     // the next three find theirs; the fifth case is a chunk of one.
-    let (straight, sink, complete) = ahead_run(crate::edit::Method::D4s, &cases, 4, |_| {});
+    let (straight, sink, complete) = ahead_run(D4s, &cases, 4, &mut TargetCache::new(), |_| {});
     assert!(complete);
-    assert_eq!(reused(&sink), [0, 1, 1, 1, 0]);
+    assert_eq!(sources(&sink), [(0, 0), (0, 1), (0, 1), (0, 1), (0, 0)]);
 
     // Stopped after two edits, inside the first chunk, and resumed by a fresh process whose
     // cache is empty: it optimizes the same chunk again and lands the same bits.
@@ -396,19 +407,19 @@ fn d4s_optimizes_a_chunk_of_targets_ahead_and_a_resume_mid_chunk_changes_no_bit(
         dir: run_dir.path().to_path_buf(),
         every: 1,
     };
-    let (_, first, complete) = ahead_run(crate::edit::Method::D4s, &cases, 4, |r| {
+    let (_, first, complete) = ahead_run(D4s, &cases, 4, &mut TargetCache::new(), |r| {
         r.checkpoint = Some(policy.clone());
         r.stop_after = Some(2);
     });
     assert!(!complete);
-    assert_eq!(reused(&first), [0, 1]);
+    assert_eq!(ahead(&first), [0, 1]);
     let ck = load(run_dir.path()).unwrap().expect("a checkpoint");
-    let (resumed, second, complete) = ahead_run(crate::edit::Method::D4s, &cases, 4, |r| {
+    let (resumed, second, complete) = ahead_run(D4s, &cases, 4, &mut TargetCache::new(), |r| {
         r.checkpoint = Some(policy.clone());
         r.resume = Some(ck);
     });
     assert!(complete);
-    assert_eq!(reused(&second), [0, 1, 0]);
+    assert_eq!(ahead(&second), [0, 1, 0]);
     assert_eq!(resumed, straight, "the resumed run's weights differ");
     let probs =
         |s: &Memory| -> Vec<Option<f64>> { s.records.iter().map(|r| r.prob_final).collect() };
@@ -417,8 +428,8 @@ fn d4s_optimizes_a_chunk_of_targets_ahead_and_a_resume_mid_chunk_changes_no_bit(
     assert_eq!(both, probs(&sink));
 
     // One target per pass (the opt-out) optimizes each fact when it comes.
-    let (_, alone, _) = ahead_run(crate::edit::Method::D4s, &cases, 1, |_| {});
-    assert_eq!(reused(&alone), [0; 5]);
+    let (_, alone, _) = ahead_run(D4s, &cases, 1, &mut TargetCache::new(), |_| {});
+    assert_eq!(sources(&alone), [(0, 0); 5]);
 }
 
 #[test]
@@ -426,14 +437,20 @@ fn targets_are_optimized_ahead_only_where_they_are_the_unedited_models() {
     use crate::edit::Method;
     let cases = cases();
     // MEMIT's targets in a stream depend on the edits before them: each is its own.
-    let (_, sink, _) = ahead_run(Method::Memit, &cases, 4, |_| {});
-    assert_eq!(reused(&sink), [0; 5]);
-    // The single protocol starts every case from W0: MEMIT's chunk is optimized ahead too.
-    let (_, sink, _) = ahead_run(Method::Memit, &cases, 4, |r| r.protocol = Protocol::Single);
-    assert_eq!(reused(&sink), [0, 1, 1, 1, 0]);
+    let (_, sink, _) = ahead_run(Method::Memit, &cases, 4, &mut TargetCache::new(), |_| {});
+    assert_eq!(sources(&sink), [(0, 0); 5]);
+    // The single protocol starts every case from W0: MEMIT's chunk is optimized ahead too, and
+    // a second run through the same cache finds every target, each counted as reused (its
+    // seconds leave the optimization out) rather than as optimized ahead.
+    let mut shared = TargetCache::new();
+    let single = |r: &mut BenchRun| r.protocol = Protocol::Single;
+    let (_, sink, _) = ahead_run(Method::Memit, &cases, 4, &mut shared, single);
+    assert_eq!(ahead(&sink), [0, 1, 1, 1, 0]);
+    let (_, again, _) = ahead_run(Method::Memit, &cases, 4, &mut shared, single);
+    assert_eq!(sources(&again), [(1, 0); 5]);
     // Steps of several facts batch their own facts and read nothing ahead.
-    let (_, sink, _) = ahead_run(Method::D4s, &cases, 4, |r| {
+    let (_, sink, _) = ahead_run(Method::D4s, &cases, 4, &mut TargetCache::new(), |r| {
         r.protocol = Protocol::Batch { size: 2 }
     });
-    assert_eq!(reused(&sink), [0; 5]);
+    assert_eq!(sources(&sink), [(0, 0); 5]);
 }
