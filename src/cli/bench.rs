@@ -13,11 +13,12 @@ use d4s::eval::bench::checkpoint::{self, CheckpointPolicy};
 use d4s::eval::bench::records::{self, DataRecord, Resumed, StatsRecord};
 use d4s::eval::bench::{self, summary, table, BenchRun, GenSchedule, Protocol};
 use d4s::eval::bench::{writer::RunWriter, RunConfig};
-use d4s::eval::datasets::{self, EvalCase, QuestionType};
+use d4s::eval::datasets::{self, EvalCase};
 use d4s::eval::probes::{self, ProbeConfig, ProbeSet, Task};
-use d4s::model::chat::{ChatTemplate, ChatTemplateChoice, ChatTemplateRecord};
+use d4s::model::chat::ChatTemplateRecord;
 use d4s::model::Model;
 
+use super::cases::CaseArgs;
 use super::edit::EditorArgs;
 
 #[derive(Args, Debug, Clone)]
@@ -27,19 +28,8 @@ pub struct BenchArgs {
     /// Several methods on the same edit stream, e.g. `rome,memit,d4s` (overrides --method).
     #[arg(long)]
     pub methods: Option<String>,
-    /// Dataset: counterfact, counterfact-train, zsre, zsre-train, mquake, or a file path
-    /// (default: counterfact for bench, counterfact-train for sweep).
-    #[arg(long)]
-    pub data: Option<String>,
-    /// Data root for dataset names and probes (default: $D4S_DATA or ../shared/data).
-    #[arg(long = "data-dir")]
-    pub data_dir: Option<PathBuf>,
-    /// Use the MQD question type built from the facts: tf, mc or dg.
-    #[arg(long)]
-    pub mqd: Option<String>,
-    /// Number of edits (cases) to take from the dataset.
-    #[arg(long, default_value_t = 100)]
-    pub n: usize,
+    #[command(flatten)]
+    pub cases: CaseArgs,
     /// single, batch[:k] or sequential.
     #[arg(long, default_value = "sequential")]
     pub protocol: String,
@@ -64,18 +54,9 @@ pub struct BenchArgs {
     /// Few-shot examples for the probes (default: each task's default).
     #[arg(long)]
     pub probe_shots: Option<usize>,
-    /// Reject bad dataset records instead of skipping them.
-    #[arg(long)]
-    pub strict: bool,
     /// Output folder.
     #[arg(long)]
     pub out: PathBuf,
-    /// Render the edit and evaluation prompts as a user turn of a chat template: `auto` (the
-    /// model's own, from its GGUF metadata or tokenizer_config.json; bare prompts if it has
-    /// none), `none` (bare prompts, as the editing literature scores), or a template file
-    /// (Jinja, or a tokenizer_config.json).
-    #[arg(long, default_value = "none", value_name = "auto|none|FILE")]
-    pub chat_template: String,
     /// Repeat the run over K orders of the same edits (seeded shuffles 0..K, each in
     /// `--out/seed-k/`) and report each metric's mean ± sd over them in `--out/seeds.md`.
     #[arg(long, default_value_t = 1, value_name = "K")]
@@ -197,8 +178,8 @@ pub fn sweep(model: &mut Model, a: &SweepArgs, command_line: &str) -> Result<()>
         bail!("a sweep tunes one --method; --methods and --seeds are for bench");
     }
     let method = a.bench.editor.method()?;
-    let data_dir = a.bench.data_dir.clone().or_else(datasets::default_data_dir);
-    let name = a.bench.data.as_deref().unwrap_or("counterfact-train");
+    let data_dir = a.bench.cases.data_dir();
+    let name = a.bench.cases.data.as_deref().unwrap_or("counterfact-train");
     let path = datasets::resolve(name, data_dir.as_deref())?;
     sweep::refuse_evaluation_data(&path, data_dir.as_deref())?;
     let settings = sweep::grid(&a.grid)?;
@@ -211,7 +192,7 @@ pub fn sweep(model: &mut Model, a: &SweepArgs, command_line: &str) -> Result<()>
             args.editor
                 .hparams_for(method, model)
                 .with_context(|| format!("setting {}", sweep::overrides(&setting).join(" ")))?;
-            args.data = Some(path.display().to_string());
+            args.cases.data = Some(path.display().to_string());
             args.out = a.bench.out.join(sweep::folder_name(&setting));
             Ok((setting, args))
         })
@@ -295,54 +276,9 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
     }
     let protocol: Protocol = a.protocol.parse()?;
     let generation: GenSchedule = a.generation.parse()?;
-    let data_dir = a.data_dir.clone().or_else(datasets::default_data_dir);
-    let path = datasets::resolve(
-        a.data.as_deref().unwrap_or("counterfact"),
-        data_dir.as_deref(),
-    )?;
-    let loaded = datasets::load(&path, None, a.strict, Some(a.n))
-        .with_context(|| format!("reading {}", path.display()))?;
-    for s in loaded.skipped.iter().take(5) {
-        eprintln!("skipped: {s}");
-    }
-    if loaded.skipped.len() > 5 {
-        eprintln!("… and {} more skipped records", loaded.skipped.len() - 5);
-    }
-    let mut cases = loaded.cases.clone();
-    if let Some(q) = &a.mqd {
-        let qtype = match q.as_str() {
-            "tf" | "true-false" => QuestionType::TrueFalse,
-            "mc" | "multiple-choice" => QuestionType::MultipleChoice,
-            "dg" | "generated" => QuestionType::DirectlyGenerated,
-            other => bail!("--mqd {other:?}: use tf, mc or dg"),
-        };
-        cases = datasets::mqd(&cases, qtype, a.editor_seed());
-    }
-    let template = ChatTemplate::resolve(&a.chat_template.parse::<ChatTemplateChoice>()?, model)?;
-    match (&template, a.chat_template.as_str()) {
-        (Some(t), _) => {
-            println!(
-                "prompts rendered with the chat template from {}",
-                t.record().origin
-            );
-            cases = cases
-                .iter()
-                .map(|c| c.with_chat_template(t))
-                .collect::<Result<_, _>>()?;
-        }
-        (None, "auto") => println!("the model has no chat template: bare prompts"),
-        (None, _) => {}
-    }
-    if cases.is_empty() {
-        bail!("{}: no usable cases", path.display());
-    }
-    if cases.len() < a.n {
-        eprintln!(
-            "note: only {} cases available (asked for {})",
-            cases.len(),
-            a.n
-        );
-    }
+    let loaded = a.cases.load(model, "counterfact", a.editor_seed())?;
+    let data_dir = loaded.data_dir.clone();
+    let cases = loaded.cases;
     let tasks = parse_probes(&a.probes)?;
     let probe_cfg = ProbeConfig {
         data_dir: data_dir
@@ -360,14 +296,14 @@ pub fn run(model: &mut Model, a: &BenchArgs, command_line: &str) -> Result<()> {
         methods,
         protocol,
         generation,
-        path,
-        sha256: loaded.sha256.clone(),
-        kind: loaded.kind.name().into(),
-        skipped: loaded.skipped.len(),
+        path: loaded.path,
+        sha256: loaded.sha256,
+        kind: loaded.kind,
+        skipped: loaded.skipped,
         tasks,
         probe_cfg,
         probe_sets,
-        chat_template: template.map(|t| t.record().clone()),
+        chat_template: loaded.chat_template,
     };
     if a.seeds <= 1 {
         run_methods(model, a, &plan, &cases, &a.out, None, command_line)?;
@@ -476,7 +412,7 @@ fn run_methods(
                 kind: plan.kind.clone(),
                 n: cases.len(),
                 skipped: plan.skipped,
-                mqd: a.mqd.clone(),
+                mqd: a.cases.mqd.clone(),
                 order_seed,
             },
             protocol,
@@ -505,6 +441,8 @@ fn run_methods(
     // Shared by the methods: on the unedited model MEMIT, D4S and AlphaEdit optimize the same
     // targets, so under the single-edit protocol only the first of them pays for each record's.
     let mut targets = a.editor.targets();
+    // Targets the runs found and did not optimize (not those a run optimized ahead itself).
+    let mut reused = 0;
     for (method, hp, mut stats, dir, config, start) in plans {
         if let Start::AlreadyDone = start {
             println!(
@@ -590,6 +528,11 @@ fn run_methods(
             continue;
         }
         checkpoint::remove(&dir)?;
+        reused += writer
+            .records
+            .iter()
+            .map(|r| r.targets_reused)
+            .sum::<usize>();
         match summary::finish_run(&dir, method.name(), &writer.points, &writer.records)? {
             Some(s) => println!(
                 "{}: {} edits — efficacy {:.3}, paraphrase {}, specificity {}, post-edit p {}, {} rejected → {}",
@@ -606,11 +549,11 @@ fn run_methods(
         }
         run_dirs.push(dir);
     }
-    if targets.hits() > 0 {
+    if reused > 0 {
         println!(
-            "{} target optimizations on the unedited model were reused from an earlier method \
-             (MEMIT, D4S and AlphaEdit pose the same ones; the results are bit-identical)",
-            targets.hits()
+            "{reused} targets of the unedited model came from the target cache, optimized by an \
+             earlier method of this command (MEMIT, D4S and AlphaEdit pose the same ones), an \
+             earlier run or `d4s targets`: bit-identical, and their time is not in these runs'"
         );
     }
     if several && !stopped {
@@ -669,9 +612,12 @@ fn record_resume(
     Ok(())
 }
 
+/// The seed of the MQD question types' random choices (shared by `bench` and `targets`).
+pub const EDITOR_SEED: u64 = 42;
+
 impl BenchArgs {
     fn editor_seed(&self) -> u64 {
-        42
+        EDITOR_SEED
     }
 }
 

@@ -38,8 +38,8 @@ pub struct EditorArgs {
     /// Keep the targets optimized on the unedited model on disk (in DIR, by default
     /// `<d4s home>/targets`), so a rerun, a sweep or another method finds them instead of
     /// optimizing again. Safe for concurrent runs; a damaged file is recomputed.
-    /// (`Some(None)`: the flag without a DIR. An empty default value would not do: clap's path
-    /// parser refuses an empty path, so the bare flag failed to parse.)
+    // `Some(None)`: the flag without a DIR. An empty default value would not do: clap's path
+    // parser refuses an empty path, so the bare flag failed to parse.
     #[arg(long, value_name = "DIR", num_args = 0..=1)]
     pub target_cache: Option<Option<PathBuf>>,
 }

@@ -13,9 +13,11 @@ use d4s::model::{fetch, load, Model, ModelConfig, ModelSpec, Precision};
 use d4s::util;
 
 pub mod bench;
+pub mod cases;
 pub mod edit;
 pub mod probes;
 pub mod sessions;
+pub mod targets;
 pub mod trace;
 pub mod tui_cmd;
 
@@ -71,6 +73,10 @@ pub enum Command {
     /// Tune a method: one bench run per setting of a hyperparameter grid on a training split,
     /// a table, an efficacy–specificity frontier plot and the best setting.
     Sweep(bench::SweepArgs),
+    /// Optimize a run's targets before it, into the target cache on disk: the edits of a D4S
+    /// run (or of any MEMIT-style method under `--protocol single`) then find them. Several
+    /// processes can share the work (`--share i/k`).
+    Targets(targets::TargetsArgs),
     /// Causal tracing of a fact: which layers' hidden states, MLP and attention outputs carry it
     /// (an indirect-effect table and heatmaps), to choose edit layers.
     Trace(trace::TraceArgs),
@@ -336,6 +342,10 @@ pub fn run(cli: Cli) -> Result<()> {
             let mut model = load_model(&cli.global)?;
             let line = std::env::args().collect::<Vec<_>>().join(" ");
             bench::sweep(&mut model, &a, &line)
+        }
+        Some(Command::Targets(a)) => {
+            let mut model = load_model(&cli.global)?;
+            targets::run(&mut model, &a)
         }
         Some(Command::Compare(a)) => bench::compare(&a),
         Some(Command::Sessions { dir }) => sessions::list(&dir),

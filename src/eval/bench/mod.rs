@@ -4,6 +4,7 @@
 //!   `cases.jsonl`) with typed metrics;
 //! - [`evaluate`]: the one evaluation of edited cases, shared with the TUI's worker;
 //! - [`run`]: the protocols, streaming records to a [`BenchSink`];
+//! - [`ahead`]: targets optimized ahead of their edits, in chunks, by a run or before it;
 //! - [`checkpoint`]: the state a long run survives an interruption with;
 //! - [`writer`]: the sink that writes a run folder (and continues one);
 //! - [`summary`]: a finished run's final numbers and plots;
@@ -18,6 +19,7 @@
 //!   far are evaluated on the current model (the forgetting curve), and always after the last one
 //!   (the paper's protocol: evaluate all N edits on the final model).
 
+pub mod ahead;
 pub mod checkpoint;
 pub mod evaluate;
 pub mod records;

@@ -361,10 +361,10 @@ impl<'c, 'a> Run<'c, 'a> {
         Ok(())
     }
 
-    /// The facts a single-case step's target is optimized with ([`TargetGroup`]): the requests
-    /// of its chunk of `target_batch` cases of the stream, and its place there. Only where every
-    /// target is computed on the unedited model (the single protocol; D4S in a stream), a cache
-    /// keeps the chunk's targets for their steps, and each case of the chunk is one request.
+    /// The facts a single-case step's target is optimized with ([`TargetGroup`]): its chunk of
+    /// `target_batch` cases ([`super::ahead::chunk_of`]). Only where every target is computed on
+    /// the unedited model (the single protocol; D4S in a stream) and a cache keeps the chunk's
+    /// targets for their steps.
     fn target_group(
         &self,
         editor: &dyn Editor,
@@ -378,16 +378,7 @@ impl<'c, 'a> Run<'c, 'a> {
         if batch < 2 || !on_w0 || self.spec.targets.is_none() {
             return None;
         }
-        let start = case / batch * batch;
-        let end = (start + batch).min(self.cases.len());
-        let requests = self.cases[start..end]
-            .iter()
-            .map(|c| match c.requests.as_slice() {
-                [r] => Some(r.clone()),
-                _ => None,
-            })
-            .collect::<Option<Vec<_>>>()?;
-        Some((requests, case - start))
+        super::ahead::chunk_of(self.cases, case, batch)
     }
 
     /// Per edit of a step, how many of its targets the cache answered that this run did not
