@@ -9,6 +9,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use d4s::edit::Method;
+use d4s::eval::bench::baseline::BaselineCache;
 use d4s::eval::bench::checkpoint::{self, CheckpointPolicy};
 use d4s::eval::bench::records::{self, DataRecord, Resumed, StatsRecord};
 use d4s::eval::bench::{self, summary, table, BenchRun, GenSchedule, Protocol};
@@ -83,6 +84,13 @@ pub struct BenchArgs {
     /// Stop after this many edits with a checkpoint written (continue later with --resume).
     #[arg(long)]
     pub stop_after: Option<usize>,
+    /// Keep what a run measures on the unedited model before its first edit (the neighbours'
+    /// reference answers, the targets' difficulty, point 0 with its probes) on disk, in DIR (by
+    /// default `<d4s home>/baselines`), so the other settings of a sweep, the other methods and a
+    /// resumed run of this build find it instead of measuring again. Safe for concurrent runs; a
+    /// damaged file is measured again.
+    #[arg(long, value_name = "DIR", num_args = 0..=1)]
+    pub baseline_cache: Option<Option<PathBuf>>,
     /// When stderr is not a terminal (a run under nohup), write a progress line with the ETA to
     /// it at most every this many seconds (the terminal's progress bar replaces it otherwise).
     #[arg(long, default_value_t = d4s::eval::bench::writer::HEARTBEAT_SECS, value_name = "SECONDS")]
@@ -504,11 +512,21 @@ fn run_methods(
             resume,
             stop_after: a.stop_after,
             interrupt: interrupt.clone(),
+            baseline: a.baseline_cache.as_ref().map(|dir| {
+                BaselineCache::new(dir.clone().unwrap_or_else(bench::baseline::default_dir))
+            }),
         };
         let outcome = bench::run(model, cases, spec, &mut writer)
             .with_context(|| format!("{} run", method.label()))?;
         pb.finish_and_clear();
         model.reset_edits();
+        if outcome.baseline_reused {
+            println!(
+                "{}: the unedited model's measurement (neighbour references, target difficulty, \
+                 point 0) came from the baseline cache, as this build measured it for another run",
+                method.label()
+            );
+        }
         if !outcome.complete {
             let done = writer.records.len();
             let interrupted = interrupt.as_ref().is_some_and(|f| f.load(Ordering::SeqCst));

@@ -128,6 +128,7 @@ pub fn spec<'a>(
         resume,
         stop_after,
         interrupt: None,
+        baseline: None,
     }
 }
 

@@ -31,7 +31,7 @@ use crate::model::{matrix_norms, Model};
 /// The unedited model's predictions the locality metrics compare against, recorded before any
 /// edit: per case, per request, per answered neighbour, the argmax tokens at the answer positions
 /// and, where the run decodes (`gen.*`), the greedy answer.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Reference {
     locality: Vec<Vec<Vec<Vec<u32>>>>,
     /// Empty per request when the references were taken without decoding.
@@ -116,6 +116,11 @@ impl Reference {
         Ok(())
     }
 
+    /// The cases it holds references for.
+    pub fn cases(&self) -> usize {
+        self.locality.len()
+    }
+
     /// Takes over another reference's cases, after this one's.
     pub fn append(&mut self, other: Reference) {
         self.locality.extend(other.locality);
@@ -144,7 +149,7 @@ impl Reference {
 /// The perplexity of a case's new target(s) after the bare prompt on the unedited model:
 /// `exp` of the mean per-token negative log-likelihood (token-level concatenation, as
 /// ROME/MEMIT score CounterFact), averaged over the case's requests in log space.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TargetDifficulty {
     pub nll: f64,
     /// Target tokens (mean over the case's requests).

@@ -5,6 +5,7 @@
 //! - [`evaluate`]: the one evaluation of edited cases, shared with the TUI's worker;
 //! - [`run`]: the protocols, streaming records to a [`BenchSink`];
 //! - [`ahead`]: targets optimized ahead of their edits, in chunks, by a run or before it;
+//! - [`baseline`]: the unedited model's side of a run, kept on disk and shared between runs;
 //! - [`checkpoint`]: the state a long run survives an interruption with;
 //! - [`writer`]: the sink that writes a run folder (and continues one);
 //! - [`summary`]: a finished run's final numbers and plots;
@@ -20,6 +21,7 @@
 //!   (the paper's protocol: evaluate all N edits on the final model).
 
 pub mod ahead;
+pub mod baseline;
 pub mod checkpoint;
 pub mod evaluate;
 pub mod records;

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use super::baseline::{self, Baseline, BaselineCache};
 use super::checkpoint::{self, Checkpoint, CheckpointMeta, CheckpointPolicy};
 use super::evaluate::{
     evaluate, layer_norms, mean, target_difficulty, EvalOptions, Evaluation, Reference, Tallies,
@@ -92,6 +93,9 @@ pub struct BenchRun<'a> {
     pub resume: Option<Checkpoint>,
     /// Stop (after writing a checkpoint) once this many cases are edited.
     pub stop_after: Option<usize>,
+    /// Keep the unedited model's side of the run on disk, and read it from there when another run
+    /// of this build measured it (`--baseline-cache`).
+    pub baseline: Option<BaselineCache>,
     /// Set from outside (Ctrl-C) to stop the same way after the current step.
     pub interrupt: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
@@ -103,6 +107,8 @@ pub struct BenchOutcome {
     pub points: Vec<EvalPoint>,
     /// False when it stopped early (`stop_after`); the run folder then holds a checkpoint.
     pub complete: bool,
+    /// The unedited model's measurement came from the baseline cache.
+    pub baseline_reused: bool,
 }
 
 /// Runs the protocol over `cases` (all of them), streaming records to `sink`.
@@ -170,17 +176,53 @@ struct Run<'c, 'a> {
     rejected: usize,
     /// Cases whose targets this run optimized ahead, at an earlier step of their chunk.
     ahead: std::collections::HashSet<usize>,
+    /// Where this run's baseline is kept, by its key (`--baseline-cache`).
+    kept: Option<(BaselineCache, String)>,
+    /// Point 0 as another run of this build measured it.
+    stored_point: Option<EvalPoint>,
+    baseline_reused: bool,
 }
 
 impl<'c, 'a> Run<'c, 'a> {
-    fn start(model: &mut Model, cases: &'c [EvalCase], spec: BenchRun<'a>) -> Result<Self> {
+    fn start(
+        model: &mut Model,
+        cases: &'c [EvalCase],
+        spec: BenchRun<'a>,
+        sink: &mut dyn BenchSink,
+    ) -> Result<Self> {
         model.reset_edits();
         let decode = spec.generation != GenSchedule::Off;
         let sample = EvalSample::draw(cases.len(), spec.eval_sample);
-        let reference = Reference::of_sample(model, cases, |ci| sample.holds(ci), decode)?;
-        let difficulty = model.with_unedited(|m| target_difficulty(m, cases))?;
+        let kept = spec.baseline.clone().and_then(|cache| {
+            let inputs = baseline::Inputs {
+                cases,
+                sample: &sample,
+                decode,
+                multihop: spec.multihop,
+                probes: spec.probes,
+            };
+            baseline::key(model, &inputs).map(|key| (cache, key))
+        });
+        let found = kept
+            .as_ref()
+            .and_then(|(cache, key)| match cache.load(key, cases.len()) {
+                Ok(found) => found,
+                Err(e) => {
+                    sink.warn(&format!("{e}; the unedited model is measured again"));
+                    None
+                }
+            });
+        let baseline_reused = found.is_some();
+        let (reference, difficulty, stored_point) = match found {
+            Some(b) => (b.reference, b.difficulty, b.point),
+            None => (
+                Reference::of_sample(model, cases, |ci| sample.holds(ci), decode)?,
+                model.with_unedited(|m| target_difficulty(m, cases))?,
+                None,
+            ),
+        };
         let wall_offset = spec.resume.as_ref().map_or(0.0, |c| c.meta.wall_seconds);
-        Ok(Self {
+        let run = Self {
             cases,
             spec,
             reference,
@@ -191,7 +233,47 @@ impl<'c, 'a> Run<'c, 'a> {
             probs: Vec::new(),
             rejected: 0,
             ahead: Default::default(),
-        })
+            kept,
+            stored_point,
+            baseline_reused,
+        };
+        if !baseline_reused {
+            run.keep_baseline(None, sink);
+        }
+        Ok(run)
+    }
+
+    /// Stores the baseline (with point 0 once measured). A failure (a full disk) costs only the
+    /// sharing, so it is reported and the run goes on.
+    fn keep_baseline(&self, point: Option<&EvalPoint>, sink: &mut dyn BenchSink) {
+        let Some((cache, key)) = &self.kept else {
+            return;
+        };
+        let baseline = Baseline {
+            reference: self.reference.clone(),
+            difficulty: self.difficulty.clone(),
+            point: point.cloned(),
+        };
+        if let Err(e) = cache.store(key, &baseline) {
+            sink.warn(&format!(
+                "could not keep the baseline ({e}); the run goes on"
+            ));
+        }
+    }
+
+    /// Point 0, the unedited model: as stored by another run of this build (with this run's
+    /// layers and clock), or measured and stored.
+    fn first_point(&mut self, model: &Model, sink: &mut dyn BenchSink) -> Result<EvalPoint> {
+        if let Some(mut p) = self.stored_point.take() {
+            p.layers = layer_norms(model, &self.spec.hparams.layers)?;
+            p.wall_seconds = self.wall();
+            return Ok(p);
+        }
+        let all: Vec<usize> = (0..self.cases.len()).collect();
+        let (p, _) = self.point(model, &all, 0, true)?;
+        self.keep_baseline(Some(&p), sink);
+        self.baseline_reused = false;
+        Ok(p)
     }
 
     fn wall(&self) -> f64 {
@@ -439,7 +521,7 @@ fn run_single(
                 .into(),
         ));
     }
-    let mut run = Run::start(model, cases, spec)?;
+    let mut run = Run::start(model, cases, spec, sink)?;
     let mut evaluations: Vec<Evaluation> = Vec::new();
     for i in 0..cases.len() {
         sink.progress(i, cases.len(), RunPhase::Editing);
@@ -467,6 +549,7 @@ fn run_single(
     Ok(BenchOutcome {
         points: vec![last],
         complete: true,
+        baseline_reused: run.baseline_reused,
     })
 }
 
@@ -492,7 +575,7 @@ fn run_stream(
     sink: &mut dyn BenchSink,
 ) -> Result<BenchOutcome> {
     let steps = stream_steps(spec.protocol, cases.len());
-    let mut run = Run::start(model, cases, spec)?;
+    let mut run = Run::start(model, cases, spec, sink)?;
     let mut editor: Box<dyn Editor> = new_editor(run.spec.hparams.clone());
     let mut points = Vec::new();
     let mut first_step = 0;
@@ -502,8 +585,7 @@ fn run_stream(
         run.rejected = ck.meta.rejected;
     } else {
         // The unedited model is point 0: the baseline of every curve.
-        let all: Vec<usize> = (0..cases.len()).collect();
-        let (p, _) = run.point(model, &all, 0, true)?;
+        let p = run.first_point(model, sink)?;
         sink.point(&p)?;
         points.push(p);
     }
@@ -550,6 +632,7 @@ fn run_stream(
             return Ok(BenchOutcome {
                 points,
                 complete: false,
+                baseline_reused: run.baseline_reused,
             });
         }
     }
@@ -561,6 +644,7 @@ fn run_stream(
     Ok(BenchOutcome {
         points,
         complete: true,
+        baseline_reused: run.baseline_reused,
     })
 }
 
