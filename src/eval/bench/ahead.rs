@@ -104,6 +104,7 @@ pub fn fill(
         .map(|(_, start)| start)
         .collect();
     let (hits, misses) = (targets.hits(), targets.misses());
+    let mut batching_seen = false;
     for (done, &start) in starts.iter().enumerate() {
         progress(done, starts.len());
         let Some((requests, _)) = chunk_of(cases, start, batch) else {
@@ -123,17 +124,24 @@ pub fn fill(
             }),
             ctl: EditControl::default(),
         };
-        let before = targets_seen(&cx);
+        let (seen_before, optimized_before) = (targets_seen(&cx), targets_optimized(&cx));
         let applied = editor.apply(model, &mut cx, &requests[..1]);
-        let seen = targets_seen(&cx) - before;
+        let seen = targets_seen(&cx) - seen_before;
+        let optimized = targets_optimized(&cx) > optimized_before;
         model.reset_edits();
         applied?;
-        if done == 0 && seen < requests.len() as u64 {
-            return Err(Error::Input(format!(
-                "{} does not optimize a chunk's targets in one pass (the MEMIT-style methods do): \
-                 there is nothing to fill ahead",
-                hparams.method.label()
-            )));
+        // Whether the editor optimizes a whole chunk in one pass shows on the first chunk it
+        // optimizes: on a chunk the cache already holds (a fill resumed, a share run twice) the
+        // step finds its own target and asks for no other.
+        if optimized && !batching_seen {
+            if seen < requests.len() as u64 {
+                return Err(Error::Input(format!(
+                    "{} does not optimize a chunk's targets in one pass (the MEMIT-style methods \
+                     do): there is nothing to fill ahead",
+                    hparams.method.label()
+                )));
+            }
+            batching_seen = true;
         }
     }
     progress(starts.len(), starts.len());
@@ -147,6 +155,11 @@ pub fn fill(
 /// Targets the context's cache has answered or computed so far.
 fn targets_seen(cx: &EditContext) -> u64 {
     cx.targets.as_ref().map_or(0, |t| t.hits() + t.misses())
+}
+
+/// Targets the context's cache has computed so far.
+fn targets_optimized(cx: &EditContext) -> u64 {
+    cx.targets.as_ref().map_or(0, |t| t.misses())
 }
 
 #[cfg(test)]
@@ -237,6 +250,40 @@ mod tests {
             .iter()
             .all(|r| (r.targets_reused, r.targets_ahead) == (1, 0)));
         assert_eq!((later.misses(), later.disk_hits()), (0, 5));
+        assert_eq!(weights, straight);
+    }
+
+    #[test]
+    fn a_fill_resumed_over_chunks_the_cache_holds_goes_on() {
+        // Chunks {0,1}, {2,3}, {4}: the first fill stops after chunk 0 (the share 0/3 holds only
+        // it); the resumed fill finds chunk 0, optimizes the rest, and the run finds them all.
+        let cases = cases();
+        let folder = tempfile::tempdir().unwrap();
+        let stats_dir = tempfile::tempdir().unwrap();
+        let mut fill_share = |share: Share| {
+            let mut targets = TargetCache::persistent(folder.path().to_path_buf());
+            fill(
+                &mut tiny_model(Arch::Llama, 21),
+                &cases,
+                &d4s_hparams(2),
+                &mut stats(stats_dir.path()),
+                &mut targets,
+                share,
+                |_, _| {},
+            )
+            .unwrap()
+        };
+        let first = fill_share(Share { index: 0, of: 3 });
+        assert_eq!((first.chunks, first.optimized, first.found), (1, 2, 0));
+        let resumed = fill_share(Share::ALL);
+        assert_eq!(resumed.chunks, 3);
+        assert_eq!(resumed.optimized, 3, "chunks 1 and 2 only");
+        assert!(resumed.found >= 1, "chunk 0 came from the cache");
+
+        let (_, straight) = d4s_run(&cases, &mut TargetCache::new());
+        let mut later = TargetCache::persistent(folder.path().to_path_buf());
+        let (_, weights) = d4s_run(&cases, &mut later);
+        assert_eq!(later.misses(), 0);
         assert_eq!(weights, straight);
     }
 

@@ -20,7 +20,7 @@
 //! reported, recomputed and overwritten, never used.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -85,10 +85,6 @@ pub struct BaselineCache {
 impl BaselineCache {
     pub fn new(dir: PathBuf) -> Self {
         Self { dir }
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// Where the baseline with digest `key` lives.
@@ -184,6 +180,7 @@ mod tests {
     use crate::eval::testkit::{cases, spec, stats, Memory};
     use crate::model::config::Arch;
     use crate::model::random::tiny_model;
+    use std::path::Path;
 
     /// A sequential run of `method` over the tiny cases with decoding, sharing `cache`.
     fn run(method: Method, cache: Option<&Path>) -> (BenchOutcome, Memory) {
