@@ -260,7 +260,7 @@ mod tests {
         let cases = cases();
         let folder = tempfile::tempdir().unwrap();
         let stats_dir = tempfile::tempdir().unwrap();
-        let mut fill_share = |share: Share| {
+        let fill_share = |share: Share| {
             let mut targets = TargetCache::persistent(folder.path().to_path_buf());
             fill(
                 &mut tiny_model(Arch::Llama, 21),
