@@ -29,6 +29,8 @@ pub struct RunWriter {
     heartbeat: util::Heartbeat,
     /// An evaluation or a checkpoint interrupted the editing since the last edit.
     paused: bool,
+    /// The mean editing rate behind the heartbeat's ETA.
+    rate: util::EditingRate,
 }
 
 /// How often, in seconds, a headless run (its bar hidden) writes a progress line to its log,
@@ -75,6 +77,7 @@ impl RunWriter {
             progress,
             heartbeat: util::Heartbeat::new(std::time::Duration::from_secs(HEARTBEAT_SECS)),
             paused: false,
+            rate: util::EditingRate::default(),
         })
     }
 }
@@ -168,6 +171,7 @@ impl RunWriter {
             progress,
             heartbeat: util::Heartbeat::new(std::time::Duration::from_secs(HEARTBEAT_SECS)),
             paused: false,
+            rate: util::EditingRate::default(),
         })
     }
 
@@ -225,6 +229,13 @@ impl BenchSink for RunWriter {
         let Some(pb) = self.progress.clone() else {
             return;
         };
+        let now = std::time::Instant::now();
+        let since_last = if self.paused {
+            util::Activity::Paused
+        } else {
+            util::Activity::Editing
+        };
+        self.rate.note(now, done as u64, since_last);
         if phase.pauses_editing() {
             self.paused = true;
         } else if std::mem::take(&mut self.paused) {
@@ -234,9 +245,14 @@ impl BenchSink for RunWriter {
         }
         pb.set_position(done as u64);
         pb.set_message(phase.describe());
-        if pb.is_hidden() && self.heartbeat.due(std::time::Instant::now()) {
-            let with_eta = !phase.pauses_editing();
-            util::say(&pb, util::progress_line(&pb, "edits", with_eta));
+        if pb.is_hidden() && self.heartbeat.due(now) {
+            let remaining = pb.length().map(|l| l.saturating_sub(done as u64));
+            let eta = match (phase.pauses_editing(), remaining) {
+                (true, _) => util::Eta::Hidden,
+                (false, Some(r)) => self.rate.eta(r).map_or(util::Eta::Unknown, util::Eta::In),
+                (false, None) => util::Eta::Unknown,
+            };
+            util::say(&pb, util::progress_line(&pb, "edits", eta));
         }
     }
 }
