@@ -14,7 +14,7 @@ fn ten_sequential_d4s_edits_write_metrics_and_plots() {
     let out = tempfile::tempdir().unwrap();
     let run = out.path().join("cf-d4s-10");
     let t0 = std::time::Instant::now();
-    let bench = |extra: &[&str]| {
+    let bench_n = |n: &str, extra: &[&str]| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_d4s"));
         cmd.args([
             "bench",
@@ -23,7 +23,7 @@ fn ten_sequential_d4s_edits_write_metrics_and_plots() {
             "--data",
             "counterfact",
             "--n",
-            "10",
+            n,
             "--eval-every",
             "5",
             "--checkpoint-every",
@@ -36,16 +36,21 @@ fn ten_sequential_d4s_edits_write_metrics_and_plots() {
         .args(extra);
         cmd
     };
-    // Interrupted after 7 edits (checkpoints after 3, 6 and at the stop), then continued: the
-    // run folder ends up as one whole run.
+    let bench = |extra: &[&str]| bench_n("10", extra);
+    // Planned as 8 edits and interrupted after 7 (checkpoints after 3, 6 and at the stop), then
+    // continued with N = 10 (the cases are the file's first N, so the first 7 stay the same):
+    // the run folder ends up as one whole run of 10.
     // Its stderr is a pipe, so the progress bar is hidden and the heartbeat (every edit here)
     // keeps the log informed.
-    let stopped = common::run_ok(&mut bench(&["--stop-after", "7", "--progress-every", "0"]));
+    let stopped = common::run_ok(&mut bench_n(
+        "8",
+        &["--stop-after", "7", "--progress-every", "0"],
+    ));
     let said = String::from_utf8_lossy(&stopped.stdout);
-    assert!(said.contains("stopped after 7 of 10 edits"), "{said}");
+    assert!(said.contains("stopped after 7 of 8 edits"), "{said}");
     let logged = String::from_utf8_lossy(&stopped.stderr);
     assert!(
-        logged.contains("D4S: 6/10 edits, ") && logged.contains(" elapsed, ETA "),
+        logged.contains("D4S: 6/8 edits, ") && logged.contains(" elapsed, ETA "),
         "{logged}"
     );
     assert!(run.join("checkpoint/checkpoint.json").is_file());
@@ -63,11 +68,22 @@ fn ten_sequential_d4s_edits_write_metrics_and_plots() {
     // Resuming with other settings is refused, naming what differs.
     let err = common::run_err(&mut bench(&["--resume", "--set", "mom2_update_weight=100"]));
     assert!(err.contains("hparams"), "{err}");
-    common::run_ok(&mut bench(&["--resume"]));
+    // Fewer cases than the checkpoint's edits: refused, naming both.
+    let err = common::run_err(&mut bench_n("6", &["--resume"]));
+    assert!(err.contains("holds 7 edits"), "{err}");
+    let resumed = common::run_ok(&mut bench(&["--resume"]));
+    let logged = String::from_utf8_lossy(&resumed.stderr);
+    assert!(
+        logged.contains("the run planned 8 edits; it now goes on to 10"),
+        "{logged}"
+    );
     assert!(
         !run.join("checkpoint").exists(),
         "a finished run keeps no checkpoint"
     );
+    // ...so it cannot be lengthened again.
+    let err = common::run_err(&mut bench_n("12", &["--resume"]));
+    assert!(err.contains("finished run of 10 edits"), "{err}");
     // Resuming a finished run leaves it as it is.
     let again = common::run_ok(&mut bench(&["--resume"]));
     let said = String::from_utf8_lossy(&again.stdout);
@@ -171,6 +187,8 @@ fn ten_sequential_d4s_edits_write_metrics_and_plots() {
     assert_eq!(config["model"]["sha256"].as_str().unwrap().len(), 64);
     assert_eq!(config["data"]["sha256"].as_str().unwrap().len(), 64);
     assert_eq!(config["resumed"][0]["after_edits"], 7, "{config}");
+    assert_eq!(config["resumed"][0]["planned_before"], 8, "{config}");
+    assert_eq!(config["data"]["n"], 10, "{config}");
     // compare over the run (one run is enough to exercise the table and overlays).
     common::run_ok(
         Command::new(env!("CARGO_BIN_EXE_d4s"))

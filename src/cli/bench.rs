@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -100,8 +100,21 @@ pub struct BenchArgs {
 /// What to do with one method's run folder.
 enum Start {
     Fresh,
-    Resume(Box<checkpoint::Checkpoint>),
+    Resume(Box<checkpoint::Checkpoint>, checkpoint::Continuation),
     AlreadyDone,
+}
+
+/// The default `--eval-every` is a fifth of N: a resume with another N must name the original.
+fn eval_every_hint(m: &checkpoint::Mismatch, a: &BenchArgs) -> &'static str {
+    match m {
+        checkpoint::Mismatch::Fields(f)
+            if a.eval_every.is_none() && f.iter().any(|k| k == "eval_every") =>
+        {
+            "; without --eval-every the points are every fifth of the cases, so give the run's \
+             own --eval-every to change their number"
+        }
+        _ => "",
+    }
 }
 
 /// Decides, from what the folder holds and the flags, whether to start, continue or skip a run;
@@ -126,24 +139,36 @@ fn plan_start(dir: &std::path::Path, config: &RunConfig, a: &BenchArgs) -> Resul
     }
     match meta {
         Some((_, meta)) => {
-            let diff = checkpoint::identity_differences(&meta.identity, &config.identity());
-            if !diff.is_empty() {
-                bail!(
-                    "cannot resume the run in {}: its {} differ from this command's (start it \
-                     over with --overwrite, or use another --out)",
-                    dir.display(),
-                    diff.join(", ")
-                );
-            }
+            let continuation =
+                checkpoint::continuation(&meta.identity, &config.identity(), meta.edits).map_err(
+                    |m| {
+                        anyhow!(
+                            "cannot resume the run in {}: {m}{} (start it over with --overwrite, \
+                             or use another --out)",
+                            dir.display(),
+                            eval_every_hint(&m, a)
+                        )
+                    },
+                )?;
             let ck = checkpoint::load(dir)
                 .with_context(|| format!("reading the checkpoint in {}", dir.display()))?
                 .context("the checkpoint disappeared while it was being read")?;
-            Ok(Start::Resume(Box::new(ck)))
+            Ok(Start::Resume(Box::new(ck), continuation))
         }
         None if !has_run => Ok(Start::Fresh),
         None if dir.join("summary.json").is_file() => {
             let done = records::load_config(dir)?;
             let diff = checkpoint::identity_differences(&done.identity(), &config.identity());
+            if diff == ["data"] && done.data.n != config.data.n {
+                bail!(
+                    "{} holds a finished run of {} edits, and a finished run keeps no checkpoint, \
+                     so it cannot go on to {}: start it over with --overwrite or use another \
+                     --out (to lengthen a run later, stop it before its end: --stop-after)",
+                    dir.display(),
+                    done.data.n,
+                    config.data.n
+                );
+            }
             if !diff.is_empty() {
                 bail!(
                     "{} holds a finished run whose {} differ from this command's (use another \
@@ -471,9 +496,18 @@ fn run_methods(
         );
         pb.set_prefix(method.label());
         let (mut writer, resume) = match start {
-            Start::Resume(ck) => {
+            Start::Resume(ck, continuation) => {
                 let writer = RunWriter::resume(&dir, ck.meta.edits, Some(pb.clone()))?;
-                record_resume(&dir, &ck.meta, command_line)?;
+                record_resume(&dir, &ck.meta, &config, continuation, command_line)?;
+                if let checkpoint::Continuation::Replanned { from, to } = continuation {
+                    d4s::util::say(
+                        &pb,
+                        format!(
+                            "{}: the run planned {from} edits; it now goes on to {to}",
+                            method.label()
+                        ),
+                    );
+                }
                 d4s::util::say(
                     &pb,
                     format!(
@@ -611,17 +645,27 @@ fn stop_on_ctrl_c() -> Option<Arc<AtomicBool>> {
     None
 }
 
-/// Notes in `config.json` that the run was continued (when, from which point, how).
+/// Notes in `config.json` that the run was continued (when, from which point, how), and the
+/// number of cases it now plans.
 fn record_resume(
     dir: &std::path::Path,
     ck: &checkpoint::CheckpointMeta,
+    now: &RunConfig,
+    continuation: checkpoint::Continuation,
     command_line: &str,
 ) -> Result<()> {
     let mut config = records::load_config(dir)?;
+    let planned_before = match continuation {
+        checkpoint::Continuation::Same => None,
+        checkpoint::Continuation::Replanned { from, .. } => Some(from),
+    };
+    config.data.n = now.data.n;
+    config.data.skipped = now.data.skipped;
     config.resumed.push(Resumed {
         at: d4s::util::now(),
         after_edits: ck.edits,
         command: command_line.into(),
+        planned_before,
     });
     d4s::util::write_atomic(
         &dir.join("config.json"),

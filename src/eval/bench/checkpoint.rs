@@ -251,6 +251,101 @@ pub fn identity_differences(a: &serde_json::Value, b: &serde_json::Value) -> Vec
         .collect()
 }
 
+/// How a resumed run relates to the run its checkpoint was written by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Continuation {
+    /// The same run.
+    Same,
+    /// The same run with another planned number of edits: it was stopped after `done` of
+    /// `from`, and goes on towards `to`.
+    Replanned { from: usize, to: usize },
+}
+
+/// Why a run cannot be continued as asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mismatch {
+    /// These fields of the identity differ (top-level keys).
+    Fields(Vec<String>),
+    /// Only the number of cases differs, and here that changes the cases edited so far: the
+    /// reason names the setting.
+    Length {
+        from: usize,
+        to: usize,
+        reason: String,
+    },
+    /// The checkpoint holds more edits than the run plans.
+    Shorter { done: usize, to: usize },
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Fields(fields) => write!(f, "its {} differ from this command's", fields.join(", ")),
+            Self::Length { from, to, reason } => write!(
+                f,
+                "it plans {from} cases, this command {to}, and {reason}, so the cases edited so far \
+                 would not be the same"
+            ),
+            Self::Shorter { done, to } => {
+                write!(f, "its checkpoint holds {done} edits, more than this command's {to} cases")
+            }
+        }
+    }
+}
+
+/// Whether a run with identity `asked` may continue from a checkpoint written under `written`
+/// after `done` edits.
+///
+/// Everything must match but the number of cases N: the cases are the data file's first N
+/// usable records in the file's order, so a run stopped at 329 of 500 edits may go on towards
+/// 1,000 (or end at 400) and still edit the same cases so far, with the same schedule of points.
+/// Not when the cases depend on N as a whole: a shuffled order (`--seeds`), an evaluation
+/// sample drawn from the N cases (`--eval-sample`) or multiple-choice questions whose wrong
+/// answers come from the N cases (`--mqd mc`).
+pub fn continuation(
+    written: &serde_json::Value,
+    asked: &serde_json::Value,
+    done: usize,
+) -> std::result::Result<Continuation, Mismatch> {
+    let fields = identity_differences(written, asked);
+    if fields.is_empty() {
+        return Ok(Continuation::Same);
+    }
+    let (mut a, mut b) = (written["data"].clone(), asked["data"].clone());
+    let n = |d: &serde_json::Value| d["n"].as_u64().unwrap_or(0) as usize;
+    let (from, to) = (n(&a), n(&b));
+    for d in [&mut a, &mut b] {
+        if let Some(o) = d.as_object_mut() {
+            // Records skipped on the way to N usable ones: more of the file is read for more.
+            o.remove("n");
+            o.remove("skipped");
+        }
+    }
+    if fields != ["data"] || a != b {
+        return Err(Mismatch::Fields(fields));
+    }
+    let reason = if !a["order_seed"].is_null() {
+        Some("the order is a shuffle of the cases (--seeds)")
+    } else if !written["eval_sample"].is_null() {
+        Some("the evaluated cases are a sample of them (--eval-sample)")
+    } else if matches!(a["mqd"].as_str(), Some("mc" | "multiple-choice")) {
+        Some("multiple-choice questions draw their wrong answers from them (--mqd mc)")
+    } else {
+        None
+    };
+    if let Some(reason) = reason {
+        return Err(Mismatch::Length {
+            from,
+            to,
+            reason: reason.into(),
+        });
+    }
+    if done > to {
+        return Err(Mismatch::Shorter { done, to });
+    }
+    Ok(Continuation::Replanned { from, to })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -557,6 +652,64 @@ mod tests {
         let b = serde_json::json!({"method": "d4s", "data": {"n": 20}, "probes": []});
         assert_eq!(identity_differences(&a, &b), vec!["data", "probes", "seed"]);
         assert!(identity_differences(&a, &a).is_empty());
+    }
+
+    #[test]
+    fn a_run_may_go_on_with_another_number_of_cases_when_the_cases_so_far_stay_the_same() {
+        let written = run_config();
+        let mut asked = run_config();
+        let (w, done) = (written.identity(), 3);
+        assert_eq!(
+            continuation(&w, &asked.identity(), done),
+            Ok(Continuation::Same)
+        );
+        asked.data.n = written.data.n * 2;
+        asked.data.skipped = written.data.skipped + 1;
+        assert_eq!(
+            continuation(&w, &asked.identity(), done),
+            Ok(Continuation::Replanned {
+                from: written.data.n,
+                to: written.data.n * 2
+            })
+        );
+        // Fewer cases, but not fewer than the edits done.
+        asked.data.n = done;
+        assert!(continuation(&w, &asked.identity(), done).is_ok());
+        asked.data.n = done - 1;
+        assert_eq!(
+            continuation(&w, &asked.identity(), done),
+            Err(Mismatch::Shorter { done, to: done - 1 })
+        );
+        // Another N together with another setting: the setting is named.
+        asked.data.n = 100;
+        asked.seed = 7;
+        assert_eq!(
+            continuation(&w, &asked.identity(), done),
+            Err(Mismatch::Fields(vec!["data".into(), "seed".into()]))
+        );
+        asked.seed = written.seed;
+        // Another data file is another run, whatever N.
+        asked.data.sha256 = "other".into();
+        assert!(matches!(
+            continuation(&w, &asked.identity(), done),
+            Err(Mismatch::Fields(f)) if f == ["data"]
+        ));
+    }
+
+    #[test]
+    fn the_number_of_cases_is_fixed_where_the_cases_depend_on_it() {
+        let check = |change: &dyn Fn(&mut crate::eval::bench::RunConfig), flag: &str| {
+            let mut written = run_config();
+            change(&mut written);
+            let mut asked = written.clone();
+            asked.data.n += 10;
+            let err = continuation(&written.identity(), &asked.identity(), 1).unwrap_err();
+            assert!(matches!(err, Mismatch::Length { .. }), "{err:?}");
+            assert!(err.to_string().contains(flag), "{err}");
+        };
+        check(&|c| c.data.order_seed = Some(3), "--seeds");
+        check(&|c| c.eval_sample = Some(2), "--eval-sample");
+        check(&|c| c.data.mqd = Some("mc".into()), "--mqd mc");
     }
 
     #[test]

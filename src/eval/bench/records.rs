@@ -309,6 +309,10 @@ pub struct Resumed {
     pub at: String,
     pub after_edits: usize,
     pub command: String,
+    /// The cases the run planned before this resume, when the resume changed that number
+    /// (`data.n` holds the new one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned_before: Option<usize>,
 }
 
 impl RunConfig {
