@@ -158,17 +158,17 @@ fn plan_start(dir: &std::path::Path, config: &RunConfig, a: &BenchArgs) -> Resul
         None if !has_run => Ok(Start::Fresh),
         None if dir.join("summary.json").is_file() => {
             let done = records::load_config(dir)?;
-            let diff = checkpoint::identity_differences(&done.identity(), &config.identity());
-            if diff == ["data"] && done.data.n != config.data.n {
+            if let Ok(checkpoint::Continuation::Replanned { from, to }) =
+                checkpoint::continuation(&done.identity(), &config.identity(), 0)
+            {
                 bail!(
-                    "{} holds a finished run of {} edits, and a finished run keeps no checkpoint, \
-                     so it cannot go on to {}: start it over with --overwrite or use another \
-                     --out (to lengthen a run later, stop it before its end: --stop-after)",
-                    dir.display(),
-                    done.data.n,
-                    config.data.n
+                    "{} holds a finished run of {from} edits, and a finished run keeps no \
+                     checkpoint, so it cannot go on to {to}: start it over with --overwrite or use \
+                     another --out (to lengthen a run later, stop it before its end: --stop-after)",
+                    dir.display()
                 );
             }
+            let diff = checkpoint::identity_differences(&done.identity(), &config.identity());
             if !diff.is_empty() {
                 bail!(
                     "{} holds a finished run whose {} differ from this command's (use another \

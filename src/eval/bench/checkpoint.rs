@@ -256,8 +256,8 @@ pub fn identity_differences(a: &serde_json::Value, b: &serde_json::Value) -> Vec
 pub enum Continuation {
     /// The same run.
     Same,
-    /// The same run with another planned number of edits: it was stopped after `done` of
-    /// `from`, and goes on towards `to`.
+    /// The same run with another planned number of edits: it planned `from` and goes on
+    /// towards `to`.
     Replanned { from: usize, to: usize },
 }
 
