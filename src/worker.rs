@@ -43,10 +43,13 @@ pub use protocol::{
 /// What the desk hands the engine, in the order the UI asked.
 #[derive(Debug)]
 enum Job {
-    /// Edit now; the engine tells the desk when it is free again.
+    /// Edit now; the engine tells the desk when it is free again. `upcoming` are the next
+    /// queued requests (at most [`desk::LOOKAHEAD`]), whose targets may be optimized with this
+    /// one's in one pass.
     Edit {
         id: u64,
         request: EditRequest,
+        upcoming: Vec<EditRequest>,
     },
     Task(Task),
     Quit,
@@ -55,8 +58,8 @@ enum Job {
 /// The engine's work besides edits.
 #[derive(Debug)]
 enum Task {
-    /// Journal a request as queued (so `d4s resume` can finish what a crash interrupted).
-    Requested(EditRequest),
+    /// Journal requests as queued (so `d4s resume` can finish what a crash interrupted).
+    Requested(Vec<EditRequest>),
     /// Journal requests the user dropped from the queue before they started.
     Dropped(Vec<EditRequest>),
     Undo,
@@ -192,8 +195,12 @@ impl Worker {
         for job in jobs {
             match job {
                 Job::Quit => break,
-                Job::Edit { id, request } => {
-                    self.guarded(|w| w.edit(id, request));
+                Job::Edit {
+                    id,
+                    request,
+                    upcoming,
+                } => {
+                    self.guarded(|w| w.edit(id, request, &upcoming));
                     let _ = desk.send(DeskMsg::EngineFree);
                 }
                 Job::Task(task) => self.guarded(|w| w.handle(task)),
@@ -301,8 +308,8 @@ impl Worker {
 
     fn handle(&mut self, task: Task) {
         match task {
-            Task::Requested(request) => {
-                let r = self.journal(|s| s.record_requested(std::slice::from_ref(&request)));
+            Task::Requested(requests) => {
+                let r = self.journal(|s| s.record_requested(&requests));
                 self.report_journal(r);
             }
             Task::Dropped(requests) => {
@@ -372,8 +379,9 @@ impl Worker {
     /// owns its model copy, editor and journal, so they share nothing an edit changes; with
     /// `--threads 1` two lanes use two cores). The request is checked (and its unanswered
     /// neighbours answered by the unedited model) once; a cancel stops it in every lane that has
-    /// not landed it.
-    fn edit(&mut self, id: u64, mut request: EditRequest) {
+    /// not landed it. Each lane may optimize the request's target together with the `upcoming`
+    /// queued facts' ([`Runner::apply_queued`]).
+    fn edit(&mut self, id: u64, mut request: EditRequest, upcoming: &[EditRequest]) {
         self.cancel.store(false, Ordering::Relaxed);
         let reference = match self.complete(&mut request) {
             Ok(r) => r,
@@ -392,7 +400,7 @@ impl Worker {
             eval_every: self.eval_every,
         };
         let outcomes: Vec<LaneOutcome> = match self.lanes.as_mut_slice() {
-            [lane] => vec![lane.edit(0, id, &request, reference, &env)],
+            [lane] => vec![lane.edit(0, id, &request, upcoming, reference, &env)],
             lanes => std::thread::scope(|scope| {
                 let running: Vec<_> = lanes
                     .iter_mut()
@@ -401,12 +409,13 @@ impl Worker {
                         let (request, reference, env) = (&request, reference.clone(), &env);
                         scope.spawn(move || match lane.pool.take() {
                             Some(pool) => {
-                                let outcome =
-                                    pool.install(|| lane.edit(i, id, request, reference, env));
+                                let outcome = pool.install(|| {
+                                    lane.edit(i, id, request, upcoming, reference, env)
+                                });
                                 lane.pool = Some(pool);
                                 outcome
                             }
-                            None => lane.edit(i, id, request, reference, env),
+                            None => lane.edit(i, id, request, upcoming, reference, env),
                         })
                     })
                     .collect();

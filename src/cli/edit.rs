@@ -146,10 +146,13 @@ pub fn describe_progress(p: &Progress) -> String {
 }
 
 /// Runs one step through a runner (journaled if it has a session) with a spinner showing the
-/// phase; returns the mean final target probability.
+/// phase; returns the mean final target probability. A step of one fact is handed the facts
+/// queued behind it (`upcoming`, in order), whose targets may be optimized with its own in one
+/// pass ([`Runner::apply_queued`]).
 pub fn apply_runner_step(
     runner: &mut Runner,
     requests: &[EditRequest],
+    upcoming: &[EditRequest],
     label: &str,
 ) -> Result<f64> {
     let pb = progress_bar();
@@ -158,13 +161,14 @@ pub fn apply_runner_step(
         Progress::Warning(w) => d4s::util::say(&pb, format!("warning: {w}")),
         p => pb.set_message(format!("{label}: {}", describe_progress(&p))),
     };
-    let out = runner.apply(
-        requests,
-        EditControl {
-            cancel: None,
-            progress: Some(&report),
-        },
-    );
+    let ctl = EditControl {
+        cancel: None,
+        progress: Some(&report),
+    };
+    let out = match requests {
+        [request] => runner.apply_queued(request, upcoming, ctl),
+        _ => runner.apply(requests, ctl),
+    };
     pb.finish_and_clear();
     let (_, outcome) = out?;
     Ok(outcome.targets.iter().map(|t| t.prob_final).sum::<f64>()
@@ -275,14 +279,17 @@ pub fn run(model: Model, args: &EditArgs) -> Result<()> {
     let prompts = display_prompts(&requests);
     let before = show_predictions(&runner.model, &prompts)?;
     let t0 = std::time::Instant::now();
-    let steps: Vec<&[EditRequest]> = if args.sequential {
-        requests.chunks(args.batch_size.max(1)).collect()
+    let step_len = if args.sequential {
+        args.batch_size.max(1)
     } else {
-        vec![&requests[..]]
+        requests.len()
     };
+    let steps: Vec<&[EditRequest]> = requests.chunks(step_len).collect();
     for (i, step) in steps.iter().enumerate() {
         let label = format!("step {}/{}", i + 1, steps.len());
-        let p = apply_runner_step(&mut runner, step, &label)
+        // The requests after this step (the steps are consecutive chunks of `requests`).
+        let upcoming = &requests[(i * step_len + step.len()).min(requests.len())..];
+        let p = apply_runner_step(&mut runner, step, upcoming, &label)
             .with_context(|| format!("edit step {} ({})", i + 1, step[0].describe()))?;
         if steps.len() > 1 {
             println!("  step {:>3}: p(target) {p:.3}", i + 1);

@@ -288,6 +288,7 @@ pub fn resume(g: &GlobalArgs, a: &ResumeArgs) -> Result<()> {
         let out = super::edit::apply_runner_step(
             &mut runner,
             std::slice::from_ref(r),
+            &pending[i + 1..],
             &format!("{}/{}", i + 1, pending.len()),
         );
         match out {

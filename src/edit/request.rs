@@ -118,6 +118,17 @@ impl EditRequest {
             .collect()
     }
 
+    /// The fact alone: subject, prompt and target, which are all a target optimization reads
+    /// (the paraphrases, neighbours and ground truth only evaluate it).
+    pub fn fact(&self) -> EditRequest {
+        EditRequest::new(&self.subject, &self.prompt, &self.target)
+    }
+
+    /// Whether two requests state the same fact, so their targets are optimized alike.
+    pub fn same_fact(&self, other: &EditRequest) -> bool {
+        self.subject == other.subject && self.prompt == other.prompt && self.target == other.target
+    }
+
     /// A short one-line description for logs.
     pub fn describe(&self) -> String {
         format!("{} → {}", self.filled_prompt(), self.target.trim())

@@ -336,7 +336,10 @@ fn prefetch_group<'g>(
     let usable = batch > 1
         && group.requests.len() > 1
         && group.requests.len() <= batch
-        && group.requests.get(group.position) == Some(request)
+        && group
+            .requests
+            .get(group.position)
+            .is_some_and(|member| member.same_fact(request))
         && cx.targets.is_some()
         && !model.is_edited()?;
     Ok(usable.then_some(group))

@@ -20,6 +20,8 @@ use crate::edit::{
 use crate::error::{Error, Result};
 use crate::util;
 
+pub use super::ahead::TargetPass;
+
 pub const FORMAT_VERSION: u32 = 1;
 const META_FILE: &str = "session.json";
 pub const JOURNAL_FILE: &str = "journal.jsonl";
@@ -70,6 +72,10 @@ pub enum Event {
         weights_sha256: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         terms: Option<TermsRef>,
+        /// The batched pass its fact's target was optimized in, when it was optimized ahead with
+        /// the facts queued behind it ([`super::ahead`]); a replay hands it back.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target_pass: Option<TargetPass>,
     },
     /// A step the editor refused (safety gate, bad input); nothing changed.
     Rejected {
@@ -285,14 +291,15 @@ impl Session {
         &mut self,
         requests: &[EditRequest],
         outcome: &EditOutcome,
+        target_pass: Option<&TargetPass>,
     ) -> Result<u64> {
         let terms = match outcome.undo.terms() {
             Some(t) => Some(self.write_terms(t)?),
             None => None,
         };
         let step = self.next_step;
-        let ev = Event::Applied {
-            seq: 0,
+        self.append(|seq| Event::Applied {
+            seq,
             time: now(),
             step,
             method: outcome.method,
@@ -302,32 +309,7 @@ impl Session {
             timings: outcome.timings.clone(),
             weights_sha256: outcome.weights_sha256.clone(),
             terms,
-        };
-        self.append(|seq| match ev {
-            Event::Applied {
-                time,
-                step,
-                method,
-                requests,
-                layers,
-                targets,
-                timings,
-                weights_sha256,
-                terms,
-                ..
-            } => Event::Applied {
-                seq,
-                time,
-                step,
-                method,
-                requests,
-                layers,
-                targets,
-                timings,
-                weights_sha256,
-                terms,
-            },
-            other => other,
+            target_pass: target_pass.cloned(),
         })?;
         self.next_step += 1;
         Ok(step)

@@ -1,5 +1,6 @@
 //! Sessions: the journal of edits, replay, resume and export.
 
+pub mod ahead;
 pub mod bisect;
 pub mod export;
 pub mod journal;

@@ -4,10 +4,11 @@
 
 use sha2::{Digest, Sha256};
 
+use super::ahead::{Planner, TargetPass};
 use super::journal::{self, Event, Session, SessionMeta};
 use crate::edit::{
     new_editor, EditContext, EditControl, EditOutcome, EditRequest, Editor, HParams, Method,
-    SignedTerms, StatsCache, TargetCache, UndoReach, UndoRecord,
+    SignedTerms, StatsCache, TargetCache, TargetGroup, UndoReach, UndoRecord,
 };
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -17,6 +18,8 @@ pub struct StepRecord {
     pub step: u64,
     pub requests: Vec<EditRequest>,
     pub outcome: EditOutcome,
+    /// The batched pass its target came from, if it was optimized ahead ([`super::ahead`]).
+    pub target_pass: Option<TargetPass>,
 }
 
 pub struct Runner {
@@ -31,6 +34,8 @@ pub struct Runner {
     pub history: Vec<StepRecord>,
     /// Step numbers when there is no session to hand them out.
     next_step: u64,
+    /// The batched target passes of queued facts ([`Runner::apply_queued`]).
+    ahead: Planner,
 }
 
 /// Steps applied and not undone, in order.
@@ -120,6 +125,7 @@ impl Runner {
             session: None,
             history: Vec::new(),
             next_step: 1,
+            ahead: Planner::default(),
         }
     }
 
@@ -160,6 +166,7 @@ impl Runner {
         }
         self.editor = new_editor(hp);
         self.history.clear();
+        self.ahead.forget();
         Ok(())
     }
 
@@ -169,47 +176,45 @@ impl Runner {
         requests: &[EditRequest],
         ctl: EditControl,
     ) -> Result<(u64, &EditOutcome)> {
-        let mut cx = EditContext {
-            stats: &mut self.stats,
-            targets: Some(&mut self.targets),
-            target_group: None,
-            ctl,
-        };
-        match self.editor.apply(&mut self.model, &mut cx, requests) {
-            Ok(outcome) => {
-                let step = match &mut self.session {
-                    Some(s) => match s.record_applied(requests, &outcome) {
-                        Ok(step) => step,
-                        Err(e) => {
-                            // The journal is the source of truth: an edit it does not hold is
-                            // taken back, so the model and the journal agree.
-                            let mut cx = EditContext {
-                                stats: &mut self.stats,
-                                targets: Some(&mut self.targets),
-                                target_group: None,
-                                ctl: EditControl::default(),
-                            };
-                            let undone = self.editor.undo(&mut self.model, &mut cx, &outcome.undo);
-                            return Err(Error::Input(format!(
-                                "could not journal the edit ({e}); {}",
-                                if undone.is_ok() {
-                                    "it was taken back and nothing else changed"
-                                } else {
-                                    "and it could not be taken back"
-                                }
-                            )));
-                        }
-                    },
-                    None => self.next_step,
-                };
-                self.next_step = step + 1;
-                self.history.push(StepRecord {
-                    step,
-                    requests: requests.to_vec(),
-                    outcome,
-                });
-                Ok((step, &self.history.last().expect("just pushed").outcome))
-            }
+        self.apply_in_pass(requests, None, ctl)
+    }
+
+    /// Applies one fact with `upcoming` queued behind it (in the order they will come): where
+    /// the editor computes its targets on the unedited model, the fact's target is optimized in
+    /// one batched pass with the queued facts' ([`super::ahead`]), whose steps then find theirs
+    /// in the target cache. Journaled like [`Runner::apply`], with the pass.
+    pub fn apply_queued(
+        &mut self,
+        request: &EditRequest,
+        upcoming: &[EditRequest],
+        ctl: EditControl,
+    ) -> Result<(u64, &EditOutcome)> {
+        let pass = self
+            .ahead
+            .plan(&self.model, self.editor.as_ref(), request, upcoming);
+        self.apply_in_pass(std::slice::from_ref(request), pass, ctl)
+    }
+
+    /// Applies a step whose single fact's target comes from `pass` (a journal's record, or a
+    /// plan), else optimized as the editor always does. A pass that fails is retried alone, so a
+    /// fact is never lost to the facts queued behind it; the journal records the pass the step
+    /// landed with (an editor may still optimize alone where the pass's conditions do not hold,
+    /// e.g. on a model edited before it was loaded, and does so again on replay).
+    pub fn apply_in_pass(
+        &mut self,
+        requests: &[EditRequest],
+        pass: Option<TargetPass>,
+        ctl: EditControl,
+    ) -> Result<(u64, &EditOutcome)> {
+        let pass = pass.filter(|_| requests.len() == 1);
+        let mut result = self.try_apply(requests, pass.as_ref(), ctl);
+        let mut used = pass;
+        if matches!(&result, Err(e) if !matches!(e, Error::Cancelled)) && used.is_some() {
+            used = None;
+            result = self.try_apply(requests, None, ctl);
+        }
+        match result {
+            Ok(outcome) => self.journal_applied(requests, outcome, used.as_ref()),
             Err(Error::Cancelled) => Err(Error::Cancelled),
             Err(e) => {
                 if let Some(s) = &mut self.session {
@@ -218,6 +223,66 @@ impl Runner {
                 Err(e)
             }
         }
+    }
+
+    /// The editor's step, its single fact's target taken from `pass` where one is given.
+    fn try_apply(
+        &mut self,
+        requests: &[EditRequest],
+        pass: Option<&TargetPass>,
+        ctl: EditControl,
+    ) -> Result<EditOutcome> {
+        let mut cx = EditContext {
+            stats: &mut self.stats,
+            targets: Some(&mut self.targets),
+            target_group: pass.map(|p| TargetGroup {
+                requests: &p.facts,
+                position: p.position,
+            }),
+            ctl,
+        };
+        self.editor.apply(&mut self.model, &mut cx, requests)
+    }
+
+    /// Journals an applied step and keeps it in the history. The journal is the source of
+    /// truth: an edit it does not hold is taken back, so the model and the journal agree.
+    fn journal_applied(
+        &mut self,
+        requests: &[EditRequest],
+        outcome: EditOutcome,
+        pass: Option<&TargetPass>,
+    ) -> Result<(u64, &EditOutcome)> {
+        let step = match &mut self.session {
+            Some(s) => match s.record_applied(requests, &outcome, pass) {
+                Ok(step) => step,
+                Err(e) => {
+                    let mut cx = EditContext {
+                        stats: &mut self.stats,
+                        targets: Some(&mut self.targets),
+                        target_group: None,
+                        ctl: EditControl::default(),
+                    };
+                    let undone = self.editor.undo(&mut self.model, &mut cx, &outcome.undo);
+                    return Err(Error::Input(format!(
+                        "could not journal the edit ({e}); {}",
+                        if undone.is_ok() {
+                            "it was taken back and nothing else changed"
+                        } else {
+                            "and it could not be taken back"
+                        }
+                    )));
+                }
+            },
+            None => self.next_step,
+        };
+        self.next_step = step + 1;
+        self.history.push(StepRecord {
+            step,
+            requests: requests.to_vec(),
+            outcome,
+            target_pass: pass.cloned(),
+        });
+        Ok((step, &self.history.last().expect("just pushed").outcome))
     }
 
     /// Takes back a step. D4S removes any live step exactly; other methods can only take back the
@@ -277,12 +342,14 @@ impl Runner {
                     step,
                     requests,
                     weights_sha256,
+                    target_pass,
                     ..
                 } => {
                     if until.is_some_and(|u| report.steps >= u) {
                         break;
                     }
-                    let (new_step, _) = self.apply(requests, EditControl::default())?;
+                    let (new_step, _) =
+                        self.apply_in_pass(requests, target_pass.clone(), EditControl::default())?;
                     let outcome = &self.history.last().expect("just applied").outcome;
                     if verify && outcome.weights_sha256 != *weights_sha256 {
                         report.mismatches.push(*step);
@@ -313,8 +380,19 @@ impl Runner {
     /// Restores the state of a journal. When every applied step carries its terms (the editor's
     /// state is a sum of them, as D4S's is) and the editor folds them, the recorded terms go back
     /// in the original order (undos subtract at their place), which reproduces the state bit for
-    /// bit without recomputing any edit; otherwise the journal is replayed.
+    /// bit without recomputing any edit; otherwise the journal is replayed. A target pass the
+    /// last applied step was part of goes on for the facts queued after it ([`super::ahead`]).
     pub fn restore(&mut self, events: &[Event]) -> Result<ReplayReport> {
+        let report = self.restore_steps(events)?;
+        let last_pass = events.iter().rev().find_map(|e| match e {
+            Event::Applied { target_pass, .. } => Some(target_pass.as_ref()),
+            _ => None,
+        });
+        self.ahead.continue_after(last_pass.flatten());
+        Ok(report)
+    }
+
+    fn restore_steps(&mut self, events: &[Event]) -> Result<ReplayReport> {
         if self.session.is_none() {
             return Err(Error::Input("restore needs an open session".into()));
         }
@@ -366,6 +444,7 @@ impl Runner {
                     targets,
                     timings,
                     weights_sha256,
+                    target_pass,
                     ..
                 } => {
                     let t = session.read_terms(r)?;
@@ -383,6 +462,7 @@ impl Runner {
                         step: *step,
                         requests: requests.clone(),
                         outcome,
+                        target_pass: target_pass.clone(),
                     });
                     recorded.report.steps += 1;
                 }

@@ -323,6 +323,30 @@ fn invalid_facts_are_explained_and_not_queued() {
 }
 
 #[test]
+fn a_deck_reaches_the_worker_as_one_command_so_its_facts_queue_together() {
+    let mut app = App::default();
+    let deck: Vec<EditRequest> = ["B", "C", "D"]
+        .iter()
+        .map(|t| EditRequest::new("A", "A is in", t))
+        .collect();
+    let fx = update(
+        &mut app,
+        Msg::Worker(Event::Deck {
+            source: "demo".into(),
+            requests: deck.clone(),
+            skipped: vec![],
+        }),
+    );
+    let ids: Vec<u64> = app.queue.iter().map(|q| q.id).collect();
+    assert_eq!(
+        fx,
+        vec![Effect::Send(Command::EditAll(
+            ids.into_iter().zip(deck).collect()
+        ))]
+    );
+}
+
+#[test]
 fn keys_map_to_worker_commands() {
     let mut app = busy_app();
     update(&mut app, key(KeyCode::Esc));

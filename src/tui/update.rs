@@ -39,9 +39,10 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
     }
 }
 
-/// Queues requests: new queue items and one worker command each.
+/// Queues requests: new queue items and one worker command (a single fact's `Edit`, or a deck's
+/// `EditAll`, so its facts reach the worker together).
 pub fn enqueue(app: &mut App, requests: Vec<EditRequest>) -> Vec<Effect> {
-    let mut fx = Vec::new();
+    let mut edits: Vec<(u64, EditRequest)> = Vec::new();
     for request in requests {
         let id = app.next_id;
         app.next_id += 1;
@@ -50,12 +51,20 @@ pub fn enqueue(app: &mut App, requests: Vec<EditRequest>) -> Vec<Effect> {
             request: request.clone(),
             lanes: vec![LaneEdit::Queued; app.lanes.len()],
         });
-        fx.push(Effect::Send(Command::Edit { id, request }));
+        edits.push((id, request));
     }
     if !app.queue.is_empty() && app.focus != Pane::Queue {
         app.selected = app.queue.len() - 1;
     }
-    fx
+    let command = match edits.len() {
+        0 => return vec![],
+        1 => {
+            let (id, request) = edits.remove(0);
+            Command::Edit { id, request }
+        }
+        _ => Command::EditAll(edits),
+    };
+    vec![Effect::Send(command)]
 }
 
 fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {

@@ -13,6 +13,11 @@ use crate::error::{Error, Result};
 
 use super::protocol::{Command, Event};
 
+/// How many queued requests an edit is handed as its `upcoming`: more than any sensible
+/// `target_batch` (8 by default), so a pass is never cut short by the look-ahead, while a deck of
+/// thousands is not copied with every edit.
+pub(super) const LOOKAHEAD: usize = 64;
+
 /// What reaches the desk: the UI's commands and the engine's "free again".
 #[derive(Debug)]
 pub(crate) enum DeskMsg {
@@ -83,15 +88,31 @@ impl Desk {
         }
         if let Some((id, request)) = self.queue.pop_front() {
             self.in_flight = true;
-            let _ = self.engine.send(Job::Edit { id, request });
+            let upcoming = self
+                .queue
+                .iter()
+                .take(LOOKAHEAD)
+                .map(|(_, r)| r.clone())
+                .collect();
+            let _ = self.engine.send(Job::Edit {
+                id,
+                request,
+                upcoming,
+            });
         }
     }
 
     fn handle(&mut self, c: Command) {
         match c {
             Command::Edit { id, request } => {
-                self.task(Task::Requested(request.clone()));
+                self.task(Task::Requested(vec![request.clone()]));
                 self.queue.push_back((id, request));
+            }
+            Command::EditAll(edits) => {
+                self.task(Task::Requested(
+                    edits.iter().map(|(_, r)| r.clone()).collect(),
+                ));
+                self.queue.extend(edits);
             }
             Command::ClearQueue => {
                 let (ids, requests): (Vec<u64>, Vec<EditRequest>) = self.queue.drain(..).unzip();

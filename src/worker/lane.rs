@@ -7,7 +7,7 @@ use std::sync::mpsc::Sender;
 use std::time::Instant;
 
 use super::{curve_due, CurvePoint, Event, Landed, LaneInfo};
-use crate::edit::{EditControl, EditRequest, Progress};
+use crate::edit::{EditControl, EditRequest, Method, Progress};
 use crate::error::{Error, Result};
 use crate::eval::bench::records::TokenMetrics;
 use crate::eval::bench::{evaluate, layer_norms, CaseOutcome, EvalOptions, Reference};
@@ -116,6 +116,7 @@ impl Lane {
         lane: usize,
         id: u64,
         request: &EditRequest,
+        upcoming: &[EditRequest],
         reference: Reference,
         env: &Env,
     ) -> LaneOutcome {
@@ -146,7 +147,7 @@ impl Lane {
         };
         let applied = self
             .runner
-            .apply(std::slice::from_ref(request), ctl)
+            .apply_queued(request, upcoming, ctl)
             .map(|(step, o)| {
                 let deltas = o
                     .layers
@@ -158,6 +159,7 @@ impl Lane {
             });
         match applied {
             Ok((step, method, layer_deltas, t)) => {
+                self.announce_pass(method, env);
                 let prompt = request.filled_prompt();
                 self.live.push(
                     id,
@@ -213,6 +215,24 @@ impl Lane {
                 });
                 LaneOutcome::Rejected
             }
+        }
+    }
+
+    /// Says so when the edit just landed started a batched target pass over queued facts (the
+    /// edit took longer; the next ones will be quicker).
+    fn announce_pass(&self, method: Method, env: &Env) {
+        let started = self
+            .runner
+            .history
+            .last()
+            .and_then(|r| r.target_pass.as_ref())
+            .filter(|p| p.position == 0);
+        if let Some(pass) = started {
+            env.emit(Event::Log(format!(
+                "{}: optimized the targets of this fact and the next {} queued in one pass",
+                method.label(),
+                pass.facts.len() - 1
+            )));
         }
     }
 

@@ -34,6 +34,10 @@ pub enum Command {
         id: u64,
         request: EditRequest,
     },
+    /// Queue several edits at once, in order (a deck): they are journaled as queued in one
+    /// write, and the first starts with the others already behind it, so its target can be
+    /// optimized with theirs ([`crate::session::ahead`]).
+    EditAll(Vec<(u64, EditRequest)>),
     /// Take back the most recent landed edit.
     Undo,
     /// Use this method (with its defaults) for the next edits (refused in A/B mode, whose

@@ -521,3 +521,56 @@ fn bisect_without_probe_data_or_journal_says_why() {
     );
     handle.join();
 }
+
+#[test]
+fn a_queued_deck_optimizes_its_d4s_targets_in_one_pass_and_journals_it() {
+    let cases = cases();
+    let stats_dir = tempfile::tempdir().unwrap();
+    let sessions = tempfile::tempdir().unwrap();
+    let mut runner = Runner::new(
+        tiny_model(Arch::Llama, 21),
+        hparams(Method::D4s),
+        stats(stats_dir.path()),
+    );
+    runner.start_session(sessions.path(), "deck").unwrap();
+    let dir = runner.session.as_ref().unwrap().dir.clone();
+    let handle = spawn(runner, quiet_options());
+    // A deck arrives as one command: its first fact starts with the others behind it.
+    let n = 4;
+    handle.send(Command::EditAll(
+        (1..=n as u64)
+            .zip(cases.iter().map(|c| c.requests[0].clone()))
+            .collect(),
+    ));
+    let events = collect_until(
+        &handle.events,
+        |e| matches!(e, Event::Curve { point, .. } if point.edits == n),
+    );
+    handle.join();
+    let passes: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Log(line) if line.contains("in one pass") => Some(line.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        passes,
+        ["D4S: optimized the targets of this fact and the next 3 queued in one pass"]
+    );
+    let journal = crate::session::journal::read_journal(&dir.join("journal.jsonl")).unwrap();
+    let positions: Vec<_> = journal
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            crate::session::journal::Event::Applied { target_pass, .. } => {
+                Some(target_pass.as_ref().map(|p| (p.position, p.facts.len())))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        positions,
+        [(0, 4), (1, 4), (2, 4), (3, 4)].map(Some).to_vec()
+    );
+}
