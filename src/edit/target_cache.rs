@@ -396,7 +396,12 @@ fn cache_key(model: &Model, params: &TargetParams, opts: OptimOptions, pass: Pas
         model.device
     );
     if let Pass::Batched { chunk, position } = pass {
-        text.push_str(&format!("\nbatch {} at {position}\n{chunk:?}", chunk.len()));
+        // "narrowing": a stopped problem's rows leave the pass (since 2026-12-08), which changes
+        // the others' last bits, so passes made before are not reused for it.
+        text.push_str(&format!(
+            "\nbatch {} at {position}, narrowing\n{chunk:?}",
+            chunk.len()
+        ));
     }
     crate::util::sha256_hex(text.as_bytes())
 }

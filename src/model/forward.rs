@@ -93,6 +93,31 @@ impl KvCache {
         }
     }
 
+    /// Only the given rows, in the given order (a batch whose other rows are done).
+    pub fn select_rows(&self, rows: &[usize]) -> candle_core::Result<Self> {
+        let Some(device) = self.layers.iter().flatten().map(|(k, _)| k.device()).next() else {
+            return Ok(Self {
+                layers: self.layers.clone(),
+                valid: rows.iter().map(|&r| self.valid[r].clone()).collect(),
+            });
+        };
+        let ids: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+        let index = Tensor::from_vec(ids, rows.len(), device)?;
+        let layers = self
+            .layers
+            .iter()
+            .map(|kv| {
+                kv.as_ref()
+                    .map(|(k, v)| Ok((k.index_select(&index, 0)?, v.index_select(&index, 0)?)))
+                    .transpose()
+            })
+            .collect::<candle_core::Result<_>>()?;
+        Ok(Self {
+            layers,
+            valid: rows.iter().map(|&r| self.valid[r].clone()).collect(),
+        })
+    }
+
     /// Memory held by the cached tensors, in bytes.
     pub fn bytes(&self) -> usize {
         self.layers

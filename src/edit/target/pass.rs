@@ -34,6 +34,86 @@ enum Plan {
     },
 }
 
+impl Plan {
+    /// The plan of a batch with only the `members`' rows (ascending problem indices), and their
+    /// slots in it: a pass drops the rows of problems that stopped early, so each step costs
+    /// the rows still optimizing.
+    fn select(&self, slots: &[Slot], members: &[usize]) -> Result<(Plan, Vec<Slot>)> {
+        let rows: Vec<usize> = members
+            .iter()
+            .flat_map(|&i| slots[i].first_row..slots[i].first_row + slots[i].n_rows)
+            .collect();
+        let mut new_row = vec![
+            None;
+            slots
+                .iter()
+                .map(|s| s.first_row + s.n_rows)
+                .max()
+                .unwrap_or(0)
+        ];
+        for (n, &r) in rows.iter().enumerate() {
+            new_row[r] = Some(n);
+        }
+        let scored_of = |scored: &[(usize, usize)]| -> Vec<(usize, usize)> {
+            scored
+                .iter()
+                .filter_map(|&(r, p)| new_row[r].map(|n| (n, p)))
+                .collect()
+        };
+        let (plan, scored) = match self {
+            Plan::Full {
+                rows: all,
+                lookup,
+                scored,
+            } => {
+                let scored = scored_of(scored);
+                let plan = Plan::Full {
+                    rows: rows.iter().map(|&r| all[r].clone()).collect(),
+                    lookup: rows.iter().map(|&r| lookup[r]).collect(),
+                    scored: scored.clone(),
+                };
+                (plan, scored)
+            }
+            Plan::Suffix {
+                hidden,
+                lens,
+                cache,
+                scored,
+            } => {
+                let scored = scored_of(scored);
+                let ids: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+                let index = Tensor::from_vec(ids, rows.len(), hidden.device())?;
+                let plan = Plan::Suffix {
+                    hidden: hidden.index_select(&index, 0)?,
+                    lens: rows.iter().map(|&r| lens[r]).collect(),
+                    cache: cache.select_rows(&rows)?,
+                    scored: scored.clone(),
+                };
+                (plan, scored)
+            }
+        };
+        let mut first_row = 0;
+        let new_slots = members
+            .iter()
+            .map(|&i| {
+                let s = &slots[i];
+                let slot = Slot {
+                    first_row,
+                    n_rows: s.n_rows,
+                    n_rewrite: s.n_rewrite,
+                    first_scored: scored
+                        .iter()
+                        .position(|&(r, _)| r == first_row)
+                        .unwrap_or(0),
+                };
+                first_row += s.n_rows;
+                slot
+            })
+            .collect();
+        Ok((plan, new_slots))
+    }
+}
+
 /// Where one problem sits in a batch: its rows and its scored logits.
 struct Slot {
     /// First row (its rewriting rows, then its KL row) and row count.
@@ -64,8 +144,9 @@ struct Run {
 /// rows and δ only (attention never crosses rows), so the sum of the losses has each problem's
 /// own gradient: every result is its problem's optimization alone, up to the last bits of the
 /// wider products (a batch of one is [`super::optimize`] exactly). A problem that stops early
-/// keeps its rows in the pass (frozen) until the last one stops. All problems edit the same layer
-/// with the same kinds of sites.
+/// leaves the pass: the next steps run only the rows still optimizing, so a pass costs about
+/// what its facts' steps cost together, not its slowest fact's steps times the batch. All
+/// problems edit the same layer with the same kinds of sites.
 pub fn optimize_batch(
     model: &Model,
     problems: &[TargetProblem],
@@ -242,17 +323,27 @@ pub fn optimize_batch(
         });
     }
 
+    // The rows still optimizing: the whole batch until a problem stops, then a narrowed copy.
+    let mut narrowed: Option<(Vec<usize>, Plan, Vec<Slot>)> = None;
     for it in 0..params.steps.max(1) {
         if ctl.cancelled() {
             return Err(Error::Cancelled);
         }
-        let logits = step_logits(model, &plan, layer, problems, &slots, &runs)?;
+        let members: Vec<usize> = (0..runs.len()).filter(|&i| runs[i].active).collect();
+        if members.len() < runs.len() && narrowed.as_ref().is_none_or(|(m, ..)| *m != members) {
+            let (p, s) = plan.select(&slots, &members)?;
+            narrowed = Some((members.clone(), p, s));
+        }
+        let (step_plan, step_slots) = match &narrowed {
+            Some((_, p, s)) if members.len() < runs.len() => (p, s.as_slice()),
+            _ => (&plan, slots.as_slice()),
+        };
+        let member_runs: Vec<&Run> = members.iter().map(|&i| &runs[i]).collect();
+        let logits = step_logits(model, step_plan, layer, problems, step_slots, &member_runs)?;
         let mut total: Option<Tensor> = None;
         let (mut loss_sum, mut prob_sum, mut n_active) = (0.0, 0.0, 0usize);
-        for ((p, slot), run) in problems.iter().zip(&slots).zip(runs.iter_mut()) {
-            if !run.active {
-                continue;
-            }
+        for (&i, slot) in members.iter().zip(step_slots) {
+            let (p, run) = (&problems[i], &mut runs[i]);
             let step = problem_step(p, slot, run, &logits, params, it)?;
             loss_sum += step.value;
             prob_sum += run.result.prob_final;
@@ -408,7 +499,7 @@ fn l2(t: &Tensor) -> Result<f64> {
 
 /// Each row's δ for one site: a problem's δ on its rows (a batch of one: its δ alone, so the
 /// single optimization builds exactly the tensors it always did).
-fn row_deltas(slots: &[Slot], runs: &[Run], site: usize) -> Result<Tensor> {
+fn row_deltas(slots: &[Slot], runs: &[&Run], site: usize) -> Result<Tensor> {
     if let [run] = runs {
         return Ok(run.deltas[site].as_tensor().clone());
     }
@@ -430,7 +521,7 @@ fn step_logits(
     layer: usize,
     problems: &[TargetProblem],
     slots: &[Slot],
-    runs: &[Run],
+    runs: &[&Run],
 ) -> Result<Tensor> {
     let sites = &problems[0].sites;
     let site_deltas = |positions: &[usize], s: usize| -> Result<Vec<SiteDelta>> {
