@@ -12,9 +12,10 @@
 //!
 //! A batched target differs from one optimized alone in its last bits (wider sums), so the
 //! journal records each step's pass ([`TargetPass`]) and a replay hands the same pass back: the
-//! replayed weights are the journal's, bit for bit. A step whose fact is not the next one of the
-//! current pass (the user dropped or reordered the queue, typed a fact of their own) starts a
-//! new pass; the old pass's unused targets only cost the time they took.
+//! replayed weights are the journal's, bit for bit. A fact further on in the current pass goes on
+//! with it (the facts between were rejected, cancelled or dropped); a fact the pass does not hold
+//! (typed by the user, or reordered) starts a new pass, and the old pass's unused targets only
+//! cost the time they took.
 
 use serde::{Deserialize, Serialize};
 
@@ -42,8 +43,8 @@ pub struct Planner {
 
 impl Planner {
     /// The pass for a step of `request`, with `upcoming` the facts queued behind it in order:
-    /// the current pass if `request` is its next fact, else a new pass of `request` and the next
-    /// `target_batch − 1` usable queued facts. `None` (optimize alone) when the editor's targets
+    /// the current pass if `request` is one of its facts still to come, else a new pass of
+    /// `request` and the next `target_batch − 1` usable queued facts. `None` (optimize alone) when the editor's targets
     /// follow the edits, `target_batch` is 1, nothing usable is queued, or `request` itself
     /// cannot be optimized (it fails alone, without costing the queue a pass).
     pub fn plan(
@@ -61,12 +62,16 @@ impl Planner {
         if !can_share_pass(model, request) {
             return None;
         }
+        // A fact later in the current pass goes on with it: the facts between were rejected,
+        // cancelled or dropped from the queue (a resume after a crash finds them so too).
         if let Some((facts, next)) = &mut self.current {
-            if facts.get(*next).is_some_and(|f| f.same_fact(request)) {
-                *next += 1;
+            let ahead = facts.get(*next..).unwrap_or_default();
+            if let Some(skip) = ahead.iter().position(|f| f.same_fact(request)) {
+                let position = *next + skip;
+                *next = position + 1;
                 return Some(TargetPass {
                     facts: facts.clone(),
-                    position: *next - 1,
+                    position,
                 });
             }
         }

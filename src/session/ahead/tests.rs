@@ -138,6 +138,17 @@ fn a_pass_skips_queued_facts_that_cannot_be_optimized_and_restarts_when_the_queu
         .unwrap();
     assert_eq!(typed.position, 0);
     assert_eq!(typed.facts, vec![facts[4].fact(), facts[3].fact()]);
+    // A fact further on in the current pass goes on with it (those between were rejected or
+    // dropped), as it would have without a crash in between.
+    let mut resumed = Planner::default();
+    resumed.continue_after(Some(&TargetPass {
+        facts: first.facts.clone(),
+        position: 0,
+    }));
+    let skipped = resumed
+        .plan(&model, editor.as_ref(), &queue[3], &[])
+        .unwrap();
+    assert_eq!((skipped.position, skipped.facts), (2, first.facts.clone()));
     // The evaluation prompts around a fact do not matter: its fact is what the pass matches.
     let mut dressed = facts[3].clone();
     dressed.paraphrases.push("Where is it?".into());
